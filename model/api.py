@@ -120,6 +120,10 @@ class LabModel:
         """Name -> (positions, d_model) table that is added to the embeddings."""
         return {}
 
+    def run_padded(self, texts: list[str]) -> tuple[list[Tokens], Trace]:
+        """Several texts in one batch, padded to the longest, with a padding mask (where supported)."""
+        raise InputError(f"{self.name} does not support batched runs with padding in this lab.")
+
     # ------------------------------------------------------------------ shared behaviour
     @property
     def stacks(self) -> list[str]:

@@ -1,0 +1,120 @@
+"""Sampling against transformers' logits processors, plus the invariants a page relies on."""
+import math
+
+import pytest
+import torch
+from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+from model.sampling import SamplingError, distribution, sample, sample_counts
+
+
+def hf_processed(logits, t, k, p):
+    """What transformers does: temperature, then top-k, then top-p (each only when active)."""
+    x = logits[None].clone()
+    ids = torch.zeros(1, 1, dtype=torch.long)
+    x = TemperatureLogitsWarper(t)(ids, x)
+    if k > 0:
+        x = TopKLogitsWarper(k)(ids, x)
+    if p < 1.0:
+        x = TopPLogitsWarper(p)(ids, x)
+    return x[0]
+
+
+def cases():
+    g = torch.Generator().manual_seed(0)
+    for i in range(150):
+        V = int(torch.randint(2, 400, (1,), generator=g))
+        scale = float(torch.rand(1, generator=g)) * 6
+        logits = torch.randn(V, generator=g) * scale
+        if i % 3 == 0:                                   # many exact ties
+            logits = torch.round(logits)
+        t = [0.3, 0.7, 1.0, 1.8][i % 4]
+        k = [0, 1, 3, 10, V + 5][i % 5]
+        p = [1.0, 0.95, 0.6, 0.1, 0.999][(i // 5) % 5]
+        yield logits, t, k, p
+
+
+@pytest.mark.parametrize("logits,t,k,p", list(cases()))
+def test_keep_sets_and_probs_match_transformers(logits, t, k, p):
+    d = distribution(logits, temperature=t, top_k=k, top_p=p)
+    ref = hf_processed(logits, t, k, p)
+    assert torch.equal(d.keep, torch.isfinite(ref)), "keep-set differs from transformers'"
+    torch.testing.assert_close(d.probs, ref.softmax(-1), atol=1e-6, rtol=1e-5)
+    assert d.probs.sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert (d.probs[~d.keep] == 0).all()
+    assert d.removed_mass == pytest.approx(1 - d.scaled_probs[d.keep].sum().item(), abs=1e-5)
+    assert d.removed_mass == pytest.approx(d.removed_by_topk + d.removed_by_topp, abs=1e-6)
+
+
+def test_top_k_keeps_ties_at_cutoff():
+    logits = torch.tensor([3.0, 2.0, 2.0, 2.0, 1.0, 0.0])
+    d = distribution(logits, top_k=2)
+    assert d.keep.tolist() == [True, True, True, True, False, False]      # the k-th value is tied 3 ways
+    assert torch.equal(d.keep, torch.isfinite(hf_processed(logits, 1.0, 2, 1.0)))
+
+
+def test_top_p_keeps_the_token_that_crosses_p():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    d = distribution(probs.log(), top_p=0.6)
+    assert d.keep.tolist() == [True, True, False, False]    # 0.5 < 0.6, so the 0.3 token (crossing) stays
+    d = distribution(probs.log(), top_p=0.45)
+    assert d.keep.tolist() == [True, False, False, False]   # 0.5 reaches p alone
+    d = distribution(probs.log(), top_p=0.5)                # exactly on the edge: whatever transformers does
+    assert torch.equal(d.keep, torch.isfinite(hf_processed(probs.log(), 1.0, 0, 0.5)))
+    d = distribution(probs.log(), top_p=0.05)
+    assert d.keep.tolist() == [True, False, False, False]   # at least one token always stays
+
+
+def test_large_vocabulary_fast_path_matches_transformers():
+    g = torch.Generator().manual_seed(3)
+    for p in (0.5, 0.9, 0.99):
+        logits = torch.randn(50257, generator=g) * 3
+        d = distribution(logits, temperature=0.8, top_p=p)
+        assert torch.equal(d.keep, torch.isfinite(hf_processed(logits, 0.8, 0, p)))
+
+
+def test_low_temperature_tends_to_argmax_and_greedy_is_exact():
+    logits = torch.tensor([1.0, 2.5, 2.4, -1.0])
+    d = distribution(logits, temperature=1e-3)
+    assert d.probs[1].item() > 0.999
+    g = distribution(logits, greedy=True)
+    assert g.probs.tolist() == [0.0, 1.0, 0.0, 0.0] and g.entropy == 0.0
+    assert sample(g, 5, seed=1).tolist() == [1] * 5
+
+
+def test_entropy_and_off_settings():
+    logits = torch.zeros(8)
+    d = distribution(logits)
+    assert d.entropy == pytest.approx(math.log(8), abs=1e-5) and d.raw_entropy == pytest.approx(math.log(8), abs=1e-5)
+    assert d.keep.all() and d.removed_mass == pytest.approx(0.0, abs=1e-7)
+
+
+def test_seeded_draws_repeat_and_follow_probs():
+    d = distribution(torch.tensor([0.0, 1.0, 2.0, -5.0]), temperature=1.0)
+    assert torch.equal(sample(d, 50, seed=7), sample(d, 50, seed=7))
+    assert not torch.equal(sample(d, 50, seed=7), sample(d, 50, seed=8))
+    counts = sample_counts(d, 20000, seed=0)
+    assert counts.sum().item() == 20000
+    freq = counts.float() / 20000
+    assert (freq - d.probs).abs().max().item() < 0.015
+    cut = distribution(torch.tensor([0.0, 1.0, 2.0, -5.0]), top_k=2)
+    assert sample_counts(cut, 1000, seed=0)[:1].sum().item() == 0 and sample_counts(cut, 1000, seed=0)[3] == 0
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(temperature=0), "temperature must be"), (dict(temperature=-1.0), "temperature must be"),
+    (dict(temperature=float("nan")), "temperature must be"), (dict(top_p=0), "top_p must be in"),
+    (dict(top_p=1.5), "top_p must be in"), (dict(top_k=-1), "top_k must be"), (dict(top_k=2.5), "top_k must be"),
+])
+def test_bad_settings_raise_clear_errors(kw, msg):
+    with pytest.raises(SamplingError, match=msg):
+        distribution(torch.randn(10), **kw)
+
+
+@pytest.mark.parametrize("logits,msg", [
+    (torch.randn(2, 5), "must be 1-D"), (torch.tensor([]), "empty"),
+    (torch.full((4,), float("-inf")), "every logit is -inf"), (torch.tensor([1.0, float("nan")]), "NaN"),
+])
+def test_bad_logits_raise_clear_errors(logits, msg):
+    with pytest.raises(SamplingError, match=msg):
+        distribution(logits)
