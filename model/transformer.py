@@ -245,8 +245,10 @@ class Stack(nn.Module):
         super().__init__()
         self.cfg, self.key, self.label = cfg, key, label
         self.tok_emb = nn.Embedding(vocab_size, cfg.d_model)
+        nn.init.normal_(self.tok_emb.weight, std=cfg.d_model ** -0.5)     # x sqrt(d_model) -> unit scale
         if cfg.pos_encoding == "learned":
             self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
+            nn.init.normal_(self.pos_emb.weight, std=0.1)
         else:
             self.pos_emb = None
             self.register_buffer("pe", sinusoidal_encoding(cfg.max_len, cfg.d_model), persistent=False)

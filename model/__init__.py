@@ -1,0 +1,52 @@
+"""The lab's engine: models that return their internals, sampling, corpora, training.
+
+    import model
+    m = model.load("transformer-lm")          # a built-in, a Hugging Face id, or a local folder
+    run = m.run("the bear ate the honey because it was hungry")
+    run.trace.attention["self"][0].weights    # (1, heads, T, T) of layer 1
+
+No Streamlit here; pages/ call this, viz/ draws what it returns.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .api import Generation, InputError, LabError, LabModel, ModelLoadError, Run, Step, Tokens
+from .device import DeviceError, available_devices, pick_device
+
+__all__ = ["load", "builtin_names", "LabModel", "LabError", "InputError", "ModelLoadError", "Run", "Tokens",
+           "Step", "Generation", "pick_device", "available_devices", "DeviceError"]
+
+
+def builtin_names() -> list[str]:
+    from .builtin import BUILTIN
+
+    return list(BUILTIN)
+
+
+def load(name: str, device: str | torch.device | None = None) -> LabModel:
+    """Load a built-in model by name, a built-in-format folder, or a Hugging Face id / local folder.
+
+    Raises ModelLoadError (a LabError) with a message meant for the user when that fails.
+    """
+    from .builtin import BUILTIN, CONFIG, load_builtin
+
+    name = (name or "").strip()
+    if not name:
+        raise ModelLoadError("No model name given. Built-in models: " + ", ".join(BUILTIN))
+    try:
+        dev = pick_device(device)
+    except DeviceError as e:
+        raise ModelLoadError(str(e)) from e
+    if name in BUILTIN:
+        return load_builtin(name, dev)
+    path = Path(name).expanduser()
+    if path.is_dir() and (path / CONFIG).is_file() and '"lab_format"' in (path / CONFIG).read_text():
+        return load_builtin(path, dev)                     # a model trained by `python -m model.train`
+    try:
+        from .hf import load_hf
+    except ImportError as e:                               # pragma: no cover - transformers missing
+        raise ModelLoadError(f"Unknown model {name!r}. Built-in models: {', '.join(BUILTIN)}") from e
+    return load_hf(name, dev)

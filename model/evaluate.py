@@ -1,0 +1,135 @@
+"""How good are the built-in models? Held-out figures, printed and stored in each config.json.
+
+    python -m model.evaluate                 # all built-ins
+    python -m model.evaluate lstm-lm --n 500
+
+Language models: cross-entropy per token on held-out sentences (never seen in training)
+against the grammar's own entropy rate (the best any model can do on this corpus), and
+subject-verb agreement accuracy ("the keys to the old cabinet" -> are, not is).
+Translator: exact-match of greedy translations of held-out sentences.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import corpora
+from .builtin import BUILTIN, CHECKPOINTS, CONFIG, BuiltinLM, BuiltinTranslator, load_builtin
+from .device import pick_device
+from .train import RECIPES, pad_batch
+
+
+@torch.inference_mode()
+def lm_cross_entropy(lab: BuiltinLM, sentences: list[str], batch: int = 256) -> float:
+    """Mean nats per predicted token (every word, the '.', and [EOS]) of [BOS] sentence [EOS]."""
+    pad = lab.tok.pad_id
+    total, count = 0.0, 0
+    for i in range(0, len(sentences), batch):
+        seqs = [lab.tok.encode(s, add_bos=True, add_eos=True).ids for s in sentences[i:i + batch]]
+        x = pad_batch(seqs, pad).to(lab.device)
+        logits = lab.module(x[:, :-1]).logits
+        nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), x[:, 1:].reshape(-1),
+                              ignore_index=pad, reduction="sum")
+        total += nll.item()
+        count += int((x[:, 1:] != pad).sum())
+    return total / count
+
+
+@torch.inference_mode()
+def agreement_accuracy(lab: BuiltinLM, items: list[dict], batch: int = 256) -> float:
+    """Share of items where P(correct verb) > P(wrong verb) after the prefix."""
+    ok = 0
+    for i in range(0, len(items), batch):
+        chunk = items[i:i + batch]
+        seqs = [lab.tok.encode(it["prefix"], add_bos=True).ids for it in chunk]
+        x = pad_batch(seqs, lab.tok.pad_id).to(lab.device)
+        logits = lab.module(x).logits
+        last = torch.tensor([len(s) - 1 for s in seqs], device=lab.device)
+        row = logits[torch.arange(len(seqs), device=lab.device), last]            # (B, V)
+        good = torch.tensor([lab.tok.encode(it["correct"]).ids[0] for it in chunk], device=lab.device)
+        bad = torch.tensor([lab.tok.encode(it["wrong"]).ids[0] for it in chunk], device=lab.device)
+        ok += int((row.gather(1, good[:, None]) > row.gather(1, bad[:, None])).sum())
+    return ok / len(items)
+
+
+@torch.inference_mode()
+def greedy_translate_batch(lab: BuiltinTranslator, sentences: list[str], batch: int = 256) -> list[str]:
+    out: list[str] = []
+    m, pad = lab.module, lab.src_tok.pad_id
+    for i in range(0, len(sentences), batch):
+        src = pad_batch([lab.src_tok.encode(s, add_eos=True).ids for s in sentences[i:i + batch]], pad).to(lab.device)
+        src_pad = src != pad
+        memory = m.encode(src, src_pad)
+        cur = torch.full((src.size(0), 1), lab.bos_id, dtype=torch.long, device=lab.device)
+        past, rows = None, [cur]
+        done = torch.zeros(src.size(0), dtype=torch.bool, device=lab.device)
+        for _ in range(lab.max_len - 1):
+            logits, past = m.decode(cur, memory, src_pad=src_pad, past=past)
+            cur = logits[:, -1].argmax(-1, keepdim=True)
+            rows.append(cur)
+            done |= cur[:, 0] == lab.eos_id
+            if bool(done.all()):
+                break
+        ids = torch.cat(rows, 1)[:, 1:].tolist()
+        for seq in ids:
+            seq = seq[: seq.index(lab.eos_id)] if lab.eos_id in seq else seq
+            out.append(lab.tgt_tok.decode(seq))
+    return out
+
+
+def _norm(s: str) -> str:
+    return " ".join(s.split())
+
+
+def translator_exact_match(lab: BuiltinTranslator, pairs: list[tuple[str, str]]) -> float:
+    hyp = greedy_translate_batch(lab, [e for e, _ in pairs])
+    return sum(_norm(h) == _norm(f) for h, (_, f) in zip(hyp, pairs)) / len(pairs)
+
+
+def evaluate(lab, n: int | None = None, seed: int = 0) -> dict:
+    """Held-out figures for a loaded built-in model (n: how many held-out items; None = all)."""
+    recipe = RECIPES.get(lab.name, {}).get("data") or lab.cfg.get("data", {})
+    if lab.kind == "seq2seq":
+        _, held = corpora.translation_datasets(recipe.get("n_train", 30000), recipe.get("n_heldout", 1000),
+                                               recipe.get("seed", seed))
+        held = held[:n] if n else held
+        return {"heldout_sentences": len(held), "exact_match": round(translator_exact_match(lab, held), 4)}
+    _, held = corpora.lm_datasets(recipe.get("n_train", 30000), recipe.get("n_heldout", 2000), recipe.get("seed", seed))
+    held = held[:n] if n else held
+    ce = lm_cross_entropy(lab, held)
+    items = corpora.agreement_items(n or 1000, seed=seed + 777)
+    h = corpora.grammar_entropy_per_token()
+    return {"heldout_sentences": len(held), "cross_entropy_nats": round(ce, 4), "perplexity": round(math.exp(ce), 3),
+            "grammar_entropy_nats": round(h, 4), "grammar_perplexity": round(math.exp(h), 3),
+            "agreement_items": len(items), "agreement_accuracy": round(agreement_accuracy(lab, items), 4)}
+
+
+def evaluate_folder(folder: Path, write: bool = False, n: int | None = None, device: str | None = "cpu") -> dict:
+    lab = load_builtin(folder, pick_device(device))
+    res = evaluate(lab, n)
+    print(f"{lab.name}: " + ", ".join(f"{k}={v}" for k, v in res.items()))
+    if write:
+        cfg = json.loads((Path(folder) / CONFIG).read_text())
+        cfg["eval"] = res
+        (Path(folder) / CONFIG).write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
+    return res
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("models", nargs="*", default=list(BUILTIN), help="built-in names or checkpoint folders")
+    ap.add_argument("--n", type=int, default=None, help="held-out items per model (default: all)")
+    ap.add_argument("--write", action="store_true", help="store the figures in each config.json")
+    a = ap.parse_args(argv)
+    for name in a.models:
+        folder = CHECKPOINTS / name if name in BUILTIN else Path(name)
+        evaluate_folder(folder, write=a.write, n=a.n)
+
+
+if __name__ == "__main__":
+    main()

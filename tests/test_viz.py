@@ -1,0 +1,204 @@
+"""Every figure builder: holds the data it was given, labels match tokens, bad shapes say what is wrong."""
+import json
+
+import numpy as np
+import plotly.io as pio
+import pytest
+
+from viz.attention import attention_grid, attention_heatmap, grid_tile_at, logit_lens, token_attention
+from viz.layernorm import feature_distribution, gamma_beta, layernorm_stats, residual_norm
+from viz.lstm import compare_next_token, lstm_gates_panel, lstm_heatmap
+from viz.masks import mask_matrix, masking_stages, padding_mask
+from viz.positional import pe_heatmap, pe_similarity, pe_waves
+from viz.sampling import distribution_stages, final_distribution, generation_steps, sample_histogram
+
+rng = np.random.default_rng(0)
+TOKS = ["[BOS]", "the", "<b>cat</b>", "saw", "the", "dog"]          # repeated token and HTML on purpose
+
+
+def spec(fig):
+    """The figure as the browser gets it (numpy arrays decoded)."""
+    return json.loads(pio.to_json(fig))
+
+
+def z_of(trace):
+    return np.asarray(trace.z, dtype=float)
+
+
+def softmax_rows(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_attention_heatmap_holds_weights_and_escaped_unique_labels():
+    w = softmax_rows(rng.normal(size=(6, 6)))
+    fig = attention_heatmap(w, TOKS, TOKS, title="t")
+    np.testing.assert_allclose(z_of(fig.data[0]), w, rtol=1e-6)
+    ticks = fig.layout.xaxis.ticktext
+    assert list(ticks) == ["[BOS]", "the", "&lt;b&gt;cat&lt;/b&gt;", "saw", "the", "dog"]
+    assert len(set(fig.data[0].x)) == 6                                 # the two "the" stay apart
+    assert "<b>cat" not in pio.to_json(fig)
+    assert "%{z:.3f}" in fig.data[0].hovertemplate
+
+
+@pytest.mark.parametrize("bad,msg", [(np.zeros((2, 3, 4)), "must be \\(queries, keys\\)"),
+                                     (np.zeros((5, 6)), "got 6 query labels for 5")])
+def test_attention_heatmap_rejects_bad_input(bad, msg):
+    with pytest.raises(ValueError, match=msg):
+        attention_heatmap(bad, TOKS, TOKS)
+
+
+def test_attention_grid_small_is_exact_and_tiles_every_head():
+    w = softmax_rows(rng.normal(size=(3, 4, 6, 6)))
+    fig = attention_grid(w, TOKS, TOKS)
+    z = z_of(fig.data[0])
+    gap = 1
+    for l in range(3):
+        for h in range(4):
+            r, c = l * (6 + gap), h * (6 + gap)
+            np.testing.assert_allclose(z[r:r + 6, c:c + 6], w[l, h], rtol=1e-6)
+            assert grid_tile_at(c + 2, r + 5, 6, 6) == (l, h)
+    assert grid_tile_at(6, 0, 6, 6) is None                              # a gap column
+    assert list(fig.layout.xaxis.ticktext) == [f"head {h}" for h in range(1, 5)]
+    assert list(fig.layout.yaxis.ticktext) == [f"layer {l}" for l in range(1, 4)]
+    assert fig.data[0].text[2, 3] == "layer 1, head 1<br>&lt;b&gt;cat&lt;/b&gt; → saw"   # hover names the cell
+
+
+def test_attention_grid_gpt2_scale_is_quantised_and_small():
+    w = softmax_rows(rng.normal(size=(12, 12, 128, 128)).astype(np.float32))
+    labels = [f"t{i}" for i in range(128)]
+    fig = attention_grid(w, labels, labels)
+    payload = pio.to_json(fig)
+    assert len(payload) < 4_000_000
+    z = np.asarray(fig.data[0].z)
+    assert z.dtype == np.uint8
+    np.testing.assert_allclose(z[:128, :128] / 255, w[0, 0], atol=1 / 255)
+    assert json.loads(payload)["data"][0]["z"]["dtype"] == "u1"          # sent as a compact typed array
+
+
+def test_token_attention_rows_are_heads():
+    w = softmax_rows(rng.normal(size=(2, 3, 6, 6)))
+    fig = token_attention(w, 2, TOKS, TOKS[2])
+    np.testing.assert_allclose(z_of(fig.data[0]), w[:, :, 2, :].reshape(6, 6), rtol=1e-6)
+    assert list(fig.data[0].y) == ["L1 H1", "L1 H2", "L1 H3", "L2 H1", "L2 H2", "L2 H3"]
+    assert "&lt;b&gt;" in fig.layout.title.text
+    with pytest.raises(ValueError, match="outside 0..5"):
+        token_attention(w, 6, TOKS)
+
+
+def test_logit_lens_writes_tokens_in_cells():
+    p = rng.random((3, 6))
+    toks = [["a", "<x>", "c", "d", "e", "f"]] * 3
+    fig = logit_lens(toks, p, TOKS, ["emb", "L1", "L2"])
+    np.testing.assert_allclose(z_of(fig.data[0]), p, rtol=1e-6)
+    assert fig.data[0].text[0][1] == "&lt;x&gt;"
+    with pytest.raises(ValueError, match="top_tokens must be 3 rows of 6"):
+        logit_lens(toks[:2], p, TOKS, ["emb", "L1", "L2"])
+
+
+def test_positional_figures():
+    pe = rng.normal(size=(20, 8))
+    fig = pe_waves(pe, [0, 3])
+    np.testing.assert_allclose(np.asarray(fig.data[1].y), pe[:, 3], rtol=1e-6)
+    assert [t.name for t in fig.data] == ["dim 0 (sin)", "dim 3 (cos)"]
+    np.testing.assert_allclose(z_of(pe_heatmap(pe).data[0]), pe, rtol=1e-6)
+    np.testing.assert_allclose(z_of(pe_similarity(pe).data[0]), pe @ pe.T, rtol=1e-5, atol=1e-5)
+    cos = z_of(pe_similarity(pe, cosine=True).data[0])
+    np.testing.assert_allclose(np.diag(cos), 1, rtol=1e-5)
+    with pytest.raises(ValueError, match="outside 0..7"):
+        pe_waves(pe, [8])
+
+
+def test_mask_figures():
+    allowed = np.tril(np.ones((6, 6), bool))
+    fig = mask_matrix(allowed, TOKS, TOKS)
+    np.testing.assert_array_equal(z_of(fig.data[0]), allowed.astype(float))
+    assert fig.data[0].text[0][1] == "−∞" and fig.data[0].text[1][0] == ""
+    s = rng.normal(size=(6, 6))
+    w = softmax_rows(np.where(allowed, s, -np.inf))
+    st = masking_stages(s, allowed, w, TOKS, TOKS)
+    np.testing.assert_allclose(z_of(st.data[0]), s, rtol=1e-6)
+    np.testing.assert_allclose(z_of(st.data[3]), w, rtol=1e-6)
+    assert np.isnan(z_of(st.data[2])[0, 5]) and z_of(st.data[2])[5, 0] == pytest.approx(s[5, 0], rel=1e-6)
+    with pytest.raises(ValueError, match="same shape"):
+        masking_stages(s, allowed[:5], w, TOKS, TOKS)
+    pad = padding_mask([["a", "b", "c"], ["d", "[PAD]", "[PAD]"]])
+    np.testing.assert_array_equal(z_of(pad.data[0]), [[1, 1, 1], [1, 0, 0]])
+    with pytest.raises(ValueError, match="equally long"):
+        padding_mask([["a", "b"], ["c"]])
+
+
+def test_layernorm_figures():
+    stats = [rng.normal(size=(4, 6)) for _ in range(4)]
+    fig = layernorm_stats(["L1 attention LN", "L1 feed-forward LN", "L2 attention LN", "final LN"], *stats, TOKS)
+    for k in range(4):
+        np.testing.assert_allclose(z_of(fig.data[k]), stats[k], rtol=1e-6)
+    with pytest.raises(ValueError, match="same shape"):
+        layernorm_stats(["a"] * 4, stats[0], stats[1][:3], stats[2], stats[3], TOKS)
+    x_in, x_out = rng.normal(3, 5, 64), rng.normal(0, 1, 64)
+    fd = feature_distribution(x_in, x_out)
+    np.testing.assert_allclose(np.asarray(fd.data[0].x), x_in, rtol=1e-6)
+    assert f"std {x_in.std():.2f}" in fd.data[0].name
+    gb = gamma_beta(np.ones(8), np.zeros(8))
+    assert list(gb.data[0].y) == [1.0] * 8
+    norms = rng.random((3, 6))
+    rn = residual_norm(norms, TOKS, ["embeddings", "after block 1", "after block 2"])
+    assert len(rn.data) == 7 and np.allclose(rn.data[-1].y, norms.mean(1))
+
+
+def _dist(V=40):
+    p = rng.random(V) ** 4
+    return p / p.sum()
+
+
+def test_distribution_stages_colours_kept_and_cut():
+    V = 40
+    vocab = [f"w{i}" for i in range(V)]
+    p = _dist(V)
+    order = np.argsort(-p)
+    topk = np.zeros(V, bool)
+    topk[order[:5]] = True
+    topp = np.zeros(V, bool)
+    topp[order[:3]] = True
+    final = np.where(topk & topp, p, 0)
+    final /= final.sum()
+    fig = distribution_stages(p, p, topk, topp, final, vocab, top_n=10, removed_mass=0.3, entropy=1.0)
+    np.testing.assert_allclose(np.asarray(fig.data[1].y), p[order[:10]], rtol=1e-6)
+    status = list(fig.data[1].customdata)
+    assert status[:3] == ["kept"] * 3 and status[3:5] == ["cut by top-p"] * 2 and status[5] == "cut by top-k"
+    np.testing.assert_allclose(np.asarray(fig.data[2].y)[:3], final[order[:3]], rtol=1e-6)
+    assert "mass cut: 30.0%" in fig.layout.annotations[0].text
+    with pytest.raises(ValueError, match="vocabulary has 40"):
+        distribution_stages(p[:5], p, topk, topp, final, vocab)
+
+
+def test_final_distribution_top_k_one_leaves_one_bar():
+    vocab = ["a", "b", "<c>"]
+    fig = final_distribution(np.array([0.0, 0.0, 1.0]), vocab)
+    assert list(fig.data[0].x) == ["&lt;c&gt;"] and list(fig.data[0].y) == [1.0]
+
+
+def test_sample_histogram_and_generation_steps():
+    vocab = ["a", "b", "c"]
+    fig = sample_histogram(np.array([70, 30, 0]), np.array([0.7, 0.3, 0.0]), vocab)
+    assert list(fig.data[0].y) == [0.7, 0.3]
+    with pytest.raises(ValueError, match="all zero"):
+        sample_histogram(np.zeros(3), np.array([0.7, 0.3, 0.0]), vocab)
+    g = generation_steps([{"token": "<s>", "prob": 0.5, "top": [("<s>", 0.5), ("x", 0.2)]}])
+    assert list(g.data[0].x) == ["1. &lt;s&gt;"] and "x: 0.200" in g.data[0].customdata[0]
+
+
+def test_lstm_figures():
+    v = rng.random((6, 5))
+    fig = lstm_heatmap(v, TOKS, signed=False)
+    np.testing.assert_allclose(z_of(fig.data[0]), v.T, rtol=1e-6)
+    panel = lstm_gates_panel({"input gate": v, "cell state": v - 0.5}, TOKS)
+    assert panel.data[1].zmid == 0 and panel.data[0].zmin == 0
+    with pytest.raises(ValueError, match="same number of time steps"):
+        lstm_gates_panel({"a": v, "b": v[:3]}, TOKS)
+    vocab = [f"w{i}" for i in range(10)]
+    p, q = _dist(10), _dist(10)
+    cmp = compare_next_token({"LSTM": p, "Transformer": q}, vocab, top_n=3)
+    shown = [vocab.index(x) for x in cmp.data[0].x]
+    np.testing.assert_allclose(np.asarray(cmp.data[0].y), p[shown], rtol=1e-6)
+    assert set(np.argsort(-p)[:3]) <= set(shown) and set(np.argsort(-q)[:3]) <= set(shown)

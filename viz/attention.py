@@ -1,0 +1,134 @@
+"""Attention figures: one head large, all heads as a lean grid, one token across heads, logit lens."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from .common import (SEQUENTIAL, apply_theme, as_array, check_labels, esc, position_labels, token_axis)
+
+HOVER = "query: %{y}<br>key: %{x}<br>weight: %{z:.3f}<extra></extra>"
+
+
+def attention_heatmap(weights, q_labels: Sequence[str], k_labels: Sequence[str], title: str = "",
+                      zmax: float | None = None) -> go.Figure:
+    """One head: rows are queries (top to bottom), columns keys; hover shows both tokens and the weight."""
+    w = as_array(weights, 2, "attention weights", "(queries, keys)").astype(np.float32)
+    check_labels(q_labels, w.shape[0], "query")
+    check_labels(k_labels, w.shape[1], "key")
+    fig = go.Figure(go.Heatmap(z=w, x=position_labels(k_labels), y=position_labels(q_labels), colorscale=SEQUENTIAL,
+                               zmin=0, zmax=zmax if zmax is not None else max(float(np.nanmax(w)), 1e-6),
+                               hovertemplate=HOVER, colorbar=dict(title="weight", thickness=14)))
+    fig.update_xaxes(token_axis(k_labels, side="top", tickangle=-45, title="key (looked at)"))
+    fig.update_yaxes(token_axis(q_labels, autorange="reversed", title="query (looking)"))
+    size = min(760, 220 + 32 * max(len(q_labels), 6))
+    return apply_theme(fig, height=size, title=title)
+
+
+def _tile(w: np.ndarray, gap: int, fill) -> np.ndarray:
+    """(L, H, Tq, Tk) -> one (L*(Tq+gap)-gap, H*(Tk+gap)-gap) array, tiles separated by `fill`."""
+    L, H, Tq, Tk = w.shape
+    out = np.full((L * (Tq + gap) - gap, H * (Tk + gap) - gap), fill, dtype=w.dtype)
+    for l in range(L):
+        for h in range(H):
+            r, c = l * (Tq + gap), h * (Tk + gap)
+            out[r:r + Tq, c:c + Tk] = w[l, h]
+    return out
+
+
+def grid_tile_at(x: float, y: float, Tq: int, Tk: int, gap: int | None = None) -> tuple[int, int] | None:
+    """Map a clicked cell (x = column, y = row of the tiled grid) to (layer, head), 0-based; None in a gap."""
+    gap = _gap(Tq, Tk) if gap is None else gap
+    l, rr = divmod(int(round(y)), Tq + gap)
+    h, cc = divmod(int(round(x)), Tk + gap)
+    if rr >= Tq or cc >= Tk:
+        return None
+    return l, h
+
+
+def _gap(Tq: int, Tk: int) -> int:
+    return max(1, round(max(Tq, Tk) / 24))
+
+
+def attention_grid(weights, q_labels: Sequence[str], k_labels: Sequence[str],
+                   row_names: Sequence[str] | None = None, max_exact_cells: int = 40_000) -> go.Figure:
+    """Every layer x head as small heatmaps in ONE heatmap trace (lean: no subplots).
+
+    Small grids keep exact float32 weights and a hover that names layer, head and tokens.
+    Grids over `max_exact_cells` cells (GPT-2: 12 x 12 heads x 128 x 128) are quantised to
+    uint8 (0..255 for weight 0..1) and have no hover, so they stay under 4 MB and draw fast;
+    pick a head to see exact values.
+    """
+    w = as_array(weights, 4, "attention weights", "(layers, heads, queries, keys)").astype(np.float32)
+    L, H, Tq, Tk = w.shape
+    check_labels(q_labels, Tq, "query")
+    check_labels(k_labels, Tk, "key")
+    row_names = list(row_names) if row_names is not None else [f"layer {i + 1}" for i in range(L)]
+    check_labels(row_names, L, "layer")
+    gap = _gap(Tq, Tk)
+    exact = w.size <= max_exact_cells
+    if exact:
+        z = _tile(w, gap, np.nan)
+        ql = [esc(t) for t in q_labels]
+        kl = [esc(t) for t in k_labels]
+        text = np.full(z.shape, "", dtype=object)
+        for l in range(L):
+            for h in range(H):
+                r, c = l * (Tq + gap), h * (Tk + gap)
+                for i in range(Tq):
+                    for j in range(Tk):
+                        text[r + i, c + j] = f"layer {l + 1}, head {h + 1}<br>{ql[i]} → {kl[j]}"
+        trace = go.Heatmap(z=z, text=text, colorscale=SEQUENTIAL, zmin=0, zmax=1, hoverongaps=False,
+                           hovertemplate="%{text}<br>weight: %{z:.3f}<extra></extra>",
+                           colorbar=dict(title="weight", thickness=14))
+    else:
+        z = _tile(np.clip(np.rint(w * 255), 0, 255).astype(np.uint8), gap, 0)
+        trace = go.Heatmap(z=z, colorscale=SEQUENTIAL, zmin=0, zmax=255, hoverinfo="skip",
+                           colorbar=dict(title="weight", thickness=14, tickvals=[0, 127.5, 255],
+                                         ticktext=["0", "0.5", "1"]))
+    fig = go.Figure(trace)
+    fig.update_xaxes(tickmode="array", tickvals=[h * (Tk + gap) + (Tk - 1) / 2 for h in range(H)],
+                     ticktext=[f"head {h + 1}" for h in range(H)], side="top", showgrid=False, zeroline=False,
+                     range=[-0.5, H * (Tk + gap) - gap - 0.5])
+    fig.update_yaxes(tickmode="array", tickvals=[l * (Tq + gap) + (Tq - 1) / 2 for l in range(L)],
+                     ticktext=row_names, autorange="reversed", showgrid=False, zeroline=False,
+                     scaleanchor="x", scaleratio=1)
+    tile_px = int(np.clip(900 / max(H, 1), 40, 160))
+    return apply_theme(fig, height=int(min(1500, 80 + L * tile_px * (Tq + gap) / (Tk + gap))))
+
+
+def token_attention(weights, query_index: int, k_labels: Sequence[str], q_label: str = "") -> go.Figure:
+    """Where one query token looks, in every head: rows 'L1 H1' ... , columns the keys."""
+    w = as_array(weights, 4, "attention weights", "(layers, heads, queries, keys)").astype(np.float32)
+    L, H, Tq, Tk = w.shape
+    check_labels(k_labels, Tk, "key")
+    if not 0 <= query_index < Tq:
+        raise ValueError(f"query_index {query_index} is outside 0..{Tq - 1}")
+    rows = w[:, :, query_index, :].reshape(L * H, Tk)
+    names = [f"L{l + 1} H{h + 1}" for l in range(L) for h in range(H)]
+    fig = go.Figure(go.Heatmap(z=rows, x=position_labels(k_labels), y=names, colorscale=SEQUENTIAL, zmin=0, zmax=1,
+                               hovertemplate="%{y}<br>key: %{x}<br>weight: %{z:.3f}<extra></extra>",
+                               colorbar=dict(title="weight", thickness=14)))
+    fig.update_xaxes(token_axis(k_labels, side="top", tickangle=-45))
+    fig.update_yaxes(autorange="reversed", type="category")
+    return apply_theme(fig, height=min(1400, 120 + 22 * L * H), title=f"From “{esc(q_label)}”" if q_label else None)
+
+
+def logit_lens(top_tokens: Sequence[Sequence[str]], top_probs, token_labels: Sequence[str],
+               layer_names: Sequence[str]) -> go.Figure:
+    """Top predicted token (written in the cell) and its probability (colour), per layer and position."""
+    p = as_array(top_probs, 2, "top_probs", "(layers + 1, tokens)").astype(np.float32)
+    n_layers, T = p.shape
+    check_labels(token_labels, T, "token")
+    check_labels(layer_names, n_layers, "layer")
+    if len(top_tokens) != n_layers or any(len(r) != T for r in top_tokens):
+        raise ValueError(f"top_tokens must be {n_layers} rows of {T} tokens")
+    text = [[esc(t) for t in row] for row in top_tokens]
+    fig = go.Figure(go.Heatmap(z=p, x=position_labels(token_labels), y=list(layer_names), text=text,
+                               texttemplate="%{text}", textfont=dict(size=13), colorscale="Greens", zmin=0, zmax=1,
+                               hovertemplate="after: %{x}<br>%{y}<br>top next token: %{text} (%{z:.3f})<extra></extra>",
+                               colorbar=dict(title="prob", thickness=14)))
+    fig.update_xaxes(token_axis(token_labels, side="top", tickangle=-45, title="position (predicting the next token)"))
+    fig.update_yaxes(type="category")
+    return apply_theme(fig, height=min(900, 140 + 44 * n_layers))

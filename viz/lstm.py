@@ -1,0 +1,83 @@
+"""LSTM figures: gates, cell and hidden state over time; next-token distributions side by side."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .common import DIVERGING, KEPT, apply_theme, as_array, check_labels, esc, position_labels, token_axis, top_indices
+
+SIGNED = {"candidate", "cell state", "hidden state", "cell", "hidden"}
+
+
+def lstm_heatmap(values, token_labels: Sequence[str], title: str = "", signed: bool = False) -> go.Figure:
+    """Units (rows) over time (columns). Gates: 0..1 sequential colours; states: diverging around 0."""
+    v = as_array(values, 2, "values", "(time, units)").astype(np.float32)
+    check_labels(token_labels, v.shape[0], "token")
+    fig = go.Figure(go.Heatmap(z=v.T, x=position_labels(token_labels), **_scale(v, signed),
+                               hovertemplate="token %{x}<br>unit %{y}<br>%{z:.3f}<extra></extra>"))
+    fig.update_xaxes(token_axis(token_labels, tickangle=-45))
+    fig.update_yaxes(title="unit")
+    return apply_theme(fig, height=420, title=title)
+
+
+def _scale(v: np.ndarray, signed: bool) -> dict:
+    if signed:
+        m = float(np.abs(v).max()) or 1.0
+        return dict(colorscale=DIVERGING, zmid=0, zmin=-m, zmax=m)
+    return dict(colorscale="Viridis", zmin=0, zmax=1)
+
+
+def lstm_gates_panel(gates: Mapping[str, object], token_labels: Sequence[str]) -> go.Figure:
+    """Small multiples (2 columns) of gate / state heatmaps of one layer, sharing the token axis."""
+    if not gates:
+        raise ValueError("gates is empty: pass e.g. {'input gate': (T, U) array, ...}")
+    arrays = {k: as_array(v, 2, k, "(time, units)").astype(np.float32) for k, v in gates.items()}
+    T = next(iter(arrays.values())).shape[0]
+    if any(a.shape[0] != T for a in arrays.values()):
+        raise ValueError("every gate must cover the same number of time steps")
+    check_labels(token_labels, T, "token")
+    names = list(arrays)
+    rows = (len(names) + 1) // 2
+    fig = make_subplots(rows=rows, cols=2, subplot_titles=names, horizontal_spacing=0.1, vertical_spacing=0.12)
+    x = position_labels(token_labels)
+    for k, name in enumerate(names):
+        r, c = divmod(k, 2)
+        a = arrays[name]
+        signed = name in SIGNED or float(a.min()) < 0
+        fig.add_trace(go.Heatmap(z=a.T, x=x, showscale=False, **_scale(a, signed),
+                                 hovertemplate=f"{name}<br>token %{{x}}<br>unit %{{y}}<br>%{{z:.3f}}<extra></extra>"),
+                      r + 1, c + 1)
+        fig.update_xaxes(token_axis(token_labels, tickangle=-45, showticklabels=r == rows - 1), row=r + 1, col=c + 1)
+        fig.update_yaxes(title="unit" if c == 0 else None, row=r + 1, col=c + 1)
+    return apply_theme(fig, height=260 * rows + 80)
+
+
+def compare_next_token(dists: Mapping[str, object], vocab_labels: Sequence[str], top_n: int = 12) -> go.Figure:
+    """Grouped bars: each model's probability for the union of their top_n next tokens."""
+    if not dists:
+        raise ValueError("dists is empty: pass {model name: probabilities}")
+    V = len(vocab_labels)
+    ps = {}
+    for name, p in dists.items():
+        a = as_array(p, 1, f"probabilities of {name}", "(vocabulary,)").astype(np.float32)
+        if a.size != V:
+            raise ValueError(f"probabilities of {name} have {a.size} entries but the vocabulary has {V}")
+        ps[name] = a
+    union: list[int] = []
+    for a in ps.values():
+        for i in top_indices(a, top_n):
+            if int(i) not in union:
+                union.append(int(i))
+    union.sort(key=lambda i: -max(a[i] for a in ps.values()))
+    x = [esc(vocab_labels[i]) for i in union]
+    colors = [KEPT, "#2ca02c", "#9467bd", "#8c564b"]
+    fig = go.Figure([go.Bar(x=x, y=a[union], name=esc(name), marker_color=colors[k % len(colors)],
+                            hovertemplate=f"{esc(name)}<br>%{{x}}: %{{y:.3f}}<extra></extra>")
+                     for k, (name, a) in enumerate(ps.items())])
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.3))
+    fig.update_xaxes(type="category", tickangle=-45)
+    fig.update_yaxes(title="probability of the next word")
+    return apply_theme(fig, height=420)

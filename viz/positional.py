@@ -1,0 +1,52 @@
+"""Positional-encoding figures: waves per dimension, the position x dimension table, similarity."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from .common import DIVERGING, apply_theme, as_array
+
+
+def pe_waves(pe, dims: Sequence[int], title: str = "") -> go.Figure:
+    """PE[:, d] against position for the chosen dimensions (even: sin, odd: cos for sinusoidal tables)."""
+    a = as_array(pe, 2, "positional encoding", "(positions, d_model)").astype(np.float32)
+    P, D = a.shape
+    bad = [d for d in dims if not 0 <= d < D]
+    if bad:
+        raise ValueError(f"dimensions {bad} are outside 0..{D - 1}")
+    fig = go.Figure()
+    for d in dims:
+        fig.add_trace(go.Scatter(x=np.arange(P), y=a[:, d], mode="lines", name=f"dim {d} ({'sin' if d % 2 == 0 else 'cos'})",
+                                 hovertemplate=f"dim {d}<br>position %{{x}}<br>value %{{y:.3f}}<extra></extra>"))
+    fig.update_xaxes(title="position")
+    fig.update_yaxes(title="value", range=[-1.1, 1.1] if np.abs(a).max() <= 1.0001 else None)
+    return apply_theme(fig, height=380, title=title)
+
+
+def pe_heatmap(pe, title: str = "") -> go.Figure:
+    """Rows: positions; columns: dimensions."""
+    a = as_array(pe, 2, "positional encoding", "(positions, d_model)").astype(np.float32)
+    m = float(np.abs(a).max()) or 1.0
+    fig = go.Figure(go.Heatmap(z=a, colorscale=DIVERGING, zmid=0, zmin=-m, zmax=m,
+                               hovertemplate="position %{y}<br>dimension %{x}<br>value %{z:.3f}<extra></extra>",
+                               colorbar=dict(thickness=14)))
+    fig.update_xaxes(title="dimension")
+    fig.update_yaxes(title="position", autorange="reversed")
+    return apply_theme(fig, height=420, title=title)
+
+
+def pe_similarity(pe, title: str = "", cosine: bool = False) -> go.Figure:
+    """P x P dot products (or cosines) between position vectors: nearby positions look alike."""
+    a = as_array(pe, 2, "positional encoding", "(positions, d_model)").astype(np.float32)
+    if cosine:
+        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-9)
+    s = a @ a.T
+    m = float(np.abs(s).max()) or 1.0
+    fig = go.Figure(go.Heatmap(z=s, colorscale=DIVERGING, zmid=0, zmin=-m, zmax=m,
+                               hovertemplate="positions %{y} and %{x}<br>" + ("cosine" if cosine else "dot product")
+                               + " %{z:.3f}<extra></extra>", colorbar=dict(thickness=14)))
+    fig.update_xaxes(title="position", scaleanchor="y")
+    fig.update_yaxes(title="position", autorange="reversed")
+    return apply_theme(fig, height=420, title=title)
