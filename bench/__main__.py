@@ -1,0 +1,207 @@
+"""Benchmarks: how fast the models, traces, sampling and figures are. Not tests: figures to read.
+
+    python -m bench                  # everything that needs no browser
+    python -m bench --only gpt2,sampling
+    python -m bench --browser        # also the in-browser timings (starts the app, drives Chromium)
+
+Each line is a median over repeats after a warm-up, on this machine, printed as a markdown table
+that goes into the README's benchmark table.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from typing import Callable
+
+import torch
+
+ROWS: list[tuple[str, str, str]] = []   # (what, figure, target)
+
+
+def timeit(fn: Callable[[], object], repeat: int = 20, warmup: int = 3) -> float:
+    """Median seconds of fn() over `repeat` runs after `warmup` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def row(what: str, figure: str, target: str = "") -> None:
+    ROWS.append((what, figure, target))
+    print(f"  {what}: {figure}" + (f"   (target {target})" if target else ""), flush=True)
+
+
+def ms(s: float) -> str:
+    return f"{s * 1000:.2f} ms"
+
+
+# ----------------------------------------------------------------------------- sections
+def bench_builtin(repeat: int) -> None:
+    import model
+    from model.builtin import BuiltinTranslator
+
+    text = " ".join(["the bear ate the honey because it was hungry ."] * 8)
+    for name in model.builtin_names():
+        m = model.load(name, "cpu")
+        if isinstance(m, BuiltinTranslator):
+            src = m.tokenize(" ".join(["the black cat ate the mouse"] * 5)[: 10_000])
+            n = min(len(src.ids), m.max_len)
+            s = torch.tensor([src.ids[:n]])
+            t = torch.tensor([[m.bos_id] + src.ids[: n - 1]]) % len(m.vocab)
+            with torch.inference_mode():
+                plain = timeit(lambda: m.module(s, t), repeat)
+                traced = timeit(lambda: m.module(s, t, trace=True), repeat)
+            label = f"{name} forward, {n}+{n} tokens"
+        else:
+            ids = m.tokenize(text).ids[:64]
+            x = torch.tensor([ids])
+            with torch.inference_mode():
+                plain = timeit(lambda: m.module(x), repeat)
+                traced = timeit(lambda: m.module(x, trace=True), repeat)
+            label = f"{name} forward, {len(ids)} tokens"
+        row(f"{label}: plain / traced", f"{ms(plain)} / {ms(traced)} (+{(traced / plain - 1) * 100:.0f}%)",
+            "tracing < +30%" if m.kind != "lstm" else "")
+
+
+def bench_generation(repeat: int) -> None:
+    import model
+
+    for name, prompt in (("transformer-lm", "the bear"), ("lstm-lm", "the bear"),
+                         ("translator-en-fr", "the black cat ate the mouse")):
+        m = model.load(name, "cpu")
+        n_new = 40 if m.kind != "seq2seq" else m.max_len - 1
+        for cache in (True, False):
+            def go():
+                return m.generate(prompt, max_new_tokens=n_new, temperature=1.0, seed=0, use_cache=cache)
+            g = go()
+            sec = timeit(go, max(3, repeat // 4), 1)
+            row(f"{name} generation, {'with' if cache else 'without'} cache", f"{len(g.steps) / sec:.0f} tokens/s")
+
+
+def gpt2_small_config():
+    from model.transformer import TransformerConfig
+
+    return TransformerConfig(vocab_size=50257, d_model=768, h=12, d_ff=3072, n_layers=12, max_len=1024, dropout=0.0,
+                             pos_encoding="learned", norm="pre", activation="gelu", tie_embeddings=True)
+
+
+def bench_gpt2(repeat: int) -> None:
+    """Our GPT-2-small-sized decoder beside transformers' GPT-2 (random weights, eager attention), 128 tokens."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from model.transformer import TransformerLM
+
+    torch.manual_seed(0)
+    ours = TransformerLM(gpt2_small_config()).eval()
+    hf = GPT2LMHeadModel(GPT2Config(attn_implementation="eager")).eval()
+    hf.config._attn_implementation = "eager"
+    x = torch.randint(0, 50257, (1, 128))
+    with torch.inference_mode():
+        t_ours = timeit(lambda: ours(x), repeat)
+        t_hf = timeit(lambda: hf(x), repeat)
+        t_ours_tr = timeit(lambda: ours(x, trace=True), repeat)
+        t_hf_att = timeit(lambda: hf(x, output_attentions=True), repeat)
+    row("GPT-2-small-sized forward, 128 tokens: ours / transformers eager",
+        f"{ms(t_ours)} / {ms(t_hf)} (ratio {t_ours / t_hf:.2f})", "ratio <= 1.0")
+    row("same, ours traced / transformers output_attentions",
+        f"{ms(t_ours_tr)} / {ms(t_hf_att)} (tracing +{(t_ours_tr / t_ours - 1) * 100:.0f}% over plain)")
+
+
+def bench_hf_trace(repeat: int) -> None:
+    """The lab's trace of a 128-token GPT-2-small pass vs transformers' own forward with attentions."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    try:
+        from model.hf import load_hf  # noqa: F401
+    except ImportError:
+        row("Hugging Face GPT-2 trace", "skipped (model/hf.py missing)")
+        return
+    import model
+    from tests.hf_fixtures import save_tiny_tokenizer  # a word-level tokenizer that works offline
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as d:
+        hf = GPT2LMHeadModel(GPT2Config(attn_implementation="eager"))
+        hf.save_pretrained(d)
+        save_tiny_tokenizer(d, kind="gpt2", vocab_size=50257)
+        m = model.load(d, "cpu")
+        text = " ".join(f"w{i}" for i in range(128))
+        ids = m.tokenize(text).ids
+        assert len(ids) == 128, len(ids)
+        ref = m.module if hasattr(m, "module") else m.hf_model
+        x = torch.tensor([ids])
+        with torch.inference_mode():
+            t_ref = timeit(lambda: ref(x, output_attentions=True), repeat)
+        t_lab = timeit(lambda: m.run(text), repeat)
+    row("GPT-2 small (HF weights layout), 128 tokens: lab trace / transformers output_attentions",
+        f"{ms(t_lab)} / {ms(t_ref)} (ratio {t_lab / t_ref:.2f})", "ratio <= 1.2")
+
+
+def bench_sampling(repeat: int) -> None:
+    from model import sampling
+
+    torch.manual_seed(0)
+    logits = torch.randn(50257) * 3
+    t = timeit(lambda: sampling.distribution(logits, temperature=0.8, top_k=50, top_p=0.9), max(repeat, 200), 10)
+    row("sampling pipeline (temperature, top-k 50, top-p 0.9), V = 50,257", ms(t), "< 5 ms")
+    d = sampling.distribution(logits, temperature=0.8, top_k=50, top_p=0.9)
+    t = timeit(lambda: sampling.sample_counts(d, 1000, seed=0), max(repeat, 100), 5)
+    row("1,000 seeded draws, V = 50,257", ms(t))
+
+
+def bench_viz(repeat: int) -> None:
+    import numpy as np
+
+    from viz.attention import attention_grid, attention_heatmap
+
+    rng = np.random.default_rng(0)
+    w = rng.random((12, 12, 128, 128)).astype(np.float32)
+    w /= w.sum(-1, keepdims=True)
+    labels = [f"tok{i}" for i in range(128)]
+    t = timeit(lambda: attention_grid(w, labels, labels), max(3, repeat // 4), 1)
+    size = len(attention_grid(w, labels, labels).to_json())
+    row("all-heads grid 12 x 12 heads x 128 tokens: build", f"{t:.3f} s, {size / 1e6:.2f} MB payload",
+        "< 0.5 s, < 4 MB")
+    t = timeit(lambda: attention_heatmap(w[3, 4], labels, labels), repeat)
+    size = len(attention_heatmap(w[3, 4], labels, labels).to_json())
+    row("one head 128 x 128: build", f"{ms(t)}, {size / 1e6:.2f} MB payload", "< 2 MB")
+
+
+def bench_browser(repeat: int) -> None:
+    from bench.browser import browser_timings
+
+    for what, figure, target in browser_timings(repeat):
+        row(what, figure, target)
+
+
+SECTIONS = {"builtin": bench_builtin, "generation": bench_generation, "gpt2": bench_gpt2, "hf": bench_hf_trace,
+            "sampling": bench_sampling, "viz": bench_viz, "browser": bench_browser}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="", help="comma-separated sections: " + ",".join(SECTIONS))
+    ap.add_argument("--browser", action="store_true", help="include the in-browser timings (needs Chromium)")
+    ap.add_argument("--repeat", type=int, default=20, help="timed repeats per figure (median reported)")
+    a = ap.parse_args(argv)
+    names = [s for s in a.only.split(",") if s] or [s for s in SECTIONS if s != "browser" or a.browser]
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    print(f"machine: {machine}")
+    for s in names:
+        print(f"[{s}]", flush=True)
+        SECTIONS[s](a.repeat)
+    print(f"\n| what | measured ({machine}) | target |\n|---|---|---|")
+    for what, fig, target in ROWS:
+        print(f"| {what} | {fig} | {target} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Drive the real app in headless Chromium (Playwright + Debian's /usr/bin/chromium).
+
+Used by tests/test_browser.py (every page renders, no exception, no console error, screenshots)
+and by `python -m bench --browser` (first full render per page, slider-to-chart latency).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+PAGES = {"home": "", "attention": "attention", "positional": "positional", "masks": "masks",
+         "layernorm": "layernorm", "sampling": "sampling", "lstm": "lstm", "translate": "translate"}
+IDLE = "[data-test-script-state='notRunning']"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_app(timeout: float = 90):
+    """Start `streamlit run app.py` on a free local port; yield its base URL; stop it afterwards."""
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--server.headless", "true",
+                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                out = proc.stdout.read() if proc.stdout else ""
+                raise RuntimeError(f"streamlit did not start on {url}:\n{out[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextlib.contextmanager
+def browser_page(width: int = 1400, height: int = 1000):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROME_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            yield page
+        finally:
+            browser.close()
+
+
+def wait_idle(page, timeout_ms: int = 60_000) -> None:
+    """Wait until the script has finished and every plotly chart on the page has drawn."""
+    page.wait_for_selector(IDLE, timeout=timeout_ms, state="attached")
+    page.wait_for_function("""() => {
+        const st = document.querySelector("[data-test-script-state]");
+        if (!st || st.getAttribute("data-test-script-state") !== "notRunning") return false;
+        if (document.querySelector("[data-stale='true']")) return false;
+        const charts = [...document.querySelectorAll("[data-testid='stPlotlyChart']")];
+        return charts.every(c => c.querySelector(".main-svg"));
+    }""", timeout=timeout_ms)
+
+
+def open_page(page, url: str, name: str) -> float:
+    """Go to a page and return seconds until it was fully rendered."""
+    t0 = time.perf_counter()
+    page.goto(f"{url}/{PAGES[name]}", wait_until="domcontentloaded")
+    page.wait_for_timeout(300)
+    wait_idle(page)
+    return time.perf_counter() - t0
+
+
+def chart_data_js(index: int, trace: int) -> str:
+    return (f"() => {{ const c = document.querySelectorAll('.js-plotly-plot')[{index}];"
+            f" return c && c.data ? JSON.stringify(Array.from(c.data[{trace}].y || [])) : null; }}")
+
+
+def slider_latency(page, url: str, repeat: int = 10) -> list[float]:
+    """Sampling page: press a key on the temperature slider, time until the first chart's data changed."""
+    open_page(page, url, "sampling")
+    thumb = page.get_by_role("slider").first
+    thumb.focus()
+    times = []
+    for i in range(repeat):
+        before = page.evaluate(chart_data_js(0, 1))
+        t0 = time.perf_counter()
+        thumb.press("ArrowLeft" if i % 2 else "ArrowRight")
+        page.wait_for_function(f"(b) => ({chart_data_js(0, 1)})() !== b", arg=before, timeout=30_000)
+        times.append(time.perf_counter() - t0)
+        wait_idle(page)
+    return times
+
+
+def browser_timings(repeat: int = 10) -> list[tuple[str, str, str]]:
+    rows = []
+    with serve_app() as url, browser_page() as page:
+        open_page(page, url, "home")                    # warm: models loaded, caches filled
+        for name in PAGES:
+            open_page(page, url, name)
+        for name in PAGES:
+            t = [open_page(page, url, name) for _ in range(3)]
+            rows.append((f"page '{name}' full render in Chromium (built-in model, CPU)",
+                         f"{statistics.median(t):.2f} s", "< 3 s"))
+        lat = slider_latency(page, url, repeat)
+        rows.append(("sampling: temperature slider change → chart updated in the browser",
+                     f"median {statistics.median(lat) * 1000:.0f} ms (max {max(lat) * 1000:.0f} ms, n={len(lat)})",
+                     "< 300 ms"))
+    return rows

@@ -1,0 +1,32 @@
+"""Shared test helpers: read the figures a page sent, as the browser would get them."""
+import base64
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")     # tests never reach the hub
+os.environ.setdefault("LAB_DEVICE", "cpu")
+
+
+def decode(obj):
+    """Plotly JSON with numpy arrays sent as {'dtype', 'bdata', 'shape'} -> nested numpy arrays."""
+    if isinstance(obj, dict):
+        if "bdata" in obj and "dtype" in obj:
+            a = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=np.dtype(obj["dtype"]))
+            if obj.get("shape"):
+                a = a.reshape([int(s) for s in str(obj["shape"]).split(",")])
+            return a
+        return {k: decode(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [decode(v) for v in obj]
+    return obj
+
+
+def charts(at) -> list[dict]:
+    """Every plotly chart on an AppTest page, decoded (data and layout)."""
+    return [decode(json.loads(el.proto.spec)) for el in at.get("plotly_chart")]

@@ -1,0 +1,131 @@
+"""The shipped checkpoints and the public API: load, reach their quality, handle bad input clearly."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import model
+from model import InputError, ModelLoadError, corpora, sampling
+from model.builtin import CHECKPOINTS
+from model.evaluate import agreement_accuracy, lm_cross_entropy, translator_exact_match
+
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return model.load("transformer-lm", "cpu")
+
+
+@pytest.fixture(scope="module")
+def lstm():
+    return model.load("lstm-lm", "cpu")
+
+
+@pytest.fixture(scope="module")
+def tr():
+    return model.load("translator-en-fr", "cpu")
+
+
+def test_checkpoints_are_small_safetensors():
+    for name in model.builtin_names():
+        folder = CHECKPOINTS / name
+        files = {p.name for p in folder.iterdir()}
+        assert "model.safetensors" in files and "config.json" in files
+        assert not {f for f in files if f.endswith((".pt", ".pth", ".bin", ".pkl"))}
+        assert sum(p.stat().st_size for p in folder.iterdir()) < 5_000_000
+
+
+@pytest.mark.parametrize("name", ["transformer-lm", "lstm-lm"])
+def test_language_models_reach_their_quality(name, lm, lstm):
+    m = lm if name == "transformer-lm" else lstm
+    _, held = corpora.lm_datasets(30000, 2000, 0)
+    ce = lm_cross_entropy(m, held[:400])
+    h = corpora.grammar_entropy_per_token(5000)
+    assert ce < h + 0.25, f"held-out cross-entropy {ce:.3f} nats vs grammar entropy {h:.3f}"
+    acc = agreement_accuracy(m, corpora.agreement_items(400, seed=777))
+    assert acc >= 0.95, f"agreement accuracy {acc:.3f}"
+
+
+def test_translator_reaches_its_quality(tr):
+    _, held = corpora.translation_datasets(30000, 1000, 0)
+    assert translator_exact_match(tr, held[:300]) >= 0.90
+    assert tr.translate("the black cat ate the mouse", greedy=True) == "le chat noir a mangé la souris"
+
+
+def test_lm_prefers_the_agreeing_verb_and_resolves_it(lm):
+    p = lm.run("the keys to the old cabinet").next_logits.softmax(-1)
+    v = lm.vocab
+    assert p[v.index("are")] > 5 * p[v.index("is")]
+    p = lm.run("the bears ate the honey because they were").next_logits.softmax(-1)
+    assert p[v.index("hungry")] > p[v.index("delicious")]
+
+
+def test_run_trace_shapes(lm, lstm, tr):
+    r = lm.run("the bear ate the honey because it was hungry")
+    assert r.tokens[0] == "[BOS]" and len(r.tokens) == 10
+    assert len(r.trace.attention["self"]) == lm.n_layers
+    assert r.trace.attention["self"][0].weights.shape == (1, lm.n_heads, 10, 10)
+    assert r.next_logits.shape == (len(lm.vocab),)
+    r = lstm.run("the bear ate")
+    assert len(r.trace.lstm) == 2 and r.trace.lstm[0].cell.shape[:2] == (1, 4)
+    r = tr.run("the black cat ate the mouse")
+    assert r.target_tokens == ["[BOS]", "le", "chat", "noir", "a", "mangé", "la", "souris"]
+    assert r.trace.attention["cross"][0].weights.shape == (1, tr.n_heads, 8, 7)
+    toks, probs = lm.logit_lens(lm.run("the bear ate the"))
+    assert len(toks) == lm.n_layers + 1 and probs.shape == (lm.n_layers + 1, 5)
+    final = lm.run("the bear ate the").next_logits.argmax().item()
+    assert toks[-1][-1] == lm.vocab[final]                  # the last layer's lens is the model's prediction
+
+
+@pytest.mark.parametrize("name", ["transformer-lm", "lstm-lm", "translator-en-fr"])
+def test_generation_cache_matches_no_cache_and_seed_repeats(name, lm, lstm, tr):
+    m = {"transformer-lm": lm, "lstm-lm": lstm, "translator-en-fr": tr}[name]
+    prompt = "the black cat ate the mouse" if name == "translator-en-fr" else "the bear"
+    a = m.generate(prompt, 12, greedy=True, use_cache=True)
+    b = m.generate(prompt, 12, greedy=True, use_cache=False)
+    assert [s.token_id for s in a.steps] == [s.token_id for s in b.steps]
+    for x, y in zip(a.steps, b.steps):
+        torch.testing.assert_close(x.dist.logits, y.dist.logits, atol=1e-4, rtol=1e-4)
+    s1 = m.generate(prompt, 12, temperature=1.3, seed=5)
+    s2 = m.generate(prompt, 12, temperature=1.3, seed=5)
+    assert s1.new_tokens == s2.new_tokens
+    assert all(0 < s.prob <= 1 for s in s1.steps)
+
+
+def test_bad_input_raises_clear_errors(lm, tr):
+    with pytest.raises(InputError, match="empty"):
+        lm.run("   ")
+    with pytest.raises(InputError, match="at most 64 tokens"):
+        lm.run("the cat " * 40)
+    r = lm.run("the zebra ate the honey")
+    assert r.unknown == ["zebra"] and "[UNK]" in r.tokens
+    with pytest.raises(ModelLoadError, match="transformer-lm"):
+        model.load("")
+    with pytest.raises(ModelLoadError):
+        model.load("/no/such/folder")
+    with pytest.raises(ModelLoadError, match="not available"):
+        model.load("transformer-lm", "cuda" if not torch.cuda.is_available() else "mps")
+    with pytest.raises(sampling.SamplingError, match="temperature"):
+        lm.generate("the bear", 3, temperature=0)
+    with pytest.raises(sampling.SamplingError, match="top_p"):
+        lm.generate("the bear", 3, top_p=1.5)
+    with pytest.raises(sampling.SamplingError, match="top_k"):
+        lm.generate("the bear", 3, top_k=-1)
+
+
+def test_inspect_cli_list_and_json():
+    out = subprocess.run([sys.executable, "-m", "model.inspect", "--list"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.split() == model.builtin_names()
+    out = subprocess.run([sys.executable, "-m", "model.inspect", "--model", "translator-en-fr", "--text",
+                          "the black cat ate the mouse", "--json"], cwd=ROOT, capture_output=True, text=True)
+    data = json.loads(out.stdout)
+    assert set(data["attention"]) == {"encoder", "decoder", "cross"}
+    assert len(data["attention"]["cross"][0]) == 4                  # heads
+    assert len(data["attention"]["cross"][0][0]) == len(data["target_tokens"])
+    assert data["tokens"][-1] == "[EOS]" and data["layernorm"] and data["next_token"]
+    out = subprocess.run([sys.executable, "-m", "model.inspect", "--model", "no-such-model-here", "--text", "x"],
+                         cwd=ROOT, capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 2 and "error:" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,158 @@
+"""Every page under streamlit's AppTest: runs on defaults, and its main controls change what is drawn."""
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT, charts
+
+PAGES = ["attention", "positional", "masks", "layernorm", "sampling", "lstm", "translate"]
+
+
+def open_page(page: str | None = None, **state) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    for k, v in state.items():
+        at.session_state[k] = v
+    at.run()
+    if page:
+        at.switch_page(f"pages/{page}.py")
+        at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def chart_with(at, title_part: str) -> dict:
+    for c in charts(at):
+        t = (c.get("layout", {}).get("title") or {}).get("text", "")
+        if title_part in t:
+            return c
+    raise AssertionError(f"no chart titled like {title_part!r}; titles: "
+                         f"{[(c.get('layout', {}).get('title') or {}).get('text') for c in charts(at)]}")
+
+
+def test_home_shows_a_real_figure():
+    at = open_page()
+    figs = charts(at)
+    assert figs, "the home page should show a figure without any typing"
+    z = np.asarray(figs[0]["data"][0]["z"], dtype=float)
+    assert z.shape[0] == z.shape[1] == 10                   # [BOS] + 9 words of the default sentence
+    np.testing.assert_allclose(z.sum(1), 1, atol=1e-4)
+    assert len(at.get("page_link")) == len(PAGES)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_runs_on_defaults(page):
+    at = open_page(page)
+    assert charts(at), f"{page} drew no figure"
+    assert not at.error
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_runs_on_the_translator(page):
+    at = open_page(page, model_choice="translator-en-fr", text="the black cat ate the mouse")
+    assert not at.error
+
+
+def test_attention_picking_another_head_changes_the_figure():
+    at = open_page("attention")
+    before = chart_with(at, "layer 3, head 1")["data"][0]["z"]
+    at.selectbox(key="att_head_self").set_value(2).run()
+    after = chart_with(at, "layer 3, head 2")["data"][0]["z"]
+    assert not np.allclose(before, after)
+    at.selectbox(key="att_token_self").set_value(2).run()
+    assert not at.exception
+
+
+def test_attention_translator_has_three_kinds():
+    at = open_page("attention", model_choice="translator-en-fr", text="the black cat ate the mouse")
+    assert at.radio(key="att_stack").options == ["Encoder self-attention", "Decoder masked self-attention",
+                                                 "Cross-attention (decoder → encoder)"]
+    at.radio(key="att_stack").set_value("cross").run()
+    assert not at.exception
+    z = np.asarray(chart_with(at, "Cross-attention")["data"][0]["z"])
+    assert z.shape == (7, 7)                                # [BOS] + 6 French words x 6 English words + [EOS]
+
+
+def test_sampling_top_k_one_leaves_one_bar():
+    at = open_page("sampling")
+    final = np.asarray(chart_with(at, "Raw → temperature")["data"][2]["y"], dtype=float)
+    assert (final > 0).sum() > 1
+    at.number_input(key="s_k").set_value(1).run()
+    final = np.asarray(chart_with(at, "Raw → temperature")["data"][2]["y"], dtype=float)
+    assert (final > 0).sum() == 1 and final.max() == pytest.approx(1.0)
+
+
+def test_sampling_temperature_changes_the_distribution_without_new_forward_pass(monkeypatch):
+    at = open_page("sampling")
+    scaled = np.asarray(chart_with(at, "Raw → temperature")["data"][1]["y"], dtype=float)
+    at.slider(key="s_t").set_value(0.3).run()
+    sharp = np.asarray(chart_with(at, "Raw → temperature")["data"][1]["y"], dtype=float)
+    assert sharp[0] > scaled[0]                               # lower temperature: the top word gains
+    at.slider(key="s_p").set_value(0.5).run()
+    assert not at.exception
+
+
+def test_sampling_step_through_generation():
+    at = open_page("sampling")
+    at.button(key="gen_take").click().run()
+    at.button(key="gen_take").click().run()
+    assert not at.exception
+    steps = [c for c in charts(at) if any(str(x).startswith("2.") for x in c["data"][0].get("x", []))]
+    assert steps, "the generation history should show two steps"
+    at.button(key="gen_reset").click().run()
+    assert not at.exception
+
+
+def test_positional_d_model_slider_changes_the_table():
+    at = open_page("positional")
+    z = np.asarray(chart_with(at, "Position × dimension")["data"][0]["z"])
+    assert z.shape == (64, 128)
+    at.slider(key="pe_d").set_value(32).run()
+    z = np.asarray(chart_with(at, "Position × dimension")["data"][0]["z"])
+    assert z.shape == (64, 32)
+    assert chart_with(at, "learned (this model)")                 # the LM's own learned table beside it
+
+
+def test_masks_layer_and_head_change_the_stages():
+    at = open_page("masks")
+    figs = [c for c in charts(at) if len(c["data"]) == 4]
+    first = np.asarray(figs[0]["data"][0]["z"], dtype=float)
+    at.selectbox(key="mask_head").set_value(3).run()
+    figs = [c for c in charts(at) if len(c["data"]) == 4]
+    assert not np.allclose(first, np.asarray(figs[0]["data"][0]["z"], dtype=float))
+    w = np.asarray(figs[0]["data"][3]["z"], dtype=float)
+    assert np.allclose(np.triu(w, 1), 0) and np.allclose(w.sum(1), 1, atol=1e-4)
+
+
+def test_layernorm_token_pick_changes_histogram():
+    at = open_page("layernorm")
+    at.selectbox(key="ln_tok_all").set_value(1).run()
+    assert not at.exception and charts(at)
+
+
+def test_lstm_layer_switch():
+    at = open_page("lstm")
+    at.radio(key="lstm_layer").set_value(2).run()
+    assert not at.exception
+    cmp = [c for c in charts(at) if len(c["data"]) == 2 and c["data"][0].get("type") == "bar"]
+    assert cmp and {d["name"] for d in cmp[0]["data"]} == {"LSTM (lstm-lm)", "Transformer (transformer-lm)"}
+
+
+def test_translate_default_sentence_and_crossing_alignment():
+    at = open_page("translate")
+    assert any("le chat noir a mangé la souris" in m.value for m in at.markdown)
+    at.text_input(key="source_text").set_value("the white dog saw the small cat").run()
+    assert any("le chien blanc a vu le petit chat" in m.value for m in at.markdown)
+
+
+@pytest.mark.parametrize("text,kind", [("", "warning"), ("the zebra ate the honey", "warning"),
+                                       ("the cat " * 60, "warning")])
+def test_bad_text_gives_a_message_not_a_traceback(text, kind):
+    for page in ("attention", "sampling"):
+        at = open_page(page, text=text)
+        assert getattr(at, kind), f"{page}: expected a {kind} for {text[:20]!r}"
+
+
+def test_unknown_model_gives_a_clear_error():
+    at = open_page("attention", model_choice="Other Hugging Face id or local folder…",
+                   model_custom="/no/such/folder/model")
+    assert at.error and "Could not load" in at.error[0].value
