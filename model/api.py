@@ -102,7 +102,9 @@ class LabModel:
     def tokenize(self, text: str, side: str = "source") -> Tokens:
         raise NotImplementedError
 
-    def run(self, text: str, target: str | None = None) -> Run:
+    def run(self, text: str, target: str | list[int] | None = None) -> Run:
+        """Traced forward pass. For an encoder-decoder, `target` is the decoder side: text, or token ids
+        starting with the decoder's start token; None means the model's own greedy translation."""
         raise NotImplementedError
 
     def _start(self, ids: list[int], use_cache: bool) -> tuple[Tensor, Any]:
@@ -115,6 +117,10 @@ class LabModel:
     def _unembed(self, hidden: Tensor, stack: str) -> Tensor:
         """(T, D) residual-stream vectors -> (T, V) logits (applying the final LayerNorm where the model has one)."""
         raise NotImplementedError
+
+    def decode(self, ids: list[int]) -> str:
+        """Generated token ids -> text as a person reads it (special tokens left out)."""
+        return " ".join(self.vocab[i] for i in ids if i not in (self.bos_id, self.eos_id))
 
     def positional_tables(self) -> dict[str, np.ndarray]:
         """Name -> (positions, d_model) table that is added to the embeddings."""
@@ -198,6 +204,16 @@ class LabModel:
                 probs.append(best.values.cpu().numpy())
                 toks.append([self.vocab[i] for i in best.indices.tolist()])
         return toks, np.stack(probs)
+
+    def _target_ids(self, ids) -> list[int]:
+        """Decoder input given as ids: checked, and started with the decoder's start token."""
+        ids = [int(i) for i in ids]
+        if not ids or ids[0] != self.bos_id:
+            ids = [self.bos_id] + ids
+        if any(not 0 <= i < len(self.vocab) for i in ids):
+            raise InputError("The target contains token ids outside the vocabulary.")
+        self.check_length(len(ids), "target")
+        return ids
 
     def info(self) -> dict:
         return {"name": self.name, "kind": self.kind, "source": self.source, "device": str(self.device),

@@ -174,15 +174,17 @@ class BuiltinTranslator(_WordModel):
         return 1                                            # the decoder starts from [BOS] alone
 
     @torch.inference_mode()
-    def run(self, text: str, target: str | None = None) -> Run:
+    def run(self, text: str, target: str | list[int] | None = None) -> Run:
         src = self.tokenize(text)
         if target is None:
             gen = self.generate(text, max_new_tokens=self.max_len - 1, greedy=True)
             tgt_ids = [self.bos_id] + [s.token_id for s in gen.steps if s.token_id != self.eos_id]
             unknown = src.unknown
-        else:
+        elif isinstance(target, str):
             t = self.tokenize(target, side="target")
             tgt_ids, unknown = t.ids, src.unknown + t.unknown
+        else:
+            tgt_ids, unknown = self._target_ids(target), src.unknown
         out = self.module(self._ids(src.ids), self._ids(tgt_ids), trace=True)
         return Run(tokens=src.tokens, ids=src.ids, trace=out.trace, target_tokens=[self.vocab[i] for i in tgt_ids],
                    target_ids=tgt_ids, next_logits=out.logits[0, -1].float().cpu(),
@@ -190,7 +192,10 @@ class BuiltinTranslator(_WordModel):
 
     def translate(self, text: str, **kw) -> str:
         gen = self.generate(text, max_new_tokens=self.max_len - 1, **kw)
-        return self.tgt_tok.decode([s.token_id for s in gen.steps])
+        return self.decode([s.token_id for s in gen.steps])
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tgt_tok.decode(list(ids))
 
     @torch.inference_mode()
     def _start(self, ids: list[int], use_cache: bool) -> tuple[Tensor, Any]:

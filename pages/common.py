@@ -30,11 +30,11 @@ def model_key(m: LabModel) -> str:
 
 
 @st.cache_resource(show_spinner="Running the model…", max_entries=64)
-def _run(_m: LabModel, key: str, text: str, target: str | None) -> Run:
+def _run(_m: LabModel, key: str, text: str, target: str | tuple[int, ...] | None) -> Run:
     return _m.run(text, target)
 
 
-def get_run(m: LabModel, text: str, target: str | None = None) -> Run:
+def get_run(m: LabModel, text: str, target: str | tuple[int, ...] | None = None) -> Run:
     """The traced forward pass of `text`, cached per (model, text, target). Never mutate the result."""
     return _run(m, model_key(m), text, target)
 
@@ -81,7 +81,7 @@ def load_or_stop(name: str | None = None) -> LabModel:
         st.stop()
 
 
-def run_or_stop(m: LabModel, text_: str | None = None, target: str | None = None) -> Run:
+def run_or_stop(m: LabModel, text_: str | None = None, target: str | tuple[int, ...] | None = None) -> Run:
     """Traced run of the text, or a clear message (empty, too long, ...) and stop."""
     text_ = text() if text_ is None else text_
     try:
@@ -106,6 +106,11 @@ def intro(title: str, what: str, try_: str | None = None) -> None:
     st.markdown(what)
     if try_:
         st.caption("Try: " + try_)
+
+
+def md_escape(text: str) -> str:
+    """Model output shown as markdown text, with markdown's special characters made literal."""
+    return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~$" else ch for ch in text)
 
 
 def tokens_line(tokens: list[str]) -> str:

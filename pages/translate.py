@@ -46,8 +46,8 @@ except LabError as e:
     st.warning(str(e))
     st.stop()
 words = [s.token for s in gen.steps if s.token_id != m.eos_id]
-st.markdown(f"### {' '.join(words) or '(empty)'}")
-r = c.run_or_stop(m, src, target=" ".join(words) if words else None) if words else None
+st.markdown("### " + (c.md_escape(m.decode([s.token_id for s in gen.steps])) or "(empty)"))
+r = c.run_or_stop(m, src, target=tuple(target_ids)) if words else None
 if r is None:
     st.info("The model produced no words.")
     st.stop()

@@ -1,0 +1,92 @@
+"""Tiny Hugging Face models built from configs and saved with `save_pretrained`, for tests and the
+benchmark: no network. Each family gets a real tokenizer trained here with the `tokenizers` library
+(byte-level BPE with Ġ markers for GPT-2, WordPiece for BERT, Metaspace ▁ for T5/BART/Marian), so the
+lab's token display and the model's special tokens are exercised as with the real checkpoints.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, BartConfig,
+                          BertConfig, GPT2Config, MarianConfig, PreTrainedTokenizerFast, T5Config)
+
+FAMILIES = ["gpt2", "bert", "t5", "bart", "marian"]
+TEXT = ("the bear ate the honey because it was hungry . the keys to the old cabinet are on the table . "
+        "the black cat ate the mouse . le chat noir a mangé la souris . a dog sleeps . the river bank is wet . "
+        "hello world . translate English to French : the cat") * 3
+
+
+def _bpe_bytelevel() -> Tokenizer:
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator([TEXT], trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return tk
+
+
+def _wordpiece() -> Tokenizer:
+    tk = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tk.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tk.decoder = decoders.WordPiece()
+    tk.train_from_iterator([TEXT], trainers.WordPieceTrainer(vocab_size=200, special_tokens=[
+        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    cls, sep = tk.token_to_id("[CLS]"), tk.token_to_id("[SEP]")
+    tk.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+                                                      special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    return tk
+
+
+def _metaspace(specials: list[str], eos: str) -> Tokenizer:
+    tk = Tokenizer(models.BPE(unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Metaspace()
+    tk.decoder = decoders.Metaspace()
+    tk.train_from_iterator([TEXT], trainers.BpeTrainer(vocab_size=250, special_tokens=specials))
+    tk.post_processor = processors.TemplateProcessing(single=f"$A {eos}", special_tokens=[(eos, tk.token_to_id(eos))])
+    return tk
+
+
+def make_tiny(family: str, folder: str | Path, layers: int = 2, heads: int = 4, d: int = 32, seed: int = 0) -> Path:
+    """Build a tiny random model of the family with a trained tokenizer; save both into `folder`."""
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    if family == "gpt2":
+        tk = _bpe_bytelevel()
+        tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                      unk_token="<|endoftext|>")
+        cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=d, n_layer=layers, n_head=heads,
+                         bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+        m = AutoModelForCausalLM.from_config(cfg)
+    elif family == "bert":
+        tok = PreTrainedTokenizerFast(tokenizer_object=_wordpiece(), unk_token="[UNK]", pad_token="[PAD]",
+                                      cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+        cfg = BertConfig(vocab_size=len(tok), hidden_size=d, num_hidden_layers=layers, num_attention_heads=heads,
+                         intermediate_size=4 * d, max_position_embeddings=64, pad_token_id=tok.pad_token_id)
+        m = AutoModelForMaskedLM.from_config(cfg)
+    else:
+        specials = ["<pad>", "</s>", "<unk>"] if family in ("t5", "marian") else ["<s>", "<pad>", "</s>", "<unk>"]
+        tok = PreTrainedTokenizerFast(tokenizer_object=_metaspace(specials, "</s>"), pad_token="<pad>",
+                                      eos_token="</s>", unk_token="<unk>",
+                                      **({"bos_token": "<s>"} if family == "bart" else {}))
+        common = dict(vocab_size=len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        if family == "t5":
+            cfg = T5Config(d_model=d, d_kv=d // heads, d_ff=4 * d, num_layers=layers, num_heads=heads,
+                           decoder_start_token_id=tok.pad_token_id, **common)
+        elif family == "bart":
+            cfg = BartConfig(d_model=d, encoder_layers=layers, decoder_layers=layers, encoder_attention_heads=heads,
+                             decoder_attention_heads=heads, encoder_ffn_dim=4 * d, decoder_ffn_dim=4 * d,
+                             max_position_embeddings=64, bos_token_id=tok.bos_token_id,
+                             decoder_start_token_id=tok.eos_token_id, forced_eos_token_id=None, **common)
+        else:
+            cfg = MarianConfig(d_model=d, encoder_layers=layers, decoder_layers=layers, encoder_attention_heads=heads,
+                               decoder_attention_heads=heads, encoder_ffn_dim=4 * d, decoder_ffn_dim=4 * d,
+                               max_position_embeddings=64, decoder_start_token_id=tok.pad_token_id,
+                               decoder_vocab_size=len(tok), **common)
+        m = AutoModelForSeq2SeqLM.from_config(cfg)
+    m.eval()
+    m.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
