@@ -12,13 +12,13 @@ from pages import common as c
 st.set_page_config(page_title="Transformer & LSTM lab", page_icon="🔬", layout="wide")
 
 PAGES = {
-    "attention": st.Page("pages/attention.py", title="Attention", icon="🎯", url_path="attention"),
-    "positional": st.Page("pages/positional.py", title="Positional encoding", icon="〰️", url_path="positional"),
-    "masks": st.Page("pages/masks.py", title="Masks", icon="🎭", url_path="masks"),
-    "layernorm": st.Page("pages/layernorm.py", title="Layer norm", icon="📏", url_path="layernorm"),
-    "sampling": st.Page("pages/sampling.py", title="Sampling", icon="🎲", url_path="sampling"),
-    "lstm": st.Page("pages/lstm.py", title="LSTM", icon="🔁", url_path="lstm"),
-    "translate": st.Page("pages/translate.py", title="Translate", icon="🌍", url_path="translate"),
+    "attention": st.Page("pages/attention.py", title="Attention", icon=":material/grid_view:", url_path="attention"),
+    "positional": st.Page("pages/positional.py", title="Positional encoding", icon=":material/waves:", url_path="positional"),
+    "masks": st.Page("pages/masks.py", title="Masks", icon=":material/visibility_off:", url_path="masks"),
+    "layernorm": st.Page("pages/layernorm.py", title="Layer norm", icon=":material/straighten:", url_path="layernorm"),
+    "sampling": st.Page("pages/sampling.py", title="Sampling", icon=":material/casino:", url_path="sampling"),
+    "lstm": st.Page("pages/lstm.py", title="LSTM", icon=":material/memory:", url_path="lstm"),
+    "translate": st.Page("pages/translate.py", title="Translate", icon=":material/translate:", url_path="translate"),
 }
 BLURBS = {
     "attention": "every head of every layer; where one word looks",
@@ -32,7 +32,7 @@ BLURBS = {
 
 
 def home() -> None:
-    st.title("🔬 Transformer & LSTM lab")
+    st.title("Transformer & LSTM lab")
     st.markdown(
         "Small models, trained by this project, run live and show what they compute inside: "
         "**attention** of every head, **positional encodings**, **masks**, **layer norm**, the "
@@ -78,9 +78,26 @@ def sidebar() -> None:
                "for BERT: *the bear ate the [MASK] because it was hungry*")
 
 
+def from_link() -> None:
+    """A shared link like ?model=gpt2&text=... opens with that model and text (read once per session)."""
+    qp = st.query_params
+    if st.session_state.get("_link_read"):
+        return
+    st.session_state["_link_read"] = True
+    name = qp.get("model", "").strip()
+    if name:
+        known = model.builtin_names() + c.SUGGESTED_HF
+        st.session_state["model_choice"] = name if name in known else c.OTHER
+        if name not in known:
+            st.session_state["model_custom"] = name
+    if qp.get("text", "").strip():
+        st.session_state["text"] = qp["text"][:2000]
+
+
+from_link()
 st.session_state.setdefault("model_choice", "transformer-lm")
 st.session_state.setdefault("device", "auto")
 st.session_state.setdefault("text", c.DEFAULT_TEXT)
-nav = st.navigation([st.Page(home, title="Home", icon="🏠", default=True), *PAGES.values()])
+nav = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), *PAGES.values()])
 sidebar()
 nav.run()

@@ -48,7 +48,7 @@ def bench_builtin(repeat: int) -> None:
     import model
     from model.builtin import BuiltinTranslator
 
-    text = " ".join(["the bear ate the honey because it was hungry ."] * 8)
+    text = " ".join(("the bear ate the honey because it was hungry .".split() * 8)[:63])   # + [BOS] = 64 tokens
     for name in model.builtin_names():
         m = model.load(name, "cpu")
         if isinstance(m, BuiltinTranslator):
@@ -125,18 +125,18 @@ def bench_hf_trace(repeat: int) -> None:
         row("Hugging Face GPT-2 trace", "skipped (model/hf.py missing)")
         return
     import model
-    from tests.hf_fixtures import save_tiny_tokenizer  # a word-level tokenizer that works offline
+    from tests.hf_fixtures import save_word_tokenizer  # a full-size word-level vocabulary, offline
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as d:
         hf = GPT2LMHeadModel(GPT2Config(attn_implementation="eager"))
         hf.save_pretrained(d)
-        save_tiny_tokenizer(d, kind="gpt2", vocab_size=50257)
+        save_word_tokenizer(d, vocab_size=50257)
         m = model.load(d, "cpu")
         text = " ".join(f"w{i}" for i in range(128))
         ids = m.tokenize(text).ids
         assert len(ids) == 128, len(ids)
-        ref = m.module if hasattr(m, "module") else m.hf_model
+        ref = m.hf
         x = torch.tensor([ids])
         with torch.inference_mode():
             t_ref = timeit(lambda: ref(x, output_attentions=True), repeat)

@@ -132,3 +132,46 @@ def browser_timings(repeat: int = 10) -> list[tuple[str, str, str]]:
                      f"median {statistics.median(lat) * 1000:.0f} ms (max {max(lat) * 1000:.0f} ms, n={len(lat)})",
                      "< 300 ms"))
     return rows
+
+
+def _titles_js() -> str:
+    return ("() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
+            ".map(p => (p.layout && p.layout.title && p.layout.title.text) || '')")
+
+
+def grid_timings(folder: str, n_tokens: int = 128, repeat: int = 5) -> list[tuple[str, str, str]]:
+    """Attention page on a GPT-2-small-sized model saved in `folder` (word tokenizer 'w0 w1 ...'):
+    time to the first full draw of the 144-head grid at n_tokens, and head-switch latency."""
+    from urllib.parse import quote
+
+    text = " ".join(f"w{i}" for i in range(n_tokens))
+    rows = []
+    with serve_app() as url, browser_page() as page:
+        link = f"{url}/attention?model={quote(folder)}&text={quote(text)}"
+        page.goto(link, wait_until="domcontentloaded")          # warm-up: loads the model, runs and caches the trace
+        page.wait_for_timeout(300)
+        wait_idle(page, 300_000)
+        draws = []
+        for _ in range(3):                                       # a fresh session each time: transfer + draw
+            t0 = time.perf_counter()
+            page.goto(link, wait_until="domcontentloaded")
+            page.wait_for_timeout(300)
+            wait_idle(page, 120_000)
+            draws.append(time.perf_counter() - t0)
+        grid = page.locator("[data-testid='stPlotlyChart']").count() >= 3    # grid + one head + one token
+        rows.append((f"attention page, GPT-2-small-sized ({n_tokens} tokens): first full draw incl. the 144-head grid "
+                     f"(grid drawn: {'yes' if grid else 'NO'})", f"median {statistics.median(draws):.2f} s", "< 3 s"))
+        lat = []
+        box = page.locator("[data-testid='stSelectbox']").filter(has_text="Head").first
+        for i in range(repeat):
+            want = 2 + i % 2                                      # alternate heads 2 and 3
+            box.click()
+            t0 = time.perf_counter()
+            page.get_by_role("option", name=str(want), exact=True).click()
+            page.wait_for_function(f"() => ({_titles_js()})().some(t => t.endsWith('head {want}'))", timeout=30_000)
+            lat.append(time.perf_counter() - t0)
+            wait_idle(page)
+        rows.append(("attention page, GPT-2-small-sized: pick another head → large heatmap redrawn",
+                     f"median {statistics.median(lat) * 1000:.0f} ms (max {max(lat) * 1000:.0f} ms, n={len(lat)})",
+                     "< 300 ms"))
+    return rows

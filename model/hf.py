@@ -240,7 +240,7 @@ class _Capture:
         self.thread = threading.get_ident()
         self.model, self.want_scores = model, want_scores
         self.layernorms: list[LayerNormTrace] = []
-        self.qk: list[tuple[Tensor, Tensor, nn.Module]] = []
+        self.parts: list[dict[str, Any]] = []          # per attention layer: its module and q/k outputs
         self.norm_inputs: dict[str, Tensor] = {}
         self.handles: list[Any] = []
 
@@ -251,9 +251,14 @@ class _Capture:
         m = self.model
         for path, mod in m.norm_modules:
             self.handles.append(mod.register_forward_hook(self._ln_hook(path, mod)))
-        if self.want_scores:
-            for _, mod in m.attn_modules:
-                self.handles.append(mod.register_forward_hook(self._attn_hook(mod), with_kwargs=True))
+        if self.want_scores:                   # the layer's own q/k projection outputs: nothing is recomputed
+            for n, (_, mod) in enumerate(m.attn_modules):
+                kids = dict(mod.named_children())
+                names = ["c_attn"] if "c_attn" in kids else next(
+                    [a, b] for a, b in (("q_proj", "k_proj"), ("query", "key"), ("q_lin", "k_lin")) if a in kids)
+                self.parts.append({"mod": mod, "names": names})
+                for part in names:
+                    self.handles.append(kids[part].register_forward_hook(self._proj_hook(n, part)))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -277,29 +282,24 @@ class _Capture:
                 None if beta is None else beta.detach().float().cpu()))
         return hook
 
-    def _attn_hook(self, mod: nn.Module):
-        def hook(_mod, args, kwargs, output):
-            if not self._mine():
-                return
-            h = args[0] if args else kwargs.get("hidden_states")
-            if h is None:
-                return
-            kids = dict(mod.named_children())
-            with torch.no_grad():
-                if "c_attn" in kids:
-                    q, k, _ = kids["c_attn"](h).split(mod.embed_dim, dim=2)
-                else:
-                    qn, kn = next((a, b) for a, b in (("q_proj", "k_proj"), ("query", "key"), ("q_lin", "k_lin"))
-                                  if a in kids)
-                    q, k = kids[qn](h), kids[kn](h)
-            self.qk.append((q.detach(), k.detach(), mod))
+    def _proj_hook(self, n: int, part: str):
+        def hook(_mod, inputs, output):
+            if self._mine():
+                self.parts[n][part] = output.detach()
         return hook
 
     def scores(self, n_layers: int, n_heads: int) -> list[Tensor | None]:
-        if len(self.qk) != n_layers:
+        if len(self.parts) != n_layers:
             return [None] * n_layers
         out = []
-        for q, k, mod in self.qk:
+        for p in self.parts:
+            mod = p["mod"]
+            if p["names"] == ["c_attn"] and "c_attn" in p:
+                q, k, _ = p["c_attn"].split(mod.embed_dim, dim=2)
+            else:
+                if not all(n in p for n in p["names"]):
+                    return [None] * n_layers
+                q, k = p[p["names"][0]], p[p["names"][1]]
             b, t, _ = q.shape
             qh = q.view(b, t, n_heads, -1).transpose(1, 2).float()
             kh = k.view(b, k.shape[1], n_heads, -1).transpose(1, 2).float()
@@ -452,7 +452,7 @@ class HFModel(LabModel):
             tr.hidden["encoder"] = [cpu(h) for h in out.encoder_hidden_states]
             tr.hidden["decoder"] = [cpu(h) for h in out.decoder_hidden_states]
             return tr
-        scores = cap.scores(len(out.attentions), self.n_heads) if cap.qk else [None] * len(out.attentions)
+        scores = cap.scores(len(out.attentions), self.n_heads) if cap.parts else [None] * len(out.attentions)
         atts = []
         for a, s in zip(out.attentions, scores):
             w = cpu(a)

@@ -1,7 +1,7 @@
 """An LSTM language model whose trace shows every gate at every time step.
 
-Training and the plain forward pass use torch.nn.LSTM. With trace=True the same weights are
-run step by step through the LSTM equations, so each gate can be returned:
+Training and the plain forward pass use torch.nn.LSTM. With trace=True the same weights give
+every gate at every step (see lstm_layer_steps), from the LSTM equations:
 
     i_t = sigmoid(W_ii x_t + b_ii + W_hi h_{t-1} + b_hi)     input gate
     f_t = sigmoid(W_if x_t + b_if + W_hf h_{t-1} + b_hf)     forget gate
@@ -52,24 +52,31 @@ class LSTMOutput:
 
 def lstm_layer_steps(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor,
                      h0: Tensor, c0: Tensor) -> LSTMLayerTrace:
-    """Run one LSTM layer step by step. x: (B, T, E); h0, c0: (B, U). Returns every gate, (B, T, U)."""
+    """One LSTM layer with every gate, (B, T, U). x: (B, T, E); h0, c0: (B, U).
+
+    Fast and exact: torch's fused LSTM gives h_t for all t; with h_{t-1} known, every gate at every
+    step is one batched matrix product, and only the cheap elementwise cell update
+    c_t = f_t * c_{t-1} + i_t * g_t is left as a loop over time. h_t is then o_t * tanh(c_t) from
+    these gates; a test checks every value against torch.nn.LSTM.
+    """
     U = h0.size(-1)
-    x_proj = x @ w_ih.T + b_ih                                     # (B, T, 4U): input part of all gates at once
-    h, c = h0, c0
-    rows: dict[str, list[Tensor]] = {k: [] for k in ("i", "f", "g", "o", "c", "h")}
-    for t in range(x.size(1)):
-        z = x_proj[:, t] + h @ w_hh.T + b_hh                       # (B, 4U)
-        i = torch.sigmoid(z[:, 0:U])
-        f = torch.sigmoid(z[:, U:2 * U])
-        g = torch.tanh(z[:, 2 * U:3 * U])
-        o = torch.sigmoid(z[:, 3 * U:4 * U])
-        c = f * c + i * g
-        h = o * torch.tanh(c)
-        for k, v in zip("ifgoch", (i, f, g, o, c, h)):
-            rows[k].append(v)
-    s = {k: torch.stack(v, dim=1) for k, v in rows.items()}         # (B, T, U)
-    return LSTMLayerTrace(input_gate=s["i"], forget_gate=s["f"], output_gate=s["o"], candidate=s["g"],
-                          cell=s["c"], hidden=s["h"])
+    B, T = x.shape[:2]
+    h_fused = torch.lstm(x, (h0[None].contiguous(), c0[None].contiguous()), [w_ih, w_hh, b_ih, b_hh],
+                            True, 1, 0.0, False, False, True)[0]
+    h_prev = torch.cat([h0[:, None], h_fused[:, :-1]], dim=1)          # (B, T, U)
+    z = x @ w_ih.T + b_ih + h_prev @ w_hh.T + b_hh                     # (B, T, 4U): all gates, all steps
+    i = torch.sigmoid(z[..., 0:U])
+    f = torch.sigmoid(z[..., U:2 * U])
+    g = torch.tanh(z[..., 2 * U:3 * U])
+    o = torch.sigmoid(z[..., 3 * U:4 * U])
+    ig = i * g
+    prev, cells = c0, []
+    for t in range(T):                                                 # c_t = f_t * c_{t-1} + i_t * g_t
+        prev = torch.addcmul(ig[:, t], f[:, t], prev)
+        cells.append(prev)
+    c = torch.stack(cells, dim=1)
+    h = o * torch.tanh(c)
+    return LSTMLayerTrace(input_gate=i, forget_gate=f, output_gate=o, candidate=g, cell=c, hidden=h)
 
 
 class LSTMLM(nn.Module):

@@ -4,7 +4,7 @@ import streamlit as st
 from pages import common as c
 from viz.attention import attention_grid, attention_heatmap, token_attention
 
-c.intro("🎯 Attention",
+c.intro("Attention",
         "Each head asks, for every token (a **row**, the *query*), how much to look at every token (a "
         "**column**, the *key*) when building its new meaning. A row's weights sum to 1. Different heads "
         "learn different habits: some look at the previous word, some at the first token, some at the word "
@@ -35,7 +35,7 @@ L, H = len(weights), weights[0].shape[0]
 st.subheader(f"All {L} layers × {H} heads")
 show_grid = True
 if L * H > 48:
-    show_grid = st.toggle(f"Draw all {L * H} heads", value=L * H * len(q_labels) <= 144 * 64, key="att_show_grid",
+    show_grid = st.toggle(f"Draw all {L * H} heads", value=L * H * len(q_labels) <= 144 * 128, key="att_show_grid",
                           help="Large models have many heads; the grid is drawn on demand.")
 if show_grid:
     import numpy as np
@@ -58,7 +58,8 @@ def one_head() -> None:
 @st.fragment
 def one_token() -> None:
     st.subheader("Where one token looks, in every head")
-    qi = st.selectbox("Query token", range(len(q_labels)), index=len(q_labels) - 1,
+    default = q_labels.index("it") if "it" in q_labels else len(q_labels) - 1     # the pronoun of the example
+    qi = st.selectbox("Query token", range(len(q_labels)), index=default,
                       format_func=lambda i: f"{i}: {q_labels[i]}", key=f"att_token_{stack}")
     import numpy as np
 

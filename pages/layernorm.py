@@ -6,7 +6,7 @@ from pages import common as c
 from viz.attention import logit_lens
 from viz.layernorm import feature_distribution, gamma_beta, layernorm_stats, residual_norm
 
-c.intro("📏 Layer norm",
+c.intro("Layer norm",
         "Every sub-layer (attention, feed-forward) adds its result to a running vector per token: the "
         "**residual stream**. A **LayerNorm** rescales a token's vector to mean 0 and standard deviation 1 "
         "across its features, then stretches it by **γ** and shifts it by **β** (both learned, one per "

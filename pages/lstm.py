@@ -4,7 +4,7 @@ import streamlit as st
 from pages import common as c
 from viz.lstm import compare_next_token, lstm_gates_panel
 
-c.intro("🔁 LSTM",
+c.intro("LSTM",
         "An LSTM reads one word at a time and carries two vectors forward: the **cell state** *c* (long-term "
         "memory) and the **hidden state** *h* (what it outputs). Three gates, each between 0 and 1, decide: "
         "the **forget gate** how much of the old memory to keep, the **input gate** how much of the new "

@@ -4,7 +4,7 @@ import streamlit as st
 from pages import common as c
 from viz.masks import mask_matrix, masking_stages, padding_mask
 
-c.intro("🎭 Masks",
+c.intro("Masks",
         "A language model learns to predict each next word, so while reading word *t* it must not see words "
         "after *t*. The **causal mask** forbids it: before the softmax, every score above the diagonal is set "
         "to **−∞**, and e^−∞ = 0, so those weights vanish and each row still sums to 1. A **padding mask** does "

@@ -5,7 +5,7 @@ from model.transformer import sinusoidal_encoding
 from pages import common as c
 from viz.positional import pe_heatmap, pe_similarity, pe_waves
 
-c.intro("〰️ Positional encoding",
+c.intro("Positional encoding",
         "Attention by itself ignores order: *dog bites man* and *man bites dog* would look the same. So each "
         "position gets a vector added to its word's embedding. The paper uses waves: dimension 2i is "
         "sin(pos / 10000^(2i/d_model)) and dimension 2i+1 the matching cos. Low dimensions wiggle fast, high "

@@ -5,7 +5,7 @@ from model import sampling
 from pages import common as c
 from viz.sampling import distribution_stages, final_distribution, generation_steps, sample_histogram
 
-c.intro("🎲 Sampling",
+c.intro("Sampling",
         "The model gives a score (logit) to every word in its vocabulary; softmax turns the scores into "
         "probabilities. **Temperature** divides the scores first: below 1 sharpens the distribution, above 1 "
         "flattens it. **Top-k** keeps only the k most likely words; **top-p** keeps the smallest set of words "

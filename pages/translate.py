@@ -7,7 +7,7 @@ from pages import common as c
 from viz.attention import attention_heatmap, token_attention
 from viz.sampling import final_distribution
 
-c.intro("🌍 Translate",
+c.intro("Translate",
         "The **encoder** reads the whole English sentence at once. The **decoder** then writes French one "
         "word at a time: each step it looks at the French written so far (masked self-attention) and at the "
         "English (**cross-attention**), and predicts the next word. French puts most adjectives after the "

@@ -90,3 +90,15 @@ def make_tiny(family: str, folder: str | Path, layers: int = 2, heads: int = 4, 
     m.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def save_word_tokenizer(folder: str | Path, vocab_size: int) -> None:
+    """A word-level tokenizer 'w0' ... 'w{n-2}' plus <|endoftext|>: n ids, one token per word (for benchmarks
+    that need a full-size vocabulary without downloading one)."""
+    vocab = {f"w{i}": i for i in range(vocab_size - 1)}
+    vocab["<|endoftext|>"] = vocab_size - 1
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tk.decoder = decoders.WordPiece()
+    PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>", unk_token="<|endoftext|>",
+                            bos_token="<|endoftext|>").save_pretrained(folder)

@@ -69,7 +69,7 @@ def test_attention_translator_has_three_kinds():
     at.radio(key="att_stack").set_value("cross").run()
     assert not at.exception
     z = np.asarray(chart_with(at, "Cross-attention")["data"][0]["z"])
-    assert z.shape == (7, 7)                                # [BOS] + 6 French words x 6 English words + [EOS]
+    assert z.shape == (8, 7)                    # [BOS] le chat noir a mangé la souris x 6 English words + [EOS]
 
 
 def test_sampling_top_k_one_leaves_one_bar():

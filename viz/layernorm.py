@@ -23,7 +23,7 @@ def layernorm_stats(ln_names: Sequence[str], mean_in, std_in, mean_out, std_out,
     x = position_labels(token_labels)
     y = [f"{i + 1}. {esc(n)}" for i, n in enumerate(names)]
     titles = ("mean of input", "std of input", "mean of output", "std of output")
-    fig = make_subplots(rows=2, cols=2, subplot_titles=titles, horizontal_spacing=0.12, vertical_spacing=0.1)
+    fig = make_subplots(rows=2, cols=2, subplot_titles=titles, horizontal_spacing=0.12, vertical_spacing=0.2)
     for k, (a, t) in enumerate(zip(arrays, titles)):
         r, c = divmod(k, 2)
         if "mean" in t:
@@ -35,9 +35,9 @@ def layernorm_stats(ln_names: Sequence[str], mean_in, std_in, mean_out, std_out,
                                                               y=0.79 if r == 0 else 0.21),
                                  hovertemplate=f"{t}<br>%{{y}}<br>token %{{x}}<br>%{{z:.3f}}<extra></extra>", **kw),
                       r + 1, c + 1)
-        fig.update_xaxes(token_axis(token_labels, tickangle=-45, showticklabels=r == 1), row=r + 1, col=c + 1)
+        fig.update_xaxes(token_axis(token_labels, tickangle=-45), row=r + 1, col=c + 1)
         fig.update_yaxes(autorange="reversed", type="category", showticklabels=c == 0, row=r + 1, col=c + 1)
-    return apply_theme(fig, height=min(1100, 300 + 2 * 26 * shape[0]))
+    return apply_theme(fig, height=min(1200, 380 + 2 * 26 * shape[0]))
 
 
 def feature_distribution(x_in, x_out, title: str = "") -> go.Figure:
