@@ -42,7 +42,9 @@ def home() -> None:
     cols = st.columns(2)
     for i, (key, page) in enumerate(PAGES.items()):
         with cols[i % 2]:
-            st.page_link(page, label=f"**{page.title}**: {BLURBS[key]}", icon=page.icon)
+            with st.container(border=True):
+                st.page_link(page, label=f"**{page.title}**", icon=page.icon)
+                st.caption(BLURBS[key])
     m = c.load_or_stop()
     st.subheader("A first look")
     if m.kind == "lstm":

@@ -176,10 +176,19 @@ def bench_viz(repeat: int) -> None:
 
 
 def bench_browser(repeat: int) -> None:
-    from bench.browser import browser_timings
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from bench.browser import browser_timings, grid_timings
+    from tests.hf_fixtures import save_word_tokenizer
 
     for what, figure, target in browser_timings(repeat):
         row(what, figure, target)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as d:               # GPT-2 small, random weights, 50,257-word vocabulary
+        GPT2LMHeadModel(GPT2Config()).save_pretrained(d)
+        save_word_tokenizer(d, vocab_size=50257)
+        for what, figure, target in grid_timings(d, 128, max(3, repeat // 2)):
+            row(what, figure, target)
 
 
 SECTIONS = {"builtin": bench_builtin, "generation": bench_generation, "gpt2": bench_gpt2, "hf": bench_hf_trace,

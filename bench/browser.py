@@ -82,6 +82,7 @@ def wait_idle(page, timeout_ms: int = 60_000) -> None:
         const st = document.querySelector("[data-test-script-state]");
         if (!st || st.getAttribute("data-test-script-state") !== "notRunning") return false;
         if (document.querySelector("[data-stale='true']")) return false;
+        if (document.querySelector("[data-testid='stSkeleton']")) return false;   // a chart still loading its code
         const charts = [...document.querySelectorAll("[data-testid='stPlotlyChart']")];
         return charts.every(c => c.querySelector(".main-svg"));
     }""", timeout=timeout_ms)
@@ -98,12 +99,15 @@ def open_page(page, url: str, name: str) -> float:
 
 def chart_data_js(index: int, trace: int) -> str:
     return (f"() => {{ const c = document.querySelectorAll('.js-plotly-plot')[{index}];"
-            f" return c && c.data ? JSON.stringify(Array.from(c.data[{trace}].y || [])) : null; }}")
+            f" return c && c.data ? JSON.stringify(c.data[{trace}].y || null) : null; }}")   # bdata or array
 
 
 def slider_latency(page, url: str, repeat: int = 10) -> list[float]:
-    """Sampling page: press a key on the temperature slider, time until the first chart's data changed."""
-    open_page(page, url, "sampling")
+    """Sampling page at a choice point: press a key on the temperature slider, time until the first
+    chart's data changed."""
+    page.goto(f"{url}/sampling?text=the%20bear%20ate%20the", wait_until="domcontentloaded")
+    page.wait_for_timeout(300)
+    wait_idle(page)
     thumb = page.get_by_role("slider").first
     thumb.focus()
     times = []
@@ -162,12 +166,12 @@ def grid_timings(folder: str, n_tokens: int = 128, repeat: int = 5) -> list[tupl
         rows.append((f"attention page, GPT-2-small-sized ({n_tokens} tokens): first full draw incl. the 144-head grid "
                      f"(grid drawn: {'yes' if grid else 'NO'})", f"median {statistics.median(draws):.2f} s", "< 3 s"))
         lat = []
-        box = page.locator("[data-testid='stSelectbox']").filter(has_text="Head").first
+        box = page.get_by_role("combobox", name="Head")
         for i in range(repeat):
             want = 2 + i % 2                                      # alternate heads 2 and 3
             box.click()
             t0 = time.perf_counter()
-            page.get_by_role("option", name=str(want), exact=True).click()
+            page.get_by_role("option", name=str(want), exact=True).first.click()
             page.wait_for_function(f"() => ({_titles_js()})().some(t => t.endsWith('head {want}'))", timeout=30_000)
             lat.append(time.perf_counter() - t0)
             wait_idle(page)

@@ -27,6 +27,11 @@ if m.kind == "seq2seq":
 vocab = m.vocab
 where = "the masked position" if m.kind == "mlm" else "the text"
 st.markdown(f"Next word after {where}: {c.tokens_line(r.tokens if m.kind != 'seq2seq' else r.target_tokens)}")
+if m.kind in ("lm", "lstm") and float(sampling.distribution(logits).entropy) < 0.05:
+    st.info("The model is almost certain of the next word here, so the settings have little to change. "
+            "Sampling is more interesting at a **choice point**, where several words are plausible.")
+    st.button(f"Use a choice point: “{c.CHOICE_TEXT}”", key="samp_choice",
+              on_click=lambda: st.session_state.update(text=c.CHOICE_TEXT))
 
 
 def controls(prefix: str, t: float = 1.0, k: int = 0, p: float = 1.0, cols=None) -> dict:

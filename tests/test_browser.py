@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.browser import CHROMIUM, PAGES, browser_page, open_page, serve_app
+from bench.browser import CHROMIUM, PAGES, browser_page, open_page, serve_app, wait_idle
 from conftest import ROOT
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
@@ -43,7 +43,7 @@ def test_every_page_in_chromium(app_url):
             seconds = open_page(page, app_url, name)
             exceptions = page.locator("[data-testid='stException']").count()
             charts = page.locator("[data-testid='stPlotlyChart']").count()
-            page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+            shot(page, name)
             if exceptions:
                 problems.append(f"{name}: {exceptions} exception element(s)")
             if console:
@@ -51,9 +51,31 @@ def test_every_page_in_chromium(app_url):
             if charts == 0:
                 problems.append(f"{name}: no chart drawn")
             print(f"{name}: {charts} charts, {seconds:.2f} s")
+    assert not problems, "\n".join(problems)
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
     if os.environ.get("LAB_UPDATE_SCREENSHOTS"):
         dest = ROOT / "docs" / "screenshots"
         dest.mkdir(parents=True, exist_ok=True)
-        for f in SHOTS.glob("*.png"):
-            shutil.copy(f, dest / f.name)
-    assert not problems, "\n".join(problems)
+        shutil.copy(SHOTS / f"{name}.png", dest / f"{name}.png")
+
+
+def test_shareable_link_sets_model_and_text():
+    """A link such as /sampling?model=lstm-lm&text=... opens that page, through app.py (sidebar and
+    navigation present), with that model and text, even as the first request a fresh server sees."""
+    with serve_app() as app_url, browser_page() as page:            # its own, fresh server
+        page.goto(f"{app_url}/sampling?model=lstm-lm&text=the%20bear%20ate%20the", wait_until="domcontentloaded")
+        page.wait_for_timeout(300)
+        wait_idle(page)
+        assert page.locator("[data-testid='stException']").count() == 0
+        assert page.locator("[data-testid='stSidebarNav']").count() == 1, "page ran without app.py's navigation"
+        assert page.get_by_role("textbox", name="Text").input_value() == "the bear ate the"
+        model_box = page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").first
+        shown = model_box.inner_text() + " " + " ".join(model_box.locator("input").evaluate_all("es => es.map(e => e.value)"))
+        assert "lstm-lm" in shown, shown
+        assert page.get_by_role("heading", name="Sampling").count() >= 1
+        assert page.get_by_text("almost certain").count() == 0      # a choice point: no hint to move elsewhere
+        shot(page, "sampling-choice")
