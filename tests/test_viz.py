@@ -64,16 +64,45 @@ def test_attention_grid_small_is_exact_and_tiles_every_head():
     assert fig.data[0].text[2, 3] == "layer 1, head 1<br>&lt;b&gt;cat&lt;/b&gt; → saw"   # hover names the cell
 
 
-def test_attention_grid_gpt2_scale_is_quantised_and_small():
+def decode_palette_png(uri: str) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, palette) of an 8-bit indexed PNG data URI with unfiltered rows, decoded independently."""
+    import base64
+    import struct
+    import zlib
+
+    data = base64.b64decode(uri.split(",", 1)[1])
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks = 8, {}
+    while pos < len(data):
+        n, = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]
+        assert struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])[0] == zlib.crc32(kind + body)
+        chunks[kind] = chunks.get(kind, b"") + body
+        pos += 12 + n
+    w, h, depth, color = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    assert (depth, color) == (8, 3)
+    rows = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), np.uint8).reshape(h, w + 1)
+    assert (rows[:, 0] == 0).all()
+    return rows[:, 1:], np.frombuffer(chunks[b"PLTE"], np.uint8).reshape(-1, 3)
+
+
+def test_attention_grid_gpt2_scale_is_an_image_of_every_weight_and_small():
     w = softmax_rows(rng.normal(size=(12, 12, 128, 128)).astype(np.float32))
     labels = [f"t{i}" for i in range(128)]
     fig = attention_grid(w, labels, labels)
     payload = pio.to_json(fig)
     assert len(payload) < 4_000_000
-    z = np.asarray(fig.data[0].z)
-    assert z.dtype == np.uint8
-    np.testing.assert_allclose(z[:128, :128] / 255, w[0, 0], atol=1 / 255)
-    assert json.loads(payload)["data"][0]["z"]["dtype"] == "u1"          # sent as a compact typed array
+    idx, palette = decode_palette_png(fig.data[0].source)
+    gap = 5
+    assert idx.shape == (12 * 128 + 11 * gap, 12 * 128 + 11 * gap)
+    for l, h in [(0, 0), (3, 7), (11, 11)]:                             # every tile holds its head's weights
+        r, c = l * (128 + gap), h * (128 + gap)
+        np.testing.assert_allclose(idx[r:r + 128, c:c + 128] / 254, w[l, h], atol=0.5 / 254 + 1e-6)
+        assert grid_tile_at(c + 64, r + 64, 128, 128) == (l, h)
+    assert (idx[128:128 + gap] == 255).all() and tuple(palette[255]) == (255, 255, 255)   # white gaps
+    assert tuple(palette[0]) != tuple(palette[254])                                      # a real colour scale
+    assert fig.data[1].marker.showscale and fig.data[1].marker.cmax == 1                 # colour bar 0..1
+    assert list(fig.layout.xaxis.ticktext) == [f"head {h}" for h in range(1, 13)]
 
 
 def test_token_attention_rows_are_heads():
@@ -202,3 +231,16 @@ def test_lstm_figures():
     shown = [vocab.index(x) for x in cmp.data[0].x]
     np.testing.assert_allclose(np.asarray(cmp.data[0].y), p[shown], rtol=1e-6)
     assert set(np.argsort(-p)[:3]) <= set(shown) and set(np.argsort(-q)[:3]) <= set(shown)
+
+
+def test_long_sequences_label_every_nth_token_but_keep_every_cell():
+    n = 128
+    toks = [f"w{i}" for i in range(n)]
+    w = np.full((n, n), 1 / n, dtype=np.float32)
+    fig = attention_heatmap(w, toks, toks)
+    ax = fig.layout.xaxis
+    assert len(ax.tickvals) <= 48 and len(ax.tickvals) == len(ax.ticktext)
+    assert ax.tickvals[0] == "0: w0" and ax.ticktext[1] == "3: w3"        # step ceil(128 / 48) = 3, index shown
+    assert len(fig.data[0].x) == n and np.asarray(fig.data[0].z).shape == (n, n)
+    short = attention_heatmap(w[:10, :10], toks[:10], toks[:10])
+    assert list(short.layout.yaxis.ticktext) == toks[:10]                 # short texts: every token, as is

@@ -40,10 +40,21 @@ def position_labels(tokens: Sequence[str]) -> list[str]:
     return [f"{i}: {esc(t)}" for i, t in enumerate(tokens)]
 
 
-def token_axis(tokens: Sequence[str], **extra) -> dict:
-    """Axis settings showing the escaped tokens as ticks for positions 0..n-1 (works with category names too)."""
+MAX_TICKS = 48   # more token labels than this on one axis overlap into an unreadable smear
+
+
+def token_axis(tokens: Sequence[str], max_ticks: int = MAX_TICKS, **extra) -> dict:
+    """Axis settings showing the escaped tokens as ticks for positions 0..n-1 (works with category names too).
+
+    Long sequences label every step-th position only (with its index, so the reader can count); hover
+    still names every cell's tokens."""
     names = position_labels(tokens)
-    return dict(tickmode="array", tickvals=names, ticktext=[esc(t) for t in tokens], type="category", **extra)
+    text = [esc(t) for t in tokens]
+    step = -(-len(tokens) // max_ticks) if max_ticks > 0 else 1
+    if step > 1:
+        keep = range(0, len(tokens), step)
+        names, text = [names[i] for i in keep], [f"{i}: {text[i]}" for i in keep]
+    return dict(tickmode="array", tickvals=names, ticktext=text, type="category", **extra)
 
 
 def apply_theme(fig: go.Figure, height: int | None = None, title: str | None = None) -> go.Figure:
