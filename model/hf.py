@@ -19,6 +19,7 @@ Never `trust_remote_code`; weights load through transformers (safetensors where 
 """
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import socket
@@ -315,6 +316,7 @@ class HFModel(LabModel):
     def __init__(self, name: str, hf: nn.Module, tok, family: str, device: torch.device, n_params: int):
         self.name, self.hf, self.tok, self.family, self.device, self.n_params = name, hf, tok, family, device, n_params
         self.kind = family
+        self._keeps_logits = "logits_to_keep" in inspect.signature(hf.forward).parameters
         cfg = hf.config
         self.config = cfg
         self.model_type = cfg.model_type
@@ -425,6 +427,8 @@ class HFModel(LabModel):
             kw["attention_mask"] = attention_mask
         if self.family == "lm":
             kw["use_cache"] = False
+            if self._keeps_logits:
+                kw["logits_to_keep"] = 1           # only the last position's logits are used: skip 127/128 of the LM head
         with _Capture(self, scores and self.has_scores) as cap:
             out = self.hf(input_ids=ids, **kw)
         return out, cap
