@@ -311,13 +311,12 @@ def _self_allowed(T: int, offset: int, pad: Tensor | None, causal: bool, need: b
     return allowed, False
 
 
-class TransformerLM(nn.Module):
-    """Decoder-only language model: predicts each next token from the ones before it."""
+class _VocabHead(nn.Module):
+    """The decoder's final linear layer to the vocabulary (optionally tied to its embedding), and the logit lens."""
 
-    def __init__(self, cfg: TransformerConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.decoder = Stack(cfg, cfg.vocab_size, cfg.n_layers, key="self", label="")
+    decoder: "Stack"
+
+    def _make_head(self, cfg: TransformerConfig) -> None:
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.decoder.tok_emb.weight
@@ -327,6 +326,16 @@ class TransformerLM(nn.Module):
         if self.decoder.ln_final is not None:
             x = self.decoder.ln_final(x)
         return self.lm_head(x)
+
+
+class TransformerLM(_VocabHead):
+    """Decoder-only language model: predicts each next token from the ones before it."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.decoder = Stack(cfg, cfg.vocab_size, cfg.n_layers, key="self", label="")
+        self._make_head(cfg)
 
     def forward(self, ids: Tensor, *, pad_mask: Tensor | None = None, past: list | None = None,
                 use_cache: bool = False, trace: bool = False) -> TransformerOutput:
@@ -338,7 +347,7 @@ class TransformerLM(nn.Module):
         return TransformerOutput(self.lm_head(x), rec.trace if rec else None, new_past if use_cache else None)
 
 
-class Seq2SeqTransformer(nn.Module):
+class Seq2SeqTransformer(_VocabHead):
     """Encoder-decoder translator: the encoder reads the source, the decoder writes the target."""
 
     def __init__(self, cfg: TransformerConfig) -> None:
@@ -347,14 +356,7 @@ class Seq2SeqTransformer(nn.Module):
         self.encoder = Stack(cfg, cfg.src_vocab_size or cfg.vocab_size, cfg.n_encoder_layers, key="encoder",
                              label="enc ")
         self.decoder = Stack(cfg, cfg.vocab_size, cfg.n_layers, key="decoder", label="dec ", cross=True)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings:
-            self.lm_head.weight = self.decoder.tok_emb.weight
-
-    def unembed(self, x: Tensor) -> Tensor:
-        if self.decoder.ln_final is not None:
-            x = self.decoder.ln_final(x)
-        return self.lm_head(x)
+        self._make_head(cfg)
 
     def encode(self, src: Tensor, src_pad: Tensor | None = None, rec: _Recorder | None = None) -> Tensor:
         allowed = None if src_pad is None else src_pad[:, None, :]          # (B, 1, Ts): mask padded keys

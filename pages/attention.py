@@ -13,11 +13,9 @@ c.intro("Attention",
         "*delicious* and see it switch to **honey**.")
 
 m = c.load_or_stop()
-if m.kind == "lstm":
-    st.info("The LSTM has no attention: it reads one word at a time and keeps a memory. "
-            "See the **LSTM** page, or pick a Transformer in the sidebar.")
-    st.stop()
-r = c.run_or_stop(m)
+r = c.transformer_run_or_stop(
+    m, "The LSTM has no attention: it reads one word at a time and keeps a memory. "
+       "See the **LSTM** page, or pick a Transformer in the sidebar.")
 
 STACKS = {"encoder": "Encoder self-attention", "decoder": "Decoder masked self-attention",
           "cross": "Cross-attention (decoder → encoder)", "self": "Self-attention"}

@@ -99,6 +99,15 @@ def load_or_stop(name: str | None = None) -> LabModel:
         st.stop()
 
 
+def transformer_run_or_stop(m: LabModel, lstm_note: str) -> Run:
+    """For pages about Transformer internals: on the LSTM say why there is nothing to show and stop;
+    otherwise the traced run of the text."""
+    if m.kind == "lstm":
+        st.info(lstm_note)
+        st.stop()
+    return run_or_stop(m)
+
+
 def run_or_stop(m: LabModel, text_: str | None = None, target: str | tuple[int, ...] | None = None) -> Run:
     """Traced run of the text, or a clear message (empty, too long, ...) and stop."""
     text_ = text() if text_ is None else text_

@@ -15,10 +15,8 @@ c.intro("Layer norm",
         "compare std before and after: after a LayerNorm it is near 1 for every token (then scaled by γ).")
 
 m = c.load_or_stop()
-if m.kind == "lstm":
-    st.info("The built-in LSTM has no LayerNorm. Pick a Transformer in the sidebar.")
-    st.stop()
-r = c.run_or_stop(m)
+r = c.transformer_run_or_stop(
+    m, "The built-in LSTM has no LayerNorm. Pick a Transformer in the sidebar.")
 lns = r.trace.layernorms
 if not lns:
     st.info(f"No LayerNorm statistics were captured for {m.name}.")

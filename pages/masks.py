@@ -12,10 +12,8 @@ c.intro("Masks",
         "pick a layer and head, and compare the three panels: raw scores, scores with −∞, weights after softmax.")
 
 m = c.load_or_stop()
-if m.kind == "lstm":
-    st.info("The LSTM needs no mask: it reads left to right, so it never sees the future. Pick a Transformer.")
-    st.stop()
-r = c.run_or_stop(m)
+r = c.transformer_run_or_stop(
+    m, "The LSTM needs no mask: it reads left to right, so it never sees the future. Pick a Transformer.")
 stack = {"lm": "self", "mlm": "self", "seq2seq": "decoder"}[m.kind]
 labels = r.target_tokens if stack == "decoder" else r.tokens
 layers = r.trace.attention[stack]
