@@ -62,9 +62,27 @@ def apply_theme(fig: go.Figure, height: int | None = None, title: str | None = N
                       hoverlabel=dict(font_size=FONT))
     if title:
         fig.update_layout(title=dict(text=title, x=0.0, xanchor="left", font=dict(size=FONT + 2)))
+        room = _top_tick_room(fig)
+        if room:       # tick labels on top: title pinned to the very top, the labels in the space below it
+            fig.update_layout(title=dict(yref="container", y=1, yanchor="top", pad=dict(t=8)),
+                              margin=dict(t=44 + room))
     if height:
         fig.update_layout(height=height)
     return fig
+
+
+def _top_tick_room(fig: go.Figure) -> int:
+    """Pixels that the x tick labels (and axis title) drawn above the plot need; 0 when the axis is below."""
+    ax = fig.layout.xaxis
+    if ax.side != "top":
+        return 0
+    labels = [str(t) for t in (ax.ticktext or ax.tickvals or [])]
+    longest = max((len(html.unescape(t)) for t in labels), default=3)
+    text_px = longest * FONT * 0.6
+    room = text_px * 0.72 + FONT if ax.tickangle not in (None, 0) else FONT * 1.4
+    if ax.title and ax.title.text:
+        room += FONT * 1.6
+    return int(room)
 
 
 def top_indices(values: np.ndarray, n: int) -> np.ndarray:
