@@ -2,7 +2,7 @@
 import streamlit as st
 
 from pages import common as c
-from viz.lstm import compare_next_token, lstm_gates_panel
+from viz.lstm import compare_next_token, lstm_gates_panel, most_changing_units
 
 c.intro("LSTM",
         "An LSTM reads one word at a time and carries two vectors forward: the **cell state** *c* (long-term "
@@ -16,6 +16,7 @@ c.intro("LSTM",
 lstm = c.load_or_stop("lstm-lm") if c.model_name() != "lstm-lm" else c.load_or_stop()
 r = c.run_or_stop(lstm)
 layers = r.trace.lstm
+UNITS_SHOWN = 24            # a readable number of rows on a projector
 
 
 @st.fragment
@@ -25,9 +26,18 @@ def gates() -> None:
     lt = layers[layer - 1]
     g = {"input gate": lt.input_gate, "forget gate": lt.forget_gate, "output gate": lt.output_gate,
          "candidate": lt.candidate, "cell state": lt.cell, "hidden state": lt.hidden}
-    c.plot(lstm_gates_panel({k: v[0].numpy() for k, v in g.items()}, r.tokens), key="lstm_panel")
+    g = {k: v[0].numpy() for k, v in g.items()}
+    n_units = g["cell state"].shape[1]
+    few = min(UNITS_SHOWN, n_units)
+    which = st.radio("Units", ["few", "all"], horizontal=True, key="lstm_units",
+                     format_func=lambda w: f"the {few} whose memory changes most on this text" if w == "few"
+                     else f"all {n_units}")
+    units = most_changing_units(g["cell state"], few) if which == "few" else None
+    c.plot(lstm_gates_panel(g, r.tokens, units), key="lstm_panel")
     st.caption("Each panel: units (rows) over the words (columns). Gates run 0 (closed) to 1 (open); "
-               "candidate, cell and hidden are signed (blue negative, red positive).")
+               "candidate, cell and hidden are signed (blue negative, red positive). "
+               + ("Units are ordered by how much their cell state varies across the text." if units is not None
+                  else ""))
 
 
 gates()

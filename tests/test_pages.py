@@ -137,6 +137,16 @@ def test_lstm_layer_switch():
     assert cmp and {d["name"] for d in cmp[0]["data"]} == {"LSTM (lstm-lm)", "Transformer (transformer-lm)"}
 
 
+def test_lstm_units_choice_shows_few_or_all_rows():
+    at = open_page("lstm")
+    panel = lambda: next(c for c in charts(at) if len(c["data"]) == 6)      # the six gate / state heatmaps
+    few = panel()["data"][4]                                                # cell state
+    assert len(few["y"]) == 24 and few["y"][0].startswith("unit ")
+    at.radio(key="lstm_units").set_value("all").run()
+    assert not at.exception
+    assert panel()["data"][4].get("y") is None                              # every unit, 0..191 bottom to top
+
+
 def test_translate_default_sentence_and_crossing_alignment():
     at = open_page("translate")
     assert any("le chat noir a mangé la souris" in m.value for m in at.markdown)

@@ -244,3 +244,21 @@ def test_long_sequences_label_every_nth_token_but_keep_every_cell():
     assert len(fig.data[0].x) == n and np.asarray(fig.data[0].z).shape == (n, n)
     short = attention_heatmap(w[:10, :10], toks[:10], toks[:10])
     assert list(short.layout.yaxis.ticktext) == toks[:10]                 # short texts: every token, as is
+
+
+def test_lstm_panel_can_show_the_most_changing_units_only():
+    from viz.lstm import most_changing_units
+
+    t = np.linspace(0, 1, 6)[:, None]
+    cell = np.zeros((6, 5), np.float32)
+    cell[:, 3] = 3 * t[:, 0]            # changes most
+    cell[:, 1] = t[:, 0]                # second
+    cell[:, 4] = 0.5                    # constant: no change
+    assert list(most_changing_units(cell, 2)) == [3, 1]
+    gate = rng.random((6, 5)).astype(np.float32)
+    fig = lstm_gates_panel({"input gate": gate, "cell state": cell}, TOKS, units=[3, 1])
+    np.testing.assert_allclose(z_of(fig.data[0]), gate[:, [3, 1]].T, rtol=1e-6)   # rows = the chosen units
+    assert list(fig.data[1].y) == ["unit 3", "unit 1"]
+    np.testing.assert_allclose(z_of(fig.data[1]), cell[:, [3, 1]].T, rtol=1e-6)
+    with pytest.raises(ValueError, match="unit numbers in 0..4"):
+        lstm_gates_panel({"input gate": gate}, TOKS, units=[7])

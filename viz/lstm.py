@@ -30,29 +30,46 @@ def _scale(v: np.ndarray, signed: bool) -> dict:
     return dict(colorscale="Viridis", zmin=0, zmax=1)
 
 
-def lstm_gates_panel(gates: Mapping[str, object], token_labels: Sequence[str]) -> go.Figure:
-    """Small multiples (2 columns) of gate / state heatmaps of one layer, sharing the token axis."""
+def most_changing_units(states, n: int) -> np.ndarray:
+    """Indices of the n units whose value varies most over time (std over the time axis of a (T, U)
+    array, e.g. the cell state), largest first; ties keep the lower index first."""
+    a = as_array(states, 2, "states", "(time, units)").astype(np.float64)
+    spread = a.std(axis=0)
+    return np.argsort(-spread, kind="stable")[: max(0, min(n, a.shape[1]))]
+
+
+def lstm_gates_panel(gates: Mapping[str, object], token_labels: Sequence[str],
+                     units: Sequence[int] | None = None) -> go.Figure:
+    """Small multiples (2 columns) of gate / state heatmaps of one layer, sharing the token axis.
+
+    `units`: which units (rows) to show, in that order (default all, 0..U-1 bottom to top)."""
     if not gates:
         raise ValueError("gates is empty: pass e.g. {'input gate': (T, U) array, ...}")
     arrays = {k: as_array(v, 2, k, "(time, units)").astype(np.float32) for k, v in gates.items()}
-    T = next(iter(arrays.values())).shape[0]
-    if any(a.shape[0] != T for a in arrays.values()):
-        raise ValueError("every gate must cover the same number of time steps")
+    T, U = next(iter(arrays.values())).shape
+    if any(a.shape != (T, U) for a in arrays.values()):
+        raise ValueError("every gate must cover the same number of time steps and units")
     check_labels(token_labels, T, "token")
+    if units is not None:
+        units = [int(u) for u in units]
+        if not units or min(units) < 0 or max(units) >= U:
+            raise ValueError(f"units must be a non-empty list of unit numbers in 0..{U - 1}")
     names = list(arrays)
     rows = (len(names) + 1) // 2
-    fig = make_subplots(rows=rows, cols=2, subplot_titles=names, horizontal_spacing=0.1, vertical_spacing=0.12)
+    fig = make_subplots(rows=rows, cols=2, subplot_titles=names, horizontal_spacing=0.1, vertical_spacing=0.16)
     x = position_labels(token_labels)
+    y = None if units is None else [f"unit {u}" for u in units]
     for k, name in enumerate(names):
         r, c = divmod(k, 2)
-        a = arrays[name]
-        signed = name in SIGNED or float(a.min()) < 0
-        fig.add_trace(go.Heatmap(z=a.T, x=x, showscale=False, **_scale(a, signed),
+        a = arrays[name] if units is None else arrays[name][:, units]
+        signed = name in SIGNED or float(arrays[name].min()) < 0
+        fig.add_trace(go.Heatmap(z=a.T, x=x, y=y, showscale=False, **_scale(a, signed),
                                  hovertemplate=f"{name}<br>token %{{x}}<br>unit %{{y}}<br>%{{z:.3f}}<extra></extra>"),
                       r + 1, c + 1)
-        fig.update_xaxes(token_axis(token_labels, tickangle=-45, showticklabels=r == rows - 1), row=r + 1, col=c + 1)
-        fig.update_yaxes(title="unit" if c == 0 else None, row=r + 1, col=c + 1)
-    return apply_theme(fig, height=260 * rows + 80)
+        fig.update_xaxes(token_axis(token_labels, tickangle=-45), row=r + 1, col=c + 1)
+        fig.update_yaxes(title="unit" if c == 0 and units is None else None, row=r + 1, col=c + 1,
+                         autorange="reversed" if units is not None else True)
+    return apply_theme(fig, height=320 * rows + 80)
 
 
 def compare_next_token(dists: Mapping[str, object], vocab_labels: Sequence[str], top_n: int = 12) -> go.Figure:
