@@ -21,7 +21,7 @@ def sinusoidal() -> None:
     d_model = c1.slider("d_model (width of the vectors)", 8, 512, 128, step=8, key="pe_d")
     max_len = c2.slider("Positions", 8, 256, 64, step=8, key="pe_len")
     pe = sinusoidal_encoding(max_len, d_model).numpy()
-    default = [d for d in (0, 1, 6, 7, 20) if d < d_model]
+    default = [d for d in (0, 1, 10, 24, 48) if d < d_model]       # fast pair, medium, slow, very slow
     dims = st.multiselect("Dimensions to draw", list(range(d_model)), default=default, key=f"pe_dims_{d_model}",
                           help="Even dimensions are sines, odd ones cosines of the same frequency.")
     if dims:

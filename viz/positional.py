@@ -18,7 +18,8 @@ def pe_waves(pe, dims: Sequence[int], title: str = "") -> go.Figure:
         raise ValueError(f"dimensions {bad} are outside 0..{D - 1}")
     fig = go.Figure()
     for d in dims:
-        fig.add_trace(go.Scatter(x=np.arange(P), y=a[:, d], mode="lines", name=f"dim {d} ({'sin' if d % 2 == 0 else 'cos'})",
+        fig.add_trace(go.Scatter(x=np.arange(P), y=a[:, d], mode="lines+markers", marker=dict(size=4),   # defined at whole positions
+                                 name=f"dim {d} ({'sin' if d % 2 == 0 else 'cos'})",
                                  hovertemplate=f"dim {d}<br>position %{{x}}<br>value %{{y:.3f}}<extra></extra>"))
     fig.update_xaxes(title="position")
     fig.update_yaxes(title="value", range=[-1.1, 1.1] if np.abs(a).max() <= 1.0001 else None)
