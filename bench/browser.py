@@ -95,12 +95,17 @@ def wait_idle(page, timeout_ms: int = 60_000) -> None:
     }""", timeout=timeout_ms)
 
 
-def open_page(page, url: str, name: str) -> float:
-    """Go to a page and return seconds until it was fully rendered."""
+def open_url(page, url: str, timeout_ms: int = 60_000) -> float:
+    """Go to an address of the app and return seconds until it was fully rendered."""
     t0 = time.perf_counter()
-    page.goto(f"{url}/{PAGES[name]}", wait_until="domcontentloaded")
-    wait_idle(page)                                  # the new document starts at state 'initial', never idle
+    page.goto(url, wait_until="domcontentloaded")
+    wait_idle(page, timeout_ms)                      # the new document starts at state 'initial', never idle
     return time.perf_counter() - t0
+
+
+def open_page(page, url: str, name: str) -> float:
+    """Go to one of PAGES and return seconds until it was fully rendered."""
+    return open_url(page, f"{url}/{PAGES[name]}")
 
 
 def chart_data_js(index: int, trace: int) -> str:
@@ -111,9 +116,7 @@ def chart_data_js(index: int, trace: int) -> str:
 def slider_latency(page, url: str, repeat: int = 10) -> list[float]:
     """Sampling page at a choice point: press a key on the temperature slider, time until the first
     chart's data changed."""
-    page.goto(f"{url}/sampling?text=the%20bear%20ate%20the", wait_until="domcontentloaded")
-    page.wait_for_timeout(300)
-    wait_idle(page)
+    open_url(page, f"{url}/sampling?text=the%20bear%20ate%20the")
     thumb = page.get_by_role("slider").first
     thumb.focus()
     times = []
@@ -144,11 +147,6 @@ def browser_timings(repeat: int = 10) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _titles_js() -> str:
-    return ("() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
-            ".map(p => ((p.layout && p.layout.title && p.layout.title.text) || '').replace(/<[^>]*>/g, ''))")
-
-
 # Timed inside the page, from the click on the option to the next frame painted after the large
 # heatmap's drawn title names the new head (Playwright's own click adds ~100 ms of actionability checks).
 PICK_AND_WAIT_JS = """async (want) => {
@@ -175,15 +173,10 @@ def grid_timings(folder: str, n_tokens: int = 128, repeat: int = 5) -> list[tupl
     rows = []
     with serve_app() as url, browser_page() as page:
         link = f"{url}/attention?model={quote(folder)}&text={quote(text)}"
-        page.goto(link, wait_until="domcontentloaded")          # warm-up: loads the model, runs and caches the trace
-        page.wait_for_timeout(300)
-        wait_idle(page, 300_000)
+        open_url(page, link, 300_000)                            # warm-up: loads the model, runs and caches the trace
         draws = []
         for _ in range(3):                                       # a fresh session each time: transfer + draw
-            t0 = time.perf_counter()
-            page.goto(link, wait_until="domcontentloaded")
-            wait_idle(page, 120_000)
-            draws.append(time.perf_counter() - t0)
+            draws.append(open_url(page, link, 120_000))
         grid = page.locator("[data-testid='stPlotlyChart']").count() >= 3    # grid + one head + one token
         rows.append((f"attention page, GPT-2-small-sized ({n_tokens} tokens): first full draw incl. the 144-head grid "
                      f"(grid drawn: {'yes' if grid else 'NO'})", f"median {statistics.median(draws):.2f} s", "< 3 s"))

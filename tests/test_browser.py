@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.browser import CHROMIUM, PAGES, browser_page, open_page, serve_app, wait_idle
+from bench.browser import CHROMIUM, PAGES, browser_page, open_page, open_url, serve_app
 from conftest import ROOT
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
@@ -67,9 +67,7 @@ def test_shareable_link_sets_model_and_text():
     """A link such as /sampling?model=lstm-lm&text=... opens that page, through app.py (sidebar and
     navigation present), with that model and text, even as the first request a fresh server sees."""
     with serve_app() as app_url, browser_page() as page:            # its own, fresh server
-        page.goto(f"{app_url}/sampling?model=lstm-lm&text=the%20bear%20ate%20the", wait_until="domcontentloaded")
-        page.wait_for_timeout(300)
-        wait_idle(page)
+        open_url(page, f"{app_url}/sampling?model=lstm-lm&text=the%20bear%20ate%20the")
         assert page.locator("[data-testid='stException']").count() == 0
         assert page.locator("[data-testid='stSidebarNav']").count() == 1, "page ran without app.py's navigation"
         assert page.get_by_role("textbox", name="Text").input_value() == "the bear ate the"

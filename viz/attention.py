@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import struct
 import zlib
 from typing import Sequence
@@ -79,11 +80,15 @@ def grid_levels(weights: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(weights, np.float32) * (LEVELS - 1)), 0, LEVELS - 1).astype(np.uint8)
 
 
+@functools.lru_cache(maxsize=1)
 def _palette() -> np.ndarray:
+    """LEVELS colours of the sequential scale, then white for the gaps (computed once; read-only)."""
     colors = sample_colorscale(SEQUENTIAL, np.linspace(0, 1, LEVELS), colortype="tuple")
     pal = np.array(colors, dtype=np.float64)
     pal = pal * 255 if pal.max() <= 1.0 else pal
-    return np.vstack([np.rint(pal), [[255, 255, 255]]]).astype(np.uint8)
+    out = np.vstack([np.rint(pal), [[255, 255, 255]]]).astype(np.uint8)
+    out.setflags(write=False)
+    return out
 
 
 def attention_grid(weights, q_labels: Sequence[str], k_labels: Sequence[str],
