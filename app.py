@@ -7,28 +7,13 @@ from __future__ import annotations
 import streamlit as st
 
 import model
-from pages import common as c
+from app_pages import common as c
+from app_pages import registry
 
 st.set_page_config(page_title="Transformer & LSTM lab", page_icon="🔬", layout="wide")
 
-PAGES = {
-    "attention": st.Page("pages/attention.py", title="Attention", icon=":material/grid_view:", url_path="attention"),
-    "positional": st.Page("pages/positional.py", title="Positional encoding", icon=":material/waves:", url_path="positional"),
-    "masks": st.Page("pages/masks.py", title="Masks", icon=":material/visibility_off:", url_path="masks"),
-    "layernorm": st.Page("pages/layernorm.py", title="Layer norm", icon=":material/straighten:", url_path="layernorm"),
-    "sampling": st.Page("pages/sampling.py", title="Sampling", icon=":material/casino:", url_path="sampling"),
-    "lstm": st.Page("pages/lstm.py", title="LSTM", icon=":material/memory:", url_path="lstm"),
-    "translate": st.Page("pages/translate.py", title="Translate", icon=":material/translate:", url_path="translate"),
-}
-BLURBS = {
-    "attention": "every head of every layer; where one word looks",
-    "positional": "how a Transformer knows word order: sin/cos waves",
-    "masks": "why a language model cannot peek at the future",
-    "layernorm": "mean and spread of every token through the layers; the residual stream",
-    "sampling": "temperature, top-k, top-p: the next word, live",
-    "lstm": "gates, cell and hidden state over time, beside the Transformer",
-    "translate": "encoder-decoder translation step by step, with cross-attention",
-}
+PAGES = {p.key: st.Page(p.path, title=p.title, icon=p.icon, url_path=p.key) for p in registry.PAGES}
+BLURBS = {p.key: p.blurb for p in registry.PAGES}
 
 
 def home() -> None:

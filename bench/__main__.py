@@ -125,7 +125,7 @@ def bench_hf_trace(repeat: int) -> None:
         row("Hugging Face GPT-2 trace", "skipped (model/hf.py missing)")
         return
     import model
-    from tests.hf_fixtures import save_word_tokenizer  # a full-size word-level vocabulary, offline
+    from devkit.hf_fixtures import save_word_tokenizer  # a full-size word-level vocabulary, offline
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as d:
@@ -183,8 +183,8 @@ def bench_viz(repeat: int) -> None:
 def bench_browser(repeat: int) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from bench.browser import browser_timings, grid_timings
-    from tests.hf_fixtures import save_word_tokenizer
+    from devkit.browser import browser_timings, grid_timings
+    from devkit.hf_fixtures import save_word_tokenizer
 
     for what, figure, target in browser_timings(repeat):
         row(what, figure, target)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.browser import CHROMIUM, PAGES, browser_page, open_page, open_url, serve_app
+from devkit.browser import CHROMIUM, PAGES, browser_page, open_page, open_url, serve_app
 from conftest import ROOT
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),

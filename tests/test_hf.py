@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelFo
 
 import model
 from conftest import ROOT, charts
-from hf_fixtures import FAMILIES, make_tiny
+from devkit.hf_fixtures import FAMILIES, make_tiny
 from model import ModelLoadError, sampling
 from model import hf as hfmod
 
@@ -205,7 +205,7 @@ def test_unsupported_family_is_named(tmp_path):
         model.load(str(tmp_path), "cpu")
 
 
-PAGES = ["attention", "positional", "masks", "layernorm", "sampling", "lstm", "translate"]
+from app_pages.registry import KEYS as PAGES
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -216,7 +216,7 @@ def test_every_page_runs_on_each_family(tiny, family):
         at.session_state["model_custom"] = tiny[family]
         at.session_state["text"] = text_for(family)
         at.run()
-        at.switch_page(f"pages/{page}.py")
+        at.switch_page(f"app_pages/{page}.py")
         at.run()
         assert not at.exception, (family, page, [e.message for e in at.exception])
         assert not at.error, (family, page, [e.value for e in at.error])

@@ -5,7 +5,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, charts
 
-PAGES = ["attention", "positional", "masks", "layernorm", "sampling", "lstm", "translate"]
+from app_pages.registry import KEYS as PAGES
 
 
 def open_page(page: str | None = None, **state) -> AppTest:
@@ -14,7 +14,7 @@ def open_page(page: str | None = None, **state) -> AppTest:
         at.session_state[k] = v
     at.run()
     if page:
-        at.switch_page(f"pages/{page}.py")
+        at.switch_page(f"app_pages/{page}.py")
         at.run()
     assert not at.exception, [e.message for e in at.exception]
     return at

@@ -3,7 +3,7 @@ import numpy as np
 import streamlit as st
 
 from model import LabError
-from pages import common as c
+from app_pages import common as c
 from viz.attention import attention_heatmap, token_attention
 from viz.sampling import final_distribution
 

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from model.transformer import sinusoidal_encoding
-from pages import common as c
+from app_pages import common as c
 from viz.positional import pe_heatmap, pe_similarity, pe_waves
 
 c.intro("Positional encoding",

@@ -10,23 +10,6 @@ import streamlit as st
 import model
 from model import LabError, LabModel, Run
 
-def _leave_folder_mode() -> None:
-    """Streamlit treats a `pages/` folder as old-style pages until `st.navigation` has run once in the
-    process, so on a freshly started server a deep link such as /attention?text=... would run the page
-    script alone (no sidebar, no app.py). Switch that mode off and rerun through app.py instead."""
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-        from streamlit.runtime.scriptrunner import get_script_run_ctx
-    except ImportError:                                     # pragma: no cover - other Streamlit layout
-        return
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        if get_script_run_ctx() is not None:
-            st.rerun()
-
-
-_leave_folder_mode()
-
 DEFAULT_TEXT = "the bear ate the honey because it was hungry"
 DEFAULT_SOURCE = "the black cat ate the mouse"
 CHOICE_TEXT = "the bear ate the"                 # many plausible next words: where sampling settings matter

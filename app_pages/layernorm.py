@@ -2,7 +2,7 @@
 import numpy as np
 import streamlit as st
 
-from pages import common as c
+from app_pages import common as c
 from viz.attention import logit_lens
 from viz.layernorm import feature_distribution, gamma_beta, layernorm_stats, residual_norm
 

@@ -1,7 +1,7 @@
 """Attention: every head of every layer, one head large, and where one token looks."""
 import streamlit as st
 
-from pages import common as c
+from app_pages import common as c
 from viz.attention import attention_grid, attention_heatmap, token_attention
 
 c.intro("Attention",

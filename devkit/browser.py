@@ -16,12 +16,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+from app_pages.registry import KEYS
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-PAGES = {"home": "", "attention": "attention", "positional": "positional", "masks": "masks",
-         "layernorm": "layernorm", "sampling": "sampling", "lstm": "lstm", "translate": "translate"}
+PAGES = {"home": "", **{k: k for k in KEYS}}                 # name -> url path
 IDLE = "[data-test-script-state='notRunning']"
 
 

@@ -1,7 +1,7 @@
 """LSTM: gates, cell and hidden state over time, beside the Transformer on the same text."""
 import streamlit as st
 
-from pages import common as c
+from app_pages import common as c
 from viz.lstm import compare_next_token, lstm_gates_panel, most_changing_units
 
 c.intro("LSTM",

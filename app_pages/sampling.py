@@ -2,7 +2,7 @@
 import streamlit as st
 
 from model import sampling
-from pages import common as c
+from app_pages import common as c
 from viz.sampling import distribution_stages, final_distribution, generation_steps, sample_histogram
 
 c.intro("Sampling",

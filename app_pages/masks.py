@@ -1,7 +1,7 @@
 """Masks: the causal (look-ahead) mask and the padding mask, and what they do to the scores."""
 import streamlit as st
 
-from pages import common as c
+from app_pages import common as c
 from viz.masks import mask_matrix, masking_stages, padding_mask
 
 c.intro("Masks",
