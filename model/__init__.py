@@ -13,11 +13,15 @@ from pathlib import Path
 
 import torch
 
-from .api import Generation, InputError, LabError, LabModel, ModelLoadError, Run, Step, Tokens
+from .api import (Architecture, Generates, Generation, LabModel, LogitLens, MaskedFill, NextToken, PaddedBatch,
+                  PaddedRun, PositionInfo, PositionTable, Recurrent, Run, Step, Tokens, TracedRun, Translates)
 from .device import DeviceError, available_devices, pick_device
+from .errors import InputError, LabError, ModelLoadError, NotSupported, SamplingError
 
-__all__ = ["load", "builtin_names", "LabModel", "LabError", "InputError", "ModelLoadError", "Run", "Tokens",
-           "Step", "Generation", "pick_device", "available_devices", "DeviceError"]
+__all__ = ["load", "builtin_names", "LabModel", "LabError", "InputError", "ModelLoadError", "NotSupported",
+           "SamplingError", "Run", "Tokens", "Step", "Generation", "Architecture", "PositionInfo", "PaddedRun",
+           "TracedRun", "NextToken", "Generates", "Translates", "MaskedFill", "PositionTable", "PaddedBatch",
+           "LogitLens", "Recurrent", "pick_device", "available_devices", "DeviceError"]
 
 
 def builtin_names() -> list[str]:
@@ -31,7 +35,7 @@ def load(name: str, device: str | torch.device | None = None) -> LabModel:
 
     Raises ModelLoadError (a LabError) with a message meant for the user when that fails.
     """
-    from .builtin import BUILTIN, CONFIG, load_builtin
+    from .builtin import BUILTIN, is_checkpoint_folder, load_builtin
 
     name = (name or "").strip()
     if not name:
@@ -43,7 +47,7 @@ def load(name: str, device: str | torch.device | None = None) -> LabModel:
     if name in BUILTIN:
         return load_builtin(name, dev)
     path = Path(name).expanduser()
-    if path.is_dir() and (path / CONFIG).is_file() and '"lab_format"' in (path / CONFIG).read_text():
+    if is_checkpoint_folder(path):
         return load_builtin(path, dev)                     # a model trained by `python -m model.train`
     try:
         from .hf import load_hf

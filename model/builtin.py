@@ -1,23 +1,30 @@
 """The built-in models: checkpoints shipped in model/checkpoints/, trained by model/train.py.
 
-Each checkpoint is a folder: config.json (architecture, training and evaluation figures),
-model.safetensors (weights; loading never unpickles) and the word-level tokenizer file(s).
+Each checkpoint is a folder: config.json (architecture, training and evaluation figures; read by a
+strict loader, model/checkpoint.py), model.safetensors (weights; loading never unpickles) and the
+word-level tokenizer file(s). One class per family, each with the capabilities it has:
+
+  BuiltinTransformerLM   decoder-only Transformer LM
+  BuiltinLSTMLM          LSTM LM
+  BuiltinTranslator      encoder-decoder Transformer (English -> French)
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 from torch import Tensor
 
-from .api import InputError, LabModel, ModelLoadError, Run, Tokens
+from .api import (Architecture, Generates, LabModel, LogitLens, NextToken, PaddedBatch, PaddedRun, PositionInfo,
+                  PositionTable, Recurrent, Run, Tokens, TracedRun, Translates)
+from .checkpoint import CONFIG, CheckpointConfig, read_config
+from .errors import ModelLoadError
 from .lstm import LSTMConfig, LSTMLM
 from .tokenizer import WordTokenizer
-from .transformer import Seq2SeqTransformer, TransformerConfig, TransformerLM, sinusoidal_encoding
+from .trace import describe_stacks
+from .transformer import Seq2SeqTransformer, TransformerConfig, TransformerLM
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 BUILTIN = {
@@ -25,30 +32,34 @@ BUILTIN = {
     "lstm-lm": "LSTM language model trained on the same toy English corpus",
     "translator-en-fr": "Encoder-decoder Transformer (as in the paper) translating toy English to French",
 }
-WEIGHTS, CONFIG = "model.safetensors", "config.json"
+WEIGHTS = "model.safetensors"
 
 
-def build_module(cfg: dict) -> torch.nn.Module:
-    kind = cfg["type"]
-    if kind == "lstm-lm":
-        return LSTMLM(LSTMConfig.from_dict(cfg["model"]))
-    tc = TransformerConfig.from_dict(cfg["model"])
-    return TransformerLM(tc) if kind == "transformer-lm" else Seq2SeqTransformer(tc)
+def build_module(cfg: dict | CheckpointConfig) -> torch.nn.Module:
+    cfg = cfg if isinstance(cfg, CheckpointConfig) else CheckpointConfig.from_dict(cfg)
+    if cfg.type == "lstm-lm":
+        return LSTMLM(LSTMConfig(**cfg.model))
+    tc = TransformerConfig(**cfg.model)
+    return TransformerLM(tc) if cfg.type == "transformer-lm" else Seq2SeqTransformer(tc)
 
 
 def save_checkpoint(folder: Path, module: torch.nn.Module, cfg: dict, tokenizers: dict[str, WordTokenizer]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
+    CheckpointConfig.from_dict(cfg)                    # refuse to write what the loader would refuse to read
     save_model(module, str(folder / WEIGHTS))          # handles the tied embedding / output weights
+    import json
+
     (folder / CONFIG).write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
     for fname, tok in tokenizers.items():
         tok.save(str(folder / fname))
 
 
-def read_config(folder: Path) -> dict:
+def is_checkpoint_folder(path: Path) -> bool:
+    """A folder written by `python -m model.train` (not a Hugging Face folder)."""
     try:
-        return json.loads((folder / CONFIG).read_text())
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"Cannot read {folder / CONFIG}: {e}") from e
+        return path.is_dir() and (path / CONFIG).is_file() and '"lab_format"' in (path / CONFIG).read_text()
+    except OSError:
+        return False
 
 
 def load_builtin(name_or_folder: str | Path, device: torch.device) -> LabModel:
@@ -60,15 +71,21 @@ def load_builtin(name_or_folder: str | Path, device: torch.device) -> LabModel:
     try:
         missing, unexpected = load_model(module, str(folder / WEIGHTS), strict=False)
     except Exception as e:                                  # corrupt file, wrong shapes ...
-        raise ModelLoadError(f"Cannot load the weights in {folder / WEIGHTS}: {e}") from e
+        raise ModelLoadError(f"Cannot load the weights of {folder.name}: {e}") from e
     if unexpected or [m for m in missing if not m.endswith("lm_head.weight")]:
-        raise ModelLoadError(f"{folder / WEIGHTS} does not match its config (missing {missing}, unexpected {unexpected})")
+        raise ModelLoadError(f"The weights of {folder.name} do not match its config "
+                             f"(missing {missing}, unexpected {unexpected}).")
     module.to(device).eval()
-    name = cfg.get("name", folder.name)
-    if cfg["type"] == "translator":
+    name = cfg.name or folder.name
+    if cfg.type == "translator":
         return BuiltinTranslator(name, module, WordTokenizer.from_file(str(folder / "tokenizer_src.json")),
                                  WordTokenizer.from_file(str(folder / "tokenizer_tgt.json")), cfg, device)
-    return BuiltinLM(name, module, WordTokenizer.from_file(str(folder / "tokenizer.json")), cfg, device)
+    cls = BuiltinLSTMLM if cfg.type == "lstm-lm" else BuiltinTransformerLM
+    return cls(name, module, WordTokenizer.from_file(str(folder / "tokenizer.json")), cfg, device)
+
+
+def _params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in module.parameters()}.values())
 
 
 class _WordModel(LabModel):
@@ -85,114 +102,138 @@ class _WordModel(LabModel):
         return torch.tensor([ids], dtype=torch.long, device=self.device)
 
 
-class BuiltinLM(_WordModel):
-    """The Transformer LM or the LSTM LM: reads [BOS] + text, predicts the next word."""
+class BuiltinLM(_WordModel, TracedRun, NextToken, Generates):
+    """A built-in language model: reads [BOS] + text, predicts the next word."""
 
-    def __init__(self, name: str, module: torch.nn.Module, tok: WordTokenizer, cfg: dict, device: torch.device):
+    def __init__(self, name: str, module: torch.nn.Module, tok: WordTokenizer, cfg: CheckpointConfig,
+                 device: torch.device):
         self.name, self.module, self.tok, self.cfg, self.device = name, module, tok, cfg, device
-        self.description = cfg.get("description", BUILTIN.get(name, ""))
+        self.description = cfg.description or BUILTIN.get(name, "")
         self.vocab, self.bos_id, self.eos_id = list(tok.vocab), tok.bos_id, tok.eos_id
-        m = cfg["model"]
-        self.max_len = m["max_len"]
-        if isinstance(module, LSTMLM):
-            self.kind, self.n_layers, self.d_model, self.norm, self.pos_encoding = "lstm", m["n_layers"], m["d_hidden"], "", "none"
-            self.has_scores = False
-        else:
-            self.kind, self.n_layers, self.n_heads, self.d_model = "lm", m["n_layers"], m["h"], m["d_model"]
-            self.norm, self.pos_encoding = m["norm"], m["pos_encoding"]
+        self.max_len = cfg.model["max_len"]
 
     def tokenize(self, text: str, side: str = "source") -> Tokens:
         return self._tokens(self.tok, text, "text", add_bos=True, add_eos=False)
 
-    @torch.inference_mode()
-    def run(self, text: str, target: str | None = None) -> Run:
-        t = self.tokenize(text)
-        out = self.module(self._ids(t.ids), trace=True)
-        return Run(tokens=t.tokens, ids=t.ids, trace=out.trace, next_logits=out.logits[0, -1].float().cpu(),
+    def _finish(self, t: Tokens, out) -> Run:
+        tr = out.trace
+        if tr.attention:
+            tr.attention = describe_stacks(tr.attention, t.tokens, None, self_causal=True)
+        return Run(tokens=t.tokens, ids=t.ids, trace=tr, next_logits=out.logits[0, -1].float().cpu(),
                    predict_position=len(t.ids) - 1, unknown=t.unknown)
 
     @torch.inference_mode()
-    def run_padded(self, texts: list[str]) -> tuple[list[Tokens], Any]:
-        if self.kind != "lm":
-            return super().run_padded(texts)
+    def run(self, text: str) -> Run:
+        t = self.tokenize(text)
+        return self._finish(t, self.module(self._ids(t.ids), trace=True))
+
+
+class BuiltinTransformerLM(BuiltinLM, PositionTable, PaddedBatch, LogitLens):
+    """The decoder-only Transformer LM (GPT-like)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        m = self.cfg.model
+        self.arch = Architecture("decoder-only Transformer", n_layers=m["n_layers"], n_heads=m["h"], n_kv_heads=m["h"],
+                                 d_model=m["d_model"], norm=m["norm"], norm_kind="LayerNorm",
+                                 position=m["pos_encoding"], parameters=_params(self.module))
+
+    @torch.inference_mode()
+    def run_padded(self, texts: list[str]) -> PaddedRun:
         toks = [self.tokenize(t) for t in texts]
         n = max(len(t.ids) for t in toks)
         pad = self.tok.pad_id
+        valid = [[True] * len(t.ids) + [False] * (n - len(t.ids)) for t in toks]
         ids = torch.tensor([t.ids + [pad] * (n - len(t.ids)) for t in toks], device=self.device)
-        mask = torch.tensor([[True] * len(t.ids) + [False] * (n - len(t.ids)) for t in toks], device=self.device)
+        out = self.module(ids, pad_mask=torch.tensor(valid, device=self.device), trace=True)
         padded = [Tokens(t.ids + [pad] * (n - len(t.ids)), t.tokens + [self.vocab[pad]] * (n - len(t.ids)),
                          t.special + [True] * (n - len(t.ids)), t.unknown) for t in toks]
-        return padded, self.module(ids, pad_mask=mask, trace=True).trace
+        out.trace.attention = describe_stacks(out.trace.attention, padded[0].tokens, None, self_causal=True)
+        return PaddedRun(padded, valid, out.trace)
 
     @torch.inference_mode()
     def _start(self, ids: list[int], use_cache: bool) -> tuple[Tensor, Any]:
         out = self.module(self._ids(ids), use_cache=use_cache)
-        state = (out.past if self.kind == "lm" else out.state) if use_cache else list(ids)
-        return out.logits[0, -1].float().cpu(), state
+        return out.logits[0, -1].float().cpu(), (out.past if use_cache else list(ids))
 
     @torch.inference_mode()
     def _advance(self, state: Any, token_id: int, use_cache: bool) -> tuple[Tensor, Any]:
         if not use_cache:
             return self._start(state + [token_id], use_cache=False)
-        kw = {"past": state} if self.kind == "lm" else {"state": state}
-        out = self.module(self._ids([token_id]), use_cache=True, **kw)
-        return out.logits[0, -1].float().cpu(), (out.past if self.kind == "lm" else out.state)
+        out = self.module(self._ids([token_id]), use_cache=True, past=state)
+        return out.logits[0, -1].float().cpu(), out.past
 
-    def _unembed(self, hidden: Tensor, stack: str) -> Tensor:
+    def _unembed(self, hidden: Tensor) -> Tensor:
         return self.module.unembed(hidden)
 
-    def positional_tables(self) -> dict[str, np.ndarray]:
-        if self.kind != "lm":
-            return {}
-        tables = {"sinusoidal (paper formula)": sinusoidal_encoding(self.max_len, self.d_model).numpy()}
-        if self.pos_encoding == "learned":
-            tables = {"learned (this model)": self.module.decoder.pos_emb.weight.detach().float().cpu().numpy(), **tables}
-        return tables
+    def positions(self) -> list[PositionInfo]:
+        table = self.module.decoder.positional_table()
+        kind = self.arch.position
+        return [PositionInfo(kind, f"{kind} ({self.name})",
+                             None if table is None else table.detach().float().cpu().numpy())]
 
 
-class BuiltinTranslator(_WordModel):
+class BuiltinLSTMLM(BuiltinLM, Recurrent):
+    """The LSTM language model: no attention, no positions; gates and states over time."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        m = self.cfg.model
+        self.arch = Architecture("LSTM", n_layers=m["n_layers"], d_model=m["d_hidden"],
+                                 parameters=_params(self.module))
+
+    @torch.inference_mode()
+    def _start(self, ids: list[int], use_cache: bool) -> tuple[Tensor, Any]:
+        out = self.module(self._ids(ids), use_cache=use_cache)
+        return out.logits[0, -1].float().cpu(), (out.state if use_cache else list(ids))
+
+    @torch.inference_mode()
+    def _advance(self, state: Any, token_id: int, use_cache: bool) -> tuple[Tensor, Any]:
+        if not use_cache:
+            return self._start(state + [token_id], use_cache=False)
+        out = self.module(self._ids([token_id]), use_cache=True, state=state)
+        return out.logits[0, -1].float().cpu(), out.state
+
+
+class BuiltinTranslator(_WordModel, Translates, PositionTable, LogitLens):
     """The encoder-decoder: English source in, French target out."""
 
-    kind = "seq2seq"
+    lens_stack = "decoder"
 
     def __init__(self, name: str, module: Seq2SeqTransformer, src_tok: WordTokenizer, tgt_tok: WordTokenizer,
-                 cfg: dict, device: torch.device):
+                 cfg: CheckpointConfig, device: torch.device):
         self.name, self.module, self.src_tok, self.tgt_tok, self.cfg, self.device = name, module, src_tok, tgt_tok, cfg, device
-        self.description = cfg.get("description", BUILTIN.get(name, ""))
+        self.description = cfg.description or BUILTIN.get(name, "")
         self.vocab, self.bos_id, self.eos_id = list(tgt_tok.vocab), tgt_tok.bos_id, tgt_tok.eos_id
         self.src_vocab = list(src_tok.vocab)
-        m = cfg["model"]
-        self.max_len, self.n_layers, self.n_heads, self.d_model = m["max_len"], m["n_layers"], m["h"], m["d_model"]
-        self.n_encoder_layers, self.norm, self.pos_encoding = m["n_encoder_layers"], m["norm"], m["pos_encoding"]
+        m = cfg.model
+        self.max_len = m["max_len"]
+        self.arch = Architecture("encoder-decoder Transformer", n_layers=m["n_layers"],
+                                 n_encoder_layers=m["n_encoder_layers"], n_heads=m["h"], n_kv_heads=m["h"],
+                                 d_model=m["d_model"], norm=m["norm"], norm_kind="LayerNorm",
+                                 position=m["pos_encoding"], parameters=_params(module))
 
     def tokenize(self, text: str, side: str = "source") -> Tokens:
         if side == "target":
             return self._tokens(self.tgt_tok, text, "target text", add_bos=True, add_eos=False)
         return self._tokens(self.src_tok, text, "text", add_bos=False, add_eos=True)
 
-    def _generated_start_length(self, prompt: Tokens) -> int:
-        return 1                                            # the decoder starts from [BOS] alone
-
     @torch.inference_mode()
     def run(self, text: str, target: str | list[int] | None = None) -> Run:
         src = self.tokenize(text)
         if target is None:
-            gen = self.generate(text, max_new_tokens=self.max_len - 1, greedy=True)
-            tgt_ids = [self.bos_id] + [s.token_id for s in gen.steps if s.token_id != self.eos_id]
-            unknown = src.unknown
+            tgt_ids, unknown = self.target_ids(self.generate(text, self.max_new_tokens(), greedy=True)), src.unknown
         elif isinstance(target, str):
             t = self.tokenize(target, side="target")
             tgt_ids, unknown = t.ids, src.unknown + t.unknown
         else:
             tgt_ids, unknown = self._target_ids(target), src.unknown
         out = self.module(self._ids(src.ids), self._ids(tgt_ids), trace=True)
-        return Run(tokens=src.tokens, ids=src.ids, trace=out.trace, target_tokens=[self.vocab[i] for i in tgt_ids],
+        tgt_tokens = [self.vocab[i] for i in tgt_ids]
+        out.trace.attention = describe_stacks(out.trace.attention, src.tokens, tgt_tokens, self_causal=False)
+        return Run(tokens=src.tokens, ids=src.ids, trace=out.trace, target_tokens=tgt_tokens,
                    target_ids=tgt_ids, next_logits=out.logits[0, -1].float().cpu(),
                    predict_position=len(tgt_ids) - 1, unknown=unknown)
-
-    def translate(self, text: str, **kw) -> str:
-        gen = self.generate(text, max_new_tokens=self.max_len - 1, **kw)
-        return self.decode([s.token_id for s in gen.steps])
 
     def decode(self, ids: list[int]) -> str:
         return self.tgt_tok.decode(list(ids))
@@ -213,17 +254,16 @@ class BuiltinTranslator(_WordModel):
             logits, _ = self.module.decode(self._ids(tgt), memory)
         return logits[0, -1].float().cpu(), (memory, past, tgt)
 
-    def next_logits(self, ids: list[int]) -> Tensor:
-        raise InputError("The translator predicts from a source sentence: use run(text, target) instead.")
-
-    def _unembed(self, hidden: Tensor, stack: str) -> Tensor:
-        if stack != "decoder":
-            raise InputError("The logit lens applies to the decoder of the translator.")
+    def _unembed(self, hidden: Tensor) -> Tensor:
         return self.module.unembed(hidden)
 
-    def positional_tables(self) -> dict[str, np.ndarray]:
-        tables = {"sinusoidal (paper formula)": sinusoidal_encoding(self.max_len, self.d_model).numpy()}
-        if self.pos_encoding == "learned":
-            tables["learned: encoder"] = self.module.encoder.pos_emb.weight.detach().float().cpu().numpy()
-            tables["learned: decoder"] = self.module.decoder.pos_emb.weight.detach().float().cpu().numpy()
-        return tables
+    def positions(self) -> list[PositionInfo]:
+        kind = self.arch.position
+        out = []
+        for stack, mod in (("encoder", self.module.encoder), ("decoder", self.module.decoder)):
+            table = mod.positional_table()
+            out.append(PositionInfo(kind, f"{kind} ({stack})", None if table is None else
+                                    table.detach().float().cpu().numpy(), stack=stack))
+        if kind == "sinusoidal":             # one fixed table serves both stacks
+            out = [PositionInfo(kind, "sinusoidal (fixed, both stacks)", out[0].table)]
+        return out

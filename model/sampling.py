@@ -24,11 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .api import LabError
-
-
-class SamplingError(LabError):
-    """A sampling setting or input that cannot work; the message says what is allowed."""
+from .errors import SamplingError
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,12 @@ Stacks are named the same way everywhere:
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from torch import Tensor
+
+ROLES = ("encoder", "decoder", "cross", "self")      # the order pages list stacks in
 
 
 @dataclass(frozen=True)
@@ -29,11 +32,12 @@ class AttentionTrace:
 class LayerNormTrace:
     """One LayerNorm: its input and output vectors and parameters."""
 
-    name: str                     # e.g. "decoder.0.ln_attn" (block 0, the LayerNorm of the attention sub-layer)
+    name: str                     # for people, e.g. "L2 attention LN" (block 2, the norm of its attention sub-layer)
     x_in: Tensor                  # (B, T, D)
     x_out: Tensor                 # (B, T, D)
     gamma: Tensor | None = None   # (D,)
     beta: Tensor | None = None    # (D,)
+    stack: str = ""               # "self", "encoder" or "decoder": which stack it belongs to
 
     @property
     def mean_in(self) -> Tensor:   # (B, T), mean over features
@@ -64,11 +68,42 @@ class LSTMLayerTrace:
     hidden: Tensor        # (B, T, U)  h_t = o*tanh(c_t)
 
 
+@dataclass(frozen=True)
+class AttentionStack(Sequence):
+    """Every layer of one attention stack, with what a page needs to draw it without knowing the model.
+
+    Indexing gives the layers: stack[2].weights is layer 3's (B, H, Tq, Tk) weights.
+    """
+
+    role: str                             # "self", "encoder", "decoder" (masked self-attention) or "cross"
+    causal: bool                          # a query may not look at later keys
+    layers: tuple[AttentionTrace, ...]
+    query_tokens: tuple[str, ...] = ()    # row labels (the target for decoder and cross)
+    key_tokens: tuple[str, ...] = ()      # column labels (the source for cross)
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+
+def describe_stacks(raw: dict[str, list[AttentionTrace]], tokens: list[str], target_tokens: list[str] | None,
+                    self_causal: bool) -> dict[str, AttentionStack]:
+    """Per-layer lists as recorded -> AttentionStacks that carry their role, causality and token labels."""
+    tgt = tuple(target_tokens or ())
+    src = tuple(tokens)
+    labels = {"self": (src, src), "encoder": (src, src), "decoder": (tgt, tgt), "cross": (tgt, src)}
+    causal = {"self": self_causal, "encoder": False, "decoder": True, "cross": False}
+    return {role: AttentionStack(role, causal[role], tuple(raw[role]), *labels[role])
+            for role in ROLES if role in raw}
+
+
 @dataclass
 class Trace:
     """Everything a page may show about one forward pass."""
 
-    attention: dict[str, list[AttentionTrace]] = field(default_factory=dict)  # stack -> per layer
+    attention: dict[str, AttentionStack] = field(default_factory=dict)       # role -> its stack of layers
     layernorms: list[LayerNormTrace] = field(default_factory=list)           # in forward order
     hidden: dict[str, list[Tensor]] = field(default_factory=dict)            # stack -> [embeddings, after block 1, ...] each (B, T, D)
     lstm: list[LSTMLayerTrace] = field(default_factory=list)                 # per LSTM layer

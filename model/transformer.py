@@ -108,6 +108,7 @@ class _Recorder:
 
     def __init__(self) -> None:
         self.trace = Trace()
+        self.stack = ""                       # the stack being run, set by Stack.forward
 
     def attn(self, key: str, at: AttentionTrace) -> None:
         self.trace.attention.setdefault(key, []).append(at)
@@ -115,7 +116,7 @@ class _Recorder:
     def ln(self, name: str, module: nn.LayerNorm, x_in: Tensor, x_out: Tensor) -> None:
         self.trace.layernorms.append(LayerNormTrace(
             name=name, x_in=x_in.detach().float().cpu(), x_out=x_out.detach().float().cpu(),
-            gamma=module.weight.detach().float().cpu(), beta=module.bias.detach().float().cpu()))
+            gamma=module.weight.detach().float().cpu(), beta=module.bias.detach().float().cpu(), stack=self.stack))
 
     def hidden(self, key: str, x: Tensor) -> None:
         self.trace.hidden.setdefault(key, []).append(x.detach().float().cpu())
@@ -277,6 +278,7 @@ class Stack(nn.Module):
             x = x + table[offset: offset + T]
         x = self.drop(x)
         if rec is not None:
+            rec.stack = self.key
             rec.hidden(self.key, x)
         new_past = []
         for i, block in enumerate(self.blocks):
