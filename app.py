@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import streamlit as st
 
-import model
 from app_pages import common as c
 from app_pages import registry
 
-st.set_page_config(page_title="Transformer & LSTM lab", page_icon="🔬", layout="wide")
+PRESENT = st.query_params.get("present", "") in ("1", "true") or st.session_state.get("present", False)
+st.set_page_config(page_title="Transformer & LSTM lab", page_icon="🔬", layout="wide",
+                   initial_sidebar_state="collapsed" if PRESENT else "auto")
 
 PAGES = {p.key: st.Page(p.path, title=p.title, icon=p.icon, url_path=p.key) for p in registry.PAGES}
 BLURBS = {p.key: p.blurb for p in registry.PAGES}
 
 
 def home() -> None:
+    from model import TracedRun, views
+    from viz.attention import attention_heatmap
+
     st.title("Transformer & LSTM lab")
     st.markdown(
         "Small models, trained by this project, run live and show what they compute inside: "
@@ -24,61 +28,84 @@ def home() -> None:
         "**next-word distribution** as you change the sampling settings, and an **LSTM**'s gates "
         "beside a Transformer. Pick a model and type a sentence in the sidebar; every page uses them. "
         "Hugging Face models (GPT-2, BERT, T5, Marian …) work too.")
-    cols = st.columns(2)
+    cols = st.columns(3)
     for i, (key, page) in enumerate(PAGES.items()):
-        with cols[i % 2]:
+        with cols[i % 3]:
             with st.container(border=True):
                 st.page_link(page, label=f"**{page.title}**", icon=page.icon)
                 st.caption(BLURBS[key])
     m = c.load_or_stop()
     st.subheader("A first look")
-    if m.kind == "lstm":
+    if not isinstance(m, TracedRun):
+        st.info("This model cannot be traced here.")
+        return
+    r = c.run_or_stop(m, example=c.example_for(m))
+    stacks = views.attention_views(r)
+    if not stacks:
         st.markdown("The LSTM has no attention: open the **LSTM** page to see its gates.")
         return
-    r = c.run_or_stop(m)
-    from viz.attention import attention_heatmap
-
-    stack = "cross" if m.kind == "seq2seq" else "self"
-    layers = r.trace.attention[stack]
-    last = len(layers) - 1
-    q = r.target_tokens if stack == "cross" else r.tokens
-    st.markdown(f"Layer {last + 1}, head 1 of **{m.name}** reading *{c.text()}*: each row is a word, "
-                "each cell how much that word looks at another when the model builds its meaning. "
-                "Hover a cell for the exact weight.")
-    c.plot(attention_heatmap(layers[last].weights[0, 0].numpy(), q, r.tokens,
-                             title=f"{stack} attention, layer {last + 1}, head 1"), key="home_fig")
+    v = stacks.get("cross") or next(iter(stacks.values()))
+    last = v.n_layers - 1
+    st.markdown(f"{v.title}, layer {last + 1}, head 1 of **{c.md_escape(m.name)}** reading "
+                f"{c.tokens_line(r.tokens)}: each row is a word, each cell how much that word looks at another "
+                "when the model builds its meaning. Hover a cell for the exact weight.")
+    c.plot(attention_heatmap(v.head(last, 0), v.query_tokens, v.key_tokens,
+                             title=f"{v.title}, layer {last + 1}, head 1"), key="home_fig")
 
 
 def sidebar() -> None:
+    import model
+
     sb = st.sidebar
     sb.header("Model and text")
     options = model.builtin_names() + c.SUGGESTED_HF + [c.OTHER]
     sb.selectbox("Model", options, key="model_choice",
-                 help="Built-in models work offline. Hugging Face ids download from the hub when picked.")
+                 help="Built-in models work offline. Hugging Face ids load from the local cache, or from the hub "
+                      "where this server allows it.")
     if st.session_state.get("model_choice") == c.OTHER:
-        sb.text_input("Hugging Face id or local folder", key="model_custom", placeholder="e.g. gpt2 or /models/my-gpt2")
+        sb.text_input("Hugging Face id or local folder", key="model_custom", max_chars=200,
+                      placeholder="e.g. gpt2 or /models/my-gpt2")
     sb.radio("Device", ["auto"] + model.available_devices(), key="device", horizontal=True,
              help="auto: CUDA if present, else Apple MPS, else CPU.")
-    sb.text_area("Text", key="text", height=90,
+    sb.text_area("Text", key="text", height=90, max_chars=c.MAX_TEXT,
                  help="Used by every page. Built-in models know the toy vocabulary of the example sentences.")
     sb.caption("Examples: *the keys to the old cabinet are on the table* · *the black cat ate the mouse* · "
                "for BERT: *the bear ate the [MASK] because it was hungry*")
+    sb.toggle("Projector mode", key="present", help="Large type, one key figure per screen; the link keeps it (?present=1).")
 
 
 def from_link() -> None:
     """A shared link like ?model=gpt2&text=... opens with that model and text (read once per session)."""
-    qp = st.query_params
     if st.session_state.get("_link_read"):
         return
     st.session_state["_link_read"] = True
-    name = qp.get("model", "").strip()
+    qp = st.query_params
+    name = qp.get("model", "").strip()[:200]
     if name:
+        import model
+
         known = model.builtin_names() + c.SUGGESTED_HF
         st.session_state["model_choice"] = name if name in known else c.OTHER
         if name not in known:
             st.session_state["model_custom"] = name
-    if qp.get("text", "").strip():
-        st.session_state["text"] = qp["text"][:2000]
+    t = qp.get("text", "")
+    if t.strip():
+        if len(t) > c.MAX_TEXT:
+            st.session_state.setdefault("_url_errors", []).append(f"text cut to its first {c.MAX_TEXT} characters")
+        st.session_state["text"] = t[: c.MAX_TEXT]
+    st.session_state["present"] = PRESENT
+
+
+def to_link() -> None:
+    """The address always names the model, text and projector mode in use (left out while they are the defaults)."""
+    want = {"model": c.model_name() if c.model_name() != "transformer-lm" else None,
+            "text": c.text() if c.text() != c.DEFAULT_TEXT else None,
+            "present": "1" if c.presenting() else None}
+    for k, v in want.items():
+        if v is None and k in st.query_params:
+            del st.query_params[k]
+        elif v is not None and st.query_params.get(k) != v:
+            st.query_params[k] = v
 
 
 from_link()
@@ -87,4 +114,7 @@ st.session_state.setdefault("device", "auto")
 st.session_state.setdefault("text", c.DEFAULT_TEXT)
 nav = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), *PAGES.values()])
 sidebar()
+c.present_style()
+to_link()
+c.url_errors()
 nav.run()

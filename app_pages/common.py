@@ -1,53 +1,80 @@
-"""What every page shares: the cached model loader, cached traced runs, the sidebar's choices,
-error display. Pages stay thin: widgets, layout, a few lines of text; no maths here either.
+"""What every page shares: the server's model store and trace cache, the sidebar's choices, the address
+as the view (settings read from and written to the URL), projector mode, figures with export, and
+messages that never interpret a user's string as markdown. Pages stay thin: widgets, layout, words.
 """
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, Callable, Sequence
 
 import streamlit as st
 
 import model
 from model import LabError, LabModel, Run
+from model.store import SUGGESTED_HF, LinkPolicy, ModelStore, TraceCache
 
 DEFAULT_TEXT = "the bear ate the honey because it was hungry"
-DEFAULT_SOURCE = "the black cat ate the mouse"
-CHOICE_TEXT = "the bear ate the"                 # many plausible next words: where sampling settings matter
-SUGGESTED_HF = ["gpt2", "distilgpt2", "bert-base-uncased", "t5-small", "Helsinki-NLP/opus-mt-en-fr"]
 OTHER = "Other Hugging Face id or local folder…"
-PLOT_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"], "toImageButtonOptions": {"scale": 2}}
+MAX_TEXT = 2000                                   # characters; longer text is cut with a message
+PLOT_CONFIG = {"displaylogo": False, "displayModeBar": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"],
+               "toImageButtonOptions": {"scale": 2}}
 
 
-# ----------------------------------------------------------------------------- cached resources
-@st.cache_resource(show_spinner="Loading the model…", max_entries=6)
-def get_model(name: str, device: str) -> LabModel:
-    """One shared copy per (model, device) for the whole server; never mutated."""
-    return model.load(name, device)
+# ----------------------------------------------------------------------------- words
+def md_escape(text: Any) -> str:
+    """Any user-given string (text, model id, token, error quoting them) made literal for markdown."""
+    return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~$&:" else ch for ch in str(text))
+
+
+def tokens_line(tokens: Sequence[str]) -> str:
+    """Tokens as inline code, readable in markdown (backticks neutralised)."""
+    return " ".join("`" + str(t).replace("`", "'").replace("\n", " ") + "`" for t in tokens)
+
+
+def intro(title: str, what: str) -> None:
+    """Page heading with a short explanation (the lab's own words, not user text)."""
+    st.title(title)
+    if not presenting():
+        st.markdown(what)
+    else:
+        with st.expander("What this shows"):
+            st.markdown(what)
+
+
+def hints(page: str, m: LabModel) -> None:
+    """The page's 'Try:' hints for this model: each is a lesson in model/lessons.py that a test checks on
+    the model it names, so a hint is only shown with the model it is true for."""
+    from model import lessons
+
+    for lesson in lessons.lessons_for(page, m.name):
+        st.caption("Try: " + lesson.claim)
+
+
+def example_for(m: LabModel, page: str = "") -> str | None:
+    """A text this model knows, for the 'use a sentence it knows' button."""
+    from model import lessons
+
+    d = lessons.DEFAULTS.get(page) or lessons.DEFAULTS.get("", {})
+    return d.get(m.name) if isinstance(d, dict) else None
+
+
+# ----------------------------------------------------------------------------- server-wide caches
+@st.cache_resource
+def store() -> ModelStore:
+    return ModelStore()
+
+
+@st.cache_resource
+def traces() -> TraceCache:
+    return TraceCache()
+
+
+def policy() -> LinkPolicy:
+    return LinkPolicy.from_env()
 
 
 def model_key(m: LabModel) -> str:
-    """Identifies a loaded model in caches (the object itself is not hashed)."""
     return f"{m.name}|{m.device}|{id(m)}"
-
-
-@st.cache_resource(show_spinner="Running the model…", max_entries=64)
-def _run(_m: LabModel, key: str, text: str, target: str | tuple[int, ...] | None) -> Run:
-    return _m.run(text, target)
-
-
-def get_run(m: LabModel, text: str, target: str | tuple[int, ...] | None = None) -> Run:
-    """The traced forward pass of `text`, cached per (model, text, target). Never mutate the result."""
-    return _run(m, model_key(m), text, target)
-
-
-@st.cache_resource(max_entries=256)
-def _next_logits(_m: LabModel, key: str, ids: tuple[int, ...]):
-    return _m.next_logits(list(ids))
-
-
-def next_logits(m: LabModel, ids: list[int]):
-    """Next-token logits after the ids, cached (a slider never reruns the model)."""
-    return _next_logits(m, model_key(m), tuple(ids))
 
 
 # ----------------------------------------------------------------------------- sidebar choices
@@ -68,61 +95,207 @@ def text() -> str:
 
 def load_or_stop(name: str | None = None) -> LabModel:
     """The model chosen in the sidebar (or `name`), or a clear message and stop."""
-    name = name or model_name()
+    name = model_name() if name is None else name
     if not name:
         st.info("Type a Hugging Face model id (like `gpt2`) or a local folder in the sidebar.")
         st.stop()
     try:
-        return get_model(name, device_name())
+        return store().get(policy().resolve(name), device_name())
     except LabError as e:
-        st.error(f"**Could not load `{name}`.** {e}")
+        st.error(f"**Could not open the model “{md_escape(name[:200])}”.** {md_escape(e)}")
         st.stop()
     except Exception as e:  # anything unexpected still gets a message, not a traceback
-        st.error(f"**Could not load `{name}`:** {type(e).__name__}: {e}")
+        st.error(f"**Could not open that model:** {md_escape(type(e).__name__)}: {md_escape(e)}")
         st.stop()
 
 
-def transformer_run_or_stop(m: LabModel, lstm_note: str) -> Run:
-    """For pages about Transformer internals: on the LSTM say why there is nothing to show and stop;
-    otherwise the traced run of the text."""
-    if m.kind == "lstm":
-        st.info(lstm_note)
-        st.stop()
-    return run_or_stop(m)
+def try_load(name: str) -> LabModel | None:
+    """A model for a side panel: None (no message) when it cannot be opened."""
+    try:
+        return store().get(policy().resolve(name), device_name())
+    except Exception:
+        return None
 
 
-def run_or_stop(m: LabModel, text_: str | None = None, target: str | tuple[int, ...] | None = None) -> Run:
-    """Traced run of the text, or a clear message (empty, too long, ...) and stop."""
+def get_run(m: LabModel, text_: str, target: str | tuple[int, ...] | None = None) -> Run:
+    """The traced forward pass of `text`, cached per (model, text, target) under the server's byte budget."""
+    return traces().get(("run", model_key(m), text_, target),
+                        lambda: m.run(text_) if target is None else m.run(text_, target))
+
+
+def cached(m: LabModel, what: str, args: tuple, compute: Callable) -> Any:
+    """Any view computed from a model, cached like runs (e.g. a translation, a padded batch)."""
+    return traces().get((what, model_key(m), *args), compute)
+
+
+def unknown_warning(m: LabModel, unknown: Sequence[str], example: str | None = None) -> None:
+    if not unknown:
+        return
+    words = ", ".join(f"“{md_escape(w)}”" for w in dict.fromkeys(unknown))
+    st.warning(f"{md_escape(m.name)} does not know {words}: it reads each as the unknown token **[UNK]**, so what "
+               "it computes for them is not about those words. Try words from the example sentences.")
+    if example:
+        st.button(f"Use a sentence it knows: “{example}”", key="use_known_example",
+                  on_click=lambda: st.session_state.update(text=example))
+
+
+def run_or_stop(m: LabModel, text_: str | None = None, target: str | tuple[int, ...] | None = None,
+                example: str | None = None) -> Run:
+    """Traced run of the text, or a clear message (empty, too long, ...) and stop. Unknown words are named."""
     text_ = text() if text_ is None else text_
     try:
         r = get_run(m, text_, target)
     except LabError as e:
-        st.warning(str(e))
+        st.warning(md_escape(e))
         st.stop()
-    if r.unknown:
-        words = ", ".join(f"“{w}”" for w in dict.fromkeys(r.unknown))
-        st.warning(f"Not in {m.name}'s vocabulary: {words}. They are read as the unknown token "
-                   f"**[UNK]**. Try words from the example sentences.")
+    unknown_warning(m, r.unknown, example)
     return r
 
 
-def plot(fig: Any, key: str | None = None, **kw) -> Any:
-    return st.plotly_chart(fig, key=key, config=PLOT_CONFIG, **kw)
+def need(m: LabModel, capability: type, message: str) -> None:
+    """Stop with `message` (the lab's words) when the model lacks a capability the page needs."""
+    if not isinstance(m, capability):
+        st.info(message)
+        st.stop()
 
 
-def intro(title: str, what: str, try_: str | None = None) -> None:
-    """Page heading with a short explanation and an optional 'try this'."""
-    st.title(title)
-    st.markdown(what)
-    if try_:
-        st.caption("Try: " + try_)
+# ----------------------------------------------------------------------------- the address is the view
+def _parse(raw: str, default: Any, options: Sequence | None, lo, hi):
+    if isinstance(default, bool):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("expected 1 or 0")
+    if isinstance(default, int):
+        v = int(raw)
+    elif isinstance(default, float):
+        v = float(raw)
+        if v != v or v in (float("inf"), float("-inf")):
+            raise ValueError("not a number")
+    elif isinstance(default, list):
+        v = [int(x) for x in raw.split(",") if x.strip()]
+        if options is not None and any(x not in options for x in v):
+            raise ValueError("not among the choices")
+        return v
+    else:
+        v = raw
+    if options is not None and v not in options:
+        raise ValueError("not among the choices")
+    if lo is not None and v < lo or hi is not None and v > hi:
+        raise ValueError(f"outside {lo}–{hi}")
+    return v
 
 
-def md_escape(text: str) -> str:
-    """Model output shown as markdown text, with markdown's special characters made literal."""
-    return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~$" else ch for ch in text)
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return ",".join(str(x) for x in v)
+    return str(v)
 
 
-def tokens_line(tokens: list[str]) -> str:
-    """Tokens as inline code, readable in markdown (backticks and pipes neutralised)."""
-    return " ".join("`" + t.replace("`", "'") + "`" for t in tokens)
+def state(key: str, default: Any, *, options: Sequence | None = None, lo=None, hi=None) -> dict:
+    """Prepare a widget whose value lives in the address: read `?key=` once per session (checked; a bad
+    value is named and ignored), keep the value valid for the current options, write it to the address, and
+    return the widget's arguments: `st.slider("Temperature", 0.05, 3.0, step=0.05, **c.state("t", 1.0))`."""
+    flag = f"_url_read_{key}"
+    if flag not in st.session_state:
+        st.session_state[flag] = True
+        raw = st.query_params.get(key)
+        if raw is not None:
+            try:
+                st.session_state[key] = _parse(raw, default, options, lo, hi)
+            except (ValueError, TypeError) as e:
+                st.warning(f"The link's setting {md_escape(key)}={md_escape(repr(raw[:40]))} is not valid "
+                           f"({md_escape(e)}) and was ignored.")
+    cur = st.session_state.get(key, default)
+    if options is not None:
+        if isinstance(default, list):
+            cur = [x for x in cur if x in options] if isinstance(cur, list) else default
+        elif cur not in options:
+            cur = default if default in options else options[0]
+    elif isinstance(cur, (int, float)) and not isinstance(cur, bool):
+        cur = min(max(cur, lo), hi) if lo is not None and hi is not None else cur
+    st.session_state[key] = cur
+    write_url(key, default)
+    return {"key": key}
+
+
+def write_url(key: str, default: Any) -> None:
+    """Keep `?key=` equal to the widget's value (left out while it is the default); runs on every rerun of the
+    page or fragment that draws the widget, so the address always reproduces the view."""
+    cur = st.session_state.get(key, default)
+    want = None if cur == default else _fmt(cur)
+    have = st.query_params.get(key)
+    if want != have:
+        if want is None:
+            del st.query_params[key]
+        else:
+            st.query_params[key] = want
+
+
+def url_errors() -> None:
+    errs = st.session_state.pop("_url_errors", None)
+    if errs:
+        st.warning("Some settings in the link were not valid and were ignored: " + "; ".join(md_escape(e) for e in errs))
+
+
+def number(label: str, key: str, default: int, lo: int, hi: int, container=None, **kw) -> int:
+    """A whole-number box that says when a typed value is out of range (instead of silently keeping it)."""
+    container = container or st
+    v = container.number_input(label, min_value=lo, max_value=hi, step=1, **state(key, default, lo=lo, hi=hi), **kw)
+    return int(v)
+
+
+# ----------------------------------------------------------------------------- projector mode
+def presenting() -> bool:
+    return bool(st.session_state.get("present", False))
+
+
+PRESENT_CSS = """
+<style>
+html, body, [data-testid="stAppViewContainer"] { font-size: 21px; }
+[data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li { font-size: 1.15rem; }
+h1 { font-size: 2.3rem !important; } h2, h3 { font-size: 1.7rem !important; }
+[data-testid="stCaptionContainer"] { font-size: 1.0rem !important; }
+[data-testid="stWidgetLabel"] p { font-size: 1.05rem !important; font-weight: 600; }
+.block-container { padding-top: 2.2rem; max-width: 100%; }
+</style>
+"""
+
+
+def present_style() -> None:
+    if presenting():
+        st.html(PRESENT_CSS)
+
+
+# ----------------------------------------------------------------------------- figures
+def plot(fig: Any, key: str, data: dict | None = None, **kw) -> Any:
+    """Draw a figure with a visible toolbar (PNG) and CSV/JSON downloads of exactly what it draws.
+
+    `data` overrides what is exported (for figures drawn as an image, like the large attention grid)."""
+    from viz.export import figure_data, to_csv
+
+    if presenting():
+        from viz.common import projector
+
+        fig = projector(fig)
+    out = st.plotly_chart(fig, key=key, config=PLOT_CONFIG, **kw)
+    payload = data if data is not None else None
+    title = (fig.layout.title.text or key) if fig.layout.title else key
+
+    def as_json() -> str:
+        return json.dumps(payload if payload is not None else figure_data(fig), ensure_ascii=False)
+
+    def as_csv() -> str:
+        return to_csv(payload if payload is not None else figure_data(fig))
+
+    a, b, _ = st.columns([1, 1, 6])
+    a.download_button("CSV", as_csv, file_name=f"{key}.csv", mime="text/csv", key=f"{key}_csv",
+                      icon=":material/download:", type="tertiary", help=f"The numbers drawn in “{title}”, as CSV")
+    b.download_button("JSON", as_json, file_name=f"{key}.json", mime="application/json", key=f"{key}_json",
+                      icon=":material/download:", type="tertiary", help="The same numbers with their labels, as JSON")
+    return out

@@ -2,6 +2,7 @@
 import streamlit as st
 
 from app_pages import common as c
+from model import NextToken, Recurrent, views
 from viz.lstm import compare_next_token, lstm_gates_panel, most_changing_units
 
 c.intro("LSTM",
@@ -9,29 +10,32 @@ c.intro("LSTM",
         "memory) and the **hidden state** *h* (what it outputs). Three gates, each between 0 and 1, decide: "
         "the **forget gate** how much of the old memory to keep, the **input gate** how much of the new "
         "**candidate** to write, the **output gate** how much of the memory to show. "
-        "c_t = f·c_{t-1} + i·g,  h_t = o·tanh(c_t).",
-        "look for units whose cell state switches at *because* or holds steady across *to the old cabinet*; "
-        "then compare the LSTM's next-word guesses with the Transformer's.")
+        "c_t = f·c_{t-1} + i·g,  h_t = o·tanh(c_t).")
 
-lstm = c.load_or_stop("lstm-lm") if c.model_name() != "lstm-lm" else c.load_or_stop()
-r = c.run_or_stop(lstm)
-layers = r.trace.lstm
+chosen = c.load_or_stop()
+if isinstance(chosen, Recurrent):
+    lstm = chosen
+else:
+    lstm = c.load_or_stop("lstm-lm")
+    st.info(f"{c.md_escape(chosen.name)} is not a recurrent network, so this page shows the built-in **lstm-lm** "
+            "on the same text, and the sidebar's model beside it below.")
+c.hints("lstm", lstm)
+r = c.run_or_stop(lstm, example=c.example_for(lstm, "lstm"))
+layers = views.lstm_layers(r)
 UNITS_SHOWN = 24            # a readable number of rows on a projector
 
 
 @st.fragment
 def gates() -> None:
-    layer = st.radio("Layer", range(1, len(layers) + 1), horizontal=True, key="lstm_layer",
-                     format_func=lambda i: f"layer {i}") if len(layers) > 1 else 1
-    lt = layers[layer - 1]
-    g = {"input gate": lt.input_gate, "forget gate": lt.forget_gate, "output gate": lt.output_gate,
-         "candidate": lt.candidate, "cell state": lt.cell, "hidden state": lt.hidden}
-    g = {k: v[0].numpy() for k, v in g.items()}
+    opts = list(range(1, len(layers) + 1))
+    layer = st.radio("Layer", opts, horizontal=True, format_func=lambda i: f"layer {i}",
+                     **c.state("layer", 1, options=opts)) if len(layers) > 1 else 1
+    g = layers[layer - 1]
     n_units = g["cell state"].shape[1]
     few = min(UNITS_SHOWN, n_units)
-    which = st.radio("Units", ["few", "all"], horizontal=True, key="lstm_units",
+    which = st.radio("Units", ["few", "all"], horizontal=True,
                      format_func=lambda w: f"the {few} whose memory changes most on this text" if w == "few"
-                     else f"all {n_units}")
+                     else f"all {n_units}", **c.state("units", "few", options=["few", "all"]))
     units = most_changing_units(g["cell state"], few) if which == "few" else None
     c.plot(lstm_gates_panel(g, r.tokens, units), key="lstm_panel")
     st.caption("Each panel: units (rows) over the words (columns). Gates run 0 (closed) to 1 (open); "
@@ -43,14 +47,13 @@ def gates() -> None:
 gates()
 
 st.subheader("Next word: LSTM beside Transformer")
-try:
-    tf = c.get_model(c.model_name(), c.device_name())
-except Exception:  # the sidebar's model failed to load: fall back to the built-in Transformer
-    tf = None
-if tf is None or tf.kind != "lm" or tf.vocab != lstm.vocab:
-    tf = c.load_or_stop("transformer-lm")
-rt = c.run_or_stop(tf)
-dists = {f"LSTM ({lstm.name})": r.next_logits.softmax(-1).numpy(),
-         f"Transformer ({tf.name})": rt.next_logits.softmax(-1).numpy()}
-c.plot(compare_next_token(dists, lstm.vocab, top_n=12), key="lstm_cmp")
+other = chosen if chosen is not lstm else None
+if other is None or not isinstance(other, NextToken) or other.vocab != lstm.vocab:
+    other = c.try_load("transformer-lm")
+if other is None:
+    st.info("The built-in Transformer could not be opened, so there is nothing to compare with.")
+    st.stop()
+rt = c.run_or_stop(other)
+c.plot(compare_next_token({f"LSTM ({lstm.name})": views.next_probs(r), f"Transformer ({other.name})": views.next_probs(rt)},
+                          lstm.vocab, top_n=12), key="lstm_cmp")
 st.caption("Both models were trained on the same toy corpus, with a similar number of parameters.")

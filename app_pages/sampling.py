@@ -1,8 +1,8 @@
 """Sampling: the next-token distribution, live, as temperature, top-k and top-p change."""
 import streamlit as st
 
-from model import sampling
 from app_pages import common as c
+from model import MaskedFill, NextToken, TracedRun, Translates, views
 from viz.sampling import distribution_stages, final_distribution, generation_steps, sample_histogram
 
 c.intro("Sampling",
@@ -10,61 +10,67 @@ c.intro("Sampling",
         "probabilities. **Temperature** divides the scores first: below 1 sharpens the distribution, above 1 "
         "flattens it. **Top-k** keeps only the k most likely words; **top-p** keeps the smallest set of words "
         "whose probabilities add up to p. What is left is renormalised and one word is drawn. (Same order and "
-        "rules as Hugging Face `transformers`: temperature, then top-k, then top-p.)",
-        "set temperature to 0.2, then 2.0; set top-k to 1 (that is greedy decoding); set top-p to 0.5 and "
-        "watch the cut mass.")
+        "rules as Hugging Face `transformers`: temperature, then top-k, then top-p.)")
 
 m = c.load_or_stop()
-r = c.run_or_stop(m)
-logits = r.next_logits
-if m.kind == "mlm" and logits is None:
-    st.info(f"{m.name} is a masked language model: it fills in a blank. Put **{getattr(m, 'mask_token', '[MASK]')}** "
-            "in the text (e.g. *the bear ate the [MASK] because it was hungry*).")
+c.hints("sampling", m)
+c.need(m, TracedRun, "This model cannot be traced here.")
+r = c.run_or_stop(m, example=c.example_for(m, "sampling"))
+if r.next_logits is None:
+    if isinstance(m, MaskedFill):
+        st.info(f"{c.md_escape(m.name)} is a masked language model: it fills in a blank. Put "
+                f"**{c.md_escape(m.mask_token)}** in the text (e.g. *the bear ate the [MASK] because it was hungry*).")
+    else:
+        st.info(f"{c.md_escape(m.name)} has no prediction head in this checkpoint: its attention and layer norms "
+                "are real, but it predicts no words, so there is nothing to sample.")
     st.stop()
-if m.kind == "seq2seq":
+logits = views.logits_array(r)
+vocab = m.vocab
+V = len(vocab)
+if isinstance(m, Translates):
     st.info("For the translator, this is the distribution of the next French word after its own translation. "
             "The **Translate** page samples it step by step.")
-vocab = m.vocab
-where = "the masked position" if m.kind == "mlm" else "the text"
-st.markdown(f"Next word after {where}: {c.tokens_line(r.tokens if m.kind != 'seq2seq' else r.target_tokens)}")
-if m.kind in ("lm", "lstm") and float(sampling.distribution(logits).entropy) < 0.05:
+    where = c.tokens_line(r.target_tokens)
+elif isinstance(m, MaskedFill):
+    where = c.tokens_line(r.tokens) + f" at position {r.predict_position}"
+else:
+    where = c.tokens_line(r.tokens)
+st.markdown(f"Next word after {where}")
+choice = c.example_for(m, "sampling")
+if isinstance(m, NextToken) and views.sampling_view(logits).entropy < 0.05:
     st.info("The model is almost certain of the next word here, so the settings have little to change. "
             "Sampling is more interesting at a **choice point**, where several words are plausible.")
-    st.button(f"Use a choice point: “{c.CHOICE_TEXT}”", key="samp_choice",
-              on_click=lambda: st.session_state.update(text=c.CHOICE_TEXT))
+    if choice:
+        st.button(f"Use a choice point: “{choice}”", key="samp_choice",
+                  on_click=lambda: st.session_state.update(text=choice))
 
 
 def controls(prefix: str, t: float = 1.0, k: int = 0, p: float = 1.0, cols=None) -> dict:
     cols = cols or st.columns(3)
-    temperature = cols[0].slider("Temperature", 0.05, 3.0, t, 0.05, key=f"{prefix}_t")
-    top_k = cols[1].number_input("Top-k (0 = off)", 0, len(vocab), k, key=f"{prefix}_k")
-    top_p = cols[2].slider("Top-p (1 = off)", 0.05, 1.0, p, 0.05, key=f"{prefix}_p")
-    return dict(temperature=temperature, top_k=int(top_k), top_p=top_p)
+    temperature = cols[0].slider("Temperature", 0.05, 3.0, step=0.05, **c.state(f"{prefix}t", t, lo=0.05, hi=3.0))
+    top_k = c.number("Top-k (0 = off)", f"{prefix}k", k, 0, V, container=cols[1])
+    top_p = cols[2].slider("Top-p (1 = off)", 0.05, 1.0, step=0.05, **c.state(f"{prefix}p", p, lo=0.05, hi=1.0))
+    return dict(temperature=float(temperature), top_k=top_k, top_p=float(top_p))
 
 
 @st.fragment
 def live() -> None:
-    s = controls("s")
-    try:
-        d = sampling.distribution(logits, **s)
-    except ValueError as e:  # SamplingError: settings out of range
-        st.warning(str(e))
-        return
+    s = controls("")
+    d = views.sampling_view(logits, **s)
     a, b, e3, f = st.columns(4)
     a.metric("Entropy (raw)", f"{d.raw_entropy:.2f} nats")
     b.metric("Entropy (final)", f"{d.entropy:.2f} nats")
-    e3.metric("Words kept", f"{int(d.keep.sum())} of {len(vocab)}")
+    e3.metric("Words kept", f"{d.kept} of {V}")
     f.metric("Mass cut", f"{d.removed_mass:.1%}")
-    c.plot(distribution_stages(d.raw_probs.numpy(), d.scaled_probs.numpy(), d.topk_keep.numpy(), d.topp_keep.numpy(),
-                               d.probs.numpy(), vocab, top_n=25, removed_mass=d.removed_mass, entropy=d.entropy,
+    c.plot(distribution_stages(d.raw, d.scaled, d.topk_keep, d.topp_keep, d.probs, vocab, top_n=25,
+                               removed_mass=d.removed_mass, entropy=d.entropy,
                                title="Raw → temperature → top-k / top-p → final"), key="samp_stages")
 
     st.subheader("Draw samples")
     c1, c2 = st.columns(2)
-    n = c1.select_slider("Number of draws", [10, 100, 1000, 10000], 1000, key="samp_n")
-    seed = c2.number_input("Seed", 0, 2**31 - 1, 0, key="samp_seed")
-    counts = sampling.sample_counts(d, int(n), seed=int(seed))
-    c.plot(sample_histogram(counts.numpy(), d.probs.numpy(), vocab, top_n=20), key="samp_hist")
+    n = c1.select_slider("Number of draws", [10, 100, 1000, 10000], **c.state("n", 1000, options=[10, 100, 1000, 10000]))
+    seed = c.number("Seed", "seed", 0, 0, 2**31 - 1, container=c2)
+    c.plot(sample_histogram(views.draw_counts(d, n, seed), d.probs, vocab, top_n=20), key="samp_hist")
     st.caption("Bars: how often each word was drawn; markers: the final probability. More draws, closer match. "
                "The same seed always gives the same draws.")
 
@@ -80,14 +86,9 @@ def compare() -> None:
     for i, (t, k, p) in enumerate(presets):
         with cols[i]:
             st.markdown(f"**Setting {'ABC'[i]}**")
-            s = controls(f"cmp{i}", t, k, p, cols=[st, st, st])
-            try:
-                d = sampling.distribution(logits, **s)
-            except ValueError as e:  # SamplingError: settings out of range
-                st.warning(str(e))
-                continue
-            c.plot(final_distribution(d.probs.numpy(), vocab, top_n=12,
-                                      title=f"entropy {d.entropy:.2f} · kept {int(d.keep.sum())}"), key=f"cmp_fig{i}")
+            d = views.sampling_view(logits, **controls(f"{'abc'[i]}", t, k, p, cols=[st, st, st]))
+            c.plot(final_distribution(d.probs, vocab, top_n=12, title=f"entropy {d.entropy:.2f} · kept {d.kept}"),
+                   key=f"cmp_fig{i}")
 
 
 compare()
@@ -96,24 +97,26 @@ compare()
 @st.fragment
 def step_through() -> None:
     st.subheader("Generate one token at a time")
-    if m.kind not in ("lm", "lstm"):
-        st.info("Step-by-step generation is for language models (the Translate page does it for the translator).")
+    if not isinstance(m, NextToken):
+        st.info("Step-by-step generation is for language models that predict the next word from the words before "
+                "it (the Translate page does it for the translator).")
         return
     key = f"gen_{m.name}_{c.text()}"
     chosen = st.session_state.setdefault(key, [])
     s = controls("g", 1.0, 0, 0.9)
-    prompt = m.tokenize(c.text()).ids
-    ids = prompt + [h["id"] for h in chosen]
-    if len(ids) >= m.max_len:
-        st.warning(f"The context is full ({m.max_len} tokens). Reset to start again.")
+    try:
+        ids = views.prefix_ids(m, c.text(), [h["id"] for h in chosen])
+    except Exception as e:  # the context is full
+        st.warning(c.md_escape(e))
+        st.button("Reset", key="gen_reset_full", on_click=chosen.clear)
         return
-    d = sampling.distribution(c.next_logits(m, ids), **s)
-    seed = len(chosen) + int(st.session_state.get("samp_seed", 0))
-    drawn = int(sampling.sample(d, 1, seed=seed)[0])
+    d = views.sampling_view(c.cached(m, "next", (tuple(ids),), lambda: m.next_logits(ids)), **s)
+    seed = len(chosen) + int(st.session_state.get("seed", 0))
+    drawn = views.draw_one(d, seed)
     st.markdown("Text so far: " + c.tokens_line([vocab[i] for i in ids]))
-    c.plot(final_distribution(d.probs.numpy(), vocab, top_n=15,
+    c.plot(final_distribution(d.probs, vocab, top_n=15,
                               title=f"Step {len(chosen) + 1}: the sampler drew “{vocab[drawn]}”"), key="gen_dist")
-    top = [int(i) for i in d.probs.argsort(descending=True)[:20] if d.probs[int(i)] > 0] or [drawn]
+    top = d.top(20)
     b1, b2, b3, b4 = st.columns([1.3, 2, 1, 1])
 
     def take(i: int) -> None:                          # button callbacks run before the fragment reruns
@@ -122,12 +125,11 @@ def step_through() -> None:
 
     b1.button(f"Take “{vocab[drawn]}”", key="gen_take", type="primary", on_click=take, args=(drawn,))
     b2.selectbox("or pick", top, format_func=lambda i: f"{vocab[i]} ({float(d.probs[i]):.3f})",
-                        key="gen_pick", label_visibility="collapsed")
+                 key="gen_pick", label_visibility="collapsed")
     b3.button("Take pick", key="gen_take_pick", on_click=lambda: take(int(st.session_state["gen_pick"])))
     b4.button("Reset", key="gen_reset", on_click=chosen.clear)
     if chosen:
-        c.plot(generation_steps([{"token": h["token"], "prob": h["prob"], "top": h["top"]} for h in chosen]),
-               key="gen_steps")
+        c.plot(generation_steps(chosen), key="gen_steps")
 
 
 step_through()

@@ -55,18 +55,18 @@ def test_every_page_runs_on_the_translator(page):
 def test_attention_picking_another_head_changes_the_figure():
     at = open_page("attention")
     before = chart_with(at, "layer 3, head 1")["data"][0]["z"]
-    at.selectbox(key="att_head_self").set_value(2).run()
+    at.selectbox(key="head").set_value(2).run()
     after = chart_with(at, "layer 3, head 2")["data"][0]["z"]
     assert not np.allclose(before, after)
-    at.selectbox(key="att_token_self").set_value(2).run()
+    at.selectbox(key="q").set_value(2).run()
     assert not at.exception
 
 
 def test_attention_translator_has_three_kinds():
     at = open_page("attention", model_choice="translator-en-fr", text="the black cat ate the mouse")
-    assert at.radio(key="att_stack").options == ["Encoder self-attention", "Decoder masked self-attention",
-                                                 "Cross-attention (decoder → encoder)"]
-    at.radio(key="att_stack").set_value("cross").run()
+    assert at.radio(key="stack").options == ["Encoder self-attention", "Decoder masked self-attention",
+                                             "Cross-attention (decoder → encoder)"]
+    at.radio(key="stack").set_value("cross").run()
     assert not at.exception
     z = np.asarray(chart_with(at, "Cross-attention")["data"][0]["z"])
     assert z.shape == (8, 7)                    # [BOS] le chat noir a mangé la souris x 6 English words + [EOS]
@@ -76,19 +76,25 @@ def test_sampling_top_k_one_leaves_one_bar():
     at = open_page("sampling")
     final = np.asarray(chart_with(at, "Raw → temperature")["data"][2]["y"], dtype=float)
     assert (final > 0).sum() > 1
-    at.number_input(key="s_k").set_value(1).run()
+    at.number_input(key="k").set_value(1).run()
     final = np.asarray(chart_with(at, "Raw → temperature")["data"][2]["y"], dtype=float)
     assert (final > 0).sum() == 1 and final.max() == pytest.approx(1.0)
 
 
 def test_sampling_temperature_changes_the_distribution_without_new_forward_pass(monkeypatch):
+    from model.transformer import TransformerLM
+
     at = open_page("sampling")
+    calls = []
+    forward = TransformerLM.forward
+    monkeypatch.setattr(TransformerLM, "forward", lambda self, *a, **kw: calls.append(1) or forward(self, *a, **kw))
     scaled = np.asarray(chart_with(at, "Raw → temperature")["data"][1]["y"], dtype=float)
-    at.slider(key="s_t").set_value(0.3).run()
+    at.slider(key="t").set_value(0.3).run()
     sharp = np.asarray(chart_with(at, "Raw → temperature")["data"][1]["y"], dtype=float)
     assert sharp[0] > scaled[0]                               # lower temperature: the top word gains
-    at.slider(key="s_p").set_value(0.5).run()
+    at.slider(key="p").set_value(0.5).run()
     assert not at.exception
+    assert calls == [], "moving a sampling slider must not run the model again"
 
 
 def test_sampling_step_through_generation():
@@ -106,17 +112,17 @@ def test_positional_d_model_slider_changes_the_table():
     at = open_page("positional")
     z = np.asarray(chart_with(at, "Position × dimension")["data"][0]["z"])
     assert z.shape == (64, 128)
-    at.slider(key="pe_d").set_value(32).run()
+    at.slider(key="d").set_value(32).run()
     z = np.asarray(chart_with(at, "Position × dimension")["data"][0]["z"])
     assert z.shape == (64, 32)
-    assert chart_with(at, "learned (this model)")                 # the LM's own learned table beside it
+    assert chart_with(at, "learned (transformer-lm)")            # the LM's own learned table beside it
 
 
 def test_masks_layer_and_head_change_the_stages():
     at = open_page("masks")
     figs = [c for c in charts(at) if len(c["data"]) == 4]
     first = np.asarray(figs[0]["data"][0]["z"], dtype=float)
-    at.selectbox(key="mask_head").set_value(3).run()
+    at.selectbox(key="head").set_value(3).run()
     figs = [c for c in charts(at) if len(c["data"]) == 4]
     assert not np.allclose(first, np.asarray(figs[0]["data"][0]["z"], dtype=float))
     w = np.asarray(figs[0]["data"][3]["z"], dtype=float)
@@ -125,13 +131,16 @@ def test_masks_layer_and_head_change_the_stages():
 
 def test_layernorm_token_pick_changes_histogram():
     at = open_page("layernorm")
-    at.selectbox(key="ln_tok_all").set_value(1).run()
-    assert not at.exception and charts(at)
+    before = chart_with(at, "at L1")["data"][0]["x"]
+    at.selectbox(key="tok").set_value(1).run()
+    assert not at.exception
+    after = chart_with(at, "at L1")["data"][0]["x"]
+    assert not np.allclose(np.asarray(before, float), np.asarray(after, float))
 
 
 def test_lstm_layer_switch():
     at = open_page("lstm")
-    at.radio(key="lstm_layer").set_value(2).run()
+    at.radio(key="layer").set_value(2).run()
     assert not at.exception
     cmp = [c for c in charts(at) if len(c["data"]) == 2 and c["data"][0].get("type") == "bar"]
     assert cmp and {d["name"] for d in cmp[0]["data"]} == {"LSTM (lstm-lm)", "Transformer (transformer-lm)"}
@@ -142,15 +151,15 @@ def test_lstm_units_choice_shows_few_or_all_rows():
     panel = lambda: next(c for c in charts(at) if len(c["data"]) == 6)      # the six gate / state heatmaps
     few = panel()["data"][4]                                                # cell state
     assert len(few["y"]) == 24 and few["y"][0].startswith("unit ")
-    at.radio(key="lstm_units").set_value("all").run()
+    at.radio(key="units").set_value("all").run()
     assert not at.exception
     assert panel()["data"][4].get("y") is None                              # every unit, 0..191 bottom to top
 
 
 def test_translate_default_sentence_and_crossing_alignment():
-    at = open_page("translate")
+    at = open_page("translate", text="the black cat ate the mouse")
     assert any("le chat noir a mangé la souris" in m.value for m in at.markdown)
-    at.text_input(key="source_text").set_value("the white dog saw the small cat").run()
+    at.sidebar.text_area(key="text").set_value("the white dog saw the small cat").run()
     assert any("le chien blanc a vu le petit chat" in m.value for m in at.markdown)
 
 
@@ -165,4 +174,4 @@ def test_bad_text_gives_a_message_not_a_traceback(text, kind):
 def test_unknown_model_gives_a_clear_error():
     at = open_page("attention", model_choice="Other Hugging Face id or local folder…",
                    model_custom="/no/such/folder/model")
-    assert at.error and "Could not load" in at.error[0].value
+    assert at.error and "Could not open" in at.error[0].value

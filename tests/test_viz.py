@@ -151,10 +151,15 @@ def test_mask_figures():
     assert np.isnan(z_of(st.data[2])[0, 5]) and z_of(st.data[2])[5, 0] == pytest.approx(s[5, 0], rel=1e-6)
     with pytest.raises(ValueError, match="same shape"):
         masking_stages(s, allowed[:5], w, TOKS, TOKS)
-    pad = padding_mask([["a", "b", "c"], ["d", "[PAD]", "[PAD]"]])
+    no_scores = masking_stages(None, allowed, w, TOKS, TOKS)          # a model without raw scores: weights only
+    assert [t.colorscale is not None for t in no_scores.data] and len(no_scores.data) == 2
+    np.testing.assert_allclose(z_of(no_scores.data[1]), w, rtol=1e-6)
+    assert "not available" in no_scores.layout.annotations[0].text
+    assert st.data[0].colorbar.title.text == "score" and st.data[3].colorbar.title.text == "weight"
+    pad = padding_mask([["a", "b", "c"], ["d", "<pad>", "<pad>"]], valid=[[1, 1, 1], [1, 0, 0]])
     np.testing.assert_array_equal(z_of(pad.data[0]), [[1, 1, 1], [1, 0, 0]])
     with pytest.raises(ValueError, match="equally long"):
-        padding_mask([["a", "b"], ["c"]])
+        padding_mask([["a", "b"], ["c"]], valid=[[1, 1], [1, 0]])
 
 
 def test_layernorm_figures():

@@ -145,9 +145,15 @@ def attention_grid(weights, q_labels: Sequence[str], k_labels: Sequence[str],
     return apply_theme(fig, height=int(min(1500, 80 + L * tile_px * (Tq + gap) / (Tk + gap))))
 
 
-def token_attention(weights, query_index: int, k_labels: Sequence[str], q_label: str = "") -> go.Figure:
-    """Where one query token looks, in every head: rows 'L1 H1' ... , columns the keys."""
-    w = as_array(weights, 4, "attention weights", "(layers, heads, queries, keys)").astype(np.float32)
+def token_attention(weights, query_index: int | None, k_labels: Sequence[str], q_label: str = "") -> go.Figure:
+    """Where one query token looks, in every head: rows 'L1 H1' ... , columns the keys.
+
+    weights: (layers, heads, queries, keys) with query_index, or one query's (layers, heads, keys) with None."""
+    if query_index is None:
+        w = as_array(weights, 3, "attention weights", "(layers, heads, keys)").astype(np.float32)[:, :, None, :]
+        query_index = 0
+    else:
+        w = as_array(weights, 4, "attention weights", "(layers, heads, queries, keys)").astype(np.float32)
     L, H, Tq, Tk = w.shape
     check_labels(k_labels, Tk, "key")
     if not 0 <= query_index < Tq:

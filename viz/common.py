@@ -89,3 +89,23 @@ def top_indices(values: np.ndarray, n: int) -> np.ndarray:
     """Indices of the n largest values, largest first (stable for ties)."""
     n = min(n, values.size)
     return np.argsort(-values, kind="stable")[:n]
+
+
+PROJECTOR_FONT = 22            # projector mode: readable from the back of a classroom
+
+
+def projector(fig: go.Figure) -> go.Figure:
+    """The same figure for a projector: larger type everywhere, thicker lines, taller by the same ratio."""
+    scale = PROJECTOR_FONT / FONT
+    fig = go.Figure(fig)
+    fig.update_layout(font=dict(size=PROJECTOR_FONT), hoverlabel=dict(font_size=PROJECTOR_FONT))
+    if fig.layout.title and fig.layout.title.text:
+        fig.update_layout(title_font_size=PROJECTOR_FONT + 4)
+    fig.update_xaxes(tickfont_size=PROJECTOR_FONT - 2, linewidth=2)
+    fig.update_yaxes(tickfont_size=PROJECTOR_FONT - 2, linewidth=2)
+    fig.update_traces(selector=dict(type="scatter"), line_width=4)
+    if fig.layout.height:
+        fig.update_layout(height=int(fig.layout.height * min(scale, 1.25)))
+    if fig.layout.margin and fig.layout.margin.t:
+        fig.update_layout(margin_t=int(fig.layout.margin.t * scale))
+    return fig

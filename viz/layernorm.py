@@ -57,16 +57,18 @@ def feature_distribution(x_in, x_out, title: str = "") -> go.Figure:
     return apply_theme(fig, height=380, title=title)
 
 
-def gamma_beta(gamma, beta, title: str = "") -> go.Figure:
-    """The learned scale γ and shift β of one LayerNorm, per feature."""
+def gamma_beta(gamma, beta=None, title: str = "") -> go.Figure:
+    """The learned scale γ and shift β of one LayerNorm, per feature (β None for an RMSNorm, which has none)."""
     g = as_array(gamma, 1, "gamma", "(features,)").astype(np.float32)
-    b = as_array(beta, 1, "beta", "(features,)").astype(np.float32)
-    if g.shape != b.shape:
-        raise ValueError(f"gamma {g.shape} and beta {b.shape} must have the same length")
-    fig = go.Figure([go.Scatter(x=np.arange(g.size), y=g, mode="lines", name="γ (scale)",
-                                hovertemplate="feature %{x}<br>γ %{y:.3f}<extra></extra>"),
-                     go.Scatter(x=np.arange(b.size), y=b, mode="lines", name="β (shift)",
-                                hovertemplate="feature %{x}<br>β %{y:.3f}<extra></extra>")])
+    traces = [go.Scatter(x=np.arange(g.size), y=g, mode="lines", name="γ (scale)",
+                         hovertemplate="feature %{x}<br>γ %{y:.3f}<extra></extra>")]
+    if beta is not None:
+        b = as_array(beta, 1, "beta", "(features,)").astype(np.float32)
+        if g.shape != b.shape:
+            raise ValueError(f"gamma {g.shape} and beta {b.shape} must have the same length")
+        traces.append(go.Scatter(x=np.arange(b.size), y=b, mode="lines", name="β (shift)",
+                                 hovertemplate="feature %{x}<br>β %{y:.3f}<extra></extra>"))
+    fig = go.Figure(traces)
     fig.add_hline(y=1, line_dash="dot", line_color="#888")
     fig.add_hline(y=0, line_dash="dot", line_color="#888")
     fig.update_xaxes(title="feature")

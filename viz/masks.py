@@ -28,30 +28,39 @@ def mask_matrix(allowed, q_labels: Sequence[str], k_labels: Sequence[str], title
     return apply_theme(fig, height=min(700, 200 + 30 * len(q_labels)), title=title or "blue: may attend · grey: masked")
 
 
+SCORES = "PRGn"     # signed scores: purple negative, green positive (never blue, which means "weight" here)
+
+
 def masking_stages(scores, allowed, weights, q_labels: Sequence[str], k_labels: Sequence[str]) -> go.Figure:
-    """Three panels: raw scores, scores with −∞ where masked, softmax weights."""
-    s = as_array(scores, 2, "scores", "(queries, keys)").astype(np.float32)
+    """Three panels: raw scores, scores with −∞ where masked, softmax weights. With scores None (a model that
+    cannot give them) the first two panels say so and only the weights are drawn."""
     a = as_array(allowed, 2, "mask", "(queries, keys) of booleans").astype(bool)
     w = as_array(weights, 2, "weights", "(queries, keys)").astype(np.float32)
-    if not (s.shape == a.shape == w.shape):
-        raise ValueError(f"scores {s.shape}, mask {a.shape} and weights {w.shape} must have the same shape")
-    check_labels(q_labels, s.shape[0], "query")
-    check_labels(k_labels, s.shape[1], "key")
+    s = None if scores is None else as_array(scores, 2, "scores", "(queries, keys)").astype(np.float32)
+    if a.shape != w.shape or (s is not None and s.shape != w.shape):
+        raise ValueError(f"scores {None if s is None else s.shape}, mask {a.shape} and weights {w.shape} must have "
+                         "the same shape")
+    check_labels(q_labels, w.shape[0], "query")
+    check_labels(k_labels, w.shape[1], "key")
     x, y = position_labels(k_labels), position_labels(q_labels)
-    m = float(np.abs(s).max()) or 1.0
-    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.06,
-                        subplot_titles=("1. scores q·k/√d_k", "2. masked: −∞ where not allowed", "3. softmax weights"))
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.09,
+                        subplot_titles=("1. scores q·k/√d_k" if s is not None else "1. scores: not available",
+                                        "2. masked: −∞ where not allowed", "3. softmax weights"))
     hover = "query %{y}<br>key %{x}<br>"
-    fig.add_trace(go.Heatmap(z=s, x=x, y=y, colorscale=DIVERGING, zmid=0, zmin=-m, zmax=m, showscale=False,
-                             hovertemplate=hover + "score %{z:.3f}<extra></extra>"), 1, 1)
-    masked = np.where(a, s, np.nan)
+    if s is not None:
+        m = float(np.abs(s).max()) or 1.0
+        bar = dict(title="score", thickness=12, x=0.285, len=0.9)
+        fig.add_trace(go.Heatmap(z=s, x=x, y=y, colorscale=SCORES, zmid=0, zmin=-m, zmax=m, colorbar=bar,
+                                 hovertemplate=hover + "score %{z:.3f}<extra></extra>"), 1, 1)
     fig.add_trace(go.Heatmap(z=np.where(a, np.nan, 0.0), x=x, y=y, colorscale=[[0, MASKED_GREY], [1, MASKED_GREY]],
                              showscale=False, text=np.where(a, "", "−∞"), texttemplate="%{text}", hoverongaps=False,
                              hovertemplate=hover + "−∞ (masked)<extra></extra>"), 1, 2)
-    fig.add_trace(go.Heatmap(z=masked, x=x, y=y, colorscale=DIVERGING, zmid=0, zmin=-m, zmax=m, showscale=False,
-                             hoverongaps=False, hovertemplate=hover + "score %{z:.3f}<extra></extra>"), 1, 2)
+    if s is not None:
+        fig.add_trace(go.Heatmap(z=np.where(a, s, np.nan), x=x, y=y, colorscale=SCORES, zmid=0, zmin=-m, zmax=m,
+                                 showscale=False, hoverongaps=False,
+                                 hovertemplate=hover + "score %{z:.3f}<extra></extra>"), 1, 2)
     fig.add_trace(go.Heatmap(z=w, x=x, y=y, colorscale=SEQUENTIAL, zmin=0, zmax=1,
-                             colorbar=dict(title="weight", thickness=12, x=1.0),
+                             colorbar=dict(title="weight", thickness=12, x=1.0, len=0.9),
                              hovertemplate=hover + "weight %{z:.3f}<extra></extra>"), 1, 3)
     for col in (1, 2, 3):
         fig.update_xaxes(token_axis(k_labels, tickangle=-45), row=1, col=col)
@@ -59,12 +68,14 @@ def masking_stages(scores, allowed, weights, q_labels: Sequence[str], k_labels: 
     return apply_theme(fig, height=min(720, 260 + 26 * len(q_labels)))
 
 
-def padding_mask(batch_tokens: Sequence[Sequence[str]], pad_token: str = "[PAD]") -> go.Figure:
+def padding_mask(batch_tokens: Sequence[Sequence[str]], valid) -> go.Figure:
     """A padded batch: one row per sentence, pad cells grey; the key-padding mask is 'real token or not'."""
     rows = [list(r) for r in batch_tokens]
     if not rows or any(len(r) != len(rows[0]) for r in rows):
         raise ValueError("batch_tokens must be a non-empty list of equally long (padded) token lists")
-    real = np.array([[t != pad_token for t in r] for r in rows])
+    real = as_array(valid, 2, "valid", "(sentences, positions) of booleans").astype(bool)
+    if real.shape != (len(rows), len(rows[0])):
+        raise ValueError(f"valid has shape {real.shape}; the batch is {len(rows)} x {len(rows[0])}")
     text = [[esc(t) for t in r] for r in rows]
     names = [f"sentence {i + 1}" for i in range(len(rows))]
     fig = go.Figure(go.Heatmap(z=real.astype(np.uint8), x=list(range(len(rows[0]))), y=names, text=text,
@@ -74,4 +85,4 @@ def padding_mask(batch_tokens: Sequence[Sequence[str]], pad_token: str = "[PAD]"
                                hovertemplate="%{y}, position %{x}: %{text}<br>%{customdata}<extra></extra>"))
     fig.update_xaxes(title="position", dtick=1, side="top")
     fig.update_yaxes(autorange="reversed")
-    return apply_theme(fig, height=120 + 60 * len(rows), title="A padded batch (grey = [PAD], ignored as a key)")
+    return apply_theme(fig, height=120 + 60 * len(rows), title="A padded batch (grey = padding, ignored as a key)")

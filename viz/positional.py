@@ -9,17 +9,28 @@ import plotly.graph_objects as go
 from .common import DIVERGING, apply_theme, as_array
 
 
-def pe_waves(pe, dims: Sequence[int], title: str = "") -> go.Figure:
-    """PE[:, d] against position for the chosen dimensions (even: sin, odd: cos for sinusoidal tables)."""
+def pe_waves(pe, dims: Sequence[int], title: str = "", curve=None) -> go.Figure:
+    """PE[:, d] against position for the chosen dimensions (even: sin, odd: cos for sinusoidal tables).
+
+    The table is defined at whole positions (markers). `curve` = (x, table) sampled between them draws the
+    underlying wave as a smooth line, so fast dimensions read as waves rather than zigzags."""
     a = as_array(pe, 2, "positional encoding", "(positions, d_model)").astype(np.float32)
     P, D = a.shape
     bad = [d for d in dims if not 0 <= d < D]
     if bad:
         raise ValueError(f"dimensions {bad} are outside 0..{D - 1}")
     fig = go.Figure()
-    for d in dims:
-        fig.add_trace(go.Scatter(x=np.arange(P), y=a[:, d], mode="lines+markers", marker=dict(size=4),   # defined at whole positions
-                                 name=f"dim {d} ({'sin' if d % 2 == 0 else 'cos'})",
+    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    for n, d in enumerate(dims):
+        col = colors[n % len(colors)]
+        name = f"dim {d} ({'sin' if d % 2 == 0 else 'cos'})"
+        if curve is not None:
+            cx, ct = curve
+            fig.add_trace(go.Scatter(x=np.asarray(cx, np.float32), y=np.asarray(ct, np.float32)[:, d], mode="lines",
+                                     line=dict(color=col, width=2), name=name, legendgroup=name, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=np.arange(P), y=a[:, d], mode="markers" if curve is not None else "lines+markers",
+                                 marker=dict(size=6, color=col), line=dict(color=col), legendgroup=name,
+                                 name=name, showlegend=curve is None,
                                  hovertemplate=f"dim {d}<br>position %{{x}}<br>value %{{y:.3f}}<extra></extra>"))
     fig.update_xaxes(title="position")
     fig.update_yaxes(title="value", range=[-1.1, 1.1] if np.abs(a).max() <= 1.0001 else None)

@@ -1,0 +1,347 @@
+"""Views: traces turned into numpy objects ready to draw. Pages pick a view and a figure; they do no maths.
+
+Every function here takes a model and/or a `Run` and returns plain Python and numpy (never tensors),
+so viz/ can draw it and the tests can check it without Streamlit. An explicit `None` (raw scores a
+model cannot give, a table a model does not have) is a state the page says in words.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import sampling
+from .api import (Generates, Generation, LabModel, LogitLens, PaddedBatch, PositionInfo, Run, Translates)
+from .errors import InputError
+from .trace import ROLES
+
+TITLES = {"encoder": "Encoder self-attention", "decoder": "Decoder masked self-attention",
+          "cross": "Cross-attention (decoder → encoder)"}
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().float().cpu().numpy()
+
+
+# ----------------------------------------------------------------------------- attention
+@dataclass(frozen=True)
+class AttentionView:
+    role: str                    # "self", "encoder", "decoder", "cross"
+    title: str
+    causal: bool
+    weights: np.ndarray          # (L, H, Tq, Tk) float32, rows sum to 1
+    query_tokens: list[str]
+    key_tokens: list[str]
+
+    @property
+    def n_layers(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def n_heads(self) -> int:
+        return self.weights.shape[1]
+
+    def head(self, layer: int, head: int) -> np.ndarray:
+        """(Tq, Tk) of one head; layer and head count from 0."""
+        return self.weights[layer, head]
+
+    def head_mean(self, layer: int) -> np.ndarray:
+        return self.weights[layer].mean(0)
+
+
+def stack_title(role: str, causal: bool) -> str:
+    return TITLES.get(role, "Masked self-attention" if causal else "Self-attention")
+
+
+def attention_views(run: Run) -> dict[str, AttentionView]:
+    """Every attention stack of the run, in the order encoder, decoder, cross, self."""
+    out = {}
+    for role in ROLES:
+        st = run.trace.attention.get(role)
+        if st is None or not len(st):
+            continue
+        w = np.stack([_np(a.weights[0]) for a in st])
+        out[role] = AttentionView(role, stack_title(role, st.causal), st.causal, w, list(st.query_tokens),
+                                  list(st.key_tokens))
+    return out
+
+
+def default_query(tokens: list[str], prefer: str = "it") -> int:
+    """The row a page opens on: the pronoun of the teaching example if present, else the last token."""
+    return tokens.index(prefer) if prefer in tokens else len(tokens) - 1
+
+
+# ----------------------------------------------------------------------------- masks
+@dataclass(frozen=True)
+class MaskingView:
+    query_tokens: list[str]
+    key_tokens: list[str]
+    allowed: np.ndarray                # (Tq, Tk) bool: True where the query may look at the key
+    scores: np.ndarray | None          # (Tq, Tk) raw q.k/sqrt(d_k); None when the model cannot give them
+    masked: np.ndarray | None          # scores with -inf where not allowed
+    weights: np.ndarray                # after softmax
+
+
+def masked_role(run: Run) -> str:
+    """The stack where a causal mask applies (the decoder, or a causal self stack); else the first stack."""
+    causal = [r for r, s in run.trace.attention.items() if s.causal and r != "cross"]
+    return causal[0] if causal else next(iter(run.trace.attention))
+
+
+def has_scores(run: Run, role: str) -> bool:
+    st = run.trace.attention[role]
+    return all(a.scores is not None for a in st)
+
+
+def _masking(a, b: int, head: int, q: list[str], k: list[str]) -> MaskingView:
+    w = _np(a.weights[b, head])
+    allowed = a.allowed[b].cpu().numpy().astype(bool) if a.allowed is not None else np.ones_like(w, dtype=bool)
+    scores = None if a.scores is None else _np(a.scores[b, head])
+    masked = None if scores is None else np.where(allowed, scores, -np.inf).astype(np.float32)
+    return MaskingView(q, k, allowed, scores, masked, w)
+
+
+def masking_view(run: Run, role: str, layer: int, head: int) -> MaskingView:
+    """One head's scores -> masked -> softmax (layer and head count from 0)."""
+    st = run.trace.attention[role]
+    return _masking(st[layer], 0, head, list(st.query_tokens), list(st.key_tokens))
+
+
+@dataclass(frozen=True)
+class PaddedView:
+    batch_tokens: list[list[str]]      # each row padded to the batch length
+    valid: np.ndarray                  # (B, T) bool, True for real tokens
+    padded_row: int                    # the row that got padding (the shorter text)
+    stages: MaskingView                # that row's last layer, first head
+    pad_token: str
+
+
+def padded_view(m: PaddedBatch, texts: list[str]) -> PaddedView:
+    pr = m.run_padded(texts)
+    valid = np.array(pr.valid, dtype=bool)
+    row = int(np.argmin(valid.sum(1)))
+    role = next(iter(pr.trace.attention))
+    last = pr.trace.attention[role][-1]
+    toks = [t.tokens for t in pr.tokens]
+    pad = next((tok for t, v in zip(toks[row], valid[row]) for tok in [t] if not v), "[PAD]")
+    return PaddedView(toks, valid, row, _masking(last, row, 0, toks[row], toks[row]), pad)
+
+
+# ----------------------------------------------------------------------------- positions
+def sinusoidal_table(max_len: int, d_model: int) -> np.ndarray:
+    from .transformer import sinusoidal_encoding
+
+    return sinusoidal_encoding(max_len, d_model).numpy()
+
+
+def sinusoidal_curve(max_len: int, d_model: int, per_step: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """The same formula between whole positions (per_step samples each), for drawing smooth waves."""
+    x = np.arange((max_len - 1) * per_step + 1, dtype=np.float64) / per_step
+    two_i = np.arange(0, d_model, 2, dtype=np.float64)
+    angle = x[:, None] / np.power(10000.0, two_i / d_model)
+    out = np.zeros((len(x), d_model))
+    out[:, 0::2] = np.sin(angle)
+    out[:, 1::2] = np.cos(angle[:, : d_model // 2])
+    return x.astype(np.float32), out.astype(np.float32)
+
+
+def position_tables(m) -> list[PositionInfo]:
+    """The model's positional encodings (empty for a model without the capability)."""
+    from .api import PositionTable
+
+    return m.positions() if isinstance(m, PositionTable) else []
+
+
+# ----------------------------------------------------------------------------- layer norm, residual stream
+@dataclass(frozen=True)
+class NormGroup:
+    stack: str
+    names: list[str]
+    tokens: list[str]
+    mean_in: np.ndarray                # (N, T)
+    std_in: np.ndarray
+    mean_out: np.ndarray
+    std_out: np.ndarray
+    x_in: list[np.ndarray]             # per norm (T, D)
+    x_out: list[np.ndarray]
+    gamma: list[np.ndarray | None]     # per norm (D,)
+    beta: list[np.ndarray | None]
+
+
+def norm_groups(run: Run) -> dict[str, NormGroup]:
+    """The run's norms grouped by stack, in forward order."""
+    by: dict[str, list] = {}
+    for ln in run.trace.layernorms:
+        by.setdefault(ln.stack or "self", []).append(ln)
+    out = {}
+    for stack in [r for r in ROLES if r in by] + [r for r in by if r not in ROLES]:
+        lns = by[stack]
+        toks = run.target_tokens if stack == "decoder" and run.target_tokens else run.tokens
+        out[stack] = NormGroup(
+            stack, [l.name for l in lns], list(toks),
+            np.stack([_np(l.mean_in[0]) for l in lns]), np.stack([_np(l.std_in[0]) for l in lns]),
+            np.stack([_np(l.mean_out[0]) for l in lns]), np.stack([_np(l.std_out[0]) for l in lns]),
+            [_np(l.x_in[0]) for l in lns], [_np(l.x_out[0]) for l in lns],
+            [None if l.gamma is None else _np(l.gamma) for l in lns],
+            [None if l.beta is None else _np(l.beta) for l in lns])
+    return out
+
+
+@dataclass(frozen=True)
+class ResidualView:
+    stack: str
+    norms: np.ndarray                  # (L+1, T): L2 norm per token after the embeddings and each block
+    tokens: list[str]
+    layer_names: list[str]
+    trend: str                         # "grows", "shrinks" or "mixed": mean norm, first block to last
+
+    @property
+    def heading(self) -> str:
+        return {"grows": "The residual stream grows through the layers",
+                "shrinks": "The residual stream shrinks through the layers"}.get(
+            self.trend, "The size of the residual stream through the layers")
+
+
+def residual_view(run: Run, stack: str) -> ResidualView | None:
+    hidden = run.trace.hidden.get(stack)
+    if not hidden:
+        return None
+    norms = np.stack([_np(h[0].norm(dim=-1)) for h in hidden])
+    toks = run.target_tokens if stack == "decoder" and run.target_tokens else run.tokens
+    means = norms.mean(1)
+    steps = np.diff(means[1:]) if len(means) > 2 else np.diff(means)
+    trend = "grows" if (steps > 0).all() else ("shrinks" if (steps < 0).all() else "mixed")
+    names = ["embeddings"] + [f"after block {i}" for i in range(1, norms.shape[0])]
+    return ResidualView(stack, norms, list(toks), names, trend)
+
+
+@dataclass(frozen=True)
+class LogitLensView:
+    top_tokens: list[list[str]]        # (L+1) x T
+    top_probs: np.ndarray              # (L+1, T)
+    tokens: list[str]
+    layer_names: list[str]
+
+
+def logit_lens_view(m: LogitLens, run: Run) -> LogitLensView:
+    toks, probs = m.logit_lens(run)
+    labels = run.target_tokens if m.lens_stack == "decoder" and run.target_tokens else run.tokens
+    names = ["embeddings"] + [f"after block {i}" for i in range(1, probs.shape[0])]
+    return LogitLensView(toks, probs, list(labels), names)
+
+
+# ----------------------------------------------------------------------------- LSTM
+GATES = {"input gate": "input_gate", "forget gate": "forget_gate", "output gate": "output_gate",
+         "candidate": "candidate", "cell state": "cell", "hidden state": "hidden"}
+
+
+def lstm_layers(run: Run) -> list[dict[str, np.ndarray]]:
+    """Per layer: gate name -> (T, U) values over the words."""
+    return [{name: _np(getattr(lt, f)[0]) for name, f in GATES.items()} for lt in run.trace.lstm]
+
+
+# ----------------------------------------------------------------------------- next token, sampling
+def next_probs(run: Run) -> np.ndarray | None:
+    return None if run.next_logits is None else _np(run.next_logits.float().softmax(-1))
+
+
+def logits_array(run: Run) -> np.ndarray | None:
+    return None if run.next_logits is None else _np(run.next_logits)
+
+
+@dataclass(frozen=True)
+class SamplingView:
+    raw: np.ndarray
+    scaled: np.ndarray
+    topk_keep: np.ndarray
+    topp_keep: np.ndarray
+    probs: np.ndarray
+    entropy: float
+    raw_entropy: float
+    removed_mass: float
+    kept: int
+
+    def top(self, n: int) -> list[int]:
+        """Indices of the n most likely tokens of the final distribution (ties by the scaled probability)."""
+        order = np.lexsort((-self.scaled, -self.probs))
+        return [int(i) for i in order[:n] if self.probs[i] > 0] or [int(order[0])]
+
+
+def sampling_view(logits, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                  greedy: bool = False) -> SamplingView:
+    d = sampling.distribution(torch.as_tensor(logits), temperature, top_k, top_p, greedy=greedy)
+    return SamplingView(_np(d.raw_probs), _np(d.scaled_probs), d.topk_keep.numpy(), d.topp_keep.numpy(),
+                        _np(d.probs), float(d.entropy), float(d.raw_entropy), float(d.removed_mass),
+                        int(d.keep.sum()))
+
+
+def _final(view: SamplingView):
+    return sampling.distribution(torch.log(torch.as_tensor(view.probs)), 1.0)
+
+
+def draw_counts(view: SamplingView, n: int, seed: int) -> np.ndarray:
+    """How often each token comes up in n seeded draws from the final distribution."""
+    return sampling.sample_counts(_final(view), int(n), seed=int(seed)).numpy()
+
+
+def draw_one(view: SamplingView, seed: int) -> int:
+    return int(sampling.sample(_final(view), 1, seed=int(seed))[0])
+
+
+def step_probs(step, vocab_size: int) -> np.ndarray:
+    """A generation step's kept top tokens as a (V,) vector (zero elsewhere), for drawing."""
+    p = np.zeros(vocab_size, dtype=np.float32)
+    p[list(step.choice.top_ids)] = step.choice.top_probs
+    return p
+
+
+# ----------------------------------------------------------------------------- translation
+@dataclass(frozen=True)
+class TranslationStep:
+    index: int                         # 1-based
+    written: list[str]                 # the decoder's input when choosing: [BOS] + words so far
+    token: str
+    prob: float
+    probs: np.ndarray                  # (V,) the step's top tokens (zero elsewhere)
+    cross: np.ndarray | None           # (L, H, Ts): where this step's query looked in the source
+
+
+@dataclass(frozen=True)
+class TranslationView:
+    text: str                          # the translation as a person reads it
+    generation: Generation
+    run: Run | None                    # traced pass over the translation (None when it has no words)
+    steps: list[TranslationStep]
+
+
+def translation_view(m: Translates, source: str, *, greedy: bool = True, temperature: float = 1.0, top_k: int = 0,
+                     top_p: float = 1.0, seed: int = 0) -> TranslationView:
+    """Generation and its traced run in one call: every step's distribution and cross-attention."""
+    gen = m.generate(source, max_new_tokens=m.max_new_tokens(), greedy=greedy, temperature=temperature,
+                     top_k=top_k, top_p=top_p, seed=seed)
+    target = m.target_ids(gen)
+    run = m.run(source, target) if len(target) > 1 else None
+    cross = None
+    if run is not None and "cross" in run.trace.attention:
+        cross = np.stack([_np(a.weights[0]) for a in run.trace.attention["cross"]])     # (L, H, Tt, Ts)
+    steps = []
+    for i, s in enumerate(gen.steps):
+        written = [m.vocab[j] for j in target[: i + 1]]
+        row = None if cross is None else cross[:, :, min(i, cross.shape[2] - 1)]
+        steps.append(TranslationStep(i + 1, written, s.token, s.prob, step_probs(s, len(m.vocab)), row))
+    return TranslationView(m.decode(gen.new_ids), gen, run, steps)
+
+
+# ----------------------------------------------------------------------------- step-by-step generation
+def prefix_ids(m: LabModel, text: str, chosen: list[int]) -> list[int]:
+    ids = m.tokenize(text).ids + list(chosen)
+    if len(ids) >= m.max_len:
+        raise InputError(f"The context is full ({m.max_len} tokens). Reset to start again.")
+    return ids
+
+
+def can_generate_text(m: LabModel) -> bool:
+    from .api import NextToken
+
+    return isinstance(m, NextToken) and isinstance(m, Generates)
