@@ -90,9 +90,7 @@ def from_link() -> None:
             st.session_state["model_custom"] = name
     t = qp.get("text", "")
     if t.strip():
-        if len(t) > c.MAX_TEXT:
-            st.session_state.setdefault("_url_errors", []).append(f"text cut to its first {c.MAX_TEXT} characters")
-        st.session_state["text"] = t[: c.MAX_TEXT]
+        st.session_state["text"] = t
     st.session_state["present"] = PRESENT
 
 
@@ -112,6 +110,7 @@ from_link()
 st.session_state.setdefault("model_choice", "transformer-lm")
 st.session_state.setdefault("device", "auto")
 st.session_state.setdefault("text", c.DEFAULT_TEXT)
+c.clean_text()
 nav = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), *PAGES.values()])
 sidebar()
 c.present_style()

@@ -93,6 +93,24 @@ def text() -> str:
     return st.session_state.get("text", DEFAULT_TEXT)
 
 
+def clean_text() -> None:
+    """Text that reached the session from a link or a test: lone surrogates (not valid Unicode) become U+FFFD and
+    more than MAX_TEXT characters are cut, each with a message, before any widget or model sees it."""
+    t = st.session_state.get("text")
+    if not isinstance(t, str):
+        return
+    fixed = t.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    notes = []
+    if fixed != t:
+        notes.append("characters that are not valid Unicode text were replaced by �")
+    if len(fixed) > MAX_TEXT:
+        fixed = fixed[:MAX_TEXT]
+        notes.append(f"the text was cut to its first {MAX_TEXT:,} characters")
+    if notes:
+        st.session_state["text"] = fixed
+        st.session_state.setdefault("_url_errors", []).extend(notes)
+
+
 def load_or_stop(name: str | None = None) -> LabModel:
     """The model chosen in the sidebar (or `name`), or a clear message and stop."""
     name = model_name() if name is None else name
@@ -240,7 +258,7 @@ def write_url(key: str, default: Any) -> None:
 def url_errors() -> None:
     errs = st.session_state.pop("_url_errors", None)
     if errs:
-        st.warning("Some settings in the link were not valid and were ignored: " + "; ".join(md_escape(e) for e in errs))
+        st.warning("About the text: " + "; ".join(md_escape(e) for e in errs) + ".")
 
 
 def number(label: str, key: str, default: int, lo: int, hi: int, container=None, **kw) -> int:

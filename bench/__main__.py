@@ -46,6 +46,7 @@ def ms(s: float) -> str:
 # ----------------------------------------------------------------------------- sections
 def bench_builtin(repeat: int) -> None:
     import model
+    from model import Recurrent
     from model.builtin import BuiltinTranslator
 
     text = " ".join(("the bear ate the honey because it was hungry .".split() * 8)[:63])   # + [BOS] = 64 tokens
@@ -68,22 +69,63 @@ def bench_builtin(repeat: int) -> None:
                 traced = timeit(lambda: m.module(x, trace=True), repeat)
             label = f"{name} forward, {len(ids)} tokens"
         row(f"{label}: plain / traced", f"{ms(plain)} / {ms(traced)} (+{(traced / plain - 1) * 100:.0f}%)",
-            "tracing < +30%" if m.kind != "lstm" else "")
+            "tracing < +30%" if not isinstance(m, Recurrent) else "")
 
 
 def bench_generation(repeat: int) -> None:
+    """Generation with and without the cache, forcing a fixed number of new tokens (no stop at end-of-sequence),
+    so the figure measures the cache: the built-ins at 40 tokens (their context is 64 / 32), and a
+    GPT-2-small-sized decoder of ours (random weights) at 40 and 128 through the same `generate` code."""
     import model
 
-    for name, prompt in (("transformer-lm", "the bear"), ("lstm-lm", "the bear"),
-                         ("translator-en-fr", "the black cat ate the mouse")):
+    for name, prompt, n_new in (("transformer-lm", "the bear", 40), ("lstm-lm", "the bear", 40),
+                                ("translator-en-fr", "the black cat ate the mouse", 30)):
         m = model.load(name, "cpu")
-        n_new = 40 if m.kind != "seq2seq" else m.max_len - 1
+        rates = []
         for cache in (True, False):
             def go():
-                return m.generate(prompt, max_new_tokens=n_new, temperature=1.0, seed=0, use_cache=cache)
+                return m.generate(prompt, max_new_tokens=n_new, temperature=1.0, seed=0, use_cache=cache,
+                                  stop_at_eos=False)
             g = go()
-            sec = timeit(go, max(3, repeat // 4), 1)
-            row(f"{name} generation, {'with' if cache else 'without'} cache", f"{len(g.steps) / sec:.0f} tokens/s")
+            rates.append(len(g.steps) / timeit(go, max(3, repeat // 4), 1))
+        row(f"{name} generation, {len(g.steps)} new tokens: with / without cache",
+            f"{rates[0]:,.0f} / {rates[1]:,.0f} tokens/s ({rates[0] / rates[1]:.1f}x)")
+    big = _gpt2_generator()
+    for n_new in (40, 128):
+        rates = []
+        for cache in (True, False):
+            def go():
+                return big.generate([0, 1, 2, 3], max_new_tokens=n_new, greedy=True, use_cache=cache, stop_at_eos=False)
+            rates.append(n_new / timeit(go, 2, 1))
+        row(f"GPT-2-small-sized decoder (ours, random weights) generation, {n_new} new tokens: with / without cache",
+            f"{rates[0]:,.1f} / {rates[1]:,.1f} tokens/s ({rates[0] / rates[1]:.1f}x)",
+            "cache >= 3x at 128 tokens" if n_new == 128 else "")
+
+
+def _gpt2_generator():
+    """Our TransformerLM at GPT-2-small size behind the lab's own `Generates` loop (vocabulary ids as words)."""
+    from model.api import Generates, LabModel
+    from model.transformer import TransformerLM
+
+    torch.manual_seed(0)
+    module = TransformerLM(gpt2_small_config()).eval()
+
+    class Big(LabModel, Generates):
+        name, vocab, max_len = "gpt2-sized", [str(i) for i in range(50257)], 1024
+
+        @torch.inference_mode()
+        def _start(self, ids, use_cache):
+            out = module(torch.tensor([ids]), use_cache=use_cache)
+            return out.logits[0, -1].clone(), (out.past if use_cache else list(ids))
+
+        @torch.inference_mode()
+        def _advance(self, state, token_id, use_cache):
+            if not use_cache:
+                return self._start(state + [token_id], False)
+            out = module(torch.tensor([[token_id]]), use_cache=True, past=state)
+            return out.logits[0, -1].clone(), out.past
+
+    return Big()
 
 
 def gpt2_small_config():

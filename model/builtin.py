@@ -154,14 +154,14 @@ class BuiltinTransformerLM(BuiltinLM, PositionTable, PaddedBatch, LogitLens):
     @torch.inference_mode()
     def _start(self, ids: list[int], use_cache: bool) -> tuple[Tensor, Any]:
         out = self.module(self._ids(ids), use_cache=use_cache)
-        return out.logits[0, -1].float().cpu(), (out.past if use_cache else list(ids))
+        return out.logits[0, -1].float().cpu().clone(), (out.past if use_cache else list(ids))
 
     @torch.inference_mode()
     def _advance(self, state: Any, token_id: int, use_cache: bool) -> tuple[Tensor, Any]:
         if not use_cache:
             return self._start(state + [token_id], use_cache=False)
         out = self.module(self._ids([token_id]), use_cache=True, past=state)
-        return out.logits[0, -1].float().cpu(), out.past
+        return out.logits[0, -1].float().cpu().clone(), out.past
 
     def _unembed(self, hidden: Tensor) -> Tensor:
         return self.module.unembed(hidden)
@@ -185,14 +185,14 @@ class BuiltinLSTMLM(BuiltinLM, Recurrent):
     @torch.inference_mode()
     def _start(self, ids: list[int], use_cache: bool) -> tuple[Tensor, Any]:
         out = self.module(self._ids(ids), use_cache=use_cache)
-        return out.logits[0, -1].float().cpu(), (out.state if use_cache else list(ids))
+        return out.logits[0, -1].float().cpu().clone(), (out.state if use_cache else list(ids))
 
     @torch.inference_mode()
     def _advance(self, state: Any, token_id: int, use_cache: bool) -> tuple[Tensor, Any]:
         if not use_cache:
             return self._start(state + [token_id], use_cache=False)
         out = self.module(self._ids([token_id]), use_cache=True, state=state)
-        return out.logits[0, -1].float().cpu(), out.state
+        return out.logits[0, -1].float().cpu().clone(), out.state
 
 
 class BuiltinTranslator(_WordModel, Translates, PositionTable, LogitLens):
@@ -242,7 +242,7 @@ class BuiltinTranslator(_WordModel, Translates, PositionTable, LogitLens):
     def _start(self, ids: list[int], use_cache: bool) -> tuple[Tensor, Any]:
         memory = self.module.encode(self._ids(ids))
         logits, past = self.module.decode(self._ids([self.bos_id]), memory)
-        return logits[0, -1].float().cpu(), (memory, past if use_cache else None, [self.bos_id])
+        return logits[0, -1].float().cpu().clone(), (memory, past if use_cache else None, [self.bos_id])
 
     @torch.inference_mode()
     def _advance(self, state: Any, token_id: int, use_cache: bool) -> tuple[Tensor, Any]:
@@ -252,7 +252,7 @@ class BuiltinTranslator(_WordModel, Translates, PositionTable, LogitLens):
             logits, past = self.module.decode(self._ids([token_id]), memory, past=past)
         else:
             logits, _ = self.module.decode(self._ids(tgt), memory)
-        return logits[0, -1].float().cpu(), (memory, past, tgt)
+        return logits[0, -1].float().cpu().clone(), (memory, past, tgt)
 
     def _unembed(self, hidden: Tensor) -> Tensor:
         return self.module.unembed(hidden)

@@ -26,8 +26,8 @@ def _r(t: torch.Tensor, nd: int = 5):
 
 
 def inspect_json(m, text: str, target: str | None = None, top: int = 10) -> dict:
-    run = m.run(text, target)
-    out: dict = {"model": m.name, "kind": m.kind, "tokens": run.tokens}
+    run = m.run(text, target) if target is not None else m.run(text)
+    out: dict = {"model": m.name, "family": m.arch.family, "tokens": run.tokens}
     if run.target_tokens is not None:
         out["target_tokens"] = run.target_tokens
     if run.unknown:
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(data, sys.stdout, ensure_ascii=False)
         print()
         return 0
-    print(f"{m.name} ({m.kind}) on {m.device}")
+    print(f"{m.name} ({m.arch.family}) on {m.device}")
     print("tokens:", " | ".join(data["tokens"]))
     if "target_tokens" in data:
         print("target:", " | ".join(data["target_tokens"]))

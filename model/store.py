@@ -36,7 +36,7 @@ def _flag(name: str) -> bool:
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith(("/", ".", "~")) or "\\" in name or os.sep + os.sep in name or name.count("/") > 1
+    return name.startswith(("/", ".", "~")) or "\\" in name
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class LinkPolicy:
             raise ModelLoadError("That model name is not valid: it is too long or contains control characters.")
         if name in self.builtin or name in self.suggested:
             return name
-        if _looks_like_path(name):
+        if _looks_like_path(name) or Path(name).expanduser().exists():
             if not self.allow_folders:
                 raise ModelLoadError(NOT_ALLOWED_FOLDER)
             p = Path(name).expanduser()

@@ -165,7 +165,7 @@ def token_attention(weights, query_index: int | None, k_labels: Sequence[str], q
                                colorbar=dict(title="weight", thickness=14)))
     fig.update_xaxes(token_axis(k_labels, side="top", tickangle=-45))
     fig.update_yaxes(autorange="reversed", type="category")
-    return apply_theme(fig, height=min(1400, 120 + 22 * L * H), title=f"From “{esc(q_label)}”" if q_label else None)
+    return apply_theme(fig, height=min(1400, 120 + 22 * L * H), title=f"From “{q_label}”" if q_label else None)
 
 
 def logit_lens(top_tokens: Sequence[Sequence[str]], top_probs, token_labels: Sequence[str],

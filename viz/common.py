@@ -61,6 +61,7 @@ def apply_theme(fig: go.Figure, height: int | None = None, title: str | None = N
     fig.update_layout(template="plotly_white", font=dict(size=FONT), margin=dict(l=10, r=10, t=50 if title else 20, b=10),
                       hoverlabel=dict(font_size=FONT))
     if title:
+        title = esc(title)                 # titles may quote a token; Plotly would read <a>, <b> ... as markup
         fig.update_layout(title=dict(text=title, x=0.0, xanchor="left", font=dict(size=FONT + 2)))
         room = _top_tick_room(fig)
         if room:       # tick labels on top: title pinned to the very top, the labels in the space below it

@@ -1,0 +1,102 @@
+"""Bad input on every page: a clear message, never a traceback, and a user's string never read as markup.
+
+The matrix: every page x {empty, whitespace, 5,000 words, 100,000 characters, emoji, right-to-left, combining
+marks, NUL, lone surrogate, markdown, HTML} as the text; unknown and odd model ids; out-of-range numbers in a
+link; markdown and HTML through both link parameters (?model=, ?text=).
+"""
+import re
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app_pages.registry import KEYS as PAGES
+from conftest import ROOT
+
+MD = "x` ![p](http://example.invalid/p.png) [click](http://example.invalid/) `y"
+HTML = "<img src=http://example.invalid/h.png onerror=alert(1)><a href='http://example.invalid/'>a</a>"
+TEXTS = {
+    "empty": "", "whitespace": "   \n\t ", "5000 words": "the cat " * 2500, "100000 chars": "a" * 100_000,
+    "emoji": "the cat 🐈‍⬛ ate 🍯", "rtl": "القط الأسود the cat", "combining": "the ca\u0301t a\u0308te",
+    "nul": "the cat\x00 ate", "surrogate": "the cat \ud800 ate", "markdown": MD, "html": HTML,
+}
+MODELS = {"unknown id": "no-such-model-xyz", "path": "../../etc", "long": "m" * 300, "markdown": MD, "html": HTML}
+RAW_HTML = re.compile(r"(?<!\\)<(img|a |script|iframe)", re.I)  # a tag not escaped as \<
+CODE_SPAN = re.compile(r"`[^`]*`")
+LIVE_LINK = re.compile(r"(?<!\\)!?\[[^\]]*(?<!\\)\]\((?!#)")      # [x](url) or ![x](url) not escaped
+
+
+def open_at(page: str | None, state: dict | None = None, query: dict | None = None) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    for k, v in (state or {}).items():
+        at.session_state[k] = v
+    if query:
+        at.query_params.update(query)
+    at.run()
+    if page:
+        at.switch_page(f"app_pages/{page}.py")
+        at.run()
+    return at
+
+
+def bodies(at) -> list[str]:
+    """Every markdown source the page sent (text, captions, alerts), where user strings could be interpreted."""
+    out = []
+    for kind in ("markdown", "caption", "error", "warning", "info", "success", "title", "subheader", "header"):
+        out += [str(e.value) for e in getattr(at, kind)]
+    return out
+
+
+def messages(at) -> list[str]:
+    return [str(e.value) for kind in ("error", "warning", "info") for e in getattr(at, kind)]
+
+
+def assert_nothing_interpreted(at, where: str) -> None:
+    for b in bodies(at):
+        b = CODE_SPAN.sub("", b)                                    # inside `code` nothing is interpreted
+        assert not LIVE_LINK.search(b), f"{where}: a live markdown link or image in {b[:200]!r}"
+        assert not RAW_HTML.search(b), f"{where}: raw HTML in {b[:200]!r}"
+
+
+@pytest.mark.parametrize("page", ["home"] + PAGES)
+def test_every_bad_text_gives_a_message_and_no_traceback(page):
+    for name, text in TEXTS.items():
+        at = open_at(None if page == "home" else page, {"text": text})
+        where = f"{page} / {name}"
+        assert not at.exception, (where, [e.message for e in at.exception])
+        if name in ("empty", "whitespace", "5000 words", "100000 chars", "nul", "surrogate") and page != "positional":
+            assert messages(at), f"{where}: no message"             # (the positional page does not read the text)
+        assert_nothing_interpreted(at, where)
+
+
+@pytest.mark.parametrize("page", ["home", "attention", "sampling", "translate"])
+def test_unknown_and_odd_model_ids_give_one_clear_error(page):
+    for name, mid in MODELS.items():
+        at = open_at(None if page == "home" else page, {"model_choice": "Other Hugging Face id or local folder…",
+                                                        "model_custom": mid})
+        where = f"{page} / {name}"
+        assert not at.exception, (where, [e.message for e in at.exception])
+        assert at.error and "Could not open" in at.error[0].value, (where, messages(at))
+        assert_nothing_interpreted(at, where)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_markdown_and_html_in_both_link_parameters_are_shown_as_text(page):
+    for payload in (MD, HTML):
+        at = open_at(page, query={"model": payload, "text": payload})
+        assert not at.exception, [e.message for e in at.exception]
+        assert_nothing_interpreted(at, f"{page} / link")
+        at = open_at(page, query={"text": payload})
+        assert not at.exception, [e.message for e in at.exception]
+        assert_nothing_interpreted(at, f"{page} / link text")
+
+
+@pytest.mark.parametrize("page,query", [
+    ("sampling", {"t": "99"}), ("sampling", {"k": "99999"}), ("sampling", {"seed": "-1"}),
+    ("sampling", {"p": "nan"}), ("attention", {"layer": "99"}), ("attention", {"head": "x"}),
+    ("positional", {"d": "7"}), ("positional", {"dims": "1,2,99999"}), ("translate", {"step": "1000"}),
+])
+def test_out_of_range_numbers_in_a_link_are_named_and_ignored(page, query):
+    at = open_at(page, query=query)
+    assert not at.exception, [e.message for e in at.exception]
+    key = next(iter(query))
+    assert any("not valid" in w and key in w for w in messages(at)), messages(at)

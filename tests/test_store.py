@@ -1,0 +1,96 @@
+"""The server's link policy, model store and trace cache: what a link may reach, and how much is kept."""
+import os
+
+import pytest
+import torch
+
+from model.errors import ModelLoadError
+from model.store import NOT_ALLOWED_FOLDER, LinkPolicy, ModelStore, TraceCache, trace_bytes
+
+BUILTIN = ("transformer-lm", "lstm-lm", "translator-en-fr")
+
+
+def test_default_policy_opens_builtins_and_suggested_ids_only(tmp_path):
+    p = LinkPolicy(builtin=BUILTIN)
+    assert p.resolve("transformer-lm") == "transformer-lm" and p.resolve("gpt2") == "gpt2"
+    for name in (str(tmp_path), "/root/.ssh", "/no/such/folder", "./model", "~/x"):
+        with pytest.raises(ModelLoadError) as e:
+            p.resolve(name)
+        assert str(e.value) == NOT_ALLOWED_FOLDER          # the same words whether the folder exists or not
+    with pytest.raises(ModelLoadError, match="LAB_ALLOW_HUB"):
+        p.resolve("someone/some-model")
+
+
+def test_allowed_folders_give_one_message_for_missing_and_non_model_folders(tmp_path):
+    p = LinkPolicy(allow_folders=True, builtin=BUILTIN)
+    messages = set()
+    for name in (str(tmp_path / "missing"), str(tmp_path), "/root/.ssh"):
+        with pytest.raises(ModelLoadError) as e:
+            p.resolve(name)
+        messages.add(str(e.value))
+    assert len(messages) == 1 and "no model folder" in messages.pop()
+
+
+def test_symlinks_to_one_folder_resolve_to_one_real_path(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "config.json").write_text("{}")
+    for i in range(4):
+        os.symlink(real, tmp_path / f"link{i}")
+    p = LinkPolicy(allow_folders=True, builtin=BUILTIN)
+    assert {p.resolve(str(tmp_path / f"link{i}")) for i in range(4)} == {str(real.resolve())}
+
+
+def test_policy_rejects_control_characters_and_overlong_names():
+    p = LinkPolicy(builtin=BUILTIN, allow_hub=True)
+    for bad in ("gpt2\x00", "a" * 300, "gpt\n2"):
+        with pytest.raises(ModelLoadError, match="not valid"):
+            p.resolve(bad)
+
+
+class _Fake:
+    def __init__(self, n):
+        self.module = torch.nn.Linear(n, 1, bias=False)     # n float32 parameters = 4n bytes
+
+
+def test_store_evicts_least_recently_used_under_its_byte_budget():
+    calls = []
+
+    def loader(name, device):
+        calls.append(name)
+        return _Fake(100)                                    # 400 bytes each
+
+    s = ModelStore(budget_bytes=1000, loader=loader)
+    a = s.get("a")
+    s.get("b")
+    assert s.get("a") is a and calls == ["a", "b"]          # a cached; used again, so b is now the oldest
+    s.get("c")                                               # 1,200 bytes would not fit: b goes
+    assert s.loaded() == ["a", "c"] and s.used_bytes() == 800
+
+
+def test_store_refuses_a_model_over_the_budget_and_remembers_failures():
+    calls = []
+
+    def loader(name, device):
+        calls.append(name)
+        if name == "bad":
+            raise ModelLoadError("no such model")
+        return _Fake(1000)
+
+    s = ModelStore(budget_bytes=1000, loader=loader, failure_ttl=60)
+    with pytest.raises(ModelLoadError, match="budget"):
+        s.get("huge")
+    for _ in range(3):
+        with pytest.raises(ModelLoadError, match="no such model"):
+            s.get("bad")
+    assert calls.count("bad") == 1                           # a failed load is not retried on every rerun
+
+
+def test_trace_cache_keeps_within_its_byte_budget():
+    c = TraceCache(budget_bytes=10_000)
+    for i in range(5):
+        c.get(i, lambda: {"w": torch.zeros(1000)})         # 4,000 bytes each
+    assert c.used_bytes() <= 10_000 and trace_bytes({"w": torch.zeros(1000)}) == 4000
+    hits = []
+    c.get(4, lambda: hits.append(1))
+    assert hits == []                                        # the newest is still cached
