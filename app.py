@@ -9,7 +9,7 @@ import streamlit as st
 from app_pages import common as c
 from app_pages import registry
 
-PRESENT = st.query_params.get("present", "") in ("1", "true") or st.session_state.get("present", False)
+PRESENT = st.session_state.get("present", st.query_params.get("present", "") in ("1", "true"))
 st.set_page_config(page_title="Transformer & LSTM lab", page_icon="🔬", layout="wide",
                    initial_sidebar_state="collapsed" if PRESENT else "auto")
 
@@ -28,13 +28,20 @@ def home() -> None:
         "**next-word distribution** as you change the sampling settings, and an **LSTM**'s gates "
         "beside a Transformer. Pick a model and type a sentence in the sidebar; every page uses them. "
         "Hugging Face models (GPT-2, BERT, T5, Marian …) work too.")
-    cols = st.columns(3)
-    for i, (key, page) in enumerate(PAGES.items()):
-        with cols[i % 3]:
-            with st.container(border=True):
-                st.page_link(page, label=f"**{page.title}**", icon=page.icon)
-                st.caption(BLURBS[key])
     m = c.load_or_stop()
+    left, right = st.columns([1.15, 1])
+    with left:
+        st.subheader(f"The map of {c.md_escape(m.name)}")
+        st.caption("Every block opens the page that shows it, with this model and text. Read from the bottom up.")
+        architecture(views.architecture_map(m))
+    with right:
+        st.subheader("A lesson in eight stops (45 minutes)")
+        for i, stop in enumerate(registry.LESSON, 1):
+            st.page_link(f"app_pages/{stop.page}.py", label=f"{i}. {stop.title} · {stop.minutes} min",
+                         query_params={**stop.params, "stop": str(i)})
+        st.subheader("Every page")
+        for key, page in PAGES.items():
+            st.page_link(page, label=f"**{page.title}**: {BLURBS[key]}", icon=page.icon)
     st.subheader("A first look")
     if not isinstance(m, TracedRun):
         st.info("This model cannot be traced here.")
@@ -51,6 +58,35 @@ def home() -> None:
                 "when the model builds its meaning. Hover a cell for the exact weight.")
     c.plot(attention_heatmap(v.head(last, 0), v.query_tokens, v.key_tokens,
                              title=f"{v.title}, layer {last + 1}, head 1"), key="home_fig")
+
+
+def architecture(amap) -> None:
+    """The model's blocks as linked boxes, the repeated layers framed with their real count."""
+    cols = st.columns(len(amap.columns))
+    for col, (title, blocks) in zip(cols, amap.columns.items()):
+        with col:
+            st.markdown(f"**{title}**")
+            top, middle, bottom = blocks[:1], blocks[1:-1], blocks[-1:]
+            if title == "Encoder":                  # no output block: its top is the first repeated block
+                top, middle = [], blocks[:-1]
+            for b in top:
+                block(b)
+            with st.container(border=True):
+                st.caption(f"× {amap.repeat[title]} layers")
+                for b in middle:
+                    block(b)
+            for b in bottom:
+                block(b)
+
+
+def block(b) -> None:
+    with st.container(border=True):
+        if b.page:
+            st.page_link(PAGES[b.page], label=f"**{b.label}**")
+        else:
+            st.markdown(f"**{b.label}**")
+        if b.detail:
+            st.caption(b.detail)
 
 
 def sidebar() -> None:
@@ -75,35 +111,33 @@ def sidebar() -> None:
 
 
 def from_link() -> None:
-    """A shared link like ?model=gpt2&text=... opens with that model and text (read once per session)."""
-    if st.session_state.get("_link_read"):
-        return
-    st.session_state["_link_read"] = True
-    qp = st.query_params
-    name = qp.get("model", "").strip()[:200]
-    if name:
-        import model
+    """A link like ?model=gpt2&text=... (shared, or a lesson stop) opens with that model and text. Only a value
+    this session did not write itself counts, so the sidebar's own changes are never undone."""
+    import model
 
+    qp = st.query_params
+    name = qp.get("model")
+    if name is not None and name != st.session_state.get("_url_model"):
+        name = name.strip()[:200]
         known = model.builtin_names() + c.SUGGESTED_HF
         st.session_state["model_choice"] = name if name in known else c.OTHER
         if name not in known:
             st.session_state["model_custom"] = name
-    t = qp.get("text", "")
-    if t.strip():
+        st.session_state["_url_model"] = name
+    t = qp.get("text")
+    if t is not None and t != st.session_state.get("_url_text") and t.strip():
         st.session_state["text"] = t
-    st.session_state["present"] = PRESENT
+        st.session_state["_url_text"] = t
+    p = qp.get("present")
+    if p is not None and p != st.session_state.get("_url_present"):
+        st.session_state["present"] = p in ("1", "true")
 
 
 def to_link() -> None:
     """The address always names the model, text and projector mode in use (left out while they are the defaults)."""
-    want = {"model": c.model_name() if c.model_name() != "transformer-lm" else None,
-            "text": c.text() if c.text() != c.DEFAULT_TEXT else None,
-            "present": "1" if c.presenting() else None}
-    for k, v in want.items():
-        if v is None and k in st.query_params:
-            del st.query_params[k]
-        elif v is not None and st.query_params.get(k) != v:
-            st.query_params[k] = v
+    c.keep_in_url("model", c.model_name() if c.model_name() != "transformer-lm" else None)
+    c.keep_in_url("text", c.text() if c.text() != c.DEFAULT_TEXT else None)
+    c.keep_in_url("present", "1" if c.presenting() else None)
 
 
 from_link()
@@ -116,4 +150,5 @@ sidebar()
 c.present_style()
 to_link()
 c.url_errors()
+c.lesson_banner(nav.url_path)
 nav.run()

@@ -216,43 +216,42 @@ def _fmt(v: Any) -> str:
 
 
 def state(key: str, default: Any, *, options: Sequence | None = None, lo=None, hi=None) -> dict:
-    """Prepare a widget whose value lives in the address: read `?key=` once per session (checked; a bad
-    value is named and ignored), keep the value valid for the current options, write it to the address, and
-    return the widget's arguments: `st.slider("Temperature", 0.05, 3.0, step=0.05, **c.state("t", 1.0))`."""
-    flag = f"_url_read_{key}"
-    if flag not in st.session_state:
-        st.session_state[flag] = True
-        raw = st.query_params.get(key)
-        if raw is not None:
-            try:
-                st.session_state[key] = _parse(raw, default, options, lo, hi)
-            except (ValueError, TypeError) as e:
-                st.warning(f"The link's setting {md_escape(key)}={md_escape(repr(raw[:40]))} is not valid "
-                           f"({md_escape(e)}) and was ignored.")
+    """Prepare a widget whose value lives in the address, and return the widget's arguments:
+    `st.slider("Temperature", 0.05, 3.0, step=0.05, **c.state("t", 1.0))`.
+
+    A `?key=` this session did not write itself (a shared link, a lesson stop) sets the widget, checked (a bad
+    value is named and ignored); the value is kept valid for the current options; and the address is then
+    kept equal to the widget's value (left out while it is the default), so a copied link reproduces the view.
+    """
+    raw = st.query_params.get(key)
+    mark = f"_url_{key}"
+    if raw is not None and raw != st.session_state.get(mark):
+        try:
+            st.session_state[key] = _parse(raw, default, options, lo, hi)
+        except (ValueError, TypeError) as e:
+            st.warning(f"The link's setting {md_escape(key)}={md_escape(repr(raw[:40]))} is not valid "
+                       f"({md_escape(e)}) and was ignored.")
     cur = st.session_state.get(key, default)
     if options is not None:
         if isinstance(default, list):
             cur = [x for x in cur if x in options] if isinstance(cur, list) else default
         elif cur not in options:
             cur = default if default in options else options[0]
-    elif isinstance(cur, (int, float)) and not isinstance(cur, bool):
-        cur = min(max(cur, lo), hi) if lo is not None and hi is not None else cur
+    elif isinstance(cur, (int, float)) and not isinstance(cur, bool) and lo is not None and hi is not None:
+        cur = min(max(cur, lo), hi)
     st.session_state[key] = cur
-    write_url(key, default)
+    keep_in_url(key, None if cur == default else _fmt(cur))
     return {"key": key}
 
 
-def write_url(key: str, default: Any) -> None:
-    """Keep `?key=` equal to the widget's value (left out while it is the default); runs on every rerun of the
-    page or fragment that draws the widget, so the address always reproduces the view."""
-    cur = st.session_state.get(key, default)
-    want = None if cur == default else _fmt(cur)
-    have = st.query_params.get(key)
-    if want != have:
-        if want is None:
+def keep_in_url(key: str, value: str | None) -> None:
+    """Write `?key=value` (remove it for None) and remember that this session wrote it."""
+    if st.query_params.get(key) != value:
+        if value is None:
             del st.query_params[key]
         else:
-            st.query_params[key] = want
+            st.query_params[key] = value
+    st.session_state[f"_url_{key}"] = value
 
 
 def url_errors() -> None:
@@ -317,3 +316,29 @@ def plot(fig: Any, key: str, data: dict | None = None, **kw) -> Any:
     b.download_button("JSON", as_json, file_name=f"{key}.json", mime="application/json", key=f"{key}_json",
                       icon=":material/download:", type="tertiary", help="The same numbers with their labels, as JSON")
     return out
+
+
+# ----------------------------------------------------------------------------- the lesson path
+def lesson_banner(page: str) -> None:
+    """On a lesson stop (?stop=N), what to say there and links to the previous and next stops."""
+    from app_pages.registry import LESSON
+
+    raw = st.query_params.get("stop")
+    if raw is None:
+        return
+    try:
+        i = int(raw) - 1
+        stop = LESSON[i]
+        if i < 0 or stop.page != page:
+            raise IndexError
+    except (ValueError, IndexError):
+        return
+    with st.container(border=True):
+        st.markdown(f"**Lesson, stop {i + 1} of {len(LESSON)}: {stop.title}** · about {stop.minutes} min  \n{stop.say}")
+        a, b, _ = st.columns([1, 1, 3])
+        if i > 0:
+            a.page_link(f"app_pages/{LESSON[i - 1].page}.py", label=f"Previous: {LESSON[i - 1].title}",
+                        icon=":material/arrow_back:", query_params={**LESSON[i - 1].params, "stop": str(i)})
+        if i + 1 < len(LESSON):
+            b.page_link(f"app_pages/{LESSON[i + 1].page}.py", label=f"Next: {LESSON[i + 1].title}",
+                        icon=":material/arrow_forward:", query_params={**LESSON[i + 1].params, "stop": str(i + 2)})

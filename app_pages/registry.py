@@ -35,3 +35,47 @@ KEYS = [p.key for p in PAGES]
 
 def page(key: str) -> PageInfo:
     return next(p for p in PAGES if p.key == key)
+
+
+@dataclass(frozen=True)
+class Stop:
+    """One stop of the lesson path: a page opened with preset settings, and what to say there."""
+
+    title: str
+    page: str                 # a page key
+    params: dict              # query parameters the page reads (model, text, and the page's own settings)
+    say: str                  # two sentences for the class
+    minutes: int
+
+
+LESSON: list[Stop] = [
+    Stop("Why RNNs were replaced", "lstm", {"model": "lstm-lm", "text": "the keys to the old cabinet are on the table"},
+         "A recurrent network reads one word after another, so it cannot be parallelised over a sentence, and what it "
+         "read long ago must survive many steps of the same update. Watch the cell state carry the plural of *keys* "
+         "across *to the old cabinet* until it is needed at *are*.", 5),
+    Stop("LSTM gates", "lstm", {"model": "lstm-lm", "text": "the keys to the old cabinet are on the table", "units": "few"},
+         "Three gates between 0 and 1 decide what to forget, what to write and what to show; the cell state is the "
+         "memory they protect. Find a unit whose forget gate stays open (near 1) while the cell holds its value.", 5),
+    Stop("Embeddings and positional encoding", "positional", {"d": "128", "len": "64"},
+         "Attention alone ignores word order, so each position adds a vector of sine and cosine waves to its word's "
+         "embedding. Fast waves tell neighbours apart, slow ones tell the start from the end.", 5),
+    Stop("Self-attention and multi-head", "attention", {"model": "transformer-lm",
+                                                         "text": "the bear ate the honey because it was hungry"},
+         "Every word builds its new meaning as a weighted average of the words it may see; each head learns its own "
+         "weighting. Pick the query *it* and compare the heads.", 7),
+    Stop("Masks", "masks", {"model": "transformer-lm", "text": "the bear ate the honey because it was hungry"},
+         "A language model is trained to predict the next word, so it must not see it: the causal mask sets every "
+         "score above the diagonal to −∞ before the softmax. Padding masks do the same for filler tokens.", 5),
+    Stop("Add & Norm, feed-forward", "layernorm", {"model": "transformer-lm",
+                                                 "text": "the bear ate the honey because it was hungry"},
+         "Each sub-layer adds its result to the residual stream, and a LayerNorm keeps every token's vector at mean "
+         "0 and spread 1. The logit lens shows what the stream would predict after each block.", 5),
+    Stop("Encoder-decoder and cross-attention", "translate", {"model": "translator-en-fr",
+                                                             "text": "the black cat ate the mouse", "step": "3"},
+         "The encoder reads the whole English sentence; the decoder writes French one word at a time and looks back "
+         "at the English through cross-attention. At *noir* it looks at *black*, although the words come in another "
+         "order.", 7),
+    Stop("Inference and sampling", "sampling", {"model": "transformer-lm", "text": "the bear ate the"},
+         "The model gives every word a probability; temperature, top-k and top-p decide which words may be drawn. "
+         "Drag the temperature and watch the distribution sharpen and flatten.", 6),
+]

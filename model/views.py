@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from . import sampling
-from .api import (Generates, Generation, LabModel, LogitLens, PaddedBatch, PositionInfo, Run, Translates)
+from .api import (Generates, Generation, LabModel, LogitLens, NextToken, PaddedBatch, PositionInfo, Run,
+                  Translates)
 from .errors import InputError
 from .trace import ROLES
 
@@ -345,3 +346,56 @@ def can_generate_text(m: LabModel) -> bool:
     from .api import NextToken
 
     return isinstance(m, NextToken) and isinstance(m, Generates)
+
+
+# ----------------------------------------------------------------------------- the architecture as a map
+@dataclass(frozen=True)
+class Block:
+    label: str                         # what the block is
+    detail: str                        # its real sizes in this model
+    page: str                          # the page that shows it ("" for none)
+
+
+@dataclass(frozen=True)
+class ArchitectureMap:
+    columns: dict[str, list[Block]]    # column title -> blocks from the output (top) down to the input
+    repeat: dict[str, int]             # column title -> how many times its middle blocks repeat (N)
+
+
+def architecture_map(m: LabModel) -> ArchitectureMap:
+    """The chosen model drawn as the paper's Figure 1 (or an LSTM's cell), from its real configuration."""
+    from .api import MaskedFill, PositionTable, Recurrent
+
+    a = m.arch
+    V = len(m.vocab)
+    if isinstance(m, Recurrent):
+        col = [Block("Softmax over the vocabulary", f"{V:,} words", "sampling"),
+               Block("LSTM cell: forget, input and output gates, cell state", f"{a.n_layers} layers × {a.d_model} units",
+                     "lstm"),
+               Block("Word embeddings", "one vector per word; no positional encoding (order is built in)", "")]
+        return ArchitectureMap({"LSTM": col}, {"LSTM": a.n_layers})
+    heads = f"{a.n_heads} heads" + (f", {a.n_kv_heads} key/value heads" if a.n_kv_heads and a.n_kv_heads != a.n_heads
+                                     else "")
+    norm = f"Add & {a.norm_kind or 'Norm'} ({a.norm}-norm)"
+    pos = {"sinusoidal": "+ sinusoidal positional encoding", "learned": "+ learned positions",
+           "rotary": "rotary positions (inside attention)", "relative": "relative positions (inside attention)",
+           "none": "no positional encoding"}.get(a.position, a.position)
+    emb = Block(f"Embeddings {pos}", f"d_model = {a.d_model}", "positional" if isinstance(m, PositionTable) else "")
+    ffn = Block("Feed-forward", "per token, two linear layers", "layernorm")
+    if isinstance(m, Translates):
+        enc = [Block(norm, "", "layernorm"), ffn, Block(norm, "", "layernorm"),
+               Block("Multi-head self-attention", heads, "attention"), emb]
+        dec = [Block("Linear + softmax over the target vocabulary", f"{V:,} words", "translate"),
+               Block(norm, "", "layernorm"), ffn, Block(norm, "", "layernorm"),
+               Block("Cross-attention (queries: decoder, keys and values: encoder)", heads, "translate"),
+               Block(norm, "", "layernorm"), Block("Masked multi-head self-attention", "causal mask · " + heads, "masks"),
+               emb]
+        return ArchitectureMap({"Encoder": enc, "Decoder": dec}, {"Encoder": a.n_encoder_layers, "Decoder": a.n_layers})
+    causal = isinstance(m, NextToken)
+    top = (Block("Linear + softmax over the vocabulary", f"{V:,} words", "sampling") if causal or isinstance(m, MaskedFill)
+           else Block("No prediction head in this checkpoint", "hidden states only", ""))
+    att = Block("Masked multi-head self-attention" if causal else "Multi-head self-attention",
+                ("causal mask · " if causal else "") + heads, "attention")
+    title = "Decoder" if causal else "Encoder"
+    return ArchitectureMap({title: [top, Block(norm, "", "layernorm"), ffn, Block(norm, "", "layernorm"), att, emb]},
+                           {title: a.n_layers})

@@ -36,7 +36,13 @@ def test_home_shows_a_real_figure():
     z = np.asarray(figs[0]["data"][0]["z"], dtype=float)
     assert z.shape[0] == z.shape[1] == 10                   # [BOS] + 9 words of the default sentence
     np.testing.assert_allclose(z.sum(1), 1, atol=1e-4)
-    assert len(at.get("page_link")) == len(PAGES)
+    links = [pl.proto for pl in at.get("page_link")]
+    assert {p for p in PAGES} <= {l.page.strip("/") for l in links}            # every page is linked
+    from app_pages.registry import LESSON
+
+    stops = [l for l in links if "stop=" in l.query_string]
+    assert len(stops) == len(LESSON)                                          # and every lesson stop, with its settings
+    assert all("model=" in l.query_string or "d=" in l.query_string for l in stops)
 
 
 @pytest.mark.parametrize("page", PAGES)
