@@ -228,7 +228,11 @@ function makeInstance(root) {
     settings: () => ({ ...inst.settings }),
   };
   // redraw when the column changes width (no cleanup needed: it goes with the element)
-  new ResizeObserver(() => { if (inst.pre && inst.chartBox.clientWidth !== inst.width) draw(inst); }).observe(inst.chartBox);
+  // (the width is read here, not in draw: reading it there would force a layout of the whole page)
+  new ResizeObserver((entries) => {
+    const w = Math.floor(entries[entries.length - 1].contentRect.width);
+    if (w !== inst.width) { inst.width = w; if (inst.pre) draw(inst); }
+  }).observe(inst.chartBox);
   return inst;
 }
 
@@ -281,8 +285,8 @@ function drawChart(inst, r) {
   const large = cfg.large, compact = cfg.compact;
   const fs = (large ? 1.45 : 1) * (compact ? 12 : 13);
   const rowH = Math.round(fs * (compact ? 1.55 : 1.75));
-  inst.width = inst.chartBox.clientWidth;
-  const W = Math.max(240, Math.floor(inst.width || 600));
+  if (!inst.width) inst.width = Math.floor(inst.chartBox.clientWidth);     // first draw only
+  const W = Math.max(240, inst.width || 600);
   const labelW = Math.round(Math.min(W * 0.32, fs * (compact ? 7.5 : 10)));
   const valueW = Math.round(fs * 4.6);
   const top = Math.round(fs * 1.6);
