@@ -3,6 +3,7 @@ the chart changes while a slider is dragged, settings reach Python on release, l
 
 Runs tests/apps/live_sampling_app.py (fixed logits from tests/apps/sampling_cases.py).
 """
+import base64
 import json
 import sys
 from pathlib import Path
@@ -16,16 +17,55 @@ from sampling_cases import case, labels  # noqa: E402
 
 from model.sampling import distribution  # noqa: E402
 
-pytest.importorskip("playwright")
-if not Path("/usr/bin/chromium").exists():
-    pytest.skip("Chromium is not installed (sh tests/install_chromium.sh)", allow_module_level=True)
-
-from bench.drag import PROBE_JS, drag, open_component, root_js, serve_script  # noqa: E402
-from devkit.browser import browser_page  # noqa: E402
+from bench.drag import APP, PROBE_JS, drag, open_component, root_js, serve_script  # noqa: E402
+from components.live_sampling import live_sampling, top_order  # noqa: E402
+from devkit.browser import CHROMIUM, browser_page  # noqa: E402
 
 
+# ----------------------------------------------------------------------------- the Python wrapper (no browser)
+def _mounted(**params):
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    for k, v in params.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception
+    return json.loads(at.get("bidi_component")[0].proto.json), json.loads(at.code[0].value)
+
+
+def test_wrapper_sends_float32_logits_and_only_the_labels_the_chart_shows():
+    data, settings = _mounted(case="random50257", t="0.7", k="40", p="0.9")
+    x = case("random50257")
+    assert np.array_equal(np.frombuffer(base64.b64decode(data["logits"]), "<f4"), x)
+    assert data["n"] == 50257 and data["top_n"] == 25 and len(data["labels"]) == 25
+    assert [i for i, _ in data["labels"]] == np.argsort(-x, kind="stable")[:25].tolist()
+    assert settings == [{"temperature": 0.7, "top_k": 40, "top_p": 0.9}] and data["settings"] == settings[0]
+
+
+def test_wrapper_clamps_initial_settings_into_the_slider_ranges():
+    data, settings = _mounted(case="ties_kth", t="9", k="99", p="0.01")
+    assert settings == [{"temperature": 3.0, "top_k": 12, "top_p": 0.05}]
+
+
+def test_top_order_puts_ties_higher_id_first_like_the_browser():
+    assert top_order(np.array([1.0, 3.0, 2.0, 3.0, 2.0], np.float32), 5).tolist() == [3, 1, 4, 2, 0]
+
+
+@pytest.mark.parametrize("logits,labels,msg", [
+    (np.zeros((2, 3)), None, "1-D"), (np.array([]), None, "1-D"), (np.array([1.0, np.nan]), None, "finite"),
+    (np.array([-np.inf, -np.inf]), None, "finite"), (np.zeros(3), ["a", "b"], "labels has 2 entries"),
+])
+def test_wrapper_rejects_bad_input_with_a_clear_message(logits, labels, msg):
+    with pytest.raises(ValueError, match=msg):
+        live_sampling(logits, labels, key="x")
+
+
+# ----------------------------------------------------------------------------- in Chromium
 @pytest.fixture(scope="module")
 def app():
+    pytest.importorskip("playwright")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium is not installed (sh tests/install_chromium.sh)")
     with serve_script() as url, browser_page(1600, 1000) as page:
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
