@@ -99,11 +99,14 @@ def _nucleus_fast(after_k: Tensor, top_p: float) -> Tensor | None:
     path runs, when a tie straddles the cut (which tied token survives is then the sort's choice).
     """
     V = after_k.numel()
-    lse = torch.logsumexp(after_k, 0)
+    # In float64: at a low temperature the scaled logits are huge (x / 1e-6 ~ 1e7), and float32's
+    # `vals - lse` there loses whole units, so the masses would no longer add up to 1 (tokens kept
+    # that transformers drops). float64 keeps ~1e-8 absolute error on that difference.
+    lse = torch.logsumexp(after_k.double(), 0)
     m = min(V, 256)
     while True:
         vals, idx = torch.topk(after_k, m)                          # descending
-        pr = (vals - lse).exp()
+        pr = (vals.double() - lse).exp()
         before = pr.cumsum(0) - pr                                  # mass strictly ahead of each token
         n_keep = int(((before < top_p) & torch.isfinite(vals)).sum())
         if n_keep < m or m == V:

@@ -46,6 +46,45 @@ def test_keep_sets_and_probs_match_transformers(logits, t, k, p):
     assert d.removed_mass == pytest.approx(d.removed_by_topk + d.removed_by_topp, abs=1e-6)
 
 
+def low_temperature_cases():
+    """Temperatures down to the smallest the lab offers through the API (1e-6), logits with many exact ties."""
+    g = torch.Generator().manual_seed(1)
+    for i in range(160):
+        V = 50257 if i % 40 == 0 else int(torch.randint(2, 500, (1,), generator=g))
+        logits = torch.round(torch.randn(V, generator=g) * (1 + float(torch.rand(1, generator=g)) * 7) * 2) / 2
+        t = [1e-3, 3e-4, 1e-4, 1e-5, 1e-6][i % 5]
+        k = [0, 1, 2, 3, V + 5][(i // 5) % 5]
+        p = [0.95, 0.5, 0.34, 0.1, 0.999, 0.67][(i // 25) % 6]
+        yield logits, t, k, p
+
+
+@pytest.mark.parametrize("logits,t,k,p", list(low_temperature_cases()))
+def test_keep_sets_and_probs_match_transformers_at_low_temperature_with_ties(logits, t, k, p):
+    d = distribution(logits, temperature=t, top_k=k, top_p=p)
+    ref = hf_processed(logits, t, k, p)
+    assert torch.equal(d.keep, torch.isfinite(ref)), "keep-set differs from transformers'"
+    torch.testing.assert_close(d.probs, ref.softmax(-1), atol=1e-6, rtol=1e-5)
+
+
+def test_tied_top_words_at_temperature_1e_6_keep_only_the_ties():
+    # 9 words tied at the top, the rest far below: at T = 1e-6 the others have probability 0 and
+    # top-p 0.95 must keep exactly the 9 (a float32 log-sum-exp at logits / 1e-6 ~ 2e6 used to make
+    # the 9 masses add up to < 0.95, so every word of the vocabulary was kept).
+    logits = torch.cat([torch.full((9,), 2.0), torch.linspace(-3.0, 1.0, 100)])
+    d = distribution(logits, temperature=1e-6, top_p=0.95)
+    assert d.keep.tolist() == [True] * 9 + [False] * 100
+    assert torch.equal(d.keep, torch.isfinite(hf_processed(logits, 1e-6, 0, 0.95)))
+
+
+def test_two_tied_words_at_temperature_1e_3_and_top_p_half_keep_one_as_transformers_does():
+    # Two tied words hold 0.5 each: transformers removes the first of them in its ascending sort.
+    logits = torch.tensor([1.0, 3.0, 0.5, 3.0, -2.0])
+    d = distribution(logits, temperature=1e-3, top_k=2, top_p=0.5)
+    ref = hf_processed(logits, 1e-3, 2, 0.5)
+    assert int(d.keep.sum()) == 1 and torch.equal(d.keep, torch.isfinite(ref))
+    torch.testing.assert_close(d.probs, ref.softmax(-1), atol=1e-6, rtol=0)
+
+
 def test_top_k_keeps_ties_at_cutoff():
     logits = torch.tensor([3.0, 2.0, 2.0, 2.0, 1.0, 0.0])
     d = distribution(logits, top_k=2)

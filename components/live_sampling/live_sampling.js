@@ -1,0 +1,396 @@
+// Live sampling: temperature -> top-k -> top-p -> final, recomputed in the browser on every
+// `input` event of the component's own sliders. Same rules as model/sampling.py and Hugging Face
+// transformers' TemperatureLogitsWarper / TopKLogitsWarper / TopPLogitsWarper.
+//
+// Data from Python (components/live_sampling/__init__.py): {id, logits (base64 float32 LE), n,
+// labels: [[token id, label], ...] for the words the chart can show, settings, top_n, compact,
+// large, title}. Settings go back to Python on release (`change`), as state "settings".
+// Vocabulary labels are untrusted text: they only ever become text nodes (textContent).
+
+const SVG = "http://www.w3.org/2000/svg";
+const PREPARED = new Map();          // logits id -> prepared arrays, shared by every instance on the page
+const INSTANCES = new WeakMap();     // root element -> instance
+
+// ------------------------------------------------------------------ maths (pure, exposed for tests)
+
+export function decodeLogits(b64) {
+  const bin = atob(b64);
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  return new Float32Array(bytes.buffer);                     // little-endian, as numpy sends it
+}
+
+// Sort once per logits: descending, ties with the higher vocabulary id first (the reverse of a
+// stable ascending sort, which is what TopPLogitsWarper's torch.sort does on small vocabularies).
+export function prepare(x) {
+  const V = x.length;
+  const order = new Uint32Array(V);
+  for (let i = 0; i < V; i++) order[i] = i;
+  order.sort((a, b) => (x[a] > x[b] ? -1 : x[a] < x[b] ? 1 : b - a));
+  const xs = new Float32Array(V);
+  for (let i = 0; i < V; i++) xs[i] = x[order[i]];
+  const raw = new Float64Array(V);
+  const m = xs[0];
+  let z = 0;
+  for (let i = 0; i < V; i++) { raw[i] = Math.exp(xs[i] - m); z += raw[i]; }
+  let h = 0;
+  for (let i = 0; i < V; i++) { raw[i] /= z; if (raw[i] > 0) h -= raw[i] * Math.log(raw[i]); }
+  return { V, order, xs, raw, rawEntropy: h, e: new Float64Array(V) };
+}
+
+// One setting. Positions are in the sorted order of `pre`: the final support is always the first
+// `kept` of them (top-k keeps a prefix including ties at the k-th value, top-p a prefix of that).
+export function compute(pre, temperature, topK, topP) {
+  const { V, xs, e } = pre;
+  const t = Math.fround(temperature);                       // torch divides float32 by float32
+  const m = Math.fround(xs[0] / t);
+  let z = 0;
+  for (let i = 0; i < V; i++) { const v = Math.exp(Math.fround(xs[i] / t) - m); e[i] = v; z += v; }
+  let nK = V;
+  if (topK > 0 && topK < V) {                                // top-k: keep every word >= the k-th
+    const kth = Math.fround(xs[topK - 1] / t);
+    nK = topK;
+    while (nK < V && Math.fround(xs[nK] / t) >= kth) nK++;
+  }
+  let zK = 0;
+  for (let i = 0; i < nK; i++) zK += e[i];
+  let nP = nK;
+  if (topP < 1) {                                            // top-p: a word goes when the mass ahead of it >= p
+    let before = 0;
+    nP = 1;                                                  // the most likely word always stays
+    for (let i = 1; i < nK; i++) {
+      before += e[i - 1];
+      if (before / zK >= topP) break;
+      nP = i + 1;
+    }
+  }
+  let zF = 0;
+  for (let i = 0; i < nP; i++) zF += e[i];
+  let h = 0;
+  for (let i = 0; i < nP; i++) { const q = e[i] / zF; if (q > 0) h -= q * Math.log(q); }
+  let cutK = 0, cutP = 0;
+  for (let i = nK; i < V; i++) cutK += e[i];
+  for (let i = nP; i < nK; i++) cutP += e[i];
+  return {
+    V, keptTopK: nK, kept: nP, z, zFinal: zF,
+    entropy: h, rawEntropy: pre.rawEntropy,
+    removedByTopK: cutK / z, removedByTopP: cutP / z, removedMass: (cutK + cutP) / z,
+    scaled: (i) => e[i] / z,                                 // by sorted position
+    final: (i) => (i < nP ? e[i] / zF : 0),
+    raw: (i) => pre.raw[i],
+  };
+}
+
+// For tests: the whole distribution in vocabulary order.
+export function full(pre, temperature, topK, topP) {
+  const r = compute(pre, temperature, topK, topP);
+  const probs = new Array(pre.V).fill(0);
+  const keep = [];
+  for (let i = 0; i < r.kept; i++) { probs[pre.order[i]] = r.final(i); keep.push(pre.order[i]); }
+  const topkKeep = [];
+  for (let i = 0; i < r.keptTopK; i++) topkKeep.push(pre.order[i]);
+  keep.sort((a, b) => a - b);
+  topkKeep.sort((a, b) => a - b);
+  return { keep, topkKeep, probs, entropy: r.entropy, rawEntropy: r.rawEntropy, removedMass: r.removedMass,
+           removedByTopK: r.removedByTopK, removedByTopP: r.removedByTopP };
+}
+
+if (typeof window !== "undefined") window.__liveSamplingMath = { decodeLogits, prepare, compute, full };
+
+// ------------------------------------------------------------------ formatting
+
+const INT = new Intl.NumberFormat("en-US");
+const fmtInt = (n) => INT.format(n);
+function fmtPct(p) {
+  if (p <= 0) return "0%";
+  if (p < 0.001) return "<0.1%";
+  if (p >= 0.9995 && p < 1) return ">99.9%";
+  return (p * 100).toFixed(p < 0.1 ? 1 : p < 0.995 ? 1 : 0) + "%";
+}
+function fmtLabel(s, max) {
+  let t = String(s).replace(/\n/g, "↵").replace(/\t/g, "⇥").replace(/\r/g, "␍");
+  if (t.trim() === "") t = t.replace(/ /g, "␣") || "∅";
+  return t.length > max ? t.slice(0, max - 1) + "…" : t;
+}
+function el(tag, cls, parent, text) {
+  const n = document.createElement(tag);
+  if (cls) n.className = cls;
+  if (text !== undefined) n.textContent = text;
+  if (parent) parent.appendChild(n);
+  return n;
+}
+function svgEl(tag, attrs, parent) {
+  const n = document.createElementNS(SVG, tag);
+  for (const k in attrs) n.setAttribute(k, attrs[k]);
+  if (parent) parent.appendChild(n);
+  return n;
+}
+// The chart's scale: a round maximum and a round tick step.
+const SCALES = [[0.01, 0.002], [0.02, 0.005], [0.05, 0.01], [0.1, 0.02], [0.2, 0.05], [0.25, 0.05], [0.4, 0.1],
+                [0.5, 0.1], [0.6, 0.2], [0.8, 0.2], [1, 0.2]];
+function niceScale(v) {
+  for (const [m, step] of SCALES) if (v <= m + 1e-12) return [m, step];
+  return [1, 0.2];
+}
+const fmtTick = (p, step) => (p * 100).toFixed(step < 0.01 ? 1 : 0) + "%";
+
+// ------------------------------------------------------------------ the instance
+
+const TEMP = { min: 0.05, max: 3.0, step: 0.01 };
+const TOPP = { min: 0.05, max: 1.0, step: 0.01 };
+const KPOS = 1000;                                           // top-k slider positions on a large vocabulary
+
+function kToPos(k, V) {
+  if (V <= KPOS) return k;
+  if (k <= 0) return 0;
+  return Math.min(KPOS, 1 + Math.round((KPOS - 1) * Math.log(k) / Math.log(V)));
+}
+function posToK(pos, V) {
+  if (V <= KPOS) return pos;
+  if (pos <= 0) return 0;
+  return Math.min(V, Math.max(1, Math.round(Math.exp(Math.log(V) * (pos - 1) / (KPOS - 1)))));
+}
+
+function makeInstance(root) {
+  const inst = { root, draws: 0, settings: null, lastSent: null, lastData: null, pre: null, id: null,
+                 labels: new Map(), pending: false, setState: null };
+  root.replaceChildren();
+  const head = el("div", "ls-head", root);
+  inst.titleEl = el("div", "ls-title", head);
+  const controls = el("div", "ls-controls", root);
+
+  function control(name, label, hint) {
+    const box = el("div", "ls-control", controls);
+    const top = el("div", "ls-control-top", box);
+    const lab = el("label", "ls-label", top, label);
+    const val = el("span", "ls-value", top);
+    const range = el("input", "ls-range", box);
+    range.type = "range";
+    range.dataset.name = name;
+    range.setAttribute("aria-label", label);
+    el("div", "ls-hint", box, hint);
+    return { box, range, val };
+  }
+  inst.t = control("temperature", "Temperature", "divides the logits: < 1 sharper, > 1 flatter");
+  inst.k = control("top_k", "Top-k", "keep the k most likely words (0 = off)");
+  inst.p = control("top_p", "Top-p", "keep the most likely words until their mass reaches p (1 = off)");
+  inst.kNum = el("input", "ls-num", inst.k.val.parentNode);
+  inst.kNum.type = "number";
+  inst.kNum.min = "0";
+  inst.kNum.step = "1";
+  inst.kNum.setAttribute("aria-label", "Top-k value");
+  inst.k.val.remove();
+  Object.assign(inst.t.range, { min: TEMP.min, max: TEMP.max, step: TEMP.step });
+  Object.assign(inst.p.range, { min: TOPP.min, max: TOPP.max, step: TOPP.step });
+
+  const stats = el("div", "ls-stats", root);
+  const stat = (label) => { const b = el("div", "ls-stat", stats); el("div", "ls-stat-label", b, label); return el("div", "ls-stat-value", b); };
+  inst.sRaw = stat("Entropy (raw)");
+  inst.sFin = stat("Entropy (final)");
+  inst.sKept = stat("Words kept");
+  inst.sCut = stat("Mass cut");
+
+  const legend = el("div", "ls-legend", root);
+  const item = (cls, text) => { const it = el("span", "ls-legend-item", legend); el("span", "ls-swatch " + cls, it); el("span", "", it, text); };
+  item("sw-raw", "raw (T = 1)");
+  item("sw-scaled", "after temperature");
+  item("sw-final", "final, renormalised");
+  item("sw-cutk", "cut by top-k");
+  item("sw-cutp", "cut by top-p");
+
+  inst.chartBox = el("div", "ls-chart", root);
+  inst.svg = svgEl("svg", { role: "img" }, inst.chartBox);
+  inst.note = el("div", "ls-note", root);
+
+  // input: redraw on the next frame (many input events in one frame draw once); change: tell Python.
+  const onInput = (ev) => {
+    const tgt = ev.target;
+    if (tgt === inst.kNum) {
+      const k = Math.max(0, Math.min(inst.pre ? inst.pre.V : 0, Math.round(Number(tgt.value) || 0)));
+      inst.settings.top_k = k;
+      inst.k.range.value = String(kToPos(k, inst.pre.V));
+    } else if (tgt === inst.t.range) inst.settings.temperature = Number(tgt.value);
+    else if (tgt === inst.p.range) inst.settings.top_p = Number(tgt.value);
+    else if (tgt === inst.k.range) inst.settings.top_k = posToK(Number(tgt.value), inst.pre.V);
+    else return;
+    schedule(inst);
+  };
+  const onChange = (ev) => { onInput(ev); send(inst); };
+  for (const c of [inst.t.range, inst.k.range, inst.p.range, inst.kNum]) {
+    c.addEventListener("input", onInput);
+    c.addEventListener("change", onChange);
+  }
+  // a test/bench hook on the element (inside the component's shadow root)
+  root.__liveSampling = {
+    instance: inst,
+    result: (t, k, p) => full(inst.pre, t, k, p),
+    set: (t, k, p) => { inst.settings = { temperature: t, top_k: k, top_p: p }; syncControls(inst); draw(inst); },
+    settings: () => ({ ...inst.settings }),
+  };
+  // redraw when the column changes width (no cleanup needed: it goes with the element)
+  // (the width is read here, not in draw: reading it there would force a layout of the whole page)
+  new ResizeObserver((entries) => {
+    const w = Math.floor(entries[entries.length - 1].contentRect.width);
+    if (w !== inst.width) { inst.width = w; if (inst.pre) draw(inst); }
+  }).observe(inst.chartBox);
+  return inst;
+}
+
+function send(inst) {
+  const s = { ...inst.settings };
+  inst.lastSent = s;
+  if (inst.setState) inst.setState("settings", s);
+}
+
+function schedule(inst) {
+  if (inst.pending) return;
+  inst.pending = true;
+  requestAnimationFrame(() => { inst.pending = false; draw(inst); });
+}
+
+function syncControls(inst) {
+  const s = inst.settings, V = inst.pre.V;
+  inst.t.range.value = String(s.temperature);
+  inst.p.range.value = String(s.top_p);
+  inst.k.range.max = String(V <= KPOS ? V : KPOS);
+  inst.k.range.step = "1";
+  inst.k.range.min = "0";
+  inst.k.range.value = String(kToPos(s.top_k, V));
+  inst.kNum.max = String(V);
+  if (document.activeElement !== inst.kNum && inst.root.getRootNode().activeElement !== inst.kNum) inst.kNum.value = String(s.top_k);
+}
+
+function draw(inst) {
+  const s = inst.settings, pre = inst.pre, V = pre.V;
+  const r = compute(pre, s.temperature, s.top_k, s.top_p);
+  inst.t.val.textContent = s.temperature.toFixed(2);
+  inst.p.val.textContent = s.top_p >= 1 ? "1.00 (off)" : s.top_p.toFixed(2);
+  if (inst.root.getRootNode().activeElement !== inst.kNum) inst.kNum.value = String(s.top_k);
+  inst.k.box.classList.toggle("ls-off", !(s.top_k > 0 && s.top_k < V));
+  inst.p.box.classList.toggle("ls-off", !(s.top_p < 1));
+  inst.sRaw.textContent = r.rawEntropy.toFixed(2) + " nats";
+  inst.sFin.textContent = r.entropy.toFixed(2) + " nats";
+  inst.sKept.textContent = fmtInt(r.kept) + " of " + fmtInt(V);
+  inst.sCut.textContent = fmtPct(r.removedMass);
+  inst.sCut.title = "top-k cut " + fmtPct(r.removedByTopK) + ", top-p cut " + fmtPct(r.removedByTopP);
+  drawChart(inst, r);
+  inst.draws += 1;
+  inst.root.dataset.draws = String(inst.draws);
+  inst.root.dataset.kept = String(r.kept);
+}
+
+function drawChart(inst, r) {
+  const pre = inst.pre, cfg = inst.cfg;
+  const n = Math.min(cfg.top_n, pre.V);
+  const large = cfg.large, compact = cfg.compact;
+  const fs = (large ? 1.45 : 1) * (compact ? 12 : 13);
+  const rowH = Math.round(fs * (compact ? 1.55 : 1.75));
+  if (!inst.width) inst.width = Math.floor(inst.chartBox.clientWidth);     // first draw only
+  const W = Math.max(240, inst.width || 600);
+  const labelW = Math.round(Math.min(W * 0.32, fs * (compact ? 7.5 : 10)));
+  const valueW = Math.round(fs * 4.6);
+  const top = Math.round(fs * 1.6);
+  const plotW = Math.max(60, W - labelW - valueW - 8);
+  const H = top + n * rowH + 4;
+  let vmax = 0;
+  for (let i = 0; i < n; i++) vmax = Math.max(vmax, r.raw(i), r.scaled(i), r.final(i));
+  const [xmax, step] = niceScale(vmax);
+  const X = (p) => labelW + (plotW * Math.min(p, xmax)) / xmax;
+
+  const svg = inst.svg;
+  svg.setAttribute("width", W);
+  svg.setAttribute("height", H);
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.style.fontSize = fs + "px";
+  const key = `${W}|${n}|${fs}`;
+  if (inst.chartKey !== key) {                             // build the rows once per size
+    inst.chartKey = key;
+    svg.replaceChildren();
+    svgEl("title", {}, svg).textContent = "Top " + n + " words: raw, after temperature, cut and final probability";
+    inst.grid = svgEl("g", { class: "ls-grid" }, svg);
+    inst.rows = [];
+    for (let i = 0; i < n; i++) {
+      const y = top + i * rowH;
+      const g = svgEl("g", { class: "ls-row" }, svg);
+      const tip = svgEl("title", {}, g);
+      const label = svgEl("text", { x: labelW - 6, y: y + rowH * 0.68, "text-anchor": "end", class: "ls-word" }, g);
+      const scaled = svgEl("rect", { x: labelW, y: y + rowH * 0.08, height: rowH * 0.3, class: "ls-bar-scaled" }, g);
+      const fin = svgEl("rect", { x: labelW, y: y + rowH * 0.4, height: rowH * 0.34, class: "ls-bar-final" }, g);
+      const raw = svgEl("rect", { x: labelW, y: y + rowH * 0.78, height: Math.max(2, rowH * 0.1), class: "ls-bar-raw" }, g);
+      const val = svgEl("text", { x: W - 4, y: y + rowH * 0.68, "text-anchor": "end", class: "ls-val" }, g);
+      inst.rows.push({ g, tip, label, scaled, fin, raw, val });
+    }
+  }
+  // grid and ticks
+  const grid = inst.grid;
+  grid.replaceChildren();
+  const nTicks = Math.round(xmax / step);
+  for (let j = 0; j <= nTicks; j++) {
+    const p = step * j, x = X(p);
+    svgEl("line", { x1: x, x2: x, y1: top - 3, y2: H - 2, class: "ls-gridline" }, grid);
+    const t = svgEl("text", { x, y: top - fs * 0.45, "text-anchor": j === 0 ? "start" : j === nTicks ? "end" : "middle", class: "ls-tick" }, grid);
+    t.textContent = fmtTick(p, step);
+  }
+  const maxChars = Math.max(6, Math.floor((labelW - 8) / (fs * 0.62)));
+  for (let i = 0; i < n; i++) {
+    const row = inst.rows[i];
+    const id = pre.order[i];
+    const lab = inst.labels.has(id) ? inst.labels.get(id) : "#" + id;
+    const status = i < r.kept ? "kept" : i < r.keptTopK ? "cutp" : "cutk";
+    row.g.setAttribute("class", "ls-row ls-" + status);
+    row.label.textContent = fmtLabel(lab, maxChars);                 // text node: never parsed as markup
+    const sp = r.scaled(i), fp = r.final(i), rp = r.raw(i);
+    row.scaled.setAttribute("width", Math.max(0, X(sp) - labelW));
+    row.fin.setAttribute("width", Math.max(0, X(fp) - labelW));
+    row.raw.setAttribute("width", Math.max(0, X(rp) - labelW));
+    row.val.textContent = status === "kept" ? fmtPct(fp) : status === "cutp" ? "cut (p)" : "cut (k)";
+    row.tip.textContent = `${lab}\nraw ${fmtPct(rp)} · after temperature ${fmtPct(sp)} · final ${fmtPct(fp)}` +
+      (status === "kept" ? "" : status === "cutp" ? " · cut by top-p" : " · cut by top-k");
+  }
+  inst.note.textContent = pre.V > n
+    ? `Top ${n} of ${fmtInt(pre.V)} words by logit; the scale ends at ${fmtPct(xmax)}.`
+    : `All ${fmtInt(pre.V)} words; the scale ends at ${fmtPct(xmax)}.`;
+}
+
+function clampSettings(s, V) {
+  const num = (v, d) => (typeof v === "number" && isFinite(v) ? v : d);
+  return {
+    temperature: Math.min(TEMP.max, Math.max(TEMP.min, num(s && s.temperature, 1))),
+    top_k: Math.min(V, Math.max(0, Math.round(num(s && s.top_k, 0)))),
+    top_p: Math.min(TOPP.max, Math.max(TOPP.min, num(s && s.top_p, 1))),
+  };
+}
+const same = (a, b) => !!a && !!b && a.temperature === b.temperature && a.top_k === b.top_k && a.top_p === b.top_p;
+
+export default function (component) {
+  const { data, parentElement, setStateValue } = component;
+  const root = parentElement.querySelector(".ls-root");
+  if (!root || !data) return;
+  let inst = INSTANCES.get(root);
+  if (!inst) { inst = makeInstance(root); INSTANCES.set(root, inst); }
+  inst.setState = setStateValue;
+  inst.cfg = { top_n: data.top_n || 25, compact: !!data.compact, large: !!data.large };
+  root.classList.toggle("ls-compact", inst.cfg.compact);
+  root.classList.toggle("ls-large", inst.cfg.large);
+  inst.titleEl.textContent = data.title || "";
+  inst.titleEl.hidden = !data.title;
+  if (inst.id !== data.id) {                                     // new logits: decode and sort once
+    let pre = PREPARED.get(data.id);
+    if (!pre) {
+      pre = prepare(decodeLogits(data.logits));
+      PREPARED.set(data.id, pre);
+      if (PREPARED.size > 8) PREPARED.delete(PREPARED.keys().next().value);
+    }
+    inst.pre = pre;
+    inst.id = data.id;
+    inst.labels = new Map(data.labels || []);
+    inst.chartKey = null;
+  }
+  const incoming = clampSettings(data.settings, inst.pre.V);
+  // Settings from Python win when Python changed them, not when it echoes what this instance sent.
+  if (!inst.settings || (!same(incoming, inst.lastData) && !same(incoming, inst.lastSent))) inst.settings = incoming;
+  inst.settings = clampSettings(inst.settings, inst.pre.V);
+  inst.lastData = incoming;
+  syncControls(inst);
+  draw(inst);
+}

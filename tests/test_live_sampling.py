@@ -1,0 +1,257 @@
+"""The live sampling component in headless Chromium: its JS maths equal model.sampling.distribution,
+the chart changes while a slider is dragged, settings reach Python on release, labels stay text.
+
+Runs tests/apps/live_sampling_app.py (fixed logits from tests/apps/sampling_cases.py).
+"""
+import base64
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "apps"))
+from sampling_cases import case, labels  # noqa: E402
+
+from model.sampling import distribution  # noqa: E402
+
+from bench.drag import APP, PROBE_JS, drag, open_component, root_js, serve_script  # noqa: E402
+from components.live_sampling import live_sampling, top_order  # noqa: E402
+from devkit.browser import CHROMIUM, browser_page  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- the Python wrapper (no browser)
+def _mounted(**params):
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    for k, v in params.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception
+    return json.loads(at.get("bidi_component")[0].proto.json), json.loads(at.code[0].value)
+
+
+def test_wrapper_sends_float32_logits_and_only_the_labels_the_chart_shows():
+    data, settings = _mounted(case="random50257", t="0.7", k="40", p="0.9")
+    x = case("random50257")
+    assert np.array_equal(np.frombuffer(base64.b64decode(data["logits"]), "<f4"), x)
+    assert data["n"] == 50257 and data["top_n"] == 25 and len(data["labels"]) == 25
+    assert [i for i, _ in data["labels"]] == np.argsort(-x, kind="stable")[:25].tolist()
+    assert settings == [{"temperature": 0.7, "top_k": 40, "top_p": 0.9}] and data["settings"] == settings[0]
+
+
+def test_wrapper_clamps_initial_settings_into_the_slider_ranges():
+    data, settings = _mounted(case="ties_kth", t="9", k="99", p="0.01")
+    assert settings == [{"temperature": 3.0, "top_k": 12, "top_p": 0.05}]
+
+
+def test_top_order_puts_ties_higher_id_first_like_the_browser():
+    assert top_order(np.array([1.0, 3.0, 2.0, 3.0, 2.0], np.float32), 5).tolist() == [3, 1, 4, 2, 0]
+
+
+@pytest.mark.parametrize("logits,labels,msg", [
+    (np.zeros((2, 3)), None, "1-D"), (np.array([]), None, "1-D"), (np.array([1.0, np.nan]), None, "finite"),
+    (np.array([-np.inf, -np.inf]), None, "finite"), (np.zeros(3), ["a", "b"], "labels has 2 entries"),
+])
+def test_wrapper_rejects_bad_input_with_a_clear_message(logits, labels, msg):
+    with pytest.raises(ValueError, match=msg):
+        live_sampling(logits, labels, key="x")
+
+
+# ----------------------------------------------------------------------------- in Chromium
+@pytest.fixture(scope="module")
+def app():
+    pytest.importorskip("playwright")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium is not installed (sh tests/install_chromium.sh)")
+    with serve_script() as url, browser_page(1600, 1000) as page:
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        yield url, page, errors
+
+
+SETTINGS = {
+    "ties_kth": [(1.0, 2, 1.0), (1.0, 3, 1.0), (1.0, 4, 1.0), (0.7, 5, 0.9), (1.0, 0, 0.3), (1e-3, 0, 0.5),
+                 (1e-3, 2, 1.0), (1e-3, 0, 0.9), (2.0, 1, 1.0), (1.0, 12, 1.0)],
+    "small": [(1.0, 35, 1.0), (0.5, 30, 0.9), (1.3, 31, 0.5), (1.0, 40, 0.01), (0.05, 0, 0.05)],
+    "ties_many": [(1e-3, 0, 0.9), (1e-3, 5, 0.5), (1e-3, 0, 0.34), (1e-3, 0, 0.001), (1e-6, 0, 0.95),
+                  (0.05, 10, 0.05), (1.0, 7, 0.8), (3.0, 0, 0.999), (1e-3, 3, 1.0), (1e-3, 0, 0.67),
+                  (0.05, 0, 0.9), (0.5, 0, 0.9), (2.0, 20, 0.7)],
+    "random50257": [(1.0, 0, 1.0), (0.8, 50, 0.9), (1.5, 0, 0.95), (0.3, 1000, 0.5), (2.0, 0, 0.001),
+                    (1e-3, 0, 0.9), (1.0, 50257, 1.0), (1.0, 60000, 0.99), (3.0, 0, 0.05)],
+}
+
+
+def tie_straddles_top_p(d) -> bool:
+    """True when words tied with the last kept one were cut by top-p: which of the tied words
+    survives is then the sort's choice (torch.sort is not stable on large vectors)."""
+    kept, cut = d.keep, d.topk_keep & ~d.keep
+    if not cut.any():
+        return False
+    return bool(d.scaled_probs[kept].min() == d.scaled_probs[cut].max())
+
+
+def entropy64(x, t, keep) -> float:
+    """Entropy (nats) of softmax over the kept words of float32(x / float32(t)), in float64."""
+    s = (x / np.float32(t)).astype(np.float32).astype(np.float64)[keep]
+    q = np.exp(s - s.max())
+    q /= q.sum()
+    q = q[q > 0]
+    return float(-(q * np.log(q)).sum())
+
+
+def mass64(x, t, keep) -> float:
+    """Probability mass of the kept words under softmax(float32(x / float32(t))), in float64."""
+    s = (x / np.float32(t)).astype(np.float32).astype(np.float64)
+    q = np.exp(s - s.max())
+    return float(q[keep].sum() / q.sum())
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_browser_maths_equal_model_sampling_distribution(app, name):
+    url, page, errors = app
+    x = case(name)
+    open_component(page, f"{url}/?case={name}")
+    exact = 0
+    for t, k, p in SETTINGS[name]:
+        js = page.evaluate(f"([t, k, p]) => {root_js()}.__liveSampling.result(t, k, p)", [t, k, p])
+        d = distribution(torch.from_numpy(x), temperature=t, top_k=k, top_p=p)
+        probs = np.array(js["probs"])
+        assert js["topkKeep"] == torch.nonzero(d.topk_keep).flatten().tolist(), f"top-k keep-set differs at {t, k, p}"
+        if tie_straddles_top_p(d) and x.size > 16:             # torch sorts up to 16 values stably
+            assert len(js["keep"]) == int(d.keep.sum()), f"kept count differs at {t, k, p}"
+            np.testing.assert_allclose(np.sort(probs), np.sort(d.probs.double().numpy()), atol=1e-6, rtol=0)
+        else:
+            exact += 1
+            assert js["keep"] == torch.nonzero(d.keep).flatten().tolist(), f"keep-set differs at {t, k, p}"
+            np.testing.assert_allclose(probs, d.probs.double().numpy(), atol=1e-6, rtol=0, err_msg=f"at {t, k, p}")
+        # entropies: torch sums 50,257 terms in float32 (~1e-5 off); the browser in float64
+        assert js["entropy"] == pytest.approx(entropy64(x, t, d.keep.numpy()), abs=1e-8)
+        assert js["rawEntropy"] == pytest.approx(entropy64(x, 1.0, np.ones(x.size, bool)), abs=1e-8)
+        assert js["entropy"] == pytest.approx(d.entropy, abs=5e-5)
+        assert js["removedMass"] == pytest.approx(1 - mass64(x, t, d.keep.numpy()), abs=1e-9)
+        assert js["removedByTopK"] == pytest.approx(1 - mass64(x, t, d.topk_keep.numpy()), abs=1e-9)
+        assert js["removedMass"] == pytest.approx(d.removed_mass, abs=1e-5)     # torch: float32 sums
+    assert exact >= 4                                           # each case compares several keep-sets exactly
+    assert not errors
+
+
+def test_rendered_numbers_equal_python_after_setting_sliders(app):
+    url, page, errors = app
+    x = torch.from_numpy(case("random50257"))
+    open_component(page, f"{url}/?case=random50257")
+    for t, k, p in [(0.8, 40, 0.9), (1.7, 0, 0.6), (0.3, 0, 1.0)]:
+        page.evaluate(f"([t, k, p]) => {root_js()}.__liveSampling.set(t, k, p)", [t, k, p])
+        stats = page.evaluate(f"() => [...{root_js()}.querySelectorAll('.ls-stat-value')].map(e => e.textContent)")
+        d = distribution(x, temperature=t, top_k=k, top_p=p)
+        assert stats[0] == f"{d.raw_entropy:.2f} nats"
+        assert stats[1] == f"{d.entropy:.2f} nats"
+        assert stats[2] == f"{int(d.keep.sum()):,} of {x.numel():,}"
+        bars = page.evaluate(f"() => [...{root_js()}.querySelectorAll('.ls-val')].map(e => e.textContent)")
+        assert len(bars) == 25
+        top = d.top(25)
+        assert bars[0] == f"{top[0][1] * 100:.1f}%"
+
+
+def test_vocabulary_labels_render_as_text_not_markup(app):
+    url, page, errors = app
+    open_component(page, f"{url}/?case=ties_kth")
+    words = page.evaluate(f"() => [...{root_js()}.querySelectorAll('.ls-word')].map(e => e.textContent)")
+    tips = page.evaluate(f"() => [...{root_js()}.querySelectorAll('.ls-row > title')].map(e => e.textContent)")
+    assert "<b>bold</b>" in words and "↵" in words                # a newline label is shown as ↵
+    assert any(t.startswith("<script>x</script>\n") for t in tips)  # long labels: full text in the tooltip
+    inside = page.evaluate(f"() => {root_js()}.querySelectorAll('b, img, script').length")
+    assert inside == 0
+    assert page.evaluate("() => window.__pwned") is None
+    assert len(words) == len(labels(12))
+
+
+def _python_settings(page):
+    return json.loads(page.locator("[data-testid='stCode'] code").first.inner_text())
+
+
+def test_chart_changes_during_temperature_drag_and_python_gets_settings_on_release(app):
+    url, page, errors = app
+    open_component(page, f"{url}/?case=random50257&t=1.0")
+    page.evaluate(PROBE_JS, 0)
+    sig_js = f"() => [...{root_js()}.querySelectorAll('.ls-bar-final')].slice(0, 5).map(r => r.getAttribute('width')).join(',')"
+    seen, python_during = [page.evaluate(sig_js)], []
+    temps = []
+
+    def check(i):
+        if i % 10 == 5:
+            seen.append(page.evaluate(sig_js))
+            temps.append(page.evaluate(f"() => {root_js()}.__liveSampling.settings().temperature"))
+            python_during.append(_python_settings(page)[0]["temperature"])
+
+    drag(page, steps=60, back=False, check=check)                # left edge -> right edge, mouse held down
+    assert len(set(seen)) >= 4, "the chart did not change while the slider was being dragged"
+    assert len(set(temps)) >= 4
+    assert set(python_during) == {1.0}, "settings went to Python before the slider was released"
+    probe = page.evaluate("() => window.__dragProbe")
+    assert probe["lat"] and probe["changed"] >= len(probe["lat"]) // 2
+    final = page.evaluate(f"() => {root_js()}.__liveSampling.settings()")
+    assert final["temperature"] == pytest.approx(3.0)
+    page.wait_for_function("(t) => document.querySelector(\"[data-testid='stCode'] code\").innerText.includes(t)",
+                           arg='"temperature": 3.0', timeout=30_000)
+    assert _python_settings(page)[0] == final
+    assert not errors
+
+
+def test_initial_settings_from_python_show_in_the_controls(app):
+    url, page, errors = app
+    open_component(page, f"{url}/?case=random50257&t=0.65&k=40&p=0.85")
+    got = page.evaluate(f"""() => {{ const r = {root_js()};
+        return [r.querySelector("input[data-name='temperature']").value, r.querySelector('.ls-num').value,
+                r.querySelector("input[data-name='top_p']").value, r.__liveSampling.settings()]; }}""")
+    assert got[:3] == ["0.65", "40", "0.85"]
+    assert got[3] == {"temperature": 0.65, "top_k": 40, "top_p": 0.85}
+    d = distribution(torch.from_numpy(case("random50257")), temperature=0.65, top_k=40, top_p=0.85)
+    assert page.evaluate(f"() => {root_js()}.dataset.kept") == str(int(d.keep.sum()))
+
+
+def test_three_compact_instances_are_independent(app):
+    url, page, errors = app
+    open_component(page, f"{url}/?case=random50257&layout=three", n=3)
+    kept = [page.evaluate(f"() => {root_js(i)}.dataset.kept") for i in range(3)]
+    assert kept[0] == kept[1] == "50257" and kept[2] != "50257"  # presets (0.5, 0, 1), (1, 0, 1), (1.5, 0, 0.9)
+    before = [page.evaluate(f"() => {root_js(i)}.dataset.draws") for i in range(3)]
+    drag(page, index=1, steps=20, back=False)                    # setting B: temperature -> 3.0
+    page.wait_for_function("() => document.querySelector(\"[data-testid='stCode'] code\").innerText"
+                           ".includes('\"temperature\": 3.0')", timeout=30_000)
+    after = [page.evaluate(f"() => {root_js(i)}.dataset.draws") for i in range(3)]
+    assert after[1] != before[1] and after[0] == before[0] and after[2] == before[2]
+    assert _python_settings(page) == [{"temperature": 0.5, "top_k": 0, "top_p": 1.0},
+                                      {"temperature": 3.0, "top_k": 0, "top_p": 1.0},
+                                      {"temperature": 1.5, "top_k": 0, "top_p": 0.9}]
+
+
+@pytest.mark.parametrize("size,query", [((1600, 1000), "layout=one"), ((1280, 720), "layout=one"),
+                                        ((1600, 1000), "layout=three"), ((1280, 720), "layout=three"),
+                                        ((1280, 720), "layout=one&large=1")])
+def test_layout_fits_its_column_with_readable_text(app, size, query):
+    url, page, errors = app
+    page.set_viewport_size({"width": size[0], "height": size[1]})
+    try:
+        n = 3 if "three" in query else 1
+        open_component(page, f"{url}/?case=random50257&{query}", n=n)
+        for i in range(n):
+            m = page.evaluate(f"""() => {{
+                const r = {root_js(i)}, svg = r.querySelector('svg'), box = r.getBoundingClientRect();
+                const texts = [...svg.querySelectorAll('text')].map(t => t.getBoundingClientRect());
+                const font = Math.min(...[...svg.querySelectorAll('.ls-word, .ls-val, .ls-tick')]
+                    .map(t => parseFloat(getComputedStyle(t).fontSize)));
+                const sb = svg.getBoundingClientRect();
+                return {{left: Math.min(...texts.map(t => t.left)) - box.left, right: box.right - Math.max(...texts.map(t => t.right)),
+                         svgOver: sb.right - box.right, font, legend: r.querySelectorAll('.ls-legend-item').length,
+                         ratioOk: r.querySelector('.ls-stat-value').textContent.length > 0}};
+            }}""")
+            assert m["left"] >= -0.5 and m["right"] >= -0.5, f"chart text overflows its column: {m}"
+            assert m["svgOver"] <= 0.5
+            assert m["font"] >= (13 if "large" in query else 9.5), f"chart text too small: {m}"
+            assert m["legend"] == 5 and m["ratioOk"]
+    finally:
+        page.set_viewport_size({"width": 1600, "height": 1000})
