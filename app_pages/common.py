@@ -228,6 +228,7 @@ def state(key: str, default: Any, *, options: Sequence | None = None, lo=None, h
     if raw is not None and raw != st.session_state.get(mark):
         try:
             st.session_state[key] = _parse(raw, default, options, lo, hi)
+            st.session_state["_url_applied"] = st.session_state.get("_url_applied", 0) + 1
         except (ValueError, TypeError) as e:
             st.warning(f"The link's setting {md_escape(key)}={md_escape(repr(raw[:40]))} is not valid "
                        f"({md_escape(e)}) and was ignored.")
@@ -242,6 +243,23 @@ def state(key: str, default: Any, *, options: Sequence | None = None, lo=None, h
     st.session_state[key] = cur
     keep_in_url(key, None if cur == default else _fmt(cur))
     return {"key": key}
+
+
+def link_version() -> int:
+    """Counts the address values applied from links this session: a browser-side control keyed with it starts
+    over with the link's settings."""
+    return st.session_state.get("_url_applied", 0)
+
+
+def setting(key: str, default: Any, **kw) -> Any:
+    """A setting that lives in the address but is not a Streamlit widget (e.g. a browser-side slider)."""
+    state(key, default, **kw)
+    return st.session_state[key]
+
+
+def set_setting(key: str, value: Any, default: Any) -> None:
+    st.session_state[key] = value
+    keep_in_url(key, None if value == default else _fmt(value))
 
 
 def keep_in_url(key: str, value: str | None) -> None:
@@ -294,27 +312,15 @@ def plot(fig: Any, key: str, data: dict | None = None, **kw) -> Any:
     """Draw a figure with a visible toolbar (PNG) and CSV/JSON downloads of exactly what it draws.
 
     `data` overrides what is exported (for figures drawn as an image, like the large attention grid)."""
-    from viz.export import figure_data, to_csv
+    from viz.export import figure_data
 
     if presenting():
         from viz.common import projector
 
         fig = projector(fig)
     out = st.plotly_chart(fig, key=key, config=PLOT_CONFIG, **kw)
-    payload = data if data is not None else None
-    title = (fig.layout.title.text or key) if fig.layout.title else key
-
-    def as_json() -> str:
-        return json.dumps(payload if payload is not None else figure_data(fig), ensure_ascii=False)
-
-    def as_csv() -> str:
-        return to_csv(payload if payload is not None else figure_data(fig))
-
-    a, b, _ = st.columns([1, 1, 6])
-    a.download_button("CSV", as_csv, file_name=f"{key}.csv", mime="text/csv", key=f"{key}_csv",
-                      icon=":material/download:", type="tertiary", help=f"The numbers drawn in “{title}”, as CSV")
-    b.download_button("JSON", as_json, file_name=f"{key}.json", mime="application/json", key=f"{key}_json",
-                      icon=":material/download:", type="tertiary", help="The same numbers with their labels, as JSON")
+    title = (fig.layout.title.text if fig.layout.title else None) or key
+    export(key, (lambda: data) if data is not None else (lambda: figure_data(fig)), title)
     return out
 
 
@@ -342,3 +348,15 @@ def lesson_banner(page: str) -> None:
         if i + 1 < len(LESSON):
             b.page_link(f"app_pages/{LESSON[i + 1].page}.py", label=f"Next: {LESSON[i + 1].title}",
                         icon=":material/arrow_forward:", query_params={**LESSON[i + 1].params, "stop": str(i + 2)})
+
+
+def export(key: str, data: Callable[[], dict], title: str = "") -> None:
+    """CSV and JSON downloads of exactly the numbers drawn (computed only when clicked)."""
+    from viz.export import to_csv
+
+    a, b, _ = st.columns([1, 1, 6])
+    a.download_button("CSV", lambda: to_csv(data()), file_name=f"{key}.csv", mime="text/csv", key=f"{key}_csv",
+                      icon=":material/download:", type="tertiary", help=f"The numbers drawn in “{title or key}”, as CSV")
+    b.download_button("JSON", lambda: json.dumps(data(), ensure_ascii=False), file_name=f"{key}.json",
+                      mime="application/json", key=f"{key}_json", icon=":material/download:", type="tertiary",
+                      help="The same numbers with their labels, as JSON")

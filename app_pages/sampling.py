@@ -3,7 +3,8 @@ import streamlit as st
 
 from app_pages import common as c
 from model import MaskedFill, NextToken, TracedRun, Translates, views
-from viz.sampling import distribution_stages, final_distribution, generation_steps, sample_histogram
+from components import live_sampling
+from viz.sampling import final_distribution, generation_steps, sample_histogram
 
 c.intro("Sampling",
         "The model gives a score (logit) to every word in its vocabulary; softmax turns the scores into "
@@ -53,42 +54,45 @@ def controls(prefix: str, t: float = 1.0, k: int = 0, p: float = 1.0, cols=None)
     return dict(temperature=float(temperature), top_k=top_k, top_p=float(top_p))
 
 
+def live_panel(prefix: str, t: float, k: int, p: float, **kw) -> dict:
+    """Sliders computed in the browser on every move (no round trip); the settings come back on release and
+    live in the address like every other setting."""
+    init = dict(temperature=c.setting(f"{prefix}t", t, lo=0.05, hi=3.0), top_k=c.setting(f"{prefix}k", k, lo=0, hi=V),
+                top_p=c.setting(f"{prefix}p", p, lo=0.05, hi=1.0))
+    s = live_sampling(logits, vocab, key=f"live_{prefix or 'main'}_{c.link_version()}", large=c.presenting(), **init, **kw)
+    for name, value, default in ((f"{prefix}t", s.temperature, t), (f"{prefix}k", s.top_k, k), (f"{prefix}p", s.top_p, p)):
+        c.set_setting(name, value, default)
+    return s.as_kwargs()
+
+
 @st.fragment
 def live() -> None:
-    s = controls("")
+    s = live_panel("", 1.0, 0, 1.0, title="Raw → temperature → top-k / top-p → final")
     d = views.sampling_view(logits, **s)
-    a, b, e3, f = st.columns(4)
-    a.metric("Entropy (raw)", f"{d.raw_entropy:.2f} nats")
-    b.metric("Entropy (final)", f"{d.entropy:.2f} nats")
-    e3.metric("Words kept", f"{d.kept} of {V}")
-    f.metric("Mass cut", f"{d.removed_mass:.1%}")
-    c.plot(distribution_stages(d.raw, d.scaled, d.topk_keep, d.topp_keep, d.probs, vocab, top_n=25,
-                               removed_mass=d.removed_mass, entropy=d.entropy,
-                               title="Raw → temperature → top-k / top-p → final"), key="samp_stages")
-
+    c.export("samp_stages", lambda: {"word": [vocab[i] for i in d.top(V)], "raw": [float(d.raw[i]) for i in d.top(V)],
+                                      "after temperature": [float(d.scaled[i]) for i in d.top(V)],
+                                      "final": [float(d.probs[i]) for i in d.top(V)]})
+    st.caption(f"Released at temperature {s['temperature']:g}, top-k {s['top_k'] or 'off'}, top-p {s['top_p']:g}: "
+               f"{d.kept} of {V} words kept, final entropy {d.entropy:.2f} nats, {d.removed_mass:.1%} of the mass cut.")
     st.subheader("Draw samples")
     c1, c2 = st.columns(2)
     n = c1.select_slider("Number of draws", [10, 100, 1000, 10000], **c.state("n", 1000, options=[10, 100, 1000, 10000]))
     seed = c.number("Seed", "seed", 0, 0, 2**31 - 1, container=c2)
     c.plot(sample_histogram(views.draw_counts(d, n, seed), d.probs, vocab, top_n=20), key="samp_hist")
-    st.caption("Bars: how often each word was drawn; markers: the final probability. More draws, closer match. "
-               "The same seed always gives the same draws.")
+    st.caption("Bars: how often each word was drawn with the released settings; markers: the final probability. "
+               "More draws, closer match. The same seed always gives the same draws.")
 
 
 live()
 
 
-@st.fragment
 def compare() -> None:
     st.subheader("Settings side by side (same logits)")
     presets = [(0.5, 0, 1.0), (1.0, 0, 1.0), (1.5, 0, 0.9)]
-    cols = st.columns(3)
-    for i, (t, k, p) in enumerate(presets):
-        with cols[i]:
-            st.markdown(f"**Setting {'ABC'[i]}**")
-            d = views.sampling_view(logits, **controls(f"{'abc'[i]}", t, k, p, cols=[st, st, st]))
-            c.plot(final_distribution(d.probs, vocab, top_n=12, title=f"entropy {d.entropy:.2f} · kept {d.kept}"),
-                   key=f"cmp_fig{i}")
+    for col, prefix, (t, k, p) in zip(st.columns(3), "abc", presets):
+        with col:
+            st.fragment(lambda prefix=prefix, t=t, k=k, p=p: live_panel(prefix, t, k, p, compact=True,
+                                                                     title=f"Setting {prefix.upper()}"))()
 
 
 compare()

@@ -78,29 +78,41 @@ def test_attention_translator_has_three_kinds():
     assert z.shape == (8, 7)                    # [BOS] le chat noir a mangé la souris x 6 English words + [EOS]
 
 
-def test_sampling_top_k_one_leaves_one_bar():
-    at = open_page("sampling")
-    final = np.asarray(chart_with(at, "Raw → temperature")["data"][2]["y"], dtype=float)
-    assert (final > 0).sum() > 1
-    at.number_input(key="k").set_value(1).run()
-    final = np.asarray(chart_with(at, "Raw → temperature")["data"][2]["y"], dtype=float)
-    assert (final > 0).sum() == 1 and final.max() == pytest.approx(1.0)
+def open_with_link(page: str, **query) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.query_params.update(query)
+    at.run()
+    at.switch_page(f"app_pages/{page}.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def expected_probs(at) -> np.ndarray:
+    """The final probabilities the draws are compared with (the markers of the sample histogram)."""
+    hist = next(c for c in charts(at) if len(c["data"]) == 2 and c["data"][1].get("mode") == "markers")
+    return np.asarray(hist["data"][1]["y"], dtype=float)
+
+
+def test_sampling_top_k_one_from_a_link_leaves_one_word():
+    assert len(expected_probs(open_with_link("sampling", text="the bear ate the"))) > 1
+    p = expected_probs(open_with_link("sampling", text="the bear ate the", k="1"))
+    assert len(p) == 1 and p[0] == pytest.approx(1.0)
 
 
 def test_sampling_temperature_changes_the_distribution_without_new_forward_pass(monkeypatch):
     from model.transformer import TransformerLM
 
-    at = open_page("sampling")
+    at = open_with_link("sampling", text="the bear ate the")       # a choice point: several words are likely
+    base = expected_probs(at)
     calls = []
     forward = TransformerLM.forward
     monkeypatch.setattr(TransformerLM, "forward", lambda self, *a, **kw: calls.append(1) or forward(self, *a, **kw))
-    scaled = np.asarray(chart_with(at, "Raw → temperature")["data"][1]["y"], dtype=float)
-    at.slider(key="t").set_value(0.3).run()
-    sharp = np.asarray(chart_with(at, "Raw → temperature")["data"][1]["y"], dtype=float)
-    assert sharp[0] > scaled[0]                               # lower temperature: the top word gains
-    at.slider(key="p").set_value(0.5).run()
-    assert not at.exception
-    assert calls == [], "moving a sampling slider must not run the model again"
+    at.query_params["t"] = "0.3"                               # what the browser sends back on release, via the link
+    at.run()
+    sharp = expected_probs(at)
+    assert sharp[0] > base[0]                                   # lower temperature: the top word gains
+    assert calls == [], "a sampling setting must not run the model again"
 
 
 def test_sampling_step_through_generation():
