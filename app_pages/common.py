@@ -355,8 +355,8 @@ def export(key: str, data: Callable[[], dict], title: str = "") -> None:
     from viz.export import to_csv
 
     a, b, _ = st.columns([1, 1, 6])
-    a.download_button("CSV", lambda: to_csv(data()), file_name=f"{key}.csv", mime="text/csv", key=f"{key}_csv",
+    a.download_button("CSV", lambda: to_csv(data()), file_name=f"{key}.csv", mime="text/csv", key=f"{key}_csv", on_click="ignore",
                       icon=":material/download:", type="tertiary", help=f"The numbers drawn in “{title or key}”, as CSV")
     b.download_button("JSON", lambda: json.dumps(data(), ensure_ascii=False), file_name=f"{key}.json",
-                      mime="application/json", key=f"{key}_json", icon=":material/download:", type="tertiary",
+                      mime="application/json", key=f"{key}_json", on_click="ignore", icon=":material/download:", type="tertiary",
                       help="The same numbers with their labels, as JSON")

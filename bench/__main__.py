@@ -228,6 +228,10 @@ def bench_browser(repeat: int) -> None:
     from devkit.browser import browser_timings, grid_timings
     from devkit.hf_fixtures import save_word_tokenizer
 
+    from devkit.drag import drag_latency
+
+    for what, figure, target in drag_latency(max(3, repeat // 2)):
+        row(what, figure, target)
     for what, figure, target in browser_timings(repeat):
         row(what, figure, target)
     torch.manual_seed(0)

@@ -109,28 +109,6 @@ def open_page(page, url: str, name: str) -> float:
     return open_url(page, f"{url}/{PAGES[name]}")
 
 
-def chart_data_js(index: int, trace: int) -> str:
-    return (f"() => {{ const c = document.querySelectorAll('.js-plotly-plot')[{index}];"
-            f" return c && c.data ? JSON.stringify(c.data[{trace}].y || null) : null; }}")   # bdata or array
-
-
-def slider_latency(page, url: str, repeat: int = 10) -> list[float]:
-    """Sampling page at a choice point: press a key on the temperature slider, time until the first
-    chart's data changed."""
-    open_url(page, f"{url}/sampling?text=the%20bear%20ate%20the")
-    thumb = page.get_by_role("slider").first
-    thumb.focus()
-    times = []
-    for i in range(repeat):
-        before = page.evaluate(chart_data_js(0, 1))
-        t0 = time.perf_counter()
-        thumb.press("ArrowLeft" if i % 2 else "ArrowRight")
-        page.wait_for_function(f"(b) => ({chart_data_js(0, 1)})() !== b", arg=before, timeout=30_000)
-        times.append(time.perf_counter() - t0)
-        wait_idle(page)
-    return times
-
-
 def browser_timings(repeat: int = 10) -> list[tuple[str, str, str]]:
     rows = []
     with serve_app() as url, browser_page() as page:
@@ -141,10 +119,6 @@ def browser_timings(repeat: int = 10) -> list[tuple[str, str, str]]:
             t = [open_page(page, url, name) for _ in range(3)]
             rows.append((f"page '{name}' full render in Chromium (built-in model, CPU)",
                          f"{statistics.median(t):.2f} s", "< 3 s"))
-        lat = slider_latency(page, url, repeat)
-        rows.append(("sampling: temperature slider change → chart updated in the browser",
-                     f"median {statistics.median(lat) * 1000:.0f} ms (max {max(lat) * 1000:.0f} ms, n={len(lat)})",
-                     "< 300 ms"))
     return rows
 
 

@@ -17,7 +17,7 @@ from sampling_cases import case, labels  # noqa: E402
 
 from model.sampling import distribution  # noqa: E402
 
-from bench.drag import APP, PROBE_JS, drag, open_component, root_js, serve_script  # noqa: E402
+from devkit.drag import APP, PROBE_JS, drag, open_component, root_js, serve_script  # noqa: E402
 from components.live_sampling import live_sampling, top_order  # noqa: E402
 from devkit.browser import CHROMIUM, browser_page  # noqa: E402
 

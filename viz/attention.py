@@ -91,6 +91,9 @@ def _palette() -> np.ndarray:
     return out
 
 
+GRID_LABELS_MAX = 20           # tokens per axis up to which the grid labels every query and key
+
+
 def attention_grid(weights, q_labels: Sequence[str], k_labels: Sequence[str],
                    row_names: Sequence[str] | None = None, max_exact_cells: int = 40_000) -> go.Figure:
     """Every layer x head as small heatmaps in ONE trace (lean: no subplots).
@@ -142,7 +145,25 @@ def attention_grid(weights, q_labels: Sequence[str], k_labels: Sequence[str],
     if not exact:
         fig.update_yaxes(autorange=False, range=[L * (Tq + gap) - gap - 0.5, -0.5])
     tile_px = int(np.clip(900 / max(H, 1), 40, 160))
-    return apply_theme(fig, height=int(min(1500, 80 + L * tile_px * (Tq + gap) / (Tk + gap))))
+    labelled = max(Tq, Tk) <= GRID_LABELS_MAX and H <= 8
+    if labelled:                      # token labels where they fit: queries left of each layer, keys under each head
+        fig.update_yaxes(side="right")
+        small = dict(size=11, color="#555")
+        notes = [dict(x=-0.7, y=l * (Tq + gap) + i, text=esc(q_labels[i]), xanchor="right", showarrow=False,
+                      font=small, xref="x", yref="y") for l in range(L) for i in range(Tq)]
+        notes += [dict(x=h * (Tk + gap) + j, y=L * (Tq + gap) - gap - 0.3, text=esc(k_labels[j]), textangle=-60,
+                       xanchor="right", yanchor="top", showarrow=False, font=small, xref="x", yref="y")
+                  for h in range(H) for j in range(Tk)]
+        fig.update_layout(annotations=notes)
+        for t in fig.data:
+            if getattr(t, "colorbar", None) is not None and t.type == "heatmap":
+                t.colorbar.x = 1.08
+    fig = apply_theme(fig, height=int(min(1500, 80 + L * tile_px * (Tq + gap) / (Tk + gap))))
+    if labelled:
+        longest = max(len(str(t)) for t in list(q_labels) + list(k_labels))
+        fig.update_layout(margin=dict(l=20 + 7 * longest, b=20 + 6 * longest, r=90))
+        fig.update_layout(height=fig.layout.height + 6 * longest)
+    return fig
 
 
 def token_attention(weights, query_index: int | None, k_labels: Sequence[str], q_label: str = "") -> go.Figure:

@@ -148,6 +148,6 @@ def drag_latency(repeat: int = 5) -> list[tuple[str, str, str]]:
              "<= 50 ms")]
 
 
-if __name__ == "__main__":                                        # python -m bench.drag [repeat]
+if __name__ == "__main__":                                        # python -m devkit.drag [repeat]
     for row in drag_latency(int(sys.argv[1]) if len(sys.argv) > 1 else 5):
         print(" | ".join(row))
