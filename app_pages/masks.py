@@ -19,11 +19,11 @@ if not r.trace.attention:
     st.info("The LSTM needs no mask: it reads left to right, so it never sees the future. Pick a Transformer.")
     st.stop()
 role = views.masked_role(r)
-stack = r.trace.attention[role]
+att = views.attention_views(r)[role]
 first = views.masking_view(r, role, 0, 0)
 
 st.subheader("The mask for this text")
-if not stack.causal:
+if not att.causal:
     st.markdown(f"**{c.md_escape(m.name)}** reads the whole sentence at once (an encoder, BERT-like), so there is no "
                 "causal mask: every token may look at every other one. That is why it can fill in a blank but "
                 "cannot write text word by word.")
@@ -38,8 +38,8 @@ c.plot(mask_matrix(first.allowed, first.query_tokens, first.key_tokens,
 def stages() -> None:
     st.subheader("Scores → masked → softmax")
     c1, c2 = st.columns(2)
-    layers = list(range(1, len(stack) + 1))
-    heads = list(range(1, stack[0].weights.shape[1] + 1))
+    layers = list(range(1, att.n_layers + 1))
+    heads = list(range(1, att.n_heads + 1))
     layer = c1.selectbox("Layer", layers, **c.state("layer", 1, options=layers))
     head = c2.selectbox("Head", heads, **c.state("head", 1, options=heads))
     v = views.masking_view(r, role, layer - 1, head - 1)

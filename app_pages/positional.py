@@ -54,7 +54,7 @@ NOTES = {
     "none": "uses no positional encoding at all.",
 }
 infos = views.position_tables(m)
-for kind in dict.fromkeys(p.kind for p in infos):
+for kind in views.position_kinds(infos):
     st.markdown(f"**{c.md_escape(m.name)}** {NOTES.get(kind, 'uses ' + kind + ' positions.')}")
 for p in infos:
     if p.table is None:
@@ -67,9 +67,8 @@ for p in infos:
         c.plot(pe_heatmap(p.table, title=f"{p.label}: position × dimension"), key=f"pe_m_heat_{p.stack}")
     with b:
         c.plot(pe_similarity(p.table, title=f"{p.label}: similarity between positions"), key=f"pe_m_sim_{p.stack}")
-if any(p.kind == "learned" and p.table is not None for p in infos):
-    t = next(p.table for p in infos if p.table is not None)
-    sin = views.sinusoidal_table(t.shape[0], t.shape[1])
+sin = views.sinusoidal_beside_learned(infos)
+if sin is not None:
     a, b = st.columns(2)
     with a:
         c.plot(pe_heatmap(sin, title="sinusoidal, same size"), key="pe_s_heat")

@@ -147,6 +147,16 @@ def sinusoidal_curve(max_len: int, d_model: int, per_step: int = 8) -> tuple[np.
     return x.astype(np.float32), out.astype(np.float32)
 
 
+def position_kinds(infos: list[PositionInfo]) -> list[str]:
+    return list(dict.fromkeys(p.kind for p in infos))
+
+
+def sinusoidal_beside_learned(infos: list[PositionInfo]) -> np.ndarray | None:
+    """The paper's table at the size of a model's learned table, to draw beside it (None without one)."""
+    learned = next((p.table for p in infos if p.kind == "learned" and p.table is not None), None)
+    return None if learned is None else sinusoidal_table(*learned.shape)
+
+
 def position_tables(m) -> list[PositionInfo]:
     """The model's positional encodings (empty for a model without the capability)."""
     from .api import PositionTable
