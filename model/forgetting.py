@@ -137,6 +137,17 @@ def gradient_profile(module: nn.Module, ids: Tensor, layer: int = 0) -> Gradient
     return GradientProfile(np.arange(len(norm)), norm, ids.size(0), ids.size(1))
 
 
+def gradient_profiles(models: dict[str, nn.Module], tok, n: int = 8, length: int = 48, seed: int = 0
+                      ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """name -> (distance, mean gradient norm) on the same n held-out texts of `length` tokens."""
+    ids = long_texts(tok, n, length, seed)
+    out = {}
+    for name, m in models.items():
+        p = gradient_profile(m, ids)
+        out[name] = (p.distance, p.norm)
+    return out
+
+
 # ----------------------------------------------------------------------------- 2. agreement by distance
 def distance_items(distance: int, n: int, seed: int = 0) -> list[dict]:
     """Agreement prefixes with exactly `distance` words between the subject noun and the verb.
@@ -184,11 +195,11 @@ def agreement_by_distance(models: dict[str, nn.Module], tok, distances=tuple(ran
 # ----------------------------------------------------------------------------- 3. time per token
 def time_per_token(lengths=(16, 32, 64, 128), preset: str = "quick", batch: int = 8, reps: int = 3,
                    kinds=("transformer", "lstm", "rnn")) -> dict[str, np.ndarray]:
-    """kind -> seconds per token of one training step (forward, backward, AdamW) at each length.
+    """model label -> seconds per token of one training step (forward, backward, AdamW) at each length.
 
     Fresh models of the preset's sizes (time does not depend on the weights' values), random ids,
     one warm-up step, then the fastest of `reps` timed steps."""
-    from .jobs import build_model, tokenizer, train_step
+    from .jobs import LABELS, build_model, tokenizer, train_step
 
     tok = tokenizer()
     models, opts = {}, {}
@@ -207,4 +218,4 @@ def time_per_token(lengths=(16, 32, 64, 128), preset: str = "quick", batch: int 
                 t0 = time.perf_counter()
                 train_step(models[k], opts[k], x, tok.pad_id)
                 best[k][j] = min(best[k][j], time.perf_counter() - t0)
-    return {k: np.array(v) / (batch * np.array(lengths)) for k, v in best.items()}
+    return {LABELS[k]: np.array(v) / (batch * np.array(lengths)) for k, v in best.items()}

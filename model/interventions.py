@@ -99,6 +99,45 @@ def describe(iv: Interventions, shuffle_seed: int | None = None) -> str:
     return ", ".join(parts) or "nothing (intact model)"
 
 
+def layout(lab) -> dict[str, dict]:
+    """What can be switched off where: stack -> {"layers", "heads", "sublayers", "final_ln"}."""
+    if _is_builtin_transformer(lab):
+        m = lab.module
+        pre = m.cfg.norm == "pre"
+        if isinstance(m, Seq2SeqTransformer):
+            return {"encoder": dict(layers=m.cfg.n_encoder_layers, heads=m.cfg.h, sublayers=["attn", "ffn"], final_ln=pre),
+                    "decoder": dict(layers=m.cfg.n_layers, heads=m.cfg.h, sublayers=["attn", "cross", "ffn"],
+                                    final_ln=pre),
+                    "cross": dict(layers=m.cfg.n_layers, heads=m.cfg.h, sublayers=[], final_ln=False)}
+        return {"self": dict(layers=m.cfg.n_layers, heads=m.cfg.h, sublayers=["attn", "ffn"], final_ln=pre)}
+    if _hf_blocks(lab) is not None:
+        return {"self": dict(layers=lab.n_layers, heads=lab.n_heads, sublayers=[], final_ln=False)}
+    return {}
+
+
+SUBLAYER_NAMES = {"attn": "self-attention", "cross": "cross-attention", "ffn": "feed-forward", "final": "final"}
+
+
+def build(what: str, *, stack: str = "self", layer: int = 0, heads=(), head_mode: str = "zero",
+          sublayer: str = "attn") -> Interventions:
+    """One intervention from a page's choices. what: "heads", "positions", "mask", "layernorm",
+    "residual", "scale" or "none" (shuffling is passed separately as a seed). layer, heads 0-based;
+    layer -1 with sublayer "final" is the final LayerNorm."""
+    if what == "heads":
+        return Interventions(ablate_heads={(stack, layer, h) for h in heads}, head_mode=head_mode)
+    if what == "positions":
+        return Interventions(no_positions=True)
+    if what == "mask":
+        return Interventions(no_causal_mask=True)
+    if what == "layernorm":
+        return Interventions(skip_layernorm={(stack, -1 if sublayer == "final" else layer, sublayer)})
+    if what == "residual":
+        return Interventions(skip_residual={(stack, layer, sublayer)})
+    if what == "scale":
+        return Interventions(no_scale=True)
+    return Interventions()
+
+
 # ----------------------------------------------------------------------------- word order
 def shuffle_permutation(n: int, seed: int, keep_first: int = 0, keep_last: int = 0) -> list[int]:
     """A seeded permutation of range(n) that leaves the first/last positions (special tokens) in place.
@@ -192,6 +231,20 @@ class Comparison:
     translation_broken: str | None = None
     predicts: str = ""                         # which distribution is shown, in words
     aligned: bool = True                       # False when word orders differ (maps reordered to the original)
+
+    def most_changed(self, stack: str) -> tuple[int, int]:
+        """(layer, head), 0-based, of the head whose weights changed most (the first one if none changed)."""
+        c = self.head_change[stack]
+        l, h = np.unravel_index(int(np.argmax(c)), c.shape)
+        return int(l), int(h)
+
+    def changed_heads(self, stack: str, tol: float = 1e-6) -> int:
+        return int((self.head_change[stack] > tol).sum())
+
+    def head_maps(self, stack: str, layer: int, head: int) -> tuple[np.ndarray, np.ndarray]:
+        """(intact, intervened) (Tq, Tk) weights of one head (intervened put back in the intact word order)."""
+        a, b = self.attention[stack]
+        return a[layer, head], b[layer, head]
 
 
 def _probs(logits: torch.Tensor) -> torch.Tensor:

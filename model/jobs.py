@@ -211,6 +211,19 @@ class JobSnapshot:
     def running(self) -> bool:
         return self.status in ("running", "stopping")
 
+    def curve_table(self) -> dict[str, dict[str, list]]:
+        """Model label -> {"steps", "train", "heldout_steps", "heldout"} for viz.experiments.loss_curves."""
+        return {LABELS[k]: {"steps": c.steps, "train": c.train, "heldout_steps": c.heldout_steps,
+                            "heldout": c.heldout} for k, c in self.curves.items()}
+
+    def latest(self) -> list[tuple[str, str, str, str]]:
+        """Per model: (label, tokens/s, last training loss, last held-out loss), formatted."""
+        out = []
+        for k, c in self.curves.items():
+            out.append((LABELS[k], f"{self.tokens_per_s[k]:,.0f}", f"{c.train[-1]:.3f}" if c.train else "–",
+                        f"{c.heldout[-1]:.3f}" if c.heldout else "–"))
+        return out
+
 
 class TrainingJob:
     """Trains the chosen models in a background thread. All state changes are under self._lock."""
@@ -270,9 +283,17 @@ class TrainingJob:
                                {k: (self._tokens / t if t > 0 else 0.0) for k, t in self._compute.items()},
                                {k: list(v) for k, v in self.samples.items()}, self.seconds, self.message)
 
+    def trained_modules(self) -> dict[str, nn.Module]:
+        """Label -> the job's model (in eval mode), for measurements; only once the job is not running."""
+        if self.alive:
+            raise LabError("The training is still running: stop it (or let it finish) first.")
+        return {f"{LABELS[k]} (trained live)": m.eval() for k, m in self.models.items()}
+
     # -- the worker
     def _launch(self) -> None:
         self._stop.clear()
+        for m in self.models.values():
+            m.train()
         with self._lock:
             self.status, self.message, self._beat = "running", "", time.monotonic()
         self._thread = threading.Thread(target=self._run, name=f"lab-train-{self.job_id}", daemon=True)

@@ -75,5 +75,19 @@ def test_agreement_by_distance_on_builtin_models():
 
 def test_time_per_token_shapes():
     res = time_per_token(lengths=(4, 8), batch=2, reps=1, preset="tiny")
-    assert set(res) == {"transformer", "lstm", "rnn"}
+    assert set(res) == {"Transformer", "LSTM", "RNN (tanh)"}
     assert all(v.shape == (2,) and (v > 0).all() for v in res.values())
+
+
+def test_figures_build():
+    from viz.experiments import accuracy_by_distance, gradient_profiles, loss_curves, time_per_token as tpt
+
+    d = np.arange(5)
+    fig = gradient_profiles({"RNN (tanh)": (d, np.array([1, .5, .2, .1, .01]))})
+    assert fig.layout.yaxis.type == "log" and list(fig.data[0].y) == [1, .5, .2, .1, .01]
+    fig = accuracy_by_distance(d, {"LSTM": np.linspace(1, .5, 5), "<b>x</b>": np.ones(5)})
+    assert len(fig.data) == 2 and "&lt;b&gt;" in fig.data[1].name
+    fig = loss_curves({"Transformer": {"steps": [1, 2], "train": [3, 2], "heldout_steps": [0, 2], "heldout": [3.5, 2.5]}})
+    assert len(fig.data) == 2
+    fig = tpt(np.array([16, 32]), {"LSTM": np.array([1e-5, 2e-5])})
+    assert np.allclose(fig.data[0].y, [10, 20])

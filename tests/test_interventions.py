@@ -206,3 +206,26 @@ def test_hf_gpt2_head_ablation_and_no_positions(tmp_path):
     assert c.tv > 0
     with pytest.raises(model.LabError):
         compare(lab, "the bear", Interventions(no_causal_mask=True))
+
+
+def test_comparison_and_figures_for_the_builtin_lm():
+    import model
+    from model.interventions import build, compare, heldout, layout
+    from viz.experiments import attention_pair, distribution_pair, head_change_grid
+
+    lab = model.load("transformer-lm", "cpu")
+    assert layout(lab)["self"]["layers"] == lab.n_layers
+    iv = build("heads", stack="self", layer=0, heads=range(lab.n_heads))
+    cmp = compare(lab, "the keys to the old cabinet", iv)
+    assert (cmp.head_change["self"][0] == 0).all()               # ablated heads keep their own weights
+    assert (cmp.head_change["self"][1:] > 0).any() and cmp.tv > 0
+    l, h = cmp.most_changed("self")
+    a, b = cmp.head_maps("self", l, h)
+    assert attention_pair(a, b, cmp.tokens, cmp.tokens).data[2].z.shape == a.shape
+    assert len(distribution_pair(cmp.top_words, cmp.p_intact, cmp.p_broken).data) == 2
+    assert head_change_grid(cmp.head_change["self"]).data[0].z.shape == (lab.n_layers, lab.n_heads)
+    none = compare(lab, "the keys to the old cabinet", build("none"))
+    assert none.tv == 0 and none.kl == 0 and (none.head_change["self"] == 0).all()
+    rows, what, secs = heldout(lab, build("mask"))
+    figures = {name: (a, b) for name, a, b in rows}
+    assert figures["cross-entropy (nats/token)"][1] > figures["cross-entropy (nats/token)"][0]
