@@ -76,6 +76,7 @@ def hidden_gradients(module: nn.Module, ids: Tensor, layer: int = 0) -> np.ndarr
     last token ids[:, -1] predicted at position T-2. h_t is the chosen layer's hidden state
     (RNN, LSTM) or, for a Transformer, the residual stream after the embeddings."""
     module = module.eval()
+    ids = ids.to(next(module.parameters()).device)
     x_ids, target = ids[:, :-1], ids[:, -1]
     with torch.enable_grad():
         if isinstance(module, RNNLM):

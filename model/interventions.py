@@ -88,10 +88,13 @@ def describe(iv: Interventions, shuffle_seed: int | None = None) -> str:
         parts.append("no positional encoding")
     if iv.no_causal_mask:
         parts.append("no causal mask")
+    stack_name = {"self": "", "encoder": "encoder ", "decoder": "decoder "}
     for s, l, sub in sorted(iv.skip_layernorm):
-        parts.append(f"{s} final LayerNorm skipped" if l < 0 else f"{s} layer {l + 1} {sub} LayerNorm skipped")
+        parts.append(f"{stack_name.get(s, s + ' ')}final LayerNorm skipped" if l < 0 else
+                     f"{stack_name.get(s, s + ' ')}layer {l + 1}: the LayerNorm of the {SUBLAYER_NAMES[sub]} skipped")
     for s, l, sub in sorted(iv.skip_residual):
-        parts.append(f"{s} layer {l + 1} {sub} residual connection skipped")
+        parts.append(f"{stack_name.get(s, s + ' ')}layer {l + 1}: the residual connection around the "
+                     f"{SUBLAYER_NAMES[sub]} skipped")
     if iv.no_scale:
         parts.append("attention scores not divided by sqrt(d_k)")
     if shuffle_seed is not None:
