@@ -229,3 +229,43 @@ def test_comparison_and_figures_for_the_builtin_lm():
     rows, what, secs = heldout(lab, build("mask"))
     figures = {name: (a, b) for name, a, b in rows}
     assert figures["cross-entropy (nats/token)"][1] > figures["cross-entropy (nats/token)"][0]
+
+
+def _page(page: str, **state):
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    for k, v in state.items():
+        at.session_state[k] = v
+    at.run()
+    at.switch_page(f"app_pages/{page}.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def test_experiments_page_shows_real_differences():
+    from conftest import charts
+
+    at = _page("experiments")
+    assert len(charts(at)) >= 3 and not at.error
+    at.selectbox(key="exp_what").set_value("mask").run()
+    assert not at.exception
+    rows = {r[0]: (float(r[1]), float(r[2])) for r in at.table[0].value.values.tolist()}
+    ce = rows["cross-entropy (nats/token)"]
+    assert ce[1] > ce[0]                                              # removing the mask hurts, measured
+    order = at.table[1].value.values.tolist()
+    assert order[-1][0] == "no positions and no causal mask" and order[-1][-1] == "yes" and order[0][-1] == "no"
+
+
+def test_experiments_page_on_the_translator_and_the_lstm():
+    at = _page("experiments", model_choice="translator-en-fr", text="the black cat ate the mouse")
+    assert not at.error
+    at.selectbox(key="exp_what").set_value("positions").run()
+    assert not at.exception
+    trans = at.table[2].value.values.tolist()
+    assert trans[1][1] == trans[1][2] and trans[0][1] != trans[0][2]   # no positions: A and B translate alike
+    at = _page("experiments", model_choice="lstm-lm")
+    assert "Transformers" in at.info[0].value

@@ -91,3 +91,37 @@ def test_saved_model_opens_like_a_builtin(tmp_path):
         assert len(lab.generate("the keys", 5, greedy=True).steps) >= 1
     assert lab.kind == "lm"
     assert open_trained(tmp_path / "rnn", "cpu").kind == "rnn"
+
+
+def test_train_page_starts_stops_and_reports_the_cap():
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+    from model.jobs import MANAGER
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.run()
+    at.switch_page("app_pages/train.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    blocker = MANAGER.start("someone else", preset="quick")           # the server's only slot is taken
+    try:
+        at.button(key="train_start").click().run()
+        assert any("limit is" in w.value for w in at.warning)
+        assert "train_job" not in at.session_state
+    finally:
+        blocker.stop()
+        _wait(blocker)
+    at.button(key="train_start").click().run()
+    job = at.session_state["train_job"]
+    try:
+        assert job.alive
+        while job.snapshot().step < 2:
+            time.sleep(0.1)
+            job.heartbeat()
+        at.button(key="train_stop").click().run()
+        _wait(job)
+        assert job.snapshot().status == "stopped"
+    finally:
+        job.stop()
+        _wait(job)
