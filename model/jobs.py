@@ -483,7 +483,7 @@ class RNNLab(BuiltinLM):
 # ----------------------------------------------------------------------------- benchmark
 def training_throughput(preset: str = "quick", steps: int = 10, kinds: tuple[str, ...] = KINDS
                         ) -> list[tuple[str, str, str]]:
-    """Training tokens per second of each model on a preset (after 2 warm-up steps), on the CPU.
+    """Training tokens per second of each model on a preset (after 3 warm-up steps), on the CPU.
 
     Returns (what, measured, target) rows for the benchmark."""
     p = PRESETS[preset]
@@ -496,15 +496,16 @@ def training_throughput(preset: str = "quick", steps: int = 10, kinds: tuple[str
         m.train()
         opt = torch.optim.AdamW(m.parameters(), lr=p.lr[k])
         rng = random.Random(0)
-        for _ in range(2):
+        for _ in range(3):                                              # warm-up
             train_step(m, opt, windows(train_docs, p.seq_len, p.batch, rng), tok.pad_id)
         t0 = time.perf_counter()
         for _ in range(steps):
             train_step(m, opt, windows(train_docs, p.seq_len, p.batch, rng), tok.pad_id)
         rate = steps * p.batch * p.seq_len / (time.perf_counter() - t0)
+        # the models take turns: all of them finish the preset in 60 s if each runs at least this fast
         target = p.steps * p.batch * p.seq_len * len(kinds) / 60.0
-        rows.append((f"training {LABELS[k]} (preset {preset}, batch {p.batch} x {p.seq_len} words)",
+        rows.append((f"training {LABELS[k]} (preset {preset}, batch {p.batch} x {p.seq_len} words, CPU)",
                      f"{rate:,.0f} tokens/s",
-                     f"> {target / len(kinds):,.0f} tokens/s (the preset's {p.steps} steps of all "
-                     f"{len(kinds)} models in 60 s)"))
+                     f">= {target:,.0f} tokens/s (the preset's {p.steps} steps of all {len(kinds)} models "
+                     f"in 60 s)"))
     return rows
