@@ -17,7 +17,7 @@ c.intro("Break it",
 m = c.load_or_stop()
 applies = supported(m)
 if isinstance(applies, str):
-    st.info(applies)
+    st.info(c.md_escape(applies))
     st.stop()
 
 STACKS = {"self": "self-attention", "encoder": "encoder self-attention", "decoder": "decoder masked self-attention",
@@ -73,7 +73,7 @@ try:
     with st.spinner("Running both models…"):
         cmp = compare(m, c.text(), iv, shuffle_seed=seed)
 except LabError as e:
-    st.warning(str(e))
+    st.warning(c.md_escape(str(e)))
     st.stop()
 
 left, right = st.columns(2)
@@ -145,7 +145,7 @@ try:
               "intervened": [f"{r[2]:.4f}" for r in rows]})
     st.caption(f"On a fixed slice: {slice_what} ({secs:.1f} s).")
 except LabError as e:
-    st.info(str(e))
+    st.info(c.md_escape(str(e)))
 
 if m.source == "builtin":
     st.subheader("Word order without positions")
@@ -159,7 +159,7 @@ if m.source == "builtin":
     try:
         demo = word_order_demo(m, a_text, b_text)
     except LabError as e:
-        st.info(str(e))
+        st.info(c.md_escape(str(e)))
     else:
         st.code(f"A: {demo.a}\nB: {demo.b}", language=None)
         st.table({"condition": [r[0] for r in demo.rows],

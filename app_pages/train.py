@@ -12,7 +12,7 @@ from viz.experiments import time_per_token as time_figure
 
 c.intro("Train it live",
         "Three small language models learn the lab's English corpus side by side, on the same batches: a "
-        "**Transformer**, an **LSTM** and a vanilla **RNN** (h_t = tanh(W x_t + U h_{t-1} + b)). Watch the "
+        "**Transformer**, an **LSTM** and a vanilla **RNN** (`h_t = tanh(W x_t + U h_{t-1} + b)`). Watch the "
         "training and held-out loss fall, the speed of each, and sentences sampled from each model as it learns.",
         "start the quick preset; stop it half-way and resume; then, below, see why the RNN forgets.")
 
@@ -32,7 +32,7 @@ if b1.button("Start a new training", type="primary", disabled=running or not kin
         st.session_state.train_job = job
         running = True
     except JobLimitError as e:
-        st.warning(str(e))
+        st.warning(c.md_escape(str(e)))
 if b2.button("Stop", disabled=not running, key="train_stop"):
     job.stop()
 if b3.button("Resume", disabled=job is None or running or job.snapshot().step >= job.snapshot().steps,
@@ -41,7 +41,7 @@ if b3.button("Resume", disabled=job is None or running or job.snapshot().step >=
         MANAGER.resume(job)
         running = True
     except LabError as e:
-        st.warning(str(e))
+        st.warning(c.md_escape(str(e)))
 st.caption(f"Training runs in the background on the server, at most {MANAGER.max_running} at a time. It stops by "
            "itself about a minute after you leave this page (resume continues it).")
 
@@ -104,7 +104,7 @@ for name in ("lstm-lm", "transformer-lm"):
     try:
         builtin[f"built-in {name}"] = c.get_model(name, c.device_name()).module
     except LabError as e:
-        st.warning(str(e))
+        st.warning(c.md_escape(str(e)))
 models = {**(job.trained_modules() if trained else {}), **builtin}
 if trained:
     st.caption("Measured on the models trained above, and the built-in LSTM and Transformer for reference.")
