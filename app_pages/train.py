@@ -160,5 +160,7 @@ res = st.session_state.get("forget_time_res")
 if res:
     c.plot(time_figure(list(res[0]), res[1], title="Training time per token against sequence length"), key="forget_t")
     st.caption("The quick preset's model sizes, batch of 8, the fastest of 2 timed steps at each length, on this "
-               "server's CPU and its current load. An RNN or LSTM must run its steps one after another; a Transformer "
-               "processes all positions at once, but its attention grows with the square of the length.")
+               "server's CPU and its current load. An RNN or LSTM computes its steps one after another, each "
+               "waiting for the previous one; a Transformer computes all positions at once, with attention work "
+               "that grows with the square of the length. Which cost wins depends on the sizes and the hardware: "
+               "the figure is this machine's measurement.")

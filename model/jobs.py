@@ -481,11 +481,19 @@ class RNNLab(BuiltinLM):
 
 
 # ----------------------------------------------------------------------------- benchmark
-def training_throughput(preset: str = "quick", steps: int = 10, kinds: tuple[str, ...] = KINDS
-                        ) -> list[tuple[str, str, str]]:
+def training_throughput(preset: str = "quick", steps: int = 10, kinds: tuple[str, ...] = KINDS,
+                        threads: int | None = None) -> list[tuple[str, str, str]]:
     """Training tokens per second of each model on a preset (after 3 warm-up steps), on the CPU.
 
+    threads: torch's intra-op threads for the measurement (restored afterwards); None = as set.
     Returns (what, measured, target) rows for the benchmark."""
+    if threads is not None:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return training_throughput(preset, steps, kinds, None)
+        finally:
+            torch.set_num_threads(before)
     p = PRESETS[preset]
     tok = tokenizer()
     train_docs, _ = corpus()
@@ -504,7 +512,8 @@ def training_throughput(preset: str = "quick", steps: int = 10, kinds: tuple[str
         rate = steps * p.batch * p.seq_len / (time.perf_counter() - t0)
         # the models take turns: all of them finish the preset in 60 s if each runs at least this fast
         target = p.steps * p.batch * p.seq_len * len(kinds) / 60.0
-        rows.append((f"training {LABELS[k]} (preset {preset}, batch {p.batch} x {p.seq_len} words, CPU)",
+        rows.append((f"training {LABELS[k]} (preset {preset}, batch {p.batch} x {p.seq_len} words, CPU, "
+                     f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''})",
                      f"{rate:,.0f} tokens/s",
                      f">= {target:,.0f} tokens/s (the preset's {p.steps} steps of all {len(kinds)} models "
                      f"in 60 s)"))
