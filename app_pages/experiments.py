@@ -42,12 +42,14 @@ if what == "heads":
     stack = cols[0].selectbox("Attention", list(parts), format_func=STACKS.get, key="exp_stack") \
         if len(parts) > 1 else "self"
     n_layers, n_heads = parts[stack]["layers"], parts[stack]["heads"]
-    layer = cols[1].selectbox("Layer", range(1, n_layers + 1), key="exp_layer")
+    layer = cols[1].selectbox("Layer", [*range(1, n_layers + 1), 0], key="exp_layer",
+                              format_func=lambda i: "every layer" if i == 0 else str(i))
     heads = cols[2].multiselect("Heads", list(range(1, n_heads + 1)), default=list(range(1, n_heads + 1)),
                                 key="exp_heads")
     mode = cols[3].radio("Replace the output by", ["zero", "mean"], key="exp_mode",
                          format_func={"zero": "zeros", "mean": "its mean over positions"}.get)
-    kw = dict(stack=stack, layer=layer - 1, heads=[h - 1 for h in heads], head_mode=mode)
+    layers = range(n_layers) if layer == 0 else layer - 1
+    kw = dict(stack=stack, layer=layers, heads=[h - 1 for h in heads], head_mode=mode)
 elif what in ("layernorm", "residual"):
     with_subs = [s for s in parts if parts[s]["sublayers"]]
     cols = st.columns(3)

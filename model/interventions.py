@@ -121,13 +121,14 @@ def layout(lab) -> dict[str, dict]:
 SUBLAYER_NAMES = {"attn": "self-attention", "cross": "cross-attention", "ffn": "feed-forward", "final": "final"}
 
 
-def build(what: str, *, stack: str = "self", layer: int = 0, heads=(), head_mode: str = "zero",
+def build(what: str, *, stack: str = "self", layer=0, heads=(), head_mode: str = "zero",
           sublayer: str = "attn") -> Interventions:
     """One intervention from a page's choices. what: "heads", "positions", "mask", "layernorm",
     "residual", "scale" or "none" (shuffling is passed separately as a seed). layer, heads 0-based;
     layer -1 with sublayer "final" is the final LayerNorm."""
-    if what == "heads":
-        return Interventions(ablate_heads={(stack, layer, h) for h in heads}, head_mode=head_mode)
+    if what == "heads":                                       # layer: one index or several
+        layers = [layer] if isinstance(layer, int) else list(layer)
+        return Interventions(ablate_heads={(stack, l, h) for l in layers for h in heads}, head_mode=head_mode)
     if what == "positions":
         return Interventions(no_positions=True)
     if what == "mask":

@@ -229,6 +229,10 @@ def test_comparison_and_figures_for_the_builtin_lm():
     rows, what, secs = heldout(lab, build("mask"))
     figures = {name: (a, b) for name, a, b in rows}
     assert figures["cross-entropy (nats/token)"][1] > figures["cross-entropy (nats/token)"][0]
+    every = build("heads", stack="self", layer=range(lab.n_layers), heads=range(lab.n_heads))
+    assert len(every.ablate_heads) == lab.n_layers * lab.n_heads
+    figures = {name: (a, b) for name, a, b in heldout(lab, every)[0]}
+    assert figures["agreement accuracy"][1] < 0.9 * figures["agreement accuracy"][0]   # no attention: no agreement
 
 
 def _page(page: str, **state):
