@@ -29,6 +29,10 @@ PAGES: list[PageInfo] = [
     PageInfo("lstm", "LSTM", ":material/memory:", "gates, cell and hidden state over time, beside the Transformer"),
     PageInfo("translate", "Translate", ":material/translate:",
              "encoder-decoder translation step by step, with cross-attention"),
+    PageInfo("experiments", "Break it", ":material/build:",
+             "ablate heads, remove positions or the causal mask: what changes, measured"),
+    PageInfo("train", "Train it live", ":material/model_training:",
+             "a Transformer, an LSTM and an RNN learning side by side; why RNNs forget"),
 ]
 KEYS = [p.key for p in PAGES]
 

@@ -11,6 +11,11 @@ per layer and head the raw scores and the weights, every LayerNorm's input and o
 the residual stream after each block. Nothing is stored on the module, so one model object
 can serve every user of the server at once. Without trace the attention runs through
 torch's fused scaled_dot_product_attention, as fast as a plain implementation.
+
+Experiments ("break the model") are options of one call, never state on the module:
+`model(ids, interventions=Interventions(ablate_heads={("self", 2, 0)}, no_positions=True))`.
+With no interventions (None, or an Interventions with nothing switched on) the computation
+is exactly the plain forward pass.
 """
 from __future__ import annotations
 
@@ -90,15 +95,83 @@ def subsequent_mask(size: int, offset: int = 0) -> Tensor:
     return k <= q
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None = None,
+              scale: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Scaled dot-product attention, spelled out. Returns (output, scores before the mask, weights).
 
     q: (B, h, Tq, d_k); k, v: (B, h, Tk, d_k); allowed: bool broadcastable to (B, h, Tq, Tk).
+    scale: None = the paper's 1/sqrt(d_k); a number multiplies q.k instead (1.0 = no scaling).
     """
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))                # (B, h, Tq, Tk)
+    if scale is None:
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))            # (B, h, Tq, Tk)
+    else:
+        scores = (q @ k.transpose(-2, -1)) * scale
     masked = scores if allowed is None else scores.masked_fill(~allowed, float("-inf"))
     weights = masked.softmax(dim=-1)                                         # rows sum to 1
     return weights @ v, scores, weights                                      # (B, h, Tq, d_k)
+
+
+# ----------------------------------------------------------------------------- interventions
+
+SUBLAYERS = ("attn", "cross", "ffn")
+
+
+def _frozen(items) -> frozenset:
+    return frozenset(tuple(i) for i in (items or ()))
+
+
+@dataclass(frozen=True)
+class Interventions:
+    """What to break in one forward pass. Passed as an argument; never stored on the module.
+
+    Layers and heads count from 0. Stacks are named as in traces: "self" (decoder-only LM),
+    "encoder", "decoder" and "cross" (the decoder's cross-attention) for the translator.
+    """
+
+    ablate_heads: frozenset = frozenset()     # {(stack, layer, head)}: that head's output removed
+    head_mode: str = "zero"                   # "zero": head output set to 0; "mean": to its mean over the
+                                              # (non-padding) query positions of this call
+    no_positions: bool = False                # add no positional encoding (every stack)
+    no_causal_mask: bool = False              # decoder self-attention may look at later tokens
+    skip_layernorm: frozenset = frozenset()   # {(stack, layer, sublayer)}: sublayer "attn" | "cross" | "ffn";
+                                              # (stack, -1, "final") for a pre-LN model's final LayerNorm
+    skip_residual: frozenset = frozenset()    # {(stack, layer, sublayer)}: output = sublayer only, no "x +"
+    no_scale: bool = False                    # scores q.k without the 1/sqrt(d_k) factor
+
+    def __post_init__(self) -> None:
+        for name in ("ablate_heads", "skip_layernorm", "skip_residual"):
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
+        if self.head_mode not in ("zero", "mean"):
+            raise ValueError(f"head_mode must be 'zero' or 'mean', got {self.head_mode!r}")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.ablate_heads or self.no_positions or self.no_causal_mask or self.skip_layernorm
+                    or self.skip_residual or self.no_scale)
+
+    def heads(self, stack: str, layer: int) -> tuple[int, ...]:
+        return tuple(sorted(h for s, l, h in self.ablate_heads if s == stack and l == layer))
+
+
+def _active(iv: "Interventions | None") -> "Interventions | None":
+    return iv if iv is not None and iv.active else None
+
+
+def _ablate_heads(out: Tensor, heads: tuple[int, ...], mode: str, q_valid: Tensor | None) -> Tensor:
+    """out: (B, h, Tq, d_k) per-head outputs before W_o; the listed heads zeroed or mean-replaced."""
+    out = out.clone()
+    idx = list(heads)
+    if mode == "zero":
+        out[:, idx] = 0.0
+        return out
+    sel = out[:, idx]                                                        # (B, n, Tq, d_k)
+    if q_valid is None:
+        mean = sel.mean(dim=-2, keepdim=True)
+    else:
+        w = q_valid[:, None, :, None].to(sel.dtype)                          # (B, 1, Tq, 1)
+        mean = (sel * w).sum(dim=-2, keepdim=True) / w.sum(dim=-2, keepdim=True).clamp(min=1.0)
+    out[:, idx] = mean.expand_as(sel)
+    return out
 
 
 # ----------------------------------------------------------------------------- modules
@@ -140,11 +213,15 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x_q: Tensor, x_kv: Tensor | None, allowed: Tensor | None, *, is_causal: bool = False,
                 past_kv: tuple[Tensor, Tensor] | None = None, static_kv: tuple[Tensor, Tensor] | None = None,
-                trace: bool = False) -> tuple[Tensor, tuple[Tensor, Tensor], AttentionTrace | None]:
+                trace: bool = False, ablate: tuple[int, ...] = (), head_mode: str = "zero",
+                q_valid: Tensor | None = None, scale: float | None = None
+                ) -> tuple[Tensor, tuple[Tensor, Tensor], AttentionTrace | None]:
         """allowed: (B, Tq, Tk) or (B, 1, Tk) bool, True where attending is allowed; None = all allowed.
 
         past_kv: cached keys/values of earlier positions (self-attention while generating);
         static_kv: precomputed keys/values of the encoder output (cross-attention while generating).
+        ablate: heads whose output is removed (head_mode "zero" or "mean" over the valid query
+        positions q_valid (B, Tq)); scale: None = 1/sqrt(d_k), else the factor on q.k.
         """
         B, Tq, D = x_q.shape
         q = self._heads(self.w_q(x_q))                                       # (B, h, Tq, d_k)
@@ -157,13 +234,16 @@ class MultiHeadAttention(nn.Module):
         mask = None if allowed is None else allowed[:, None]                 # (B, 1, Tq|1, Tk)
         at = None
         if trace:
-            out, scores, weights = attention(q, k, v, mask)
+            out, scores, weights = attention(q, k, v, mask, scale)
             full = None if allowed is None else allowed.expand(B, Tq, k.size(2))
             at = AttentionTrace(weights=weights.detach().float().cpu(), scores=scores.detach().float().cpu(),
                                 allowed=None if full is None else full.detach().cpu())
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
-                                                 dropout_p=self.dropout if self.training else 0.0)
+                                                 dropout_p=self.dropout if self.training else 0.0,
+                                                 **({} if scale is None else {"scale": scale}))
+        if ablate:
+            out = _ablate_heads(out, ablate, head_mode, q_valid)
         out = out.transpose(1, 2).reshape(B, Tq, D)                          # concat heads: (B, Tq, D)
         return self.w_o(out), (k, v), at
 
@@ -204,37 +284,55 @@ class Block(nn.Module):
         return y
 
     def _residual(self, x: Tensor, sublayer: Callable[[Tensor], Tensor], ln: nn.LayerNorm, name: str,
-                  rec: _Recorder | None) -> Tensor:
-        if self.pre:                                                         # x + Sublayer(LN(x))
-            return x + self.drop(sublayer(self._norm(ln, x, name, rec)))
-        return self._norm(ln, x + self.drop(sublayer(x)), name, rec)         # LN(x + Sublayer(x))
+                  rec: _Recorder | None, skip_ln: bool = False, skip_res: bool = False) -> Tensor:
+        if not (skip_ln or skip_res):
+            if self.pre:                                                     # x + Sublayer(LN(x))
+                return x + self.drop(sublayer(self._norm(ln, x, name, rec)))
+            return self._norm(ln, x + self.drop(sublayer(x)), name, rec)     # LN(x + Sublayer(x))
+        if self.pre:                                                         # intervened: LN and/or "x +" left out
+            s = self.drop(sublayer(x if skip_ln else self._norm(ln, x, name, rec)))
+            return s if skip_res else x + s
+        z = self.drop(sublayer(x))
+        z = z if skip_res else x + z
+        return z if skip_ln else self._norm(ln, z, name, rec)
 
     def forward(self, x: Tensor, allowed: Tensor | None, *, is_causal: bool = False, memory: Tensor | None = None,
                 memory_allowed: Tensor | None = None, cache: dict | None = None, rec: _Recorder | None = None,
-                name: str = "") -> tuple[Tensor, dict]:
+                name: str = "", iv: Interventions | None = None, layer: int = 0,
+                q_valid: Tensor | None = None) -> tuple[Tensor, dict]:
         new_cache: dict = {}
         tracing = rec is not None
+        key = self.self_key
+        opt = {} if iv is None else dict(head_mode=iv.head_mode, q_valid=q_valid,
+                                         scale=1.0 if iv.no_scale else None)
+
+        def skips(sub: str) -> dict:
+            if iv is None:
+                return {}
+            return dict(skip_ln=(key, layer, sub) in iv.skip_layernorm, skip_res=(key, layer, sub) in iv.skip_residual)
 
         def self_sub(y: Tensor) -> Tensor:
             out, kv, at = self.self_attn(y, y, allowed, is_causal=is_causal,
-                                         past_kv=cache.get("self") if cache else None, trace=tracing)
+                                         past_kv=cache.get("self") if cache else None, trace=tracing,
+                                         **({} if iv is None else dict(ablate=iv.heads(key, layer), **opt)))
             new_cache["self"] = kv
             if at is not None:
                 rec.attn(self.self_key, at)
             return out
 
-        x = self._residual(x, self_sub, self.ln_attn, f"{name}attention LN", rec)
+        x = self._residual(x, self_sub, self.ln_attn, f"{name}attention LN", rec, **skips("attn"))
         if self.cross_attn is not None:
             def cross_sub(y: Tensor) -> Tensor:
                 out, kv, at = self.cross_attn(y, memory, memory_allowed,
-                                              static_kv=cache.get("cross") if cache else None, trace=tracing)
+                                              static_kv=cache.get("cross") if cache else None, trace=tracing,
+                                              **({} if iv is None else dict(ablate=iv.heads("cross", layer), **opt)))
                 new_cache["cross"] = kv
                 if at is not None:
                     rec.attn("cross", at)
                 return out
 
-            x = self._residual(x, cross_sub, self.ln_cross, f"{name}cross-attention LN", rec)
-        x = self._residual(x, self.ffn, self.ln_ffn, f"{name}feed-forward LN", rec)
+            x = self._residual(x, cross_sub, self.ln_cross, f"{name}cross-attention LN", rec, **skips("cross"))
+        x = self._residual(x, self.ffn, self.ln_ffn, f"{name}feed-forward LN", rec, **skips("ffn"))
         return x, new_cache
 
 
@@ -267,14 +365,15 @@ class Stack(nn.Module):
 
     def forward(self, ids: Tensor, allowed: Tensor | None, *, is_causal: bool = False, offset: int = 0,
                 memory: Tensor | None = None, memory_allowed: Tensor | None = None, past: list | None = None,
-                rec: _Recorder | None = None) -> tuple[Tensor, list]:
+                rec: _Recorder | None = None, iv: Interventions | None = None,
+                q_valid: Tensor | None = None) -> tuple[Tensor, list]:
         T = ids.size(1)
         if offset + T > self.cfg.max_len:
             raise ValueError(f"sequence of {offset + T} tokens is longer than the model's context of "
                              f"{self.cfg.max_len} tokens")
         x = self.tok_emb(ids) * math.sqrt(self.cfg.d_model)                 # (B, T, D)
         table = self.positional_table()
-        if table is not None:
+        if table is not None and not (iv is not None and iv.no_positions):
             x = x + table[offset: offset + T]
         x = self.drop(x)
         if rec is not None:
@@ -283,11 +382,12 @@ class Stack(nn.Module):
         new_past = []
         for i, block in enumerate(self.blocks):
             x, kv = block(x, allowed, is_causal=is_causal, memory=memory, memory_allowed=memory_allowed,
-                          cache=past[i] if past else None, rec=rec, name=f"{self.label}L{i + 1} ")
+                          cache=past[i] if past else None, rec=rec, name=f"{self.label}L{i + 1} ",
+                          **({} if iv is None else dict(iv=iv, layer=i, q_valid=q_valid)))
             new_past.append(kv)
             if rec is not None:
                 rec.hidden(self.key, x)
-        if self.ln_final is not None:
+        if self.ln_final is not None and not (iv is not None and (self.key, -1, "final") in iv.skip_layernorm):
             x = Block._norm(self.ln_final, x, f"{self.label}final LN", rec)
         return x, new_past
 
@@ -340,12 +440,23 @@ class TransformerLM(_VocabHead):
         self._make_head(cfg)
 
     def forward(self, ids: Tensor, *, pad_mask: Tensor | None = None, past: list | None = None,
-                use_cache: bool = False, trace: bool = False) -> TransformerOutput:
-        """ids: (B, T) token ids; pad_mask: (B, T_total) bool, True for real tokens (None = no padding)."""
+                use_cache: bool = False, trace: bool = False,
+                interventions: Interventions | None = None) -> TransformerOutput:
+        """ids: (B, T) token ids; pad_mask: (B, T_total) bool, True for real tokens (None = no padding).
+
+        interventions: what to break in this call only (see `Interventions`); None = the intact model.
+        """
         offset = 0 if not past else past[0]["self"][0].size(2)
         rec = _Recorder() if trace else None
-        allowed, is_causal = _self_allowed(ids.size(1), offset, pad_mask, causal=True, need=trace)
-        x, new_past = self.decoder(ids, allowed, is_causal=is_causal, offset=offset, past=past, rec=rec)
+        iv = _active(interventions)
+        if iv is None:
+            allowed, is_causal = _self_allowed(ids.size(1), offset, pad_mask, causal=True, need=trace)
+            x, new_past = self.decoder(ids, allowed, is_causal=is_causal, offset=offset, past=past, rec=rec)
+        else:
+            allowed, is_causal = _self_allowed(ids.size(1), offset, pad_mask, causal=not iv.no_causal_mask, need=True)
+            q_valid = None if pad_mask is None else pad_mask[:, -ids.size(1):]
+            x, new_past = self.decoder(ids, allowed, is_causal=is_causal, offset=offset, past=past, rec=rec,
+                                       iv=iv, q_valid=q_valid)
         return TransformerOutput(self.lm_head(x), rec.trace if rec else None, new_past if use_cache else None)
 
 
@@ -360,30 +471,43 @@ class Seq2SeqTransformer(_VocabHead):
         self.decoder = Stack(cfg, cfg.vocab_size, cfg.n_layers, key="decoder", label="dec ", cross=True)
         self._make_head(cfg)
 
-    def encode(self, src: Tensor, src_pad: Tensor | None = None, rec: _Recorder | None = None) -> Tensor:
+    def encode(self, src: Tensor, src_pad: Tensor | None = None, rec: _Recorder | None = None,
+               interventions: Interventions | None = None) -> Tensor:
         allowed = None if src_pad is None else src_pad[:, None, :]          # (B, 1, Ts): mask padded keys
         if allowed is None and rec is not None:
             allowed = torch.ones(1, 1, src.size(1), dtype=torch.bool, device=src.device)
-        memory, _ = self.encoder(src, allowed, rec=rec)
+        iv = _active(interventions)
+        if iv is None:
+            memory, _ = self.encoder(src, allowed, rec=rec)
+        else:
+            memory, _ = self.encoder(src, allowed, rec=rec, iv=iv, q_valid=src_pad)
         return memory
 
     def decode(self, tgt: Tensor, memory: Tensor, *, src_pad: Tensor | None = None, tgt_pad: Tensor | None = None,
-               past: list | None = None, rec: _Recorder | None = None) -> tuple[Tensor, list]:
+               past: list | None = None, rec: _Recorder | None = None,
+               interventions: Interventions | None = None) -> tuple[Tensor, list]:
         offset = 0 if not past else past[0]["self"][0].size(2)
-        allowed, is_causal = _self_allowed(tgt.size(1), offset, tgt_pad, causal=True, need=rec is not None)
+        iv = _active(interventions)
+        allowed, is_causal = _self_allowed(tgt.size(1), offset, tgt_pad, causal=not (iv and iv.no_causal_mask),
+                                           need=rec is not None or iv is not None)
         mem_allowed = None if src_pad is None else src_pad[:, None, :]
         if mem_allowed is None and rec is not None:
             mem_allowed = torch.ones(1, 1, memory.size(1), dtype=torch.bool, device=memory.device)
-        x, new_past = self.decoder(tgt, allowed, is_causal=is_causal, offset=offset, memory=memory,
-                                   memory_allowed=mem_allowed, past=past, rec=rec)
+        if iv is None:
+            x, new_past = self.decoder(tgt, allowed, is_causal=is_causal, offset=offset, memory=memory,
+                                       memory_allowed=mem_allowed, past=past, rec=rec)
+        else:
+            q_valid = None if tgt_pad is None else tgt_pad[:, -tgt.size(1):]
+            x, new_past = self.decoder(tgt, allowed, is_causal=is_causal, offset=offset, memory=memory,
+                                       memory_allowed=mem_allowed, past=past, rec=rec, iv=iv, q_valid=q_valid)
         return self.lm_head(x), new_past
 
     def forward(self, src: Tensor, tgt: Tensor, *, src_pad: Tensor | None = None, tgt_pad: Tensor | None = None,
-                trace: bool = False) -> TransformerOutput:
+                trace: bool = False, interventions: Interventions | None = None) -> TransformerOutput:
         """src: (B, Ts) source ids; tgt: (B, Tt) target ids starting with [BOS] (teacher forcing)."""
         rec = _Recorder() if trace else None
-        memory = self.encode(src, src_pad, rec)
-        logits, _ = self.decode(tgt, memory, src_pad=src_pad, tgt_pad=tgt_pad, rec=rec)
+        memory = self.encode(src, src_pad, rec, interventions=interventions)
+        logits, _ = self.decode(tgt, memory, src_pad=src_pad, tgt_pad=tgt_pad, rec=rec, interventions=interventions)
         return TransformerOutput(logits, rec.trace if rec else None)
 
 

@@ -1,0 +1,182 @@
+"""Break it: switch off one part of the Transformer and see what changes, beside the intact model."""
+import streamlit as st
+
+from app_pages import common as c
+from model import LabError
+from model.interventions import (SUBLAYER_NAMES, build, compare, describe, heldout, layout, supported,
+                                 word_order_demo)
+from viz.experiments import attention_pair, distribution_pair, head_change_grid
+
+c.intro("Break it",
+        "Switch off one part of the model, for this run only, and compare with the intact model on the same "
+        "text: the next-word distribution, which attention heads changed and by how much, and held-out "
+        "figures recomputed on a fixed evaluation slice. Everything shown is computed, nothing is simulated.",
+        "ablate all heads of layer 1, then of the last layer; remove the causal mask and watch agreement "
+        "accuracy fall; remove the positional encoding of the translator and swap the two animals.")
+
+m = c.load_or_stop()
+applies = supported(m)
+if isinstance(applies, str):
+    st.info(c.md_escape(applies))
+    st.stop()
+
+STACKS = {"self": "self-attention", "encoder": "encoder self-attention", "decoder": "decoder masked self-attention",
+          "cross": "cross-attention"}
+CHOICES = {"heads": "Ablate attention heads", "positions": "Remove the positional encoding",
+           "mask": "Remove the causal mask", "layernorm": "Skip a LayerNorm",
+           "residual": "Skip a residual connection", "scale": "Scores without 1/√d_k",
+           "shuffle": "Shuffle the word order (seeded)"}
+NEEDS = {"heads": "head ablation", "positions": "no positional encoding", "mask": "no causal mask",
+         "layernorm": "skip a LayerNorm", "residual": "skip a residual connection", "scale": "no 1/sqrt(d_k) scaling",
+         "shuffle": "shuffled word order"}
+available = [k for k, need in NEEDS.items() if any(a.startswith(need) for a in applies)]
+if len(available) < len(NEEDS):
+    st.caption(f"For {c.md_escape(m.name)} the lab supports: {', '.join(applies)}.")
+parts = layout(m)
+
+what = st.selectbox("What to break", available, format_func=CHOICES.get, key="exp_what")
+kw: dict = {}
+seed = None
+if what == "heads":
+    cols = st.columns(4)
+    stack = cols[0].selectbox("Attention", list(parts), format_func=STACKS.get, key="exp_stack") \
+        if len(parts) > 1 else "self"
+    n_layers, n_heads = parts[stack]["layers"], parts[stack]["heads"]
+    layer = cols[1].selectbox("Layer", [*range(1, n_layers + 1), 0], key="exp_layer",
+                              format_func=lambda i: "every layer" if i == 0 else str(i))
+    heads = cols[2].multiselect("Heads", list(range(1, n_heads + 1)), default=list(range(1, n_heads + 1)),
+                                key="exp_heads")
+    mode = cols[3].radio("Replace the output by", ["zero", "mean"], key="exp_mode",
+                         format_func={"zero": "zeros", "mean": "its mean over positions"}.get)
+    layers = range(n_layers) if layer == 0 else layer - 1
+    kw = dict(stack=stack, layer=layers, heads=[h - 1 for h in heads], head_mode=mode)
+elif what in ("layernorm", "residual"):
+    with_subs = [s for s in parts if parts[s]["sublayers"]]
+    cols = st.columns(3)
+    stack = cols[0].selectbox("Stack", with_subs, format_func=lambda s: s if s != "self" else "decoder",
+                              key="exp_ln_stack") if len(with_subs) > 1 else with_subs[0]
+    subs = list(parts[stack]["sublayers"])
+    if what == "layernorm" and parts[stack]["final_ln"]:
+        subs.append("final")
+    sub = cols[2].selectbox("Sub-layer", subs, format_func=SUBLAYER_NAMES.get, key=f"exp_{what}_sub")
+    layer = 0
+    if sub != "final":
+        layer = cols[1].selectbox("Layer", range(1, parts[stack]["layers"] + 1), key=f"exp_{what}_layer") - 1
+    kw = dict(stack=stack, layer=layer, sublayer=sub)
+elif what == "shuffle":
+    seed = st.number_input("Shuffle seed", 0, 10_000, 0, key="exp_seed")
+iv = build("none" if what == "shuffle" else what, **kw)
+if what == "heads" and not kw["heads"]:
+    st.info("Pick at least one head to ablate.")
+    st.stop()
+
+st.markdown(f"**Switched off:** {c.md_escape(describe(iv, seed))}")
+try:
+    with st.spinner("Running both models…"):
+        cmp = compare(m, c.text(), iv, shuffle_seed=seed)
+except LabError as e:
+    st.warning(c.md_escape(str(e)))
+    st.stop()
+
+left, right = st.columns(2)
+left.markdown("**Intact model reads**")
+left.code(" ".join(cmp.tokens), language=None)
+right.markdown("**Intervened model reads**")
+right.code(" ".join(cmp.tokens_broken), language=None)
+if cmp.translation_intact is not None:
+    left.markdown("**Intact translation**")
+    left.code(cmp.translation_intact or "(empty)", language=None)
+    right.markdown("**Intervened translation**")
+    right.code(cmp.translation_broken or "(empty)", language=None)
+
+st.subheader("Next-word distribution")
+c.plot(distribution_pair(cmp.top_words, cmp.p_intact, cmp.p_broken,
+                         title=f"Probability of {cmp.predicts}: intact vs intervened"), key="exp_dist")
+st.caption(f"KL(intact ‖ intervened) = {cmp.kl:.4f} nats; total variation distance = {cmp.tv:.4f} "
+           "(0 means the two distributions are identical). Bars: the union of both models' most likely words.")
+
+st.subheader("Which attention heads changed")
+if not cmp.aligned:
+    st.caption("The intervened model read the words in another order: its attention maps are put back in the "
+               "intact order before comparing, so a cell compares the same pair of words.")
+stacks = list(cmp.head_change)
+for s in stacks:
+    n = cmp.changed_heads(s)
+    c.plot(head_change_grid(cmp.head_change[s], title=f"{STACKS.get(s, s)}: largest change of any weight, per head"),
+           key=f"exp_change_{s}")
+    st.caption(f"{n} of {cmp.head_change[s].size} heads changed (a cell of 0.000 means that head's attention "
+               "weights are exactly those of the intact model).")
+if what == "heads":
+    st.caption("Ablating a head removes its output, not its attention weights: its own map is unchanged, and "
+               "the effect shows in later layers and in the prediction.")
+
+
+@st.fragment
+def one_head() -> None:
+    st.subheader("One head, intact and intervened")
+    cols = st.columns(3)
+    s = cols[0].selectbox("Attention", stacks, format_func=lambda k: STACKS.get(k, k), key="exp_map_stack") \
+        if len(stacks) > 1 else stacks[0]
+    best_l, best_h = cmp.most_changed(s)
+    L, H = cmp.head_change[s].shape
+    layer = cols[1].selectbox("Layer", range(1, L + 1), index=best_l, key=f"exp_map_layer_{s}")
+    head = cols[2].selectbox("Head", range(1, H + 1), index=best_h, key=f"exp_map_head_{s}")
+    a, b = cmp.head_maps(s, layer - 1, head - 1)
+    c.plot(attention_pair(a, b, cmp.q_labels[s], cmp.k_labels[s],
+                          title=f"{STACKS.get(s, s)}, layer {layer}, head {head}"), key="exp_pair")
+    if cmp.changed_heads(s):
+        st.caption("Preselected: the head whose weights changed most. Right: intervened minus intact "
+                   "(red: more attention).")
+    else:
+        st.caption("No head of this attention changed. Right: intervened minus intact.")
+
+
+one_head()
+
+st.subheader("Held-out figures")
+
+
+@st.cache_data(show_spinner="Evaluating both models on the held-out slice…", max_entries=64)
+def _heldout(name: str, device: str, iv_key: str, _iv, seed):
+    return heldout(c.get_model(name, device), _iv, seed)
+
+
+try:
+    rows, slice_what, secs = _heldout(c.model_name(), c.device_name(), repr(iv), iv, seed)
+    st.table({"figure": [r[0] for r in rows], "intact": [f"{r[1]:.4f}" for r in rows],
+              "intervened": [f"{r[2]:.4f}" for r in rows]})
+    st.caption(f"On a fixed slice: {slice_what} ({secs:.1f} s).")
+except LabError as e:
+    st.info(c.md_escape(str(e)))
+
+if m.source == "builtin":
+    st.subheader("Word order without positions")
+    st.markdown("Without a positional encoding, self-attention sees the words as a **set**: the same words in "
+                "another order give the same attention, only reordered. Below, two texts with the same words "
+                "in a different order, run with each part switched off; differences are measured after putting "
+                "the second run back in the first one's order.")
+    lm_pair = ("the dog chased the cat .", "the cat chased the dog .")
+    tr_pair = ("the dog chased the cat", "the cat chased the dog")
+    a_text, b_text = tr_pair if m.kind == "seq2seq" else lm_pair
+    try:
+        demo = word_order_demo(m, a_text, b_text)
+    except LabError as e:
+        st.info(c.md_escape(str(e)))
+    else:
+        st.code(f"A: {demo.a}\nB: {demo.b}", language=None)
+        st.table({"condition": [r[0] for r in demo.rows],
+                  "largest |logit difference|": [f"{r[1]:.2e}" for r in demo.rows],
+                  "largest |attention difference|": [f"{r[2]:.2e}" for r in demo.rows],
+                  f"identical (within {demo.tol:g})": ["yes" if r[3] else "no" for r in demo.rows]})
+        if demo.translations:
+            st.table({"condition": [t[0] for t in demo.translations], "translation of A": [t[1] for t in demo.translations],
+                      "translation of B": [t[2] for t in demo.translations]})
+        if m.kind == "seq2seq":
+            st.caption("Logits: every decoder position, decoding the translation of A made under the same condition, "
+                       "once from A and once from B. Attention and states: every encoder self-attention weight and "
+                       "encoder output, B's put back in A's order.")
+        else:
+            st.caption("Logits: at the last position (both texts end with the same token). Attention: every "
+                       "self-attention weight. The causal mask also carries order (each word sees only the words "
+                       "before it), which is why the table shows whether the two texts still differ with the "
+                       "positions removed but the mask kept.")

@@ -1,0 +1,166 @@
+"""Train it live: a Transformer, an LSTM and a vanilla RNN learning side by side; then why RNNs forget."""
+import uuid
+
+import streamlit as st
+
+from app_pages import common as c
+from model import LabError
+from model.forgetting import agreement_by_distance, gradient_profiles, time_per_token
+from model.jobs import KINDS, LABELS, MANAGER, PRESETS, VISIBLE_PRESETS, JobLimitError, save_trained, tokenizer
+from viz.experiments import accuracy_by_distance, gradient_profiles as gradient_figure, loss_curves
+from viz.experiments import time_per_token as time_figure
+
+c.intro("Train it live",
+        "Three small language models learn the lab's English corpus side by side, on the same batches: a "
+        "**Transformer**, an **LSTM** and a vanilla **RNN** (`h_t = tanh(W x_t + U h_{t-1} + b)`). Watch the "
+        "training and held-out loss fall, the speed of each, and sentences sampled from each model as it learns.",
+        "start the quick preset; stop it half-way and resume; then, below, see why the RNN forgets.")
+
+if "train_owner" not in st.session_state:
+    st.session_state.train_owner = uuid.uuid4().hex
+job = st.session_state.get("train_job")
+
+cols = st.columns([2, 3])
+preset = cols[0].radio("Preset", VISIBLE_PRESETS, key="train_preset",
+                       format_func=lambda p: f"{p}: {PRESETS[p].description}")
+kinds = cols[1].multiselect("Models", list(KINDS), default=list(KINDS), format_func=LABELS.get, key="train_kinds")
+b1, b2, b3, _ = st.columns([1, 1, 1, 3])
+running = job is not None and job.alive
+if b1.button("Start a new training", type="primary", disabled=running or not kinds, key="train_start"):
+    try:
+        job = MANAGER.start(st.session_state.train_owner, preset=preset, kinds=tuple(kinds))
+        st.session_state.train_job = job
+        running = True
+    except JobLimitError as e:
+        st.warning(c.md_escape(str(e)))
+if b2.button("Stop", disabled=not running, key="train_stop"):
+    job.stop()
+if b3.button("Resume", disabled=job is None or running or job.snapshot().step >= job.snapshot().steps,
+             key="train_resume"):
+    try:
+        MANAGER.resume(job)
+        running = True
+    except LabError as e:
+        st.warning(c.md_escape(str(e)))
+st.caption(f"Training runs in the background on the server, at most {MANAGER.max_running} at a time. It stops by "
+           "itself about a minute after you leave this page (resume continues it).")
+
+
+def show_progress() -> None:
+    if job is None:
+        st.info("No training yet in this session: press **Start a new training**.")
+        return
+    job.heartbeat()
+    snap = job.snapshot()
+    st.progress(snap.progress, text=f"step {snap.step} of {snap.steps} ({snap.status}, {snap.seconds:.0f} s "
+                                     f"of training, preset {snap.preset})")
+    if snap.message:
+        st.warning(snap.message)
+    st.table({"model": [r[0] for r in snap.latest()], "tokens / s": [r[1] for r in snap.latest()],
+              "training loss": [r[2] for r in snap.latest()], "held-out loss": [r[3] for r in snap.latest()]})
+    st.caption("Tokens per second: each model's own compute time (the three take turns on the same CPU). Losses "
+               "in nats per token; held-out: 100 sentences never trained on.")
+    c.plot(loss_curves(snap.curve_table(), title="Loss while training"), key="train_curves")
+    st.markdown("**Sampled sentences** (temperature 0.8, seeded), newest first")
+    for k in snap.kinds:
+        lines = [f"step {step:>5}: {text}" for step, text in reversed(snap.samples[k][-4:])]
+        st.markdown(f"*{LABELS[k]}*")
+        st.code("\n".join(lines) or "(the first sample comes after a few steps)", language=None)
+    if running and not snap.running:
+        st.rerun(scope="app")                    # finished: refresh the buttons
+
+
+if running:
+    st.fragment(run_every=1.0)(show_progress)()
+else:
+    show_progress()
+
+if job is not None and not job.alive and job.snapshot().step > 0:
+    st.subheader("Keep a trained model")
+    kept = st.session_state.setdefault("trained_models", {})
+    cols = st.columns(len(job.kinds))
+    for col, k in zip(cols, job.kinds):
+        if col.button(f"Save the {LABELS[k]}", key=f"train_save_{k}"):
+            folder = save_trained(job, k)
+            kept[f"{LABELS[k]} trained live ({job.job_id})"] = str(folder)
+    for name, folder in kept.items():
+        st.markdown(f"**{c.md_escape(name)}**: saved as safetensors in")
+        st.code(folder, language=None)
+    if kept:
+        st.caption("Saved for this session; the folders of the Transformer and the LSTM also open on the other pages "
+                   "when typed as a local folder in the sidebar.")
+
+# ----------------------------------------------------------------------------- why RNNs forget
+st.header("Why RNNs forget")
+st.markdown("An RNN carries everything it knows in one vector, rewritten at every word. The gradient that teaches "
+            "it to use a word far back must pass through every step in between, multiplied each time by the "
+            "same weights and by tanh's slope (at most 1): it usually **vanishes** (or explodes). The LSTM adds "
+            "its cell state with a gate instead of rewriting it; a Transformer attends to every earlier word "
+            "directly.")
+
+trained = job is not None and not job.alive and job.snapshot().step > 0
+builtin = {}
+for name in ("lstm-lm", "transformer-lm"):
+    try:
+        builtin[f"built-in {name}"] = c.get_model(name, c.device_name()).module
+    except LabError as e:
+        st.warning(c.md_escape(str(e)))
+models = {**(job.trained_modules() if trained else {}), **builtin}
+if trained:
+    st.caption("Measured on the models trained above, and the built-in LSTM and Transformer for reference.")
+else:
+    st.caption("Train the three models above to add the RNN; until then the built-in LSTM and Transformer are shown.")
+tok = tokenizer()
+key = tuple(models)
+
+
+@st.cache_resource(show_spinner="Back-propagating through 8 texts of 48 words…", max_entries=4)
+def _builtin_gradients(device: str, names: tuple):
+    return gradient_profiles(builtin, tok, n=8, length=48)
+
+
+st.subheader("Gradient through time")
+profiles = dict(_builtin_gradients(c.device_name(), tuple(builtin)))
+if trained:
+    live = st.session_state.get("forget_grad_res")
+    if live and live[0] == job.job_id:
+        profiles = {**live[1], **profiles}
+    elif st.button("Add the models trained above", key="forget_grad"):
+        with st.spinner("Back-propagating through 8 texts of 48 words…"):
+            live = (job.job_id, gradient_profiles(job.trained_modules(), tok, n=8, length=48))
+        st.session_state.forget_grad_res = live
+        profiles = {**live[1], **profiles}
+if profiles:
+    c.plot(gradient_figure(profiles, title="‖∂ loss at the last word / ∂ hidden state k words back‖"), key="forget_g")
+    st.caption("Mean over the same 8 held-out texts of 48 tokens (sentences run together). RNN and LSTM: the "
+               "first layer's hidden state h; Transformer: the residual stream right after the embeddings. Log "
+               "scale: a straight falling line is a geometric decay.")
+
+st.subheader("Agreement across a growing distance")
+if st.button("Measure agreement by distance", key="forget_agree"):
+    with st.spinner("Scoring 100 sentences at each distance…"):
+        st.session_state.forget_agree_res = (key, agreement_by_distance(models, tok, n=100))
+res = st.session_state.get("forget_agree_res")
+if res and res[0] == key:
+    c.plot(accuracy_by_distance(list(range(0, 25, 3)), res[1],
+                                title="“the keys to the box near the cups … are”: accuracy by distance"),
+           key="forget_a")
+    st.caption("100 prefixes per distance, the same for every model: a subject, then phrases of three words "
+               "(“near the cups”) whose nouns are singular or plural at random, then the verb. A model is right "
+               "when it gives the correct form (is/are, was/were) more probability than the wrong one.")
+
+st.subheader("Training time per token")
+if job is not None and job.alive:
+    st.info("Stop the training first: timing while it runs would measure the two competing for the CPU.")
+elif st.button("Time a training step at lengths 16 to 128", key="forget_time"):
+    with st.spinner("Timing forward, backward and optimiser steps…"):
+        lengths = (16, 32, 64, 128)
+        st.session_state.forget_time_res = (lengths, time_per_token(lengths, preset="quick", batch=8, reps=2))
+res = st.session_state.get("forget_time_res")
+if res:
+    c.plot(time_figure(list(res[0]), res[1], title="Training time per token against sequence length"), key="forget_t")
+    st.caption("The quick preset's model sizes, batch of 8, the fastest of 2 timed steps at each length, on this "
+               "server's CPU and its current load. An RNN or LSTM computes its steps one after another, each "
+               "waiting for the previous one; a Transformer computes all positions at once, with attention work "
+               "that grows with the square of the length. Which cost wins depends on the sizes and the hardware: "
+               "the figure is this machine's measurement.")

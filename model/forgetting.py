@@ -1,0 +1,222 @@
+"""Why RNNs forget: three measurements, computed here and drawn by viz/experiments.py.
+
+1. `gradient_profile`: the norm of the gradient of the loss at the last word with respect to the
+   hidden state at each earlier position, averaged over long texts. In a tanh RNN it is a product
+   of one Jacobian W_hh^T diag(1 - h_t^2) per step, so it shrinks (or blows up) geometrically with
+   distance; the LSTM's additive cell path and the Transformer's direct attention paths do not
+   have to.
+2. `agreement_by_distance`: "the keys to the box near the cups ... are": subject-verb agreement
+   with a growing number of words in between, for any language models sharing the built-in
+   vocabulary.
+3. `time_per_token`: training time per token (forward, backward, optimiser step) against the
+   sequence length.
+
+All functions take modules (TransformerLM, LSTMLM, RNNLM) and the word tokenizer; nothing is
+stored on a module.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .lstm import LSTMLM
+from .rnn import RNNLM
+from .transformer import TransformerLM
+
+
+# ----------------------------------------------------------------------------- 1. gradients
+def _unroll_rnn(module: RNNLM, x: Tensor, layer: int) -> tuple[Tensor, list[Tensor]]:
+    """Top-layer outputs (B, T, U) and the chosen layer's h_t as separate graph nodes."""
+    inp, chosen = x, []
+    for k in range(module.cfg.n_layers):
+        w_ih, w_hh, b_ih, b_hh = module.layer_weights(k)
+        xs = inp @ w_ih.T + b_ih
+        h = x.new_zeros(x.size(0), module.cfg.d_hidden)
+        hs = []
+        for t in range(x.size(1)):
+            h = torch.tanh(xs[:, t] + h @ w_hh.T + b_hh)
+            hs.append(h)
+        if k == layer:
+            chosen = hs
+        inp = torch.stack(hs, 1)
+    return inp, chosen
+
+
+def _unroll_lstm(module: LSTMLM, x: Tensor, layer: int) -> tuple[Tensor, list[Tensor]]:
+    lstm, U = module.lstm, module.cfg.d_hidden
+    inp, chosen = x, []
+    for k in range(module.cfg.n_layers):
+        w_ih, w_hh = getattr(lstm, f"weight_ih_l{k}"), getattr(lstm, f"weight_hh_l{k}")
+        b = getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")
+        xs = inp @ w_ih.T + b
+        h = c = x.new_zeros(x.size(0), U)
+        hs = []
+        for t in range(x.size(1)):
+            z = xs[:, t] + h @ w_hh.T
+            i, f, g, o = (z[:, j * U:(j + 1) * U] for j in range(4))
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            hs.append(h)
+        if k == layer:
+            chosen = hs
+        inp = torch.stack(hs, 1)
+    return inp, chosen
+
+
+def hidden_gradients(module: nn.Module, ids: Tensor, layer: int = 0) -> np.ndarray:
+    """(B, T-1): ||d loss / d h_t|| for t = 0 .. T-2, where the loss is the cross-entropy of the
+    last token ids[:, -1] predicted at position T-2. h_t is the chosen layer's hidden state
+    (RNN, LSTM) or, for a Transformer, the residual stream after the embeddings."""
+    module = module.eval()
+    ids = ids.to(next(module.parameters()).device)
+    x_ids, target = ids[:, :-1], ids[:, -1]
+    with torch.enable_grad():
+        if isinstance(module, RNNLM):
+            top, hs = _unroll_rnn(module, module.embed(x_ids), layer)
+            logits = module.head(top[:, -1])
+        elif isinstance(module, LSTMLM):
+            top, hs = _unroll_lstm(module, module.embed(x_ids), layer)
+            logits = module.head(top[:, -1])
+        elif isinstance(module, TransformerLM):
+            st = module.decoder
+            x0 = st.tok_emb(x_ids) * math.sqrt(st.cfg.d_model)
+            table = st.positional_table()
+            if table is not None:
+                x0 = x0 + table[: x_ids.size(1)]
+            x = x0
+            for block in st.blocks:
+                x, _ = block(x, None, is_causal=True)
+            if st.ln_final is not None:
+                x = st.ln_final(x)
+            logits = module.lm_head(x[:, -1])
+            hs = [x0]
+        else:
+            raise TypeError(f"no gradient profile for {type(module).__name__}")
+        loss = F.cross_entropy(logits.float(), target, reduction="sum")   # sentences independent: per-row grads
+        grads = torch.autograd.grad(loss, hs)
+    if isinstance(module, TransformerLM):
+        return grads[0].norm(dim=-1).detach().cpu().numpy()
+    return torch.stack([g.norm(dim=-1) for g in grads], 1).detach().cpu().numpy()
+
+
+@dataclass
+class GradientProfile:
+    distance: np.ndarray        # (D,) words back from the position that predicts the last word (0 = that one)
+    norm: np.ndarray            # (D,) mean over the texts of ||d loss / d h||, > 0
+    texts: int
+    length: int
+
+
+def long_texts(tok, n: int = 8, length: int = 40, seed: int = 0) -> Tensor:
+    """(n, length) ids: held-out sentences of the built-in corpus run together, each from a [BOS]."""
+    from . import corpora
+
+    _, held = corpora.lm_datasets(30000, 2000, 0)
+    docs = [tok.encode(s, add_bos=True, add_eos=True).ids for s in held]
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        i, ids = rng.randrange(len(docs)), []
+        while len(ids) < length:
+            ids += docs[i % len(docs)]
+            i += 1
+        rows.append(ids[:length])
+    return torch.tensor(rows)
+
+
+def gradient_profile(module: nn.Module, ids: Tensor, layer: int = 0) -> GradientProfile:
+    g = hidden_gradients(module, ids, layer)                         # (B, T-1), position t
+    norm = g.mean(0)[::-1].copy()                                    # distance 0 = position T-2
+    return GradientProfile(np.arange(len(norm)), norm, ids.size(0), ids.size(1))
+
+
+def gradient_profiles(models: dict[str, nn.Module], tok, n: int = 8, length: int = 48, seed: int = 0
+                      ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """name -> (distance, mean gradient norm) on the same n held-out texts of `length` tokens."""
+    ids = long_texts(tok, n, length, seed)
+    out = {}
+    for name, m in models.items():
+        p = gradient_profile(m, ids)
+        out[name] = (p.distance, p.norm)
+    return out
+
+
+# ----------------------------------------------------------------------------- 2. agreement by distance
+def distance_items(distance: int, n: int, seed: int = 0) -> list[dict]:
+    """Agreement prefixes with exactly `distance` words between the subject noun and the verb.
+
+    "the keys" + distance/3 phrases "PREP the NOUN" (each noun singular or plural at random, so about
+    half are attractors of the opposite number) ; distance must be a multiple of 3."""
+    from .corpora import OBJECTS, PREPS
+
+    if distance % 3:
+        raise ValueError("distance must be a multiple of 3 (phrases of three words)")
+    rng = random.Random(seed * 1009 + distance)
+    items = []
+    for _ in range(n):
+        num = rng.randrange(2)
+        words = ["the", rng.choice(OBJECTS)[num]]
+        for _ in range(distance // 3):
+            words += [rng.choice(PREPS), "the", rng.choice(OBJECTS)[rng.randrange(2)]]
+        forms = rng.choice([("is", "are"), ("was", "were")])
+        items.append({"prefix": " ".join(words), "correct": forms[num], "wrong": forms[1 - num]})
+    return items
+
+
+@torch.inference_mode()
+def agreement_accuracy(module: nn.Module, tok, items: list[dict]) -> float:
+    """Share of items where the model gives the correct verb more probability than the wrong one."""
+    module = module.eval()
+    dev = next(module.parameters()).device
+    seqs = [tok.encode(it["prefix"], add_bos=True).ids for it in items]
+    n = max(len(s) for s in seqs)
+    x = torch.tensor([s + [tok.pad_id] * (n - len(s)) for s in seqs], device=dev)   # right padding: causal, harmless
+    logits = module(x).logits
+    row = logits[torch.arange(len(seqs), device=dev), torch.tensor([len(s) - 1 for s in seqs], device=dev)]
+    good = torch.tensor([tok.encode(it["correct"]).ids[0] for it in items], device=dev)
+    bad = torch.tensor([tok.encode(it["wrong"]).ids[0] for it in items], device=dev)
+    return float((row.gather(1, good[:, None]) > row.gather(1, bad[:, None])).float().mean())
+
+
+def agreement_by_distance(models: dict[str, nn.Module], tok, distances=tuple(range(0, 25, 3)), n: int = 100,
+                          seed: int = 0) -> dict[str, np.ndarray]:
+    """name -> accuracy at each distance (the same items for every model)."""
+    items = {d: distance_items(d, n, seed) for d in distances}
+    return {name: np.array([agreement_accuracy(m, tok, items[d]) for d in distances]) for name, m in models.items()}
+
+
+# ----------------------------------------------------------------------------- 3. time per token
+def time_per_token(lengths=(16, 32, 64, 128), preset: str = "quick", batch: int = 8, reps: int = 3,
+                   kinds=("transformer", "lstm", "rnn")) -> dict[str, np.ndarray]:
+    """model label -> seconds per token of one training step (forward, backward, AdamW) at each length.
+
+    Fresh models of the preset's sizes (time does not depend on the weights' values), random ids,
+    one warm-up step, then the fastest of `reps` timed steps."""
+    from .jobs import LABELS, build_model, tokenizer, train_step
+
+    tok = tokenizer()
+    models, opts = {}, {}
+    for k in kinds:
+        torch.manual_seed(0)
+        models[k], _ = build_model(k, preset, tok.vocab_size, tok.pad_id, max_len=max(lengths) + 1)
+        models[k].train()
+        opts[k] = torch.optim.AdamW(models[k].parameters(), lr=1e-4)
+    best = {k: [float("inf")] * len(lengths) for k in kinds}
+    for j, T in enumerate(lengths):
+        x = torch.randint(4, tok.vocab_size, (batch, T + 1))
+        for k in kinds:                                   # warm-up at this length
+            train_step(models[k], opts[k], x, tok.pad_id)
+        for _ in range(reps):                             # interleaved, so a busy machine slows all alike
+            for k in kinds:
+                t0 = time.perf_counter()
+                train_step(models[k], opts[k], x, tok.pad_id)
+                best[k][j] = min(best[k][j], time.perf_counter() - t0)
+    return {LABELS[k]: np.array(v) / (batch * np.array(lengths)) for k, v in best.items()}

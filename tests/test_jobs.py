@@ -1,0 +1,127 @@
+"""Background training: a job learns, stops when asked, respects the server's cap, and stops by
+itself when its page stops sending heartbeats. Uses the 'tiny' preset (seconds on a CPU)."""
+import time
+
+import pytest
+import torch
+
+from model.api import LabError
+from model.jobs import JobLimitError, JobManager, open_trained, save_trained
+
+
+def _wait(job, timeout=120):
+    job.join(timeout)
+    assert not job.alive
+
+
+def test_job_runs_and_its_loss_falls():
+    mgr = JobManager(max_running=1)
+    job = mgr.start("t", preset="tiny")
+    while job.alive:
+        job.heartbeat()
+        time.sleep(0.05)
+    s = job.snapshot()
+    assert s.status == "done" and s.step == s.steps == 40
+    for k, c in s.curves.items():
+        assert len(c.train) == 40
+        assert sum(c.train[-5:]) / 5 < sum(c.train[:5]) / 5 - 0.5, k          # clearly lower than at the start
+        assert c.heldout[-1] < c.heldout[0], k
+        assert s.tokens_per_s[k] > 0
+        assert s.samples[k] and isinstance(s.samples[k][-1][1], str)
+
+
+def test_stop_and_resume():
+    mgr = JobManager(max_running=1)
+    job = mgr.start("t", preset="quick")
+    while job.snapshot().step < 2:
+        job.heartbeat()
+        time.sleep(0.02)
+    job.stop()
+    _wait(job)
+    s = job.snapshot()
+    assert s.status == "stopped" and 2 <= s.step < s.steps
+    mgr.resume(job)
+    while job.snapshot().step < s.step + 2:
+        job.heartbeat()
+        time.sleep(0.02)
+    job.stop()
+    _wait(job)
+    assert job.snapshot().step >= s.step + 2 and job.snapshot().status == "stopped"
+
+
+def test_cap_is_enforced():
+    mgr = JobManager(max_running=1)
+    job = mgr.start("a", preset="quick")
+    try:
+        with pytest.raises(JobLimitError, match="limit is 1"):
+            mgr.start("b", preset="tiny")
+    finally:
+        job.stop()
+        _wait(job)
+    other = mgr.start("b", preset="tiny")              # room again once the first has stopped
+    other.stop()
+    _wait(other)
+    with pytest.raises(LabError):
+        mgr.start("c", preset="no-such-preset")
+
+
+def test_stale_heartbeat_stops_the_job():
+    mgr = JobManager(max_running=1)
+    job = mgr.start("gone", preset="quick", heartbeat_timeout=0.3)     # nobody calls heartbeat()
+    _wait(job, 60)
+    s = job.snapshot()
+    assert s.status == "abandoned" and s.step < s.steps and "heartbeat" in s.message
+
+
+def test_saved_model_opens_like_a_builtin(tmp_path):
+    mgr = JobManager(max_running=1)
+    job = mgr.start("t", preset="tiny", kinds=("rnn", "transformer"))
+    with pytest.raises(LabError):
+        save_trained(job, "lstm")                       # not trained in this job
+    while job.alive:
+        job.heartbeat()
+        time.sleep(0.05)
+    ids = torch.tensor([[job.tok.bos_id] + job.tok.encode("the keys to the old cabinet").ids])
+    for kind in ("rnn", "transformer"):
+        lab = open_trained(save_trained(job, kind, tmp_path / kind), "cpu")
+        with torch.no_grad():
+            torch.testing.assert_close(lab.module(ids).logits, job.models[kind].eval()(ids).logits)
+        r = lab.run("the keys to the old cabinet")
+        assert r.next_logits.shape == (len(lab.vocab),)
+        assert len(lab.generate("the keys", 5, greedy=True).steps) >= 1
+    assert lab.kind == "lm"
+    assert open_trained(tmp_path / "rnn", "cpu").kind == "rnn"
+
+
+def test_train_page_starts_stops_and_reports_the_cap():
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+    from model.jobs import MANAGER
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.run()
+    at.switch_page("app_pages/train.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    blocker = MANAGER.start("someone else", preset="quick")           # the server's only slot is taken
+    try:
+        at.button(key="train_start").click().run()
+        assert any("limit is" in w.value for w in at.warning)
+        assert "train_job" not in at.session_state
+    finally:
+        blocker.stop()
+        _wait(blocker)
+    at.button(key="train_start").click().run()
+    job = at.session_state["train_job"]
+    try:
+        assert job.alive
+        while job.snapshot().step < 2:
+            time.sleep(0.1)
+            job.heartbeat()
+        at.button(key="train_stop").click().run()
+        _wait(job)
+        assert job.snapshot().status == "stopped"
+    finally:
+        job.stop()
+        _wait(job)

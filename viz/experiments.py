@@ -1,0 +1,137 @@
+"""Figures for the experiments: intact vs broken, live training curves, why RNNs forget.
+
+Pure functions: numpy arrays and labels in, a Plotly figure out (no torch, no Streamlit).
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .common import SEQUENTIAL, apply_theme, as_array, check_labels, esc, position_labels, token_axis
+
+INTACT, BROKEN = "#1f77b4", "#d62728"
+MODEL_COLOURS = {"Transformer": "#1f77b4", "LSTM": "#2ca02c", "RNN (tanh)": "#d62728"}
+_OTHER = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+def _colour(name: str, i: int) -> str:
+    for key, c in MODEL_COLOURS.items():
+        if name.startswith(key):
+            return c
+    return _OTHER[i % len(_OTHER)]
+
+
+def distribution_pair(words: Sequence[str], p_intact, p_broken, title: str = "") -> go.Figure:
+    """Next-word probabilities of the intact and the intervened model, side by side per word."""
+    a = as_array(p_intact, 1, "p_intact", "(words,)")
+    b = as_array(p_broken, 1, "p_broken", "(words,)")
+    words = check_labels(words, a.size, "word")
+    if b.size != a.size:
+        raise ValueError("p_intact and p_broken must have one value per word")
+    x = position_labels(words)
+    fig = go.Figure([go.Bar(x=x, y=a, name="intact", marker_color=INTACT,
+                            hovertemplate="%{x}<br>intact: %{y:.3f}<extra></extra>"),
+                     go.Bar(x=x, y=b, name="intervened", marker_color=BROKEN,
+                            hovertemplate="%{x}<br>intervened: %{y:.3f}<extra></extra>")])
+    fig.update_layout(barmode="group", yaxis=dict(title="probability", range=[0, 1]),
+                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+    fig.update_xaxes(token_axis(words))
+    return apply_theme(fig, height=360, title=title)
+
+
+def head_change_grid(change, title: str = "") -> go.Figure:
+    """(layers, heads) largest |change| of any attention weight, per head; 0 means untouched."""
+    c = as_array(change, 2, "change", "(layers, heads)").astype(float)
+    L, H = c.shape
+    fig = go.Figure(go.Heatmap(z=c, x=[f"head {h + 1}" for h in range(H)], y=[f"layer {l + 1}" for l in range(L)],
+                               colorscale="Reds", zmin=0, zmax=max(1e-6, float(c.max())),
+                               text=[[f"{v:.3f}" for v in row] for row in c], texttemplate="%{text}",
+                               hovertemplate="%{y}, %{x}<br>max |Δ weight|: %{z:.4f}<extra></extra>",
+                               colorbar=dict(title="max |Δ|", thickness=14)))
+    fig.update_yaxes(autorange="reversed")
+    return apply_theme(fig, height=120 + 48 * L, title=title)
+
+
+def attention_pair(a, b, q_labels: Sequence[str], k_labels: Sequence[str], title: str = "") -> go.Figure:
+    """One head: intact, intervened, and their difference (intervened − intact)."""
+    a = as_array(a, 2, "intact weights", "(queries, keys)").astype(np.float32)
+    b = as_array(b, 2, "intervened weights", "(queries, keys)").astype(np.float32)
+    if a.shape != b.shape:
+        raise ValueError(f"the two maps differ in shape: {a.shape} vs {b.shape}")
+    q = check_labels(q_labels, a.shape[0], "query")
+    k = check_labels(k_labels, a.shape[1], "key")
+    fig = make_subplots(1, 3, subplot_titles=("intact", "intervened", "difference"), horizontal_spacing=0.06)
+    xs, ys = position_labels(k), position_labels(q)
+    hov = "query: %{y}<br>key: %{x}<br>%{z:.3f}<extra></extra>"
+    fig.add_trace(go.Heatmap(z=a, x=xs, y=ys, colorscale=SEQUENTIAL, zmin=0, zmax=1, showscale=False,
+                             hovertemplate=hov), 1, 1)
+    fig.add_trace(go.Heatmap(z=b, x=xs, y=ys, colorscale=SEQUENTIAL, zmin=0, zmax=1, showscale=False,
+                             hovertemplate=hov), 1, 2)
+    fig.add_trace(go.Heatmap(z=b - a, x=xs, y=ys, colorscale="RdBu_r", zmid=0, zmin=-1, zmax=1,
+                             hovertemplate=hov, colorbar=dict(title="Δ", thickness=12)), 1, 3)
+    for col in (1, 2, 3):
+        fig.update_xaxes(token_axis(k, tickangle=-45), row=1, col=col)
+        fig.update_yaxes(token_axis(q, autorange="reversed", showticklabels=col == 1), row=1, col=col)
+    return apply_theme(fig, height=min(640, 260 + 26 * len(q)), title=title)
+
+
+def loss_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], title: str = "") -> go.Figure:
+    """name -> {"steps", "train", "heldout_steps", "heldout"}: training loss (thin) and held-out loss (thick)."""
+    fig = go.Figure()
+    for i, (name, c) in enumerate(curves.items()):
+        col = _colour(name, i)
+        if len(c["steps"]):
+            fig.add_trace(go.Scatter(x=list(c["steps"]), y=list(c["train"]), name=f"{esc(name)} train", mode="lines",
+                                     line=dict(color=col, width=1), opacity=0.45))
+        if len(c["heldout_steps"]):
+            fig.add_trace(go.Scatter(x=list(c["heldout_steps"]), y=list(c["heldout"]), name=f"{esc(name)} held-out",
+                                     mode="lines+markers", line=dict(color=col, width=3)))
+    fig.update_layout(xaxis_title="step", yaxis_title="cross-entropy (nats/token)",
+                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+    return apply_theme(fig, height=420, title=title)
+
+
+def gradient_profiles(profiles: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = "") -> go.Figure:
+    """name -> (distance, gradient norm), log-scale y."""
+    fig = go.Figure()
+    for i, (name, (d, g)) in enumerate(profiles.items()):
+        d = as_array(d, 1, "distance", "(n,)")
+        g = as_array(g, 1, "norm", "(n,)")
+        fig.add_trace(go.Scatter(x=d, y=np.maximum(g, 1e-30), name=esc(name), mode="lines+markers",
+                                 line=dict(color=_colour(name, i), width=3),
+                                 hovertemplate="%{x} words back<br>‖∂loss/∂h‖ = %{y:.2e}<extra></extra>"))
+    fig.update_layout(xaxis_title="words back from the prediction", yaxis=dict(type="log", title="‖∂ loss / ∂ h‖",
+                      exponentformat="power"),
+                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+    return apply_theme(fig, height=420, title=title)
+
+
+def accuracy_by_distance(distances, accuracy: Mapping[str, np.ndarray], title: str = "") -> go.Figure:
+    d = as_array(distances, 1, "distances", "(n,)")
+    fig = go.Figure()
+    for i, (name, acc) in enumerate(accuracy.items()):
+        a = as_array(acc, 1, "accuracy", "(n,)")
+        fig.add_trace(go.Scatter(x=d, y=a, name=esc(name), mode="lines+markers", line=dict(color=_colour(name, i), width=3),
+                                 hovertemplate="%{x} words between<br>accuracy %{y:.0%}<extra></extra>"))
+    fig.add_hline(y=0.5, line_dash="dot", line_color="grey", annotation_text="chance")
+    fig.update_layout(xaxis_title="words between the subject and the verb",
+                      yaxis=dict(title="agreement accuracy", range=[0, 1.02], tickformat=".0%"),
+                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+    return apply_theme(fig, height=420, title=title)
+
+
+def time_per_token(lengths, seconds: Mapping[str, np.ndarray], title: str = "") -> go.Figure:
+    L = as_array(lengths, 1, "lengths", "(n,)")
+    fig = go.Figure()
+    for i, (name, s) in enumerate(seconds.items()):
+        s = as_array(s, 1, "seconds", "(n,)")
+        fig.add_trace(go.Scatter(x=L, y=s * 1e6, name=esc(name), mode="lines+markers",
+                                 line=dict(color=_colour(name, i), width=3),
+                                 hovertemplate="length %{x}<br>%{y:.1f} µs per token<extra></extra>"))
+    fig.update_layout(xaxis=dict(title="sequence length (tokens)", type="log", tickvals=list(L)),
+                      yaxis=dict(title="training time per token (µs)", type="log"),
+                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+    return apply_theme(fig, height=420, title=title)
