@@ -9,12 +9,12 @@ from typing import Any, Callable, Sequence
 
 import streamlit as st
 
-import model
 from model import LabError, LabModel, Run
 from model.store import SUGGESTED_HF, LinkPolicy, ModelStore, TraceCache
 
 DEFAULT_TEXT = "the bear ate the honey because it was hungry"
 OTHER = "Other Hugging Face id or local folder…"
+__all__ = ["SUGGESTED_HF"]  # re-exported for the sidebar
 MAX_TEXT = 2000                                   # characters; longer text is cut with a message
 PLOT_CONFIG = {"displaylogo": False, "displayModeBar": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"],
                "toImageButtonOptions": {"scale": 2}}

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from app_pages import common as c
-from model import LabError
+from model import LabError, Translates
 from model.interventions import (SUBLAYER_NAMES, build, compare, describe, heldout, layout, supported,
                                  word_order_demo)
 from viz.experiments import attention_pair, distribution_pair, head_change_grid
@@ -10,9 +10,9 @@ from viz.experiments import attention_pair, distribution_pair, head_change_grid
 c.intro("Break it",
         "Switch off one part of the model, for this run only, and compare with the intact model on the same "
         "text: the next-word distribution, which attention heads changed and by how much, and held-out "
-        "figures recomputed on a fixed evaluation slice. Everything shown is computed, nothing is simulated.",
-        "ablate all heads of layer 1, then of the last layer; remove the causal mask and watch agreement "
-        "accuracy fall; remove the positional encoding of the translator and swap the two animals.")
+        "figures recomputed on a fixed evaluation slice. Everything shown is computed, nothing is simulated.")
+st.caption("Try: ablate all heads of layer 1, then of the last layer; remove the causal mask and watch agreement "
+           "accuracy fall; remove the positional encoding of the translator and swap the two animals.")
 
 m = c.load_or_stop()
 applies = supported(m)
@@ -157,7 +157,7 @@ if m.source == "builtin":
                 "the second run back in the first one's order.")
     lm_pair = ("the dog chased the cat .", "the cat chased the dog .")
     tr_pair = ("the dog chased the cat", "the cat chased the dog")
-    a_text, b_text = tr_pair if m.kind == "seq2seq" else lm_pair
+    a_text, b_text = tr_pair if isinstance(m, Translates) else lm_pair
     try:
         demo = word_order_demo(m, a_text, b_text)
     except LabError as e:
@@ -171,7 +171,7 @@ if m.source == "builtin":
         if demo.translations:
             st.table({"condition": [t[0] for t in demo.translations], "translation of A": [t[1] for t in demo.translations],
                       "translation of B": [t[2] for t in demo.translations]})
-        if m.kind == "seq2seq":
+        if isinstance(m, Translates):
             st.caption("Logits: every decoder position, decoding the translation of A made under the same condition, "
                        "once from A and once from B. Attention and states: every encoder self-attention weight and "
                        "encoder output, B's put back in A's order.")

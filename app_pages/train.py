@@ -13,8 +13,8 @@ from viz.experiments import time_per_token as time_figure
 c.intro("Train it live",
         "Three small language models learn the lab's English corpus side by side, on the same batches: a "
         "**Transformer**, an **LSTM** and a vanilla **RNN** (`h_t = tanh(W x_t + U h_{t-1} + b)`). Watch the "
-        "training and held-out loss fall, the speed of each, and sentences sampled from each model as it learns.",
-        "start the quick preset; stop it half-way and resume; then, below, see why the RNN forgets.")
+        "training and held-out loss fall, the speed of each, and sentences sampled from each model as it learns.")
+st.caption("Try: start the quick preset; stop it half-way and resume; then, below, see why the RNN forgets.")
 
 if "train_owner" not in st.session_state:
     st.session_state.train_owner = uuid.uuid4().hex

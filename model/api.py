@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,9 +29,6 @@ from torch import Tensor
 
 from .errors import InputError, LabError, ModelLoadError, NotSupported
 from .trace import Trace
-
-if TYPE_CHECKING:
-    from . import sampling
 
 __all__ = ["LabError", "InputError", "ModelLoadError", "NotSupported", "Tokens", "Run", "Step", "Generation",
            "Architecture", "PositionInfo", "LabModel", "TracedRun", "NextToken", "Generates", "Translates",

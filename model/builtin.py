@@ -22,6 +22,7 @@ from .api import (Architecture, Generates, LabModel, LogitLens, NextToken, Padde
 from .checkpoint import CONFIG, CheckpointConfig, read_config
 from .errors import ModelLoadError
 from .lstm import LSTMConfig, LSTMLM
+from .rnn import RNNConfig, RNNLM
 from .tokenizer import WordTokenizer
 from .trace import describe_stacks
 from .transformer import Seq2SeqTransformer, TransformerConfig, TransformerLM
@@ -39,6 +40,8 @@ def build_module(cfg: dict | CheckpointConfig) -> torch.nn.Module:
     cfg = cfg if isinstance(cfg, CheckpointConfig) else CheckpointConfig.from_dict(cfg)
     if cfg.type == "lstm-lm":
         return LSTMLM(LSTMConfig(**cfg.model))
+    if cfg.type == "rnn-lm":
+        return RNNLM(RNNConfig(**cfg.model))
     tc = TransformerConfig(**cfg.model)
     return TransformerLM(tc) if cfg.type == "transformer-lm" else Seq2SeqTransformer(tc)
 
@@ -80,7 +83,7 @@ def load_builtin(name_or_folder: str | Path, device: torch.device) -> LabModel:
     if cfg.type == "translator":
         return BuiltinTranslator(name, module, WordTokenizer.from_file(str(folder / "tokenizer_src.json")),
                                  WordTokenizer.from_file(str(folder / "tokenizer_tgt.json")), cfg, device)
-    cls = BuiltinLSTMLM if cfg.type == "lstm-lm" else BuiltinTransformerLM
+    cls = {"lstm-lm": BuiltinLSTMLM, "rnn-lm": BuiltinRNNLM}.get(cfg.type, BuiltinTransformerLM)
     return cls(name, module, WordTokenizer.from_file(str(folder / "tokenizer.json")), cfg, device)
 
 
@@ -193,6 +196,19 @@ class BuiltinLSTMLM(BuiltinLM, Recurrent):
             return self._start(state + [token_id], use_cache=False)
         out = self.module(self._ids([token_id]), use_cache=True, state=state)
         return out.logits[0, -1].float().cpu().clone(), out.state
+
+
+class BuiltinRNNLM(BuiltinLM):
+    """A vanilla (tanh) RNN language model, trained live in the lab: no attention, no gates, no positions."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        m = self.cfg.model
+        self.arch = Architecture("vanilla RNN", n_layers=m["n_layers"], d_model=m["d_hidden"],
+                                 parameters=_params(self.module))
+
+    _start = BuiltinLSTMLM._start
+    _advance = BuiltinLSTMLM._advance
 
 
 class BuiltinTranslator(_WordModel, Translates, PositionTable, LogitLens):

@@ -9,15 +9,16 @@ from pathlib import Path
 from .errors import ModelLoadError
 
 CONFIG = "config.json"
-TYPES = ("transformer-lm", "lstm-lm", "translator")
+TYPES = ("transformer-lm", "lstm-lm", "rnn-lm", "translator")
 FORMAT = 1
 
 
 def _model_fields(kind: str) -> set[str]:
     from .lstm import LSTMConfig
+    from .rnn import RNNConfig
     from .transformer import TransformerConfig
 
-    return {f.name for f in fields(LSTMConfig if kind == "lstm-lm" else TransformerConfig)}
+    return {f.name for f in fields({"lstm-lm": LSTMConfig, "rnn-lm": RNNConfig}.get(kind, TransformerConfig))}
 
 
 @dataclass(frozen=True)

@@ -17,20 +17,20 @@ forward hooks that act only for the calling thread and are removed in a finally 
 """
 from __future__ import annotations
 
-import math
 import random
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .api import InputError
+from .api import InputError, NextToken
+from .lstm import LSTMLM
+from .rnn import RNNLM
 from .transformer import Interventions, Seq2SeqTransformer, TransformerLM
 
 __all__ = ["Interventions", "Comparison", "compare", "heldout", "word_order_demo", "shuffle_permutation",
@@ -50,7 +50,7 @@ def _hf_blocks(lab) -> list | None:
     hf = getattr(lab, "hf", None)
     tr = getattr(hf, "transformer", None)
     blocks = getattr(tr, "h", None)
-    if blocks is None or getattr(lab, "family", "") != "lm":
+    if blocks is None or not isinstance(lab, NextToken):
         return None
     if not all(hasattr(getattr(b, "attn", None), "c_proj") for b in blocks):
         return None
@@ -67,11 +67,11 @@ def supported(lab) -> list[str] | str:
         return names
     if _hf_blocks(lab) is not None:
         return list(HF_SUPPORTED)
-    if getattr(lab, "kind", "") in ("lstm", "rnn"):
+    if isinstance(getattr(lab, "module", None), (LSTMLM, RNNLM)):
         return ("Interventions on attention heads, positions, masks and LayerNorms apply to Transformers; "
                 "a recurrent network has none of these. Pick transformer-lm or translator-en-fr.")
-    return (f"For this model the lab supports no interventions (supported: the built-in Transformers, and head "
-            f"ablation or no positional encoding for GPT-2-style Hugging Face models).")
+    return ("For this model the lab supports no interventions (supported: the built-in Transformers, and head "
+            "ablation or no positional encoding for GPT-2-style Hugging Face models).")
 
 
 def describe(iv: Interventions, shuffle_seed: int | None = None) -> str:
@@ -114,7 +114,7 @@ def layout(lab) -> dict[str, dict]:
                     "cross": dict(layers=m.cfg.n_layers, heads=m.cfg.h, sublayers=[], final_ln=False)}
         return {"self": dict(layers=m.cfg.n_layers, heads=m.cfg.h, sublayers=["attn", "ffn"], final_ln=pre)}
     if _hf_blocks(lab) is not None:
-        return {"self": dict(layers=lab.n_layers, heads=lab.n_heads, sublayers=[], final_ln=False)}
+        return {"self": dict(layers=lab.arch.n_layers, heads=lab.arch.n_heads, sublayers=[], final_ln=False)}
     return {}
 
 

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import random
 import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,7 +35,6 @@ import torch.nn.functional as F
 from safetensors.torch import save_model
 
 from .api import LabError
-from .builtin import BuiltinLM
 from .lstm import LSTMConfig, LSTMLM
 from .rnn import RNNConfig, RNNLM
 from .tokenizer import WordTokenizer
@@ -437,47 +435,15 @@ def save_trained(job: TrainingJob, kind: str, folder: str | Path | None = None) 
 
 
 def open_trained(folder: str | Path, device: str | torch.device | None = "cpu"):
-    """A saved live-trained model as a LabModel (like the built-in ones). Transformer and LSTM
-    checkpoints go through model.load; the RNN, which the built-in loader does not know, through
-    RNNLab here."""
+    """A saved live-trained model as a LabModel (like the built-in ones), through the built-in loader."""
     from . import load as load_model
-    from .device import pick_device
 
-    folder = Path(folder)
-    cfg = json.loads((folder / "config.json").read_text())
-    if cfg.get("type") != "rnn-lm":
-        return load_model(str(folder), device)
-    from safetensors.torch import load_model as load_weights
-
-    module = RNNLM(RNNConfig.from_dict(cfg["model"]))
-    load_weights(module, str(folder / "model.safetensors"))
-    dev = pick_device(device)
-    return RNNLab(cfg["name"], module.to(dev).eval(), WordTokenizer.from_file(str(folder / "tokenizer.json")), cfg,
-                  dev)
+    return load_model(str(folder), device)
 
 
 def trained_lab(job: TrainingJob, kind: str, device: str | torch.device | None = "cpu"):
     """Save the job's model to a temporary folder and open it: an object usable like a built-in model."""
     return open_trained(save_trained(job, kind), device)
-
-
-class RNNLab(BuiltinLM):
-    """A live-trained vanilla RNN behind the built-in LM interface (kind "rnn": no attention, no gates)."""
-
-    def __init__(self, name: str, module: RNNLM, tok: WordTokenizer, cfg: dict, device: torch.device) -> None:
-        self.name, self.module, self.tok, self.cfg, self.device = name, module, tok, cfg, device
-        self.description = cfg.get("description", "")
-        self.vocab, self.bos_id, self.eos_id = list(tok.vocab), tok.bos_id, tok.eos_id
-        m = cfg["model"]
-        self.max_len, self.n_layers, self.d_model = m["max_len"], m["n_layers"], m["d_hidden"]
-        self.kind, self.norm, self.pos_encoding, self.has_scores, self.n_heads = "rnn", "", "none", False, 0
-
-    @property
-    def stacks(self) -> list[str]:
-        return ["rnn"]
-
-    def _unembed(self, hidden, stack):
-        raise LabError("The logit lens applies to Transformers.")
 
 
 # ----------------------------------------------------------------------------- benchmark

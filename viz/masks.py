@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import DIVERGING, SEQUENTIAL, apply_theme, as_array, check_labels, esc, position_labels, token_axis
+from .common import SEQUENTIAL, apply_theme, as_array, check_labels, esc, position_labels, token_axis
 
 MASKED_GREY = "#9e9e9e"
 
