@@ -61,15 +61,18 @@ def _metaspace_bos() -> Tokenizer:
     return tk
 
 
-def make_tiny(family: str, folder: str | Path, layers: int = 2, heads: int = 4, d: int = 32, seed: int = 0) -> Path:
-    """Build a tiny random model of the family with a trained tokenizer; save both into `folder`."""
+def make_tiny(family: str, folder: str | Path, layers: int = 2, heads: int = 4, d: int = 32, seed: int = 0,
+              positions: int = 64) -> Path:
+    """Build a tiny random model of the family with a trained tokenizer; save both into `folder`.
+
+    `positions`: the longest input the config allows (max_position_embeddings / n_positions)."""
     folder = Path(folder)
     torch.manual_seed(seed)
     if family == "gpt2":
         tk = _bpe_bytelevel()
         tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
                                       unk_token="<|endoftext|>")
-        cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=d, n_layer=layers, n_head=heads,
+        cfg = GPT2Config(vocab_size=len(tok), n_positions=positions, n_embd=d, n_layer=layers, n_head=heads,
                          bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
         m = AutoModelForCausalLM.from_config(cfg)
     elif family in ROTARY:
@@ -83,7 +86,7 @@ def make_tiny(family: str, folder: str | Path, layers: int = 2, heads: int = 4, 
             ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=None)
         common = dict(vocab_size=len(tok), hidden_size=d, num_hidden_layers=layers, num_attention_heads=heads,
                       num_key_value_heads=1 if family == "gemma" else heads // 2, intermediate_size=2 * d,
-                      max_position_embeddings=64, tie_word_embeddings=family == "gemma", **ids)
+                      max_position_embeddings=positions, tie_word_embeddings=family == "gemma", **ids)
         cfg = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config,
                "gemma": GemmaConfig}[family](**common, **({"head_dim": d // heads} if family == "gemma" else {}),
                                              **({"sliding_window": 48} if family == "mistral" else {}))
@@ -92,7 +95,7 @@ def make_tiny(family: str, folder: str | Path, layers: int = 2, heads: int = 4, 
         tok = PreTrainedTokenizerFast(tokenizer_object=_wordpiece(), unk_token="[UNK]", pad_token="[PAD]",
                                       cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
         cfg = BertConfig(vocab_size=len(tok), hidden_size=d, num_hidden_layers=layers, num_attention_heads=heads,
-                         intermediate_size=4 * d, max_position_embeddings=64, pad_token_id=tok.pad_token_id)
+                         intermediate_size=4 * d, max_position_embeddings=positions, pad_token_id=tok.pad_token_id)
         m = AutoModelForMaskedLM.from_config(cfg) if family == "bert" else BertModel(cfg, add_pooling_layer=False)
     else:
         specials = ["<pad>", "</s>", "<unk>"] if family in ("t5", "marian") else ["<s>", "<pad>", "</s>", "<unk>"]
@@ -106,12 +109,12 @@ def make_tiny(family: str, folder: str | Path, layers: int = 2, heads: int = 4, 
         elif family == "bart":
             cfg = BartConfig(d_model=d, encoder_layers=layers, decoder_layers=layers, encoder_attention_heads=heads,
                              decoder_attention_heads=heads, encoder_ffn_dim=4 * d, decoder_ffn_dim=4 * d,
-                             max_position_embeddings=64, bos_token_id=tok.bos_token_id,
+                             max_position_embeddings=positions, bos_token_id=tok.bos_token_id,
                              decoder_start_token_id=tok.eos_token_id, forced_eos_token_id=None, **common)
         else:
             cfg = MarianConfig(d_model=d, encoder_layers=layers, decoder_layers=layers, encoder_attention_heads=heads,
                                decoder_attention_heads=heads, encoder_ffn_dim=4 * d, decoder_ffn_dim=4 * d,
-                               max_position_embeddings=64, decoder_start_token_id=tok.pad_token_id,
+                               max_position_embeddings=positions, decoder_start_token_id=tok.pad_token_id,
                                decoder_vocab_size=len(tok), **common)
         m = AutoModelForSeq2SeqLM.from_config(cfg)
     m.eval()
