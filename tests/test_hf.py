@@ -225,6 +225,36 @@ def test_rotary_scores_equal_q_dot_k_recomputed_from_the_weights(tiny, loaded, f
             torch.testing.assert_close(w, out.attentions[i][0], atol=1e-5, rtol=0)
 
 
+def test_mistral_sliding_window_is_in_the_mask_and_the_scores_still_verify(loaded):
+    m = loaded["mistral"]                                    # fixture: sliding_window 48, 64 positions
+    words = (LM_TEXT + " ") * 10
+    r = m.run(" ".join(words.split()[:58]))
+    T = len(r.ids)
+    assert T > 48
+    q, k = torch.arange(T)[:, None], torch.arange(T)[None]
+    for a in r.trace.attention["self"]:
+        assert torch.equal(a.allowed[0], (k <= q) & (k > q - 48))
+        assert a.weights[0, :, -1, : T - 48].abs().max() == 0
+        again = a.scores.masked_fill(~a.allowed[:, None], float("-inf")).softmax(-1)
+        torch.testing.assert_close(again, a.weights, atol=1e-5, rtol=0)
+
+
+def test_concurrent_runs_do_not_see_each_others_hooks(loaded):
+    from concurrent.futures import ThreadPoolExecutor
+
+    m = loaded["llama"]
+    texts = [LM_TEXT, "a dog sleeps", "the river bank is wet . the black cat", "hello world"] * 3
+    alone = {t: m.run(t) for t in set(texts)}
+    with ThreadPoolExecutor(4) as pool:
+        runs = list(pool.map(m.run, texts))
+    for t, r in zip(texts, runs):
+        assert len(r.trace.layernorms) == len(alone[t].trace.layernorms) == 5
+        for x, y in zip(r.trace.attention["self"], alone[t].trace.attention["self"]):
+            torch.testing.assert_close(x.scores, y.scores)
+        for x, y in zip(r.trace.layernorms, alone[t].trace.layernorms):
+            torch.testing.assert_close(x.x_in, y.x_in)
+
+
 # ----------------------------------------------------------------------------- positions
 def test_positions_are_tagged_by_kind_from_the_architecture_table(tiny, loaded):
     kinds = {f: [(p.kind, p.stack, p.layout, p.table is None) for p in loaded[f].positions()] for f in FAMILIES}
