@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, BartConfig,
-                          BertConfig, BertModel, GemmaConfig, GPT2Config, LlamaConfig, MarianConfig, MistralConfig,
+                          BertConfig, BertModel, DistilBertConfig, GemmaConfig, RobertaConfig, GPT2Config, LlamaConfig, MarianConfig, MistralConfig,
                           PreTrainedTokenizerFast, Qwen2Config, T5Config)
 
 ROTARY = ["llama", "mistral", "qwen2", "gemma"]         # grouped-query attention: 4 query heads, 2 (Gemma: 1) kv heads
-FAMILIES = ["gpt2", *ROTARY, "bert", "bert-base", "t5", "bart", "marian"]   # bert-base: a BertModel, no head
+FAMILIES = ["gpt2", *ROTARY, "bert", "bert-base", "roberta", "distilbert", "t5", "bart", "marian"]  # bert-base: no head
 TEXT = ("the bear ate the honey because it was hungry . the keys to the old cabinet are on the table . "
         "the black cat ate the mouse . le chat noir a mangé la souris . a dog sleeps . the river bank is wet . "
         "hello world . translate English to French : the cat") * 3
@@ -91,6 +91,25 @@ def make_tiny(family: str, folder: str | Path, layers: int = 2, heads: int = 4, 
                "gemma": GemmaConfig}[family](**common, **({"head_dim": d // heads} if family == "gemma" else {}),
                                              **({"sliding_window": 48} if family == "mistral" else {}))
         m = AutoModelForCausalLM.from_config(cfg)
+    elif family == "roberta":                          # byte-level BPE, <s> ... </s>, <mask>; positions from row 2
+        tk = Tokenizer(models.BPE())
+        tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tk.decoder = decoders.ByteLevel()
+        tk.train_from_iterator([TEXT], trainers.BpeTrainer(vocab_size=300, special_tokens=[
+            "<s>", "<pad>", "</s>", "<unk>", "<mask>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        tk.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+        tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                      unk_token="<unk>", mask_token="<mask>", cls_token="<s>", sep_token="</s>")
+        cfg = RobertaConfig(vocab_size=len(tok), hidden_size=d, num_hidden_layers=layers, num_attention_heads=heads,
+                            intermediate_size=4 * d, max_position_embeddings=positions + 2, pad_token_id=1,
+                            bos_token_id=0, eos_token_id=2)
+        m = AutoModelForMaskedLM.from_config(cfg)
+    elif family == "distilbert":
+        tok = PreTrainedTokenizerFast(tokenizer_object=_wordpiece(), unk_token="[UNK]", pad_token="[PAD]",
+                                      cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+        cfg = DistilBertConfig(vocab_size=len(tok), dim=d, n_layers=layers, n_heads=heads, hidden_dim=4 * d,
+                               max_position_embeddings=positions, pad_token_id=tok.pad_token_id)
+        m = AutoModelForMaskedLM.from_config(cfg)
     elif family in ("bert", "bert-base"):
         tok = PreTrainedTokenizerFast(tokenizer_object=_wordpiece(), unk_token="[UNK]", pad_token="[PAD]",
                                       cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")

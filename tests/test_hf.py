@@ -21,9 +21,10 @@ from model.hf import COMPACT_ABOVE, HFCausalLM, HFEncoder, HFEncoderDecoder, HFM
 from model.hf import loading as hfload
 
 CAUSAL = ["gpt2", *ROTARY]
-SELF = [*CAUSAL, "bert", "bert-base"]                 # one self-attention stack
+MLM = ["bert", "roberta", "distilbert"]
+SELF = [*CAUSAL, *MLM, "bert-base"]                   # one self-attention stack
 SEQ2SEQ = ["t5", "bart", "marian"]
-TEXT = {"bert": "the bear ate the [MASK] because it was hungry"}
+TEXT = {f: "the bear ate the [MASK] because it was hungry" for f in ("bert", "roberta", "distilbert", "bert-base")}
 LM_TEXT = "the bear ate the honey because it was hungry"
 SRC = "the black cat ate the mouse"
 
@@ -44,7 +45,7 @@ def loaded(tiny):
 
 
 def reference(path, family):
-    cls = (AutoModelForCausalLM if family in CAUSAL else AutoModelForMaskedLM if family == "bert"
+    cls = (AutoModelForCausalLM if family in CAUSAL else AutoModelForMaskedLM if family in MLM
            else AutoModel if family == "bert-base" else AutoModelForSeq2SeqLM)
     return cls.from_pretrained(path, attn_implementation="eager").eval()
 
@@ -76,7 +77,8 @@ def norm_formula(mod, x):
 # ----------------------------------------------------------------------------- families and capabilities
 def test_each_family_loads_as_its_class_with_its_capabilities(loaded):
     want = {"gpt2": HFCausalLM, "llama": HFCausalLM, "mistral": HFCausalLM, "qwen2": HFCausalLM,
-            "gemma": HFCausalLM, "bert": HFMaskedLM, "bert-base": HFEncoder, "t5": HFEncoderDecoder,
+            "gemma": HFCausalLM, "bert": HFMaskedLM, "roberta": HFMaskedLM, "distilbert": HFMaskedLM,
+            "bert-base": HFEncoder, "t5": HFEncoderDecoder,
             "bart": HFEncoderDecoder, "marian": HFEncoderDecoder}
     assert set(want) == set(FAMILIES)
     for f, cls in want.items():
@@ -84,7 +86,8 @@ def test_each_family_loads_as_its_class_with_its_capabilities(loaded):
     for f in CAUSAL:
         assert set(loaded[f].capabilities()) == {"TracedRun", "NextToken", "Generates", "PositionTable",
                                                  "PaddedBatch", "LogitLens"}, f
-    assert set(loaded["bert"].capabilities()) == {"TracedRun", "MaskedFill", "PositionTable", "PaddedBatch"}
+    for f in MLM:
+        assert set(loaded[f].capabilities()) == {"TracedRun", "MaskedFill", "PositionTable", "PaddedBatch"}, f
     assert set(loaded["bert-base"].capabilities()) == {"TracedRun", "PositionTable", "PaddedBatch"}
     for f in SEQ2SEQ:
         assert set(loaded[f].capabilities()) == {"TracedRun", "Generates", "Translates", "PositionTable"}, f
@@ -261,7 +264,12 @@ def test_positions_are_tagged_by_kind_from_the_architecture_table(tiny, loaded):
     assert kinds["gpt2"] == [("learned", "", "interleaved", False)]
     for f in ROTARY:
         assert kinds[f] == [("rotary", "", "interleaved", True)], f
-    assert kinds["bert"] == kinds["bert-base"] == [("learned", "", "interleaved", False)]
+    for f in (*MLM, "bert-base"):
+        assert kinds[f] == [("learned", "", "interleaved", False)], f
+    roberta = reference(tiny["roberta"], "roberta")                 # RoBERTa's positions start at row 2 too
+    np.testing.assert_array_equal(loaded["roberta"].positions()[0].table,
+                                  roberta.roberta.embeddings.position_embeddings.weight.detach().numpy()[2:])
+    assert loaded["roberta"].max_len == 64
     assert kinds["t5"] == [("relative", "", "interleaved", True)]
     assert kinds["bart"] == [("learned", "encoder", "interleaved", False), ("learned", "decoder", "interleaved", False)]
     assert kinds["marian"] == [("sinusoidal", "", "halves", False)]
@@ -325,11 +333,12 @@ def test_causal_next_logits_hidden_states_and_logit_lens(tiny, loaded, family):
     assert toks[-1][-1] == m.vocab[int(out.logits[0, -1].argmax())]
 
 
-def test_masked_lm_predicts_at_the_mask(tiny, loaded):
-    m = loaded["bert"]
-    r = m.run(TEXT["bert"])
-    assert r.tokens[r.predict_position] == "[MASK]"
-    ref = reference(tiny["bert"], "bert")
+@pytest.mark.parametrize("family", MLM)
+def test_masked_lm_predicts_at_the_mask(tiny, loaded, family):
+    m = loaded[family]
+    r = m.run(TEXT[family])                                        # "[MASK]" typed; RoBERTa's is <mask>
+    assert r.tokens[r.predict_position] == m.mask_token and r.ids[r.predict_position] == m.tok.mask_token_id
+    ref = reference(tiny[family], family)
     with torch.no_grad():
         logits = ref(input_ids=torch.tensor([r.ids])).logits[0, r.predict_position]
     torch.testing.assert_close(r.next_logits, logits, atol=1e-5, rtol=0)

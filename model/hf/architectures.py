@@ -31,6 +31,7 @@ class PositionSpec:
     layout: str = "interleaved"  # sinusoidal tables: "interleaved" or "halves" (sin half, then cos half: Marian)
     rotary: str = ""             # rotary models: the module whose forward returns (cos, sin) for the positions
     rotary_style: str = ""       # "half": q*cos + rotate_half(q)*sin, rotate_half = cat(-x2, x1) (Llama and kin)
+    sinusoidal_if: str = ""      # a config flag that makes the table fixed sinusoidal (DistilBERT's sinusoidal_pos_embds)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,16 @@ ARCHITECTURES: dict[str, ArchSpec] = {s.model_type: s for s in (
     ArchSpec("bert", "BERT", MASKED_LM, {"self": AttentionSpec("encoder.layer.{i}.attention.self", q="query", k="key")},
              head_keys=("cls.",), base_classes=("BertModel",), norm="post", norm_kind="LayerNorm",
              position=PositionSpec("learned", (("", "embeddings.position_embeddings.weight"),))),
+    ArchSpec("roberta", "RoBERTa", MASKED_LM,
+             {"self": AttentionSpec("encoder.layer.{i}.attention.self", q="query", k="key")},
+             head_keys=("lm_head.",), base_classes=("RobertaModel",), norm="post", norm_kind="LayerNorm",
+             position=PositionSpec("learned", (("", "embeddings.position_embeddings.weight"),), offset=2)),
+    ArchSpec("distilbert", "DistilBERT", MASKED_LM,
+             {"self": AttentionSpec("transformer.layer.{i}.attention", q="q_lin", k="k_lin")},
+             head_keys=("vocab_transform.", "vocab_layer_norm.", "vocab_projector."), base_classes=("DistilBertModel",),
+             n_layers=("n_layers",), n_heads=("n_heads",), d_model=("dim",), norm="post", norm_kind="LayerNorm",
+             position=PositionSpec("learned", (("", "embeddings.position_embeddings.weight"),),
+                                   sinusoidal_if="sinusoidal_pos_embds")),
     ArchSpec("t5", "T5", ENCODER_DECODER,
              {"encoder": AttentionSpec("encoder.block.{i}.layer.0.SelfAttention", q="q", k="k"),
               "decoder": AttentionSpec("decoder.block.{i}.layer.0.SelfAttention", q="q", k="k"),

@@ -97,6 +97,8 @@ class HFModel(LabModel):
         ids = list(range(min(n_out, len(tok))))
         self.vocab = display_tokens(tok, ids) + [f"<id {i}>" for i in range(len(ids), n_out)]
         self.eos_id = cfg.eos_token_id if isinstance(cfg.eos_token_id, int) else tok.eos_token_id
+        for _, path in spec.position.tables:              # a learned table has as many positions as rows past the offset
+            self.max_len = min(self.max_len, resolve(self.base, path).shape[0] - spec.position.offset)
         self.final_norm = resolve(self.base, spec.final_norm) if spec.final_norm else None
         base_prefix = getattr(hf, "base_model_prefix", "")
         seq2seq = head == ENCODER_DECODER
@@ -114,7 +116,7 @@ class HFModel(LabModel):
             n_encoder_layers=int(config_value(cfg, spec.n_encoder_layers)) if spec.n_encoder_layers else 0,
             n_heads=n_heads, n_kv_heads=int(config_value(cfg, spec.n_kv_heads, n_heads) or n_heads),
             d_model=int(config_value(cfg, spec.d_model)), norm=spec.norm, norm_kind=spec.norm_kind,
-            position=spec.position.kind, parameters=n_params)
+            position=self.position_kind(), parameters=n_params)
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (self.eos_id or 0)
         self.check_attentions()
 
@@ -267,8 +269,13 @@ class HFModel(LabModel):
         return out, self._self_trace(out, cap, valid, self.head == CAUSAL_LM, tokens)
 
     # ----------------------------------------------------------------- positions
+    def position_kind(self) -> str:
+        p = self.spec.position
+        return "sinusoidal" if p.sinusoidal_if and getattr(self.hf.config, p.sinusoidal_if, False) else p.kind
+
     def positions(self) -> list[PositionInfo]:
         p = self.spec.position
+        kind = self.position_kind()
         if not p.tables:
             what = {"rotary": "rotary (q and k rotated by position; nothing added to the embeddings)",
                     "relative": "relative (a learned bias per distance bucket, added to the scores)"}.get(p.kind, p.kind)
@@ -276,11 +283,11 @@ class HFModel(LabModel):
         out = []
         for stack, path in p.tables:
             table = resolve(self.base, path).detach().float().cpu().numpy()[p.offset:p.offset + self.max_len]
-            if p.kind == "sinusoidal":
+            if kind == "sinusoidal":
                 label = "sinusoidal (fixed, both stacks)" if self.head == ENCODER_DECODER else "sinusoidal (fixed)"
             else:
                 label = f"learned ({stack or self.spec.label})"
-            out.append(PositionInfo(p.kind, label, table, stack=stack, layout=p.layout))
+            out.append(PositionInfo(kind, label, table, stack=stack, layout=p.layout))
         return out
 
     def info(self) -> dict:
