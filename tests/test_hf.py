@@ -7,10 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from streamlit.testing.v1 import AppTest
-from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, BertConfig,
-                          BertModel)
+from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
 
 import model
 from conftest import ROOT, charts
@@ -91,6 +89,10 @@ def test_each_family_loads_as_its_class_with_its_capabilities(loaded):
     assert set(loaded["bert-base"].capabilities()) == {"TracedRun", "PositionTable", "PaddedBatch"}
     for f in SEQ2SEQ:
         assert set(loaded[f].capabilities()) == {"TracedRun", "Generates", "Translates", "PositionTable"}, f
+    for f in FAMILIES:                                      # pages ask isinstance, never a kind string
+        m = loaded[f]
+        assert isinstance(m, (TracedRun, PositionTable)) and isinstance(m, Translates) == (f in SEQ2SEQ)
+        assert isinstance(m, PaddedBatch) == (f in SELF) and isinstance(m, MaskedFill) == (f in MLM)
 
 
 def test_grouped_query_fixtures_have_fewer_kv_heads_than_query_heads(loaded):
