@@ -10,7 +10,7 @@ see each other's data. What it records:
               scores = rotary(q) . repeat_interleave(rotary(k), H / H_kv) * scaling
               are computed from the model's own activations, nothing re-run.
 
-`verified_qk` keeps those q/k only when softmax(scores + mask) reproduces transformers' own weights
+`verified_qk` gives a layer's q/k only when softmax(scores + mask) reproduces transformers' own weights
 (max abs difference <= CHECK_ATOL, every layer and head, on CHECK_ROWS evenly spaced query rows: all rows up
 to 64 tokens); otherwise no layer gets scores.
 """
@@ -172,27 +172,23 @@ class Capture:
             q = q * cos + rotate_half(q) * sin
             k = k * cos + rotate_half(k) * sin
         scaling = float(getattr(mod, "scaling", dh ** -0.5))
-        return q.cpu(), k.cpu(), scaling
+        return q.contiguous().cpu(), k.contiguous().cpu(), scaling     # own storage: never keeps v (fused c_attn) alive
 
-    def verified_qk(self, weights: list[Tensor], allowed: list[Tensor], n_heads: int):
-        """[(q, k, scaling)] per layer when every layer's softmax(scores + mask) equals `weights`, else None.
-
-        One layer's scores exist at a time (at most CHECK_ROWS query rows); `allowed` is (B, T, T) per layer."""
-        if not self.want_qk or len(self.attn_modules) != len(weights):
+    def verified_qk(self, i: int, weights: Tensor, allowed: Tensor, n_heads: int, n_layers: int):
+        """Layer i's (q, k, scaling) when softmax(scores + mask) reproduces its `weights` (B, H, T, T) on CHECK_ROWS
+        rows of every head, else None; `allowed` is (B, T, T). Only those rows' scores are ever computed here."""
+        if not self.want_qk or len(self.attn_modules) != n_layers:
             return None
-        out = []
-        for i, (w, ok) in enumerate(zip(weights, allowed)):
-            got = self.qk(i, n_heads)
-            if got is None:
-                return None
-            q, k, scaling = got
-            t = q.shape[2]
-            rows = torch.arange(t) if t <= CHECK_ROWS else torch.linspace(0, t - 1, CHECK_ROWS).round().long().unique()
-            s = raw_scores(q[:, :, rows], k, scaling)
-            if s.shape != (*w.shape[:2], len(rows), w.shape[3]):
-                return None
-            check = torch.nan_to_num(s.masked_fill(~ok[:, rows][:, None], float("-inf")).softmax(-1))
-            if (check - w[:, :, rows].float()).abs().max() > CHECK_ATOL:
-                return None
-            out.append(got)
-        return out
+        got = self.qk(i, n_heads)
+        if got is None:
+            return None
+        q, k, scaling = got
+        t = q.shape[2]
+        rows = torch.arange(t) if t <= CHECK_ROWS else torch.linspace(0, t - 1, CHECK_ROWS).round().long().unique()
+        s = raw_scores(q[:, :, rows], k, scaling)
+        if s.shape != (*weights.shape[:2], len(rows), weights.shape[3]):
+            return None
+        check = torch.nan_to_num(s.masked_fill(~allowed[:, rows][:, None], float("-inf")).softmax(-1))
+        if (check - weights[:, :, rows].float()).abs().max() > CHECK_ATOL:
+            return None
+        return got

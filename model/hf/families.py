@@ -206,27 +206,31 @@ class HFModel(LabModel):
         """The single self-attention stack of a decoder-only or encoder-only model, as a Trace."""
         t = valid.shape[1]
         compact = t > COMPACT_ABOVE
-        weights = [a.detach().float().cpu() for a in out.attentions]
-        allowed = []
-        shared = {}
-        for i in range(len(weights)):
-            w = self._window(i) if causal else None
-            if w is not None and w >= t:
-                w = None
-            if w not in shared:
-                shared[w] = self._allowed(valid, causal, w)
-            allowed.append(shared[w])
-        qk = cap.verified_qk(weights, allowed, self.n_heads)
-        layers = []
-        for i, (w, ok) in enumerate(zip(weights, allowed)):
-            if qk is None:
+        atts = list(out.attentions)
+        out["attentions"] = None                   # each float32 layer is freed once converted (compact runs)
+        n = len(atts)
+        shared: dict[int | None, Tensor] = {}
+        layers, verified = [], True
+        for i in range(n):
+            win = self._window(i) if causal else None
+            win = None if win is not None and win >= t else win
+            if win not in shared:
+                shared[win] = self._allowed(valid, causal, win)
+            ok = shared[win]
+            w = atts[i].detach().float().cpu()
+            atts[i] = None
+            qk = cap.verified_qk(i, w, ok, self.n_heads, n) if verified else None
+            verified = qk is not None
+            if not verified:
                 layers.append(HFAttentionTrace(w.half() if compact else w, None, ok))
             elif compact:
-                q, k, scaling = qk[i]
+                q, k, scaling = qk
                 layers.append(HFAttentionTrace(w.half(), None, ok, q=q, k=k, scaling=scaling))
             else:
-                layers.append(HFAttentionTrace(w, raw_scores(*qk[i]), ok))
-            weights[i] = None
+                layers.append(HFAttentionTrace(w, raw_scores(*qk), ok))
+            del w
+        if not verified:                           # scores on every layer or on none
+            layers = [HFAttentionTrace(a.weights, None, a.allowed) for a in layers]
         tr = Trace(layernorms=cap.layernorms)
         tr.attention = describe_stacks({"self": layers}, tokens, None, self_causal=causal)
         hidden = [h.detach().float().cpu() for h in out.hidden_states]
