@@ -136,13 +136,9 @@ one_head()
 st.subheader("Held-out figures")
 
 
-@st.cache_data(show_spinner="Evaluating both models on the held-out slice…", max_entries=64)
-def _heldout(name: str, device: str, iv_key: str, _iv, seed):
-    return heldout(c.get_model(name, device), _iv, seed)
-
-
 try:
-    rows, slice_what, secs = _heldout(c.model_name(), c.device_name(), repr(iv), iv, seed)
+    with st.spinner("Evaluating both models on the held-out slice…"):
+        rows, slice_what, secs = c.cached(m, "heldout", (repr(iv), seed), lambda: heldout(m, iv, seed))
     st.table({"figure": [r[0] for r in rows], "intact": [f"{r[1]:.4f}" for r in rows],
               "intervened": [f"{r[2]:.4f}" for r in rows]})
     st.caption(f"On a fixed slice: {slice_what} ({secs:.1f} s).")

@@ -42,7 +42,7 @@ def stages() -> None:
     heads = list(range(1, att.n_heads + 1))
     layer = c1.selectbox("Layer", layers, **c.state("layer", 1, options=layers))
     head = c2.selectbox("Head", heads, **c.state("head", 1, options=heads))
-    v = views.masking_view(r, role, layer - 1, head - 1)
+    v = views.masking_view(r, role, layer - 1, head - 1, m)
     if v.scores is None:
         st.info(f"{c.md_escape(m.name)} does not give its raw scores here (its attention adds a position term inside "
                 "the layer that the lab does not recompute), so only the weights after softmax are drawn.")

@@ -101,10 +101,11 @@ st.markdown("An RNN carries everything it knows in one vector, rewritten at ever
 trained = job is not None and not job.alive and job.snapshot().step > 0
 builtin = {}
 for name in ("lstm-lm", "transformer-lm"):
-    try:
-        builtin[f"built-in {name}"] = c.get_model(name, c.device_name()).module
-    except LabError as e:
-        st.warning(c.md_escape(str(e)))
+    got = c.try_load(name)
+    if got is None:
+        st.warning(f"The built-in {name} could not be opened.")
+    else:
+        builtin[f"built-in {name}"] = got.module
 models = {**(job.trained_modules() if trained else {}), **builtin}
 if trained:
     st.caption("Measured on the models trained above, and the built-in LSTM and Transformer for reference.")

@@ -14,14 +14,14 @@ from pathlib import Path
 import torch
 
 from .api import (Architecture, Generates, Generation, LabModel, LogitLens, MaskedFill, NextToken, PaddedBatch,
-                  PaddedRun, PositionInfo, PositionTable, Recurrent, Run, Step, Tokens, TracedRun, Translates)
+                  PaddedRun, PositionInfo, PositionTable, RawScores, Recurrent, Run, Step, Tokens, TracedRun, Translates)
 from .device import DeviceError, available_devices, pick_device
 from .errors import InputError, LabError, ModelLoadError, NotSupported, SamplingError
 
 __all__ = ["load", "builtin_names", "LabModel", "LabError", "InputError", "ModelLoadError", "NotSupported",
            "SamplingError", "Run", "Tokens", "Step", "Generation", "Architecture", "PositionInfo", "PaddedRun",
            "TracedRun", "NextToken", "Generates", "Translates", "MaskedFill", "PositionTable", "PaddedBatch",
-           "LogitLens", "Recurrent", "pick_device", "available_devices", "DeviceError"]
+           "LogitLens", "RawScores", "Recurrent", "pick_device", "available_devices", "DeviceError"]
 
 
 def builtin_names() -> list[str]:

@@ -32,7 +32,7 @@ from .trace import Trace
 
 __all__ = ["LabError", "InputError", "ModelLoadError", "NotSupported", "Tokens", "Run", "Step", "Generation",
            "Architecture", "PositionInfo", "LabModel", "TracedRun", "NextToken", "Generates", "Translates",
-           "MaskedFill", "PositionTable", "PaddedBatch", "LogitLens", "Recurrent", "PaddedRun"]
+           "MaskedFill", "PositionTable", "PaddedBatch", "LogitLens", "RawScores", "Recurrent", "PaddedRun"]
 
 
 @dataclass
@@ -343,9 +343,16 @@ class LogitLens:
         return toks, np.stack(probs)
 
 
+class RawScores:
+    """Raw scores computed on demand for one head (a long run keeps only what is needed to compute them)."""
+
+    def scores(self, run: Run, layer: int, head: int, stack: str = "self") -> Tensor | None:
+        raise NotImplementedError
+
+
 class Recurrent(TracedRun):
     """A recurrent network: its trace holds gates and states per layer over time, and no attention."""
 
 
 CAPABILITIES = (TracedRun, NextToken, Generates, Translates, MaskedFill, PositionTable, PaddedBatch, LogitLens,
-                Recurrent)
+                RawScores, Recurrent)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from . import sampling
-from .api import (Generates, Generation, LabModel, LogitLens, NextToken, PaddedBatch, PositionInfo, Run,
+from .api import (Generates, Generation, LabModel, LogitLens, NextToken, PaddedBatch, PositionInfo, RawScores, Run,
                   Translates)
 from .errors import InputError
 from .trace import ROLES
@@ -103,10 +103,18 @@ def _masking(a, b: int, head: int, q: list[str], k: list[str]) -> MaskingView:
     return MaskingView(q, k, allowed, scores, masked, w)
 
 
-def masking_view(run: Run, role: str, layer: int, head: int) -> MaskingView:
-    """One head's scores -> masked -> softmax (layer and head count from 0)."""
+def masking_view(run: Run, role: str, layer: int, head: int, m: LabModel | None = None) -> MaskingView:
+    """One head's scores -> masked -> softmax (layer and head count from 0). A model that computes raw scores on
+    demand (long Hugging Face runs keep q and k, not every head's scores) is asked for this head's."""
     st = run.trace.attention[role]
-    return _masking(st[layer], 0, head, list(st.query_tokens), list(st.key_tokens))
+    v = _masking(st[layer], 0, head, list(st.query_tokens), list(st.key_tokens))
+    if v.scores is None and isinstance(m, RawScores):
+        s = m.scores(run, layer, head, role)
+        if s is not None:
+            scores = _np(s)
+            v = MaskingView(v.query_tokens, v.key_tokens, v.allowed, scores,
+                            np.where(v.allowed, scores, -np.inf).astype(np.float32), v.weights)
+    return v
 
 
 @dataclass(frozen=True)

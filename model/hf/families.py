@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..api import (Architecture, Generates, LabModel, LogitLens, MaskedFill, NextToken, PaddedBatch, PaddedRun,
+from ..api import (Architecture, RawScores, Generates, LabModel, LogitLens, MaskedFill, NextToken, PaddedBatch, PaddedRun,
                    PositionInfo, PositionTable, Run, Tokens, TracedRun, Translates)
 from ..errors import InputError, ModelLoadError
 from ..trace import AttentionTrace, Trace, describe_stacks
@@ -299,7 +299,7 @@ class HFModel(LabModel):
         return d
 
 
-class HFCausalLM(HFModel, TracedRun, NextToken, Generates, PositionTable, PaddedBatch, LogitLens):
+class HFCausalLM(HFModel, RawScores, TracedRun, NextToken, Generates, PositionTable, PaddedBatch, LogitLens):
     """A decoder-only causal LM: GPT-2, Llama, Mistral, Qwen2, Gemma."""
 
     family_words = "decoder-only Transformer"
@@ -330,7 +330,7 @@ class HFCausalLM(HFModel, TracedRun, NextToken, Generates, PositionTable, Padded
         return self.hf.get_output_embeddings()(h)
 
 
-class HFMaskedLM(HFModel, MaskedFill, PositionTable, PaddedBatch):
+class HFMaskedLM(HFModel, RawScores, MaskedFill, PositionTable, PaddedBatch):
     """A BERT-like masked LM: `run(text).next_logits` is the prediction at the first mask (None without one)."""
 
     family_words = "encoder-only Transformer with a masked-LM head"
@@ -355,7 +355,7 @@ class HFMaskedLM(HFModel, MaskedFill, PositionTable, PaddedBatch):
         return Run(tokens=t.tokens, ids=t.ids, trace=tr, next_logits=nxt, predict_position=pos, unknown=t.unknown)
 
 
-class HFEncoder(HFModel, TracedRun, PositionTable, PaddedBatch):
+class HFEncoder(HFModel, RawScores, TracedRun, PositionTable, PaddedBatch):
     """An encoder-only checkpoint without a head (e.g. a BertModel sentence encoder): attention, norms and
     hidden states; no predictions (`Run.next_logits` is None)."""
 
