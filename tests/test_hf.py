@@ -482,5 +482,5 @@ def test_every_page_runs_on_each_family(tiny, family, monkeypatch):
             assert not charts(at)
         elif page == "experiments":                      # interventions apply to GPT-2-style models only
             assert charts(at) or any("supports no interventions" in i.value for i in at.info), (family, page)
-        elif page not in ("lstm", "train"):              # those two show the built-in models
+        elif page not in ("lstm", "train", "translate"):  # lstm and train show the built-in models
             assert charts(at), (family, page)
