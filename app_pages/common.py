@@ -111,6 +111,16 @@ def clean_text() -> None:
         st.session_state.setdefault("_url_errors", []).extend(notes)
 
 
+def trained() -> dict[str, str]:
+    """Models this session trained live and saved: name -> the folder the server wrote."""
+    return st.session_state.get("trained_models", {})
+
+
+def resolve(name: str) -> str:
+    """What to load for a name: a model this session trained (its own folder), or what the link policy allows."""
+    return trained()[name] if name in trained() else policy().resolve(name)
+
+
 def load_or_stop(name: str | None = None) -> LabModel:
     """The model chosen in the sidebar (or `name`), or a clear message and stop."""
     name = model_name() if name is None else name
@@ -118,7 +128,7 @@ def load_or_stop(name: str | None = None) -> LabModel:
         st.info("Type a Hugging Face model id (like `gpt2`) or a local folder in the sidebar.")
         st.stop()
     try:
-        return store().get(policy().resolve(name), device_name())
+        return store().get(resolve(name), device_name())
     except LabError as e:
         st.error(f"**Could not open the model “{md_escape(name[:200])}”.** {md_escape(e)}")
         st.stop()
@@ -130,7 +140,7 @@ def load_or_stop(name: str | None = None) -> LabModel:
 def try_load(name: str) -> LabModel | None:
     """A model for a side panel: None (no message) when it cannot be opened."""
     try:
-        return store().get(policy().resolve(name), device_name())
+        return store().get(resolve(name), device_name())
     except Exception:
         return None
 

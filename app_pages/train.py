@@ -87,8 +87,7 @@ if job is not None and not job.alive and job.snapshot().step > 0:
         st.markdown(f"**{c.md_escape(name)}**: saved as safetensors in")
         st.code(folder, language=None)
     if kept:
-        st.caption("Saved for this session; the folders of the Transformer and the LSTM also open on the other pages "
-                   "when typed as a local folder in the sidebar.")
+        st.caption("Saved for this session: pick it in the sidebar's Model list to open it on every other page.")
 
 # ----------------------------------------------------------------------------- why RNNs forget
 st.header("Why RNNs forget")

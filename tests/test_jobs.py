@@ -89,8 +89,26 @@ def test_saved_model_opens_like_a_builtin(tmp_path):
         r = lab.run("the keys to the old cabinet")
         assert r.next_logits.shape == (len(lab.vocab),)
         assert len(lab.generate("the keys", 5, greedy=True).steps) >= 1
-    assert lab.kind == "lm"
-    assert open_trained(tmp_path / "rnn", "cpu").kind == "rnn"
+    from model import NextToken, PositionTable, Recurrent
+
+    assert isinstance(lab, PositionTable) and lab.arch.family == "decoder-only Transformer"
+    rnn = open_trained(tmp_path / "rnn", "cpu")
+    assert isinstance(rnn, NextToken) and not isinstance(rnn, (PositionTable, Recurrent))
+    assert rnn.arch.family == "vanilla RNN"
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT, charts
+
+    for page, drawn in (("sampling", True), ("attention", False), ("positional", True)):
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+        at.session_state["trained_models"] = {"RNN trained live": str(tmp_path / "rnn")}
+        at.session_state["model_choice"] = "RNN trained live"
+        at.session_state["text"] = "the keys to the old cabinet"
+        at.run()
+        at.switch_page(f"app_pages/{page}.py")
+        at.run()
+        assert not at.exception and not at.error, (page, [e.message for e in at.exception])
+        assert bool(charts(at)) == drawn or page == "positional", page       # the sidebar's trained model opens
 
 
 def test_train_page_starts_stops_and_reports_the_cap():
