@@ -202,7 +202,8 @@ def _parse(raw: str, default: Any, options: Sequence | None, lo, hi):
         if v != v or v in (float("inf"), float("-inf")):
             raise ValueError("not a number")
     elif isinstance(default, list):
-        v = [int(x) for x in raw.split(",") if x.strip()]
+        cast = int if options and isinstance(next(iter(options)), int) else str
+        v = [cast(x) for x in raw.split(",") if x.strip()]
         if options is not None and any(x not in options for x in v):
             raise ValueError("not among the choices")
         return v

@@ -34,20 +34,21 @@ if len(available) < len(NEEDS):
     st.caption(f"For {c.md_escape(m.name)} the lab supports: {', '.join(applies)}.")
 parts = layout(m)
 
-what = st.selectbox("What to break", available, format_func=CHOICES.get, key="exp_what")
+what = st.selectbox("What to break", available, format_func=CHOICES.get, **c.state("break", available[0], options=available))
 kw: dict = {}
 seed = None
 if what == "heads":
     cols = st.columns(4)
-    stack = cols[0].selectbox("Attention", list(parts), format_func=STACKS.get, key="exp_stack") \
-        if len(parts) > 1 else "self"
+    stack = cols[0].selectbox("Attention", list(parts), format_func=STACKS.get,
+                              **c.state("stack", list(parts)[0], options=list(parts))) if len(parts) > 1 else "self"
     n_layers, n_heads = parts[stack]["layers"], parts[stack]["heads"]
-    layer = cols[1].selectbox("Layer", [*range(1, n_layers + 1), 0], key="exp_layer",
-                              format_func=lambda i: "every layer" if i == 0 else str(i))
-    heads = cols[2].multiselect("Heads", list(range(1, n_heads + 1)), default=list(range(1, n_heads + 1)),
-                                key="exp_heads")
-    mode = cols[3].radio("Replace the output by", ["zero", "mean"], key="exp_mode",
-                         format_func={"zero": "zeros", "mean": "its mean over positions"}.get)
+    layer_opts, head_opts = [*range(1, n_layers + 1), 0], list(range(1, n_heads + 1))
+    layer = cols[1].selectbox("Layer", layer_opts, format_func=lambda i: "every layer" if i == 0 else str(i),
+                              **c.state("layer", 1, options=layer_opts))
+    heads = cols[2].multiselect("Heads", head_opts, **c.state("heads", head_opts, options=head_opts))
+    mode = cols[3].radio("Replace the output by", ["zero", "mean"],
+                         format_func={"zero": "zeros", "mean": "its mean over positions"}.get,
+                         **c.state("mode", "zero", options=["zero", "mean"]))
     layers = range(n_layers) if layer == 0 else layer - 1
     kw = dict(stack=stack, layer=layers, heads=[h - 1 for h in heads], head_mode=mode)
 elif what in ("layernorm", "residual"):
@@ -64,7 +65,7 @@ elif what in ("layernorm", "residual"):
         layer = cols[1].selectbox("Layer", range(1, parts[stack]["layers"] + 1), key=f"exp_{what}_layer") - 1
     kw = dict(stack=stack, layer=layer, sublayer=sub)
 elif what == "shuffle":
-    seed = st.number_input("Shuffle seed", 0, 10_000, 0, key="exp_seed")
+    seed = c.number("Shuffle seed", "seed", 0, 0, 10_000)
 iv = build("none" if what == "shuffle" else what, **kw)
 if what == "heads" and not kw["heads"]:
     st.info("Pick at least one head to ablate.")
