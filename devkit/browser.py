@@ -33,13 +33,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_app(timeout: float = 90):
-    """Start `streamlit run app.py` on a free local port; yield its base URL; stop it afterwards."""
+def serve_app(timeout: float = 90, script: Path | None = None):
+    """Start `streamlit run app.py` (or another script) on a free local port; yield its base URL; stop it afterwards."""
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     # The server's output goes to a file (a pipe nobody reads would block the server once full).
     log = open(os.environ.get("LAB_SERVER_LOG") or tempfile.mktemp(prefix="lab-server-", suffix=".log"), "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script or ROOT / "app.py"), "--server.port", str(port),
                              "--server.address", "127.0.0.1", "--server.headless", "true",
                              "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT, text=True)

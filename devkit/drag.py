@@ -8,55 +8,20 @@ Also used by tests/test_live_sampling.py (serve_script, the drag and component h
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
-from devkit.browser import browser_page, free_port
+from devkit.browser import browser_page, serve_app
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "tests" / "apps" / "live_sampling_app.py"
 HOST = "[data-testid='stBidiComponentIsolated']"
 
 
-@contextlib.contextmanager
 def serve_script(script: Path = APP, timeout: float = 90):
-    """Start `streamlit run script` on a free local port; yield its base URL; stop it afterwards."""
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    log = tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true",
-                             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                log.seek(0)
-                raise RuntimeError(f"streamlit did not start on {url}:\n{log.read()[-3000:]}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    """Start `streamlit run script` (the live-sampling test app by default) on a free local port."""
+    return serve_app(timeout, script=script)
 
 
 def open_component(page, url: str, n: int = 1, timeout_ms: int = 60_000) -> None:
