@@ -18,28 +18,31 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+
 from . import corpora
 from .builtin import BUILTIN, CHECKPOINTS, build_module, save_checkpoint
 from .device import pick_device
-from .tokenizer import WordTokenizer, build_word_tokenizer
+from .evaluate import evaluate_folder, pad_batch
+from .tokenizer import SPECIALS, UNK, WordTokenizer, build_word_tokenizer
 
 # Everything that defines a built-in model. Changing a number here and re-running train changes the model.
 RECIPES: dict[str, dict] = {
     "transformer-lm": dict(
-        type="transformer-lm", data=dict(n_train=30000, n_heldout=2000, seed=0),
+        type="transformer-lm", data=dict(n_train=40000, n_heldout=2000, seed=0),
         model=dict(arch="decoder", d_model=128, h=4, d_ff=512, n_layers=3, max_len=64, dropout=0.1,
                    pos_encoding="learned", norm="pre", activation="gelu", tie_embeddings=True),
-        train=dict(steps=1500, batch=32, lr=2e-3, warmup=200, weight_decay=0.01, seed=0)),
+        train=dict(steps=1500, batch=32, lr=2e-3, warmup=200, weight_decay=0.01, seed=0, threads=1)),
     "lstm-lm": dict(
-        type="lstm-lm", data=dict(n_train=30000, n_heldout=2000, seed=0),
+        type="lstm-lm", data=dict(n_train=40000, n_heldout=2000, seed=0),
         model=dict(d_embed=128, d_hidden=192, n_layers=2, dropout=0.1, max_len=64),
-        train=dict(steps=1500, batch=32, lr=3e-3, warmup=100, weight_decay=0.0, seed=0)),
+        train=dict(steps=1500, batch=32, lr=3e-3, warmup=100, weight_decay=0.0, seed=0, threads=1)),
     "translator-en-fr": dict(
-        type="translator", data=dict(n_train=30000, n_heldout=1000, seed=0),
+        type="translator", data=dict(n_train=40000, n_heldout=1000, seed=0),
         model=dict(arch="encoder-decoder", d_model=128, h=4, d_ff=512, n_layers=2, n_encoder_layers=2,
                    max_len=32, dropout=0.1, pos_encoding="sinusoidal", norm="post", activation="relu",
                    tie_embeddings=True),
-        train=dict(steps=1500, batch=48, lr=1e-3, warmup=300, weight_decay=0.0, seed=0)),
+        train=dict(steps=1500, batch=48, lr=1e-3, warmup=300, weight_decay=0.0, seed=0, threads=1)),
 }
 
 
@@ -64,9 +67,17 @@ def lm_windows(docs: list[list[int]], max_len: int, batch: int, rng: random.Rand
     return torch.tensor(out, dtype=torch.long)
 
 
-def pad_batch(seqs: list[list[int]], pad: int) -> torch.Tensor:
-    n = max(len(s) for s in seqs)
-    return torch.tensor([s + [pad] * (n - len(s)) for s in seqs], dtype=torch.long)
+def build_french_tokenizer(texts: list[str]) -> Tokenizer:
+    """Word-level tokenizer for the French side: splits on spaces only (punctuation apart), so that
+    elided words such as "qu'il", "l'ours", "s'est" are one token each and decode as written."""
+    tok = Tokenizer(models.WordLevel(unk_token=UNK))
+    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace("\u2019", "'"),
+                                           normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
+                                                 pre_tokenizers.Split(Regex(r"[.,;:!?]"), behavior="isolated")])
+    tok.train_from_iterator(sorted(set(texts)), trainers.WordLevelTrainer(special_tokens=SPECIALS, min_frequency=1,
+                                                                           show_progress=False))
+    return tok
 
 
 def train(name: str, out: Path | None = None, steps: int | None = None, device: str | None = "cpu",
@@ -75,6 +86,7 @@ def train(name: str, out: Path | None = None, steps: int | None = None, device: 
     if steps is not None:
         recipe["train"]["steps"] = steps
     tr, data = recipe["train"], recipe["data"]
+    torch.set_num_threads(tr.get("threads", torch.get_num_threads()))     # one thread: the same numbers on any machine
     torch.manual_seed(tr["seed"])
     rng = random.Random(tr["seed"])
     dev = pick_device(device)
@@ -84,7 +96,7 @@ def train(name: str, out: Path | None = None, steps: int | None = None, device: 
     if recipe["type"] == "translator":
         train_pairs, _ = corpora.translation_datasets(data["n_train"], data["n_heldout"], data["seed"])
         src_tok = WordTokenizer(build_word_tokenizer([e for e, _ in train_pairs]))
-        tgt_tok = WordTokenizer(build_word_tokenizer([f for _, f in train_pairs]))
+        tgt_tok = WordTokenizer(build_french_tokenizer([f for _, f in train_pairs]))
         recipe["model"].update(vocab_size=tgt_tok.vocab_size, src_vocab_size=src_tok.vocab_size, pad_id=tgt_tok.pad_id)
         src = [src_tok.encode(e, add_eos=True).ids for e, _ in train_pairs]
         tgt = [tgt_tok.encode(f, add_bos=True, add_eos=True).ids for _, f in train_pairs]
@@ -150,8 +162,6 @@ def main(argv: list[str] | None = None) -> None:
     for n in names:
         folder = train(n, a.out if len(names) == 1 else None, a.steps, a.device)
         if not a.no_eval:
-            from .evaluate import evaluate_folder
-
             evaluate_folder(folder, write=True)
 
 
