@@ -118,6 +118,24 @@ def pronoun_accuracy(lab: BuiltinTranslator) -> dict:
             "pronoun_exact_match": round(sum(_norm(h) == _norm(f) for h, (_, f, _) in zip(hyp, items)) / len(items), 4)}
 
 
+def pronoun_accuracy_without_head(lab: BuiltinTranslator, layer: int, head: int) -> dict:
+    """pronoun_accuracy with one encoder self-attention head switched off (its output zeroed before W_o):
+    how much the translation of "it" depends on that head."""
+    attn = lab.module.encoder.blocks[layer - 1].self_attn
+    sl = slice((head - 1) * attn.d_k, head * attn.d_k)
+
+    def zero_head(mod, args):
+        x = args[0].clone()
+        x[..., sl] = 0
+        return (x,)
+
+    handle = attn.w_o.register_forward_pre_hook(zero_head)
+    try:
+        return pronoun_accuracy(lab)
+    finally:
+        handle.remove()
+
+
 @torch.inference_mode()
 def it_attention(lab: BuiltinTranslator, sentence: str) -> tuple[torch.Tensor, list[str]]:
     """Encoder attention from the token "it" in every layer and head: (layers, heads, source tokens)."""
@@ -176,6 +194,9 @@ def evaluate(lab, n: int | None = None, seed: int = 0) -> dict:
         res.update({"probe_sentences": len(pr), "probe_exact_match": round(translator_exact_match(lab, pr), 4)})
         res.update(pronoun_accuracy(lab))
         res.update(it_head_stats(lab))
+        off = pronoun_accuracy_without_head(lab, res["it_head_layer"], res["it_head_head"])
+        res.update({"pronoun_accuracy_it_head_off": off["pronoun_accuracy"],
+                    "pronoun_accuracy_opposite_gender_it_head_off": off["pronoun_accuracy_opposite_gender"]})
         return res
     _, held = corpora.lm_datasets(recipe.get("n_train", 30000), recipe.get("n_heldout", 2000), recipe.get("seed", seed))
     held = held[:n] if n else held

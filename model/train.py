@@ -42,7 +42,9 @@ RECIPES: dict[str, dict] = {
         model=dict(arch="encoder-decoder", d_model=128, h=4, d_ff=512, n_layers=2, n_encoder_layers=2,
                    max_len=32, dropout=0.1, pos_encoding="sinusoidal", norm="post", activation="relu",
                    tie_embeddings=True),
-        train=dict(steps=1500, batch=48, lr=1e-3, warmup=300, weight_decay=0.0, seed=0, threads=1)),
+        train=dict(steps=1500, batch=48, lr=1e-3, warmup=300, weight_decay=0.0, seed=0, threads=1,
+                   # an extra loss term teaches one encoder head to attend from "it" to what "it" refers to
+                   it_attention=dict(layer=2, head=1, weight=0.5))),
 }
 
 
@@ -80,6 +82,35 @@ def build_french_tokenizer(texts: list[str]) -> Tokenizer:
     return tok
 
 
+def it_referent_positions(english: str) -> tuple[int, int] | None:
+    """(position of "it", position of its referent) in the source ids of a 'because' sentence, else None.
+
+    The referent is the eater when the last word is a state (hungry, tired), the food otherwise."""
+    w = english.split()
+    if "because" not in w or "it" not in w:
+        return None
+    b = w.index("because")
+    eaters = {e[0] for e in corpora.FR_EATERS}
+    if w[-1] in corpora.FR_STATES:
+        ref = next(i for i, x in enumerate(w[:b]) if x in eaters)
+    else:
+        ref = b - 1
+    return w.index("it"), ref
+
+
+def _it_attention_loss(q_in: torch.Tensor, attn: torch.nn.Module, head: int, pos: list[tuple[int, int, int]],
+                       src_pad: torch.Tensor) -> torch.Tensor:
+    """-log attention weight from "it" to its referent in one head, averaged over the sentences in pos."""
+    rows, it, ref = (torch.tensor(x) for x in zip(*pos))
+    dk = attn.d_k
+    sl = slice(head * dk, (head + 1) * dk)
+    q = F.linear(q_in[rows, it], attn.w_q.weight[sl], attn.w_q.bias[sl])               # (n, dk)
+    k = F.linear(q_in[rows], attn.w_k.weight[sl], attn.w_k.bias[sl])                   # (n, T, dk)
+    scores = (k @ q[:, :, None]).squeeze(-1) / math.sqrt(dk)
+    scores = scores.masked_fill(~src_pad[rows], float("-inf"))
+    return -scores.log_softmax(-1)[torch.arange(len(pos)), ref].mean()
+
+
 def train(name: str, out: Path | None = None, steps: int | None = None, device: str | None = "cpu",
           quiet: bool = False) -> Path:
     recipe = {k: (dict(v) if isinstance(v, dict) else v) for k, v in RECIPES[name].items()}
@@ -101,6 +132,7 @@ def train(name: str, out: Path | None = None, steps: int | None = None, device: 
         src = [src_tok.encode(e, add_eos=True).ids for e, _ in train_pairs]
         tgt = [tgt_tok.encode(f, add_bos=True, add_eos=True).ids for _, f in train_pairs]
         toks = {"tokenizer_src.json": src_tok, "tokenizer_tgt.json": tgt_tok}
+        it_pos = [it_referent_positions(e) for e, _ in train_pairs]
     else:
         train_s, _ = corpora.lm_datasets(data["n_train"], data["n_heldout"], data["seed"])
         tok = WordTokenizer(build_word_tokenizer(train_s))
@@ -116,6 +148,11 @@ def train(name: str, out: Path | None = None, steps: int | None = None, device: 
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": tr["weight_decay"]},
                              {"params": no_decay, "weight_decay": 0.0}], lr=tr["lr"], betas=(0.9, 0.98))
     pad = recipe["model"].get("pad_id", 0)
+    sup = tr.get("it_attention") if recipe["type"] == "translator" else None
+    captured: dict = {}
+    if sup:
+        sup_attn = module.encoder.blocks[sup["layer"] - 1].self_attn
+        sup_attn.register_forward_hook(lambda mod, args, out: captured.__setitem__("x", args[0]))
     curve: list[list[float]] = []
     running = None
     bar = tqdm(range(tr["steps"]), desc=f"train {name}", disable=quiet, mininterval=1.0)
@@ -128,13 +165,17 @@ def train(name: str, out: Path | None = None, steps: int | None = None, device: 
             t = pad_batch([tgt[i] for i in idx], pad).to(dev)
             logits = module(s, t[:, :-1], src_pad=s != pad).logits
             target = t[:, 1:]
+            pos = [(r, *it_pos[i]) for r, i in enumerate(idx) if it_pos[i]] if sup else []
         else:
             w = lm_windows(docs, recipe["model"]["max_len"], tr["batch"], rng).to(dev)
             logits = module(w[:, :-1]).logits
             target = w[:, 1:]
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=pad)
+        total = loss
+        if sup and pos:
+            total = loss + sup["weight"] * _it_attention_loss(captured["x"], sup_attn, sup["head"] - 1, pos, s != pad)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
         opt.step()
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
