@@ -5,6 +5,13 @@
 
 Each run writes a checkpoint folder (config.json with the loss curve and the evaluation
 figures, model.safetensors, tokenizer file(s)) that `model.load(folder)` opens.
+
+Training uses one CPU thread (recipe "threads"), so the same recipe gives the same weights on
+any machine. The translator's recipe adds one extra loss term ("it_attention"): on training
+sentences with "because it was ...", encoder layer 2, head 1 is pushed to attend from "it" to
+the noun it refers to (the eater for hungry/tired, the food otherwise). Without it no encoder
+head did this (the decoder resolved "it" by itself); the term and its weight are stored in
+config.json, and model.evaluate measures the head on eater/food pairs never seen in training.
 """
 from __future__ import annotations
 
@@ -122,7 +129,7 @@ def train(name: str, out: Path | None = None, steps: int | None = None, device: 
     rng = random.Random(tr["seed"])
     dev = pick_device(device)
     out = Path(out) if out else CHECKPOINTS / name
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
 
     if recipe["type"] == "translator":
         train_pairs, _ = corpora.translation_datasets(data["n_train"], data["n_heldout"], data["seed"])
@@ -183,7 +190,8 @@ def train(name: str, out: Path | None = None, steps: int | None = None, device: 
             curve.append([step, round(loss.item(), 4)])
             bar.set_postfix(loss=f"{running:.3f}")
     module.eval().cpu()
-    cfg["train"] = {**tr, "seconds": round(time.time() - t0, 1), "device": str(dev), "loss_curve": curve,
+    cfg["train"] = {**tr, "seconds": round(time.time() - t0, 1), "cpu_seconds": round(time.process_time() - cpu0, 1),
+                    "device": str(dev), "loss_curve": curve,
                     "final_loss": round(running or float("nan"), 4)}
     save_checkpoint(out, module, cfg, toks)
     if not quiet:
