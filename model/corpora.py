@@ -333,7 +333,7 @@ FR_LOCATIONS = [("on the table", "sur la table"), ("in the kitchen", "dans la cu
                 ("near the house", "près de la maison"), ("in the garden", "dans le jardin")]
 FR_OF_HEADS = {"key", "door", "box"}                                # "the keys to the cabinet" -> "les clés de l'armoire"
 FR_OF_NOUNS = [n for n in FR_OBJECTS if n[0] in ("cabinet", "box", "door", "table", "chair")]
-# eater -> state: english state -> (french verb phrase by (gender, number)) via _fr_state
+# the "because" sentences: animals eat foods; hungry/tired describe the eater, the rest the food (see fr_because)
 FR_EATERS = [n for n in FR_ANIMALS]
 FR_STATES = ["hungry", "tired"]
 FR_FOOD_PROPS = {"delicious": ("délicieux", "délicieuse"), "fresh": ("frais", "fraîche"), "hot": ("chaud", "chaude"),

@@ -193,3 +193,19 @@ def test_tokenizer(tmp_path):
     again = WordTokenizer.from_file(str(tmp_path / "t.json"))
     assert again.vocab == tok.vocab and again.encode("the bear").ids == tok.encode("the bear").ids
     assert WordTokenizer(build_word_tokenizer(C.english_sentences(2000))).vocab == tok.vocab   # deterministic ids
+
+
+# Words the built-in models knew before the lesson corpora (kept: old links and texts keep working).
+OLD_LM_WORDS = '. angry apple are asleep at ate bag ball bank bark bat bear bears because bed began behind beside big bird birds black boat book books box boxes boy boys bread bright broken brown cabinet cabinets cake cat cats cave chair chairs chased cheese child children cup cups delicious dog dogs door doors duck ducks dusty empty farmer farmers fish flew followed for found fox foxes fresh from garden girl girls grey happy heavy hit honey horse horses hungry in is it key keys kitchen lamp lamps left light liked little man meat men mice money morning mouse near new night of old on open out pie porridge put rabbit rabbits reached red river rough salty saw scared sleepy slept small smelled soup sweet table tables tasty that the they tired to took tree under wanted warm was watched were white window windows with wolf wolves woman women young'.split()
+OLD_SRC_WORDS = 'apple apples ate ball balls big black book books box boxes boy boys brown cake cakes cat cats chair chairs chased cheese cheeses cow cows dog dogs duck ducks found garden girl girls goat goats green grey horse horses house in like likes mice morning mouse near old on pear pears rabbit rabbits red saw see sees small soup soups table tables the watch watches white wolf wolves woman women young'.split()
+OLD_TGT_WORDS = 'a aime aiment balle balles blanc blanche blanches blancs boîte boîtes brun brune brunes bruns canard canards chaise chaises chassé chat chats cheval chevaux chien chiens chèvre chèvres dans de femme femmes fille filles fromage fromages garçon garçons grand grande grandes grands gris grise grises gâteau gâteaux jardin jeune jeunes la lapin lapins le les livre livres loup loups maison mangé matin noir noire noires noirs ont petit petite petites petits poire poires pomme pommes près regarde regardent rouge rouges soupe soupes souris sur table tables trouvé vache vaches vert verte vertes verts vieille vieilles vieux voient voit vu'.split()
+
+
+def test_every_word_known_before_is_still_known():
+    from model.train import build_french_tokenizer
+
+    lm = set(WordTokenizer(build_word_tokenizer(C.lm_datasets(40000, 10, 0)[0])).vocab)
+    pairs = C.translation_datasets(40000, 10, 0)[0]
+    src = set(WordTokenizer(build_word_tokenizer([e for e, _ in pairs])).vocab)
+    tgt = set(WordTokenizer(build_french_tokenizer([f for _, f in pairs])).vocab)
+    assert set(OLD_LM_WORDS) <= lm and set(OLD_SRC_WORDS) <= src and set(OLD_TGT_WORDS) <= tgt
