@@ -1,17 +1,315 @@
-"""(stub until the lessons registry lands)"""
-from dataclasses import dataclass
+"""Every teaching claim the app makes about a built-in model: as data, each with a check.
+
+A page shows `lesson.claim` beside `lesson.text`; tests/test_lessons.py runs every
+`lesson.check(model)` on the shipped checkpoints and fails if a claim no longer holds (after a
+re-training, say). Figures written into a claim are re-measured by its check, which fails when
+the model's figure no longer rounds to the one stated.
+
+    from model import lessons
+    lessons.DEFAULTS["sampling"]["lm"]                  # default text of a page for a model kind
+    for l in lessons.lessons_for("attention", "translator-en-fr"):
+        ok, measured = l.check(model.load(l.model))
+
+Pages: "home", "attention", "positional", "masks", "layernorm", "sampling", "lstm", "translate".
+Model kinds (LabModel.kind): "lm" (transformer-lm), "lstm" (lstm-lm), "seq2seq" (translator-en-fr).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
 from typing import Callable
+
+import torch
+
+# ----------------------------------------------------------------------------- texts
+CLASSIC = "the bear ate the honey because it was hungry"
+CLASSIC_FOOD = "the bear ate the honey because it was delicious"
+CLASSIC_PREFIX = "the bear ate the honey because it was"
+CLASSIC_PLURAL_PREFIX = "the bears ate the honey because it was"
+AGREEMENT = "the keys to the old cabinet are on the table"
+AGREEMENT_PREFIX = "the keys to the old cabinet"
+CHOICE = "the bear ate the"                                    # a choice point: many plausible next words
+COMPARE = "the keys to the old cabinet"                        # LSTM vs Transformer: verb or another phrase next
+TRANSLATE_IT_EATER = "the cat ate the soup because it was hungry"
+TRANSLATE_IT_FOOD = "the cat ate the soup because it was hot"
+TRANSLATE_DEFAULT = TRANSLATE_IT_EATER
+
+# page -> model kind -> default text
+DEFAULTS: dict[str, dict[str, str]] = {
+    "home": {"lm": CLASSIC, "lstm": CLASSIC, "seq2seq": TRANSLATE_IT_EATER},
+    "attention": {"lm": CLASSIC, "lstm": CLASSIC, "seq2seq": TRANSLATE_IT_EATER},
+    "positional": {"lm": CLASSIC, "lstm": CLASSIC, "seq2seq": TRANSLATE_IT_EATER},
+    "masks": {"lm": CLASSIC, "lstm": CLASSIC, "seq2seq": TRANSLATE_IT_EATER},
+    "layernorm": {"lm": CLASSIC, "lstm": CLASSIC, "seq2seq": TRANSLATE_IT_EATER},
+    "sampling": {"lm": CHOICE, "lstm": CHOICE},
+    "lstm": {"lm": COMPARE, "lstm": COMPARE},
+    "translate": {"seq2seq": TRANSLATE_DEFAULT},
+}
+
+# Exact translations the pages and the README show.
+EXACT_TRANSLATIONS: dict[str, str] = {
+    "the black cat": "le chat noir",
+    "the small black cat": "le petit chat noir",
+    "the black cat ate the mouse": "le chat noir a mangé la souris",
+    "he is reading a book": "il lit un livre",
+    "the cat sat on the mat": "le chat s'est assis sur le tapis",
+    TRANSLATE_IT_EATER: "le chat a mangé la soupe parce qu'il avait faim",
+    TRANSLATE_IT_FOOD: "le chat a mangé la soupe parce qu'elle était chaude",
+    CLASSIC: "l'ours a mangé le miel parce qu'il avait faim",
+}
+
+# Figures measured on the shipped checkpoints (python -m model.lessons prints them again).
+# The checks re-measure them; a claim fails when its figure no longer rounds the same way.
+IT_HEAD = (2, 1)                        # translator encoder (layer, head), 1-based: model.train's it_attention head
+FIGURES: dict[str, float] = {
+    "transformer_states_one": 0.5135, "transformer_states_many": 0.0086,
+    "transformer_hungry_one": 0.0951, "transformer_hungry_many": 0.0012,
+    "lstm_states_one": 0.5001, "lstm_states_many": 0.0052,
+    "lstm_hungry_one": 0.0878, "lstm_hungry_many": 0.0010,
+    "it_head_switch": 1.0, "pronoun_accuracy": 1.0, "pronoun_accuracy_head_off": 0.9621,
+}
+MIN_ENTROPY = 1.0                       # nats: a real choice point
+
 
 @dataclass(frozen=True)
 class Lesson:
     key: str
-    model: str
-    text: str
-    claim: str
-    check: Callable = None
+    model: str                           # built-in model name
+    pages: tuple[str, ...]               # pages that state the claim
+    text: str                            # the text the claim is about (the page's input)
+    claim: str                           # the sentence shown on the page
+    check: Callable[..., tuple[bool, str]] = field(repr=False, compare=False)
+    contrast: str | None = None          # the second text of a pair, if the claim compares two
 
-DEFAULTS: dict = {}
-LESSONS: list[Lesson] = []
+
+# ----------------------------------------------------------------------------- measurements
+def _probs(m, text: str) -> torch.Tensor:
+    return m.run(text).next_logits.float().softmax(-1)
+
+
+def _p(m, probs: torch.Tensor, words) -> float:
+    v = list(m.vocab)
+    return float(sum(probs[v.index(w)] for w in words))
+
+
+def entropy(m, text: str) -> float:
+    p = _probs(m, text)
+    return float(-(p * p.clamp_min(1e-12).log()).sum())
+
+
+def causal_it_difference(m, a: str = CLASSIC, b: str = CLASSIC_FOOD) -> float:
+    """Largest absolute difference between the attention rows of the token 'it' (every layer and
+    head, every key up to 'it') in two texts that differ only after 'it'."""
+    ra, rb = m.run(a), m.run(b)
+    i = ra.tokens.index("it")
+    assert rb.tokens[: i + 1] == ra.tokens[: i + 1]
+    diff = 0.0
+    for la, lb in zip(ra.trace.attention["self"], rb.trace.attention["self"]):
+        diff = max(diff, float((la.weights[0, :, i, : i + 1] - lb.weights[0, :, i, : i + 1]).abs().max()))
+    return diff
+
+
+def number_shift(m) -> dict[str, float]:
+    """P(animal words) and P(food words) after '... because it was' with one bear and with bears."""
+    from .corpora import FOOD_PROPS, STATES
+
+    one, many = _probs(m, CLASSIC_PREFIX), _probs(m, CLASSIC_PLURAL_PREFIX)
+    return {"p_hungry_one": _p(m, one, ["hungry"]), "p_hungry_many": _p(m, many, ["hungry"]),
+            "p_states_one": _p(m, one, STATES), "p_states_many": _p(m, many, STATES),
+            "p_food_one": _p(m, one, FOOD_PROPS), "p_food_many": _p(m, many, FOOD_PROPS)}
+
+
+def agreement_ratio(m) -> float:
+    p = _probs(m, AGREEMENT_PREFIX)
+    return _p(m, p, ["are"]) / _p(m, p, ["is"])
+
+
+def it_head_weights(m, sentence: str, head: tuple[int, int] = IT_HEAD) -> dict[str, float]:
+    """Attention of the translator's encoder head from 'it' to every source token."""
+    from .evaluate import it_attention
+
+    att, toks = it_attention(m, sentence)
+    row = att[head[0] - 1, head[1] - 1]
+    return {t: float(row[j]) for j, t in enumerate(toks)}
+
+
+def it_head_heldout(m, head: tuple[int, int] = IT_HEAD) -> dict[str, float]:
+    from .evaluate import it_head_stats
+
+    st = it_head_stats(m)
+    table = st["it_heads_switch_table"]
+    return {"switch": table[head[0] - 1][head[1] - 1], "best_layer": st["it_head_layer"],
+            "best_head": st["it_head_head"], "pairs": st["it_head_contrast_pairs"]}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%" if x < 0.1 else f"{100 * x:.0f}%"
+
+
+def _same(stated: float, measured: float, tol: float) -> bool:
+    return abs(stated - measured) <= tol
+
+
+# ----------------------------------------------------------------------------- checks
+def _check_translation(src: str, want: str):
+    def check(m) -> tuple[bool, str]:
+        got = m.translate(src, greedy=True)
+        return got == want, f"{src!r} -> {got!r}"
+    return check
+
+
+def _check_it_head(m) -> tuple[bool, str]:
+    from .evaluate import pronoun_accuracy_without_head
+
+    a, b = it_head_weights(m, TRANSLATE_IT_EATER), it_head_weights(m, TRANSLATE_IT_FOOD)
+    held = it_head_heldout(m)
+    off = pronoun_accuracy_without_head(m, *IT_HEAD)["pronoun_accuracy"]
+    ok = a["cat"] > a["soup"] and b["soup"] > b["cat"] and _same(FIGURES["it_head_switch"], held["switch"], 0.005)
+    ok = ok and held["switch"] >= 0.8 and _same(FIGURES["pronoun_accuracy_head_off"], off, 0.005)
+    return ok, (f"hungry: cat {a['cat']:.2f}, soup {a['soup']:.2f}; hot: cat {b['cat']:.2f}, soup {b['soup']:.2f}; "
+                f"held-out contrast pairs switching: {_pct(held['switch'])} of {held['pairs']} "
+                f"(best head by that measure: layer {held['best_layer']}, head {held['best_head']}); "
+                f"pronoun accuracy with the head off: {off:.4f}")
+
+
+def _check_causal(m) -> tuple[bool, str]:
+    d = causal_it_difference(m)
+    return d < 1e-6, f"largest difference between the two attention rows of 'it': {d:.2e}"
+
+
+def _check_number(m) -> tuple[bool, str]:
+    s = number_shift(m)
+    key = "transformer" if m.kind == "lm" else "lstm"
+    ok = (s["p_states_one"] > 0.2 and s["p_states_many"] < 0.05 and s["p_food_many"] > 0.9
+          and s["p_hungry_one"] > 10 * s["p_hungry_many"]
+          and _same(FIGURES[f"{key}_states_one"], s["p_states_one"], 0.005)
+          and _same(FIGURES[f"{key}_states_many"], s["p_states_many"], 0.0005)
+          and _same(FIGURES[f"{key}_hungry_one"], s["p_hungry_one"], 0.0005)
+          and _same(FIGURES[f"{key}_hungry_many"], s["p_hungry_many"], 0.0005))
+    return ok, (f"one bear: P(hungry) {s['p_hungry_one']:.3f}, P(animal words) {s['p_states_one']:.3f}, "
+                f"P(food words) {s['p_food_one']:.3f}; bears: P(hungry) {s['p_hungry_many']:.4f}, "
+                f"P(animal words) {s['p_states_many']:.4f}, P(food words) {s['p_food_many']:.3f}")
+
+
+def _check_agreement(m) -> tuple[bool, str]:
+    r = agreement_ratio(m)
+    return r > 5, f"P(are) / P(is) after {AGREEMENT_PREFIX!r}: {r:.1f}"
+
+
+def _check_entropy(text: str):
+    def check(m) -> tuple[bool, str]:
+        h = entropy(m, text)
+        top = _probs(m, text).topk(5)
+        words = ", ".join(f"{m.vocab[i]} {float(p):.2f}" for p, i in zip(top.values, top.indices))
+        return h >= MIN_ENTROPY, f"next-word entropy after {text!r}: {h:.2f} nats (top: {words})"
+    return check
+
+
+def _check_known(texts: list[str]):
+    def check(m) -> tuple[bool, str]:
+        unknown = sorted({w for t in texts for w in m.tokenize(t).unknown})
+        return not unknown, f"unknown words: {unknown}"
+    return check
+
+
+EXAMPLES = ["the keys to the old cabinet are on the table", "the black cat ate the mouse", CLASSIC,
+            "the cat sat on the mat", "he is reading a book"]
+
+
+def _build() -> list[Lesson]:
+    F = FIGURES
+    out = [
+        Lesson("attention.translator_it", "translator-en-fr", ("attention", "translate"), TRANSLATE_IT_EATER,
+               f"French needs to know what “it” refers to (il or elle). In encoder layer {IT_HEAD[0]}, head "
+               f"{IT_HEAD[1]}, “it” looks at “cat” when the sentence ends in “hungry” and at “soup” when it ends in "
+               f"“hot”. This head was taught to do so by an extra loss term during training. On eater–food pairs "
+               f"never seen together in training it switches to the right noun in "
+               f"{_pct(F.get('it_head_switch', 0))} of hungry/tired vs delicious/fresh/hot/sweet sentence pairs, and "
+               f"switching the head off lowers the pronoun accuracy on those sentences from "
+               f"{_pct(F.get('pronoun_accuracy', 0))} to {_pct(F.get('pronoun_accuracy_head_off', 0))}: the decoder "
+               f"uses it, though not only it.",
+               _check_it_head, contrast=TRANSLATE_IT_FOOD),
+        Lesson("translate.it_gender", "translator-en-fr", ("translate",), TRANSLATE_IT_EATER,
+               "“it” becomes “qu'il” when it is the cat (masculine) and “qu'elle” when it is the soup (feminine): "
+               "“…parce qu'il avait faim” but “…parce qu'elle était chaude”. On eater–food pairs never seen "
+               f"together in training the pronoun is right in {_pct(F.get('pronoun_accuracy', 0))} of sentences.",
+               lambda m: _check_pronoun(m), contrast=TRANSLATE_IT_FOOD),
+        Lesson("attention.causal_it", "transformer-lm", ("attention", "masks"), CLASSIC,
+               "A decoder-only model reads left to right: at “it” it cannot see “hungry” or “delicious” yet. Its "
+               "attention rows for “it” are identical in “…because it was hungry” and “…because it was delicious”, "
+               "in every layer and head. Only the translator's encoder, which sees the whole sentence, can use the "
+               "last word to resolve “it”.",
+               _check_causal, contrast=CLASSIC_FOOD),
+        Lesson("sampling.number_shift", "transformer-lm", ("sampling", "attention"), CLASSIC_PREFIX,
+               f"What comes after “because it was” depends on the eater's number. After “the bear ate the honey "
+               f"because it was”, “it” may be the bear or the honey: animal words (hungry, tired, …) get "
+               f"{_pct(F.get('transformer_states_one', 0))} of the probability (“hungry” alone "
+               f"{_pct(F.get('transformer_hungry_one', 0))}). After “the bears ate the honey because it was”, “it” can "
+               f"only be the honey: animal words get {_pct(F.get('transformer_states_many', 0))} (“hungry” "
+               f"{_pct(F.get('transformer_hungry_many', 0))}) and food words (delicious, sweet, …) the rest.",
+               _check_number, contrast=CLASSIC_PLURAL_PREFIX),
+        Lesson("lstm.number_shift", "lstm-lm", ("lstm",), CLASSIC_PREFIX,
+               f"The LSTM learned the same: animal words get {_pct(F.get('lstm_states_one', 0))} of the probability "
+               f"(“hungry” {_pct(F.get('lstm_hungry_one', 0))}) after “the bear ate the honey because it was” and "
+               f"{_pct(F.get('lstm_states_many', 0))} (“hungry” {_pct(F.get('lstm_hungry_many', 0))}) after “the "
+               f"bears ate the honey because it was”.",
+               _check_number, contrast=CLASSIC_PLURAL_PREFIX),
+    ]
+    for name in ("transformer-lm", "lstm-lm"):
+        kind = "lm" if name == "transformer-lm" else "lstm"
+        out += [
+            Lesson(f"attention.agreement.{kind}", name, ("attention", "lstm", "home"), AGREEMENT_PREFIX,
+                   "The verb agrees with “keys”, not with the nearer “cabinet”: the model gives “are” far more "
+                   "probability than “is”.", _check_agreement),
+            Lesson(f"sampling.choice_point.{kind}", name, ("sampling",), CHOICE,
+                   f"“{CHOICE}” is a choice point: many words can come next (entropy at least {MIN_ENTROPY:g} nat), so "
+                   "temperature, top-k and top-p change what is drawn.", _check_entropy(CHOICE)),
+            Lesson(f"lstm.compare.{kind}", name, ("lstm",), COMPARE,
+                   f"After “{COMPARE}” both models hesitate between several words (entropy at least {MIN_ENTROPY:g} "
+                   "nat): compare their guesses.", _check_entropy(COMPARE)),
+            Lesson(f"vocabulary.examples.{kind}", name, ("home",), CLASSIC,
+                   "Every example sentence of the README and the sidebar uses only words this model knows.",
+                   _check_known(EXAMPLES)),
+        ]
+    out.append(Lesson("vocabulary.examples.seq2seq", "translator-en-fr", ("home", "translate"), TRANSLATE_DEFAULT,
+                      "Every example sentence of the README and the sidebar uses only words this model knows.",
+                      _check_known(EXAMPLES)))
+    for src, fr in EXACT_TRANSLATIONS.items():
+        out.append(Lesson(f"translate.exact.{src.replace(' ', '_')}", "translator-en-fr", ("translate",), src,
+                          f"“{src}” → “{fr}”", _check_translation(src, fr)))
+    return out
+
+
+def _check_pronoun(m) -> tuple[bool, str]:
+    from .evaluate import pronoun_accuracy
+
+    a, b = m.translate(TRANSLATE_IT_EATER, greedy=True), m.translate(TRANSLATE_IT_FOOD, greedy=True)
+    acc = pronoun_accuracy(m)
+    ok = (a == EXACT_TRANSLATIONS[TRANSLATE_IT_EATER] and b == EXACT_TRANSLATIONS[TRANSLATE_IT_FOOD]
+          and acc["pronoun_accuracy"] >= 0.95 and _same(FIGURES["pronoun_accuracy"], acc["pronoun_accuracy"], 0.005))
+    return ok, f"{a!r}; {b!r}; held-out pronoun accuracy {acc['pronoun_accuracy']:.4f} ({acc['pronoun_sentences']} sentences)"
+
+
+LESSONS: list[Lesson] = _build()
+
 
 def lessons_for(page: str, model_name: str) -> list[Lesson]:
-    return [l for l in LESSONS if l.key.split(".")[0] == page and l.model == model_name]
+    """The lessons a page states about a model (empty for models without lessons, e.g. Hugging Face ones)."""
+    return [lsn for lsn in LESSONS if page in lsn.pages and lsn.model == model_name]
+
+
+def default_text(page: str, kind: str) -> str:
+    return DEFAULTS.get(page, {}).get(kind) or DEFAULTS["home"].get(kind, CLASSIC)
+
+
+def main() -> None:
+    import model
+
+    cache: dict = {}
+    for lsn in LESSONS:
+        m = cache.setdefault(lsn.model, model.load(lsn.model, "cpu"))
+        ok, measured = lsn.check(m)
+        print(f"{'PASS' if ok else 'FAIL'} {lsn.key} [{lsn.model}] {measured}\n    {lsn.claim}")
+
+
+if __name__ == "__main__":
+    main()

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import model
-from model import InputError, ModelLoadError, corpora, sampling
+from model import InputError, ModelLoadError, corpora, probes, sampling
 from model.builtin import CHECKPOINTS
-from model.evaluate import agreement_accuracy, lm_cross_entropy, translator_exact_match
+from model.evaluate import (agreement_accuracy, it_head_stats, lm_cross_entropy, pronoun_accuracy,
+                            translator_exact_match)
 
 from conftest import ROOT
 
@@ -36,12 +37,16 @@ def test_checkpoints_are_small_safetensors():
         assert "model.safetensors" in files and "config.json" in files
         assert not {f for f in files if f.endswith((".pt", ".pth", ".bin", ".pkl"))}
         assert sum(p.stat().st_size for p in folder.iterdir()) < 5_000_000
+        assert (folder / "model.safetensors").stat().st_size < 4_000_000
+        cfg = json.loads((folder / "config.json").read_text())
+        assert cfg["train"]["loss_curve"] and cfg["eval"]                  # curves and figures stored as before
 
 
 @pytest.mark.parametrize("name", ["transformer-lm", "lstm-lm"])
 def test_language_models_reach_their_quality(name, lm, lstm):
     m = lm if name == "transformer-lm" else lstm
-    _, held = corpora.lm_datasets(30000, 2000, 0)
+    d = m.cfg["data"]
+    _, held = corpora.lm_datasets(d["n_train"], d["n_heldout"], d["seed"])
     ce = lm_cross_entropy(m, held[:400])
     h = corpora.grammar_entropy_per_token(5000)
     assert ce < h + 0.25, f"held-out cross-entropy {ce:.3f} nats vs grammar entropy {h:.3f}"
@@ -49,10 +54,47 @@ def test_language_models_reach_their_quality(name, lm, lstm):
     assert acc >= 0.95, f"agreement accuracy {acc:.3f}"
 
 
+@pytest.mark.parametrize("name", ["transformer-lm", "lstm-lm"])
+def test_language_models_agree_on_hand_written_probes(name, lm, lstm):
+    m = lm if name == "transformer-lm" else lstm
+    acc = agreement_accuracy(m, probes.agreement_probe_items())
+    assert acc >= 0.95, f"probe agreement accuracy {acc:.3f}"
+
+
 def test_translator_reaches_its_quality(tr):
-    _, held = corpora.translation_datasets(30000, 1000, 0)
+    d = tr.cfg["data"]
+    _, held = corpora.translation_datasets(d["n_train"], d["n_heldout"], d["seed"])
     assert translator_exact_match(tr, held[:300]) >= 0.90
     assert tr.translate("the black cat ate the mouse", greedy=True) == "le chat noir a mangé la souris"
+
+
+def test_translator_exact_on_hand_written_probes(tr):
+    assert translator_exact_match(tr, probes.translation_probe_pairs()) >= 0.90
+
+
+def test_translator_picks_il_or_elle_on_unseen_eater_food_pairs(tr):
+    acc = pronoun_accuracy(tr)
+    assert acc["pronoun_accuracy"] >= 0.95, acc
+    assert acc["pronoun_accuracy_opposite_gender"] >= 0.95, acc
+
+
+def test_translator_encoder_head_from_it_switches_to_the_referent(tr):
+    """Some encoder head's attention from "it" puts more weight on the eater when the last word is
+    hungry/tired and on the food when it is delicious/fresh/hot/sweet, on held-out eater/food pairs."""
+    from model.lessons import IT_HEAD
+
+    st = it_head_stats(tr)
+    layer, head = IT_HEAD
+    assert st["it_heads_switch_table"][layer - 1][head - 1] >= 0.8, st
+    assert (st["it_head_layer"], st["it_head_head"]) == IT_HEAD
+
+
+def test_example_sentences_are_known_to_their_models(lm, lstm, tr):
+    examples = ["the keys to the old cabinet are on the table", "the black cat ate the mouse",
+                "the bear ate the honey because it was hungry", "the cat sat on the mat", "he is reading a book"]
+    for m in (lm, lstm, tr):
+        for text in examples:
+            assert m.tokenize(text).unknown == [], (m.name, text)
 
 
 def test_lm_prefers_the_agreeing_verb_and_resolves_it(lm):

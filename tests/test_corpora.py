@@ -29,11 +29,48 @@ def test_phenomena_present():
     assert all(i["correct"] != i["wrong"] for i in items)
 
 
-def test_default_prompts_are_in_the_vocabulary():
+EXAMPLES = ("the bear ate the honey because it was hungry", "the keys to the old cabinet are on the table",
+            "the black cat ate the mouse", "the cat sat on the mat", "he is reading a book",
+            "the bear ate the honey because it was delicious", "the black cat", "the small black cat",
+            "the cat ate the soup because it was hungry", "the cat ate the soup because it was hot")
+
+
+def test_example_sentences_are_in_both_vocabularies():
     tok = WordTokenizer(build_word_tokenizer(C.english_sentences(5000)))
-    for text in ("the bear ate the honey because it was hungry", "the keys to the old cabinet are on the table",
-                 "the black cat ate the mouse"):
-        assert tok.encode(text).unknown == []
+    src = WordTokenizer(build_word_tokenizer([e for e, _ in C.parallel_pairs(5000)]))
+    for text in EXAMPLES:
+        assert tok.encode(text).unknown == [], text
+        assert src.encode(text).unknown == [], text
+
+
+def test_lesson_structures_are_in_the_english_corpus():
+    s = C.english_sentences(20000, seed=0)
+    text = "\n".join(s)
+    for phrase in ("the cat sat on the mat .", "he is reading a book .", "because she was", " an old ", " a small ",
+                   "they are ", "the black cat .", " that the ", "in the morning , the "):
+        assert phrase in text, phrase
+    starts = [x.split()[0] for x in s]
+    assert {"he", "she", "they", "a", "an"} <= set(starts)
+    # two size adjectives before a noun, and two attractor phrases
+    assert any(f"the {a} {b} " in text for a in C.ADJ_SIZE for b in C.ADJ_SIZE if a != b)
+
+
+def test_plural_eater_leaves_only_the_food_for_it():
+    """After 'the <plural> ate the <food> because it was', the grammar only allows food words;
+    after a singular eater it allows both: the number shift the sampling lesson measures."""
+    s = C.english_sentences(40000, seed=0)
+    after_sg, after_pl = set(), set()
+    for x in s:
+        w = x.split()
+        if "because" in w and w[w.index("because") + 1: w.index("because") + 3] == ["it", "was"]:
+            eater = w[w.index("because") - 4]
+            nouns = {n for pair in C.ANIMALS for n in pair}
+            if eater in {p for _, p in C.ANIMALS}:
+                after_pl.add(w[w.index("because") + 3])
+            elif eater in nouns:
+                after_sg.add(w[w.index("because") + 3])
+    assert after_pl and after_pl <= set(C.FOOD_PROPS)
+    assert set(C.STATES) <= after_sg and set(C.FOOD_PROPS) & after_sg
 
 
 def test_logprob_is_the_unique_derivation_probability():
@@ -49,15 +86,93 @@ def test_logprob_is_the_unique_derivation_probability():
 
 def test_french_word_order_and_agreement():
     pairs = dict(C.parallel_pairs(40000, seed=0))
-    assert pairs["the black cat ate the mouse"] == "le chat noir a mangé la souris"
+    cat = {e: f for e, f in pairs.items() if e.startswith("the black cat ate the ")}
+    assert cat and all(f.startswith("le chat noir a mangé ") for f in cat.values())
+    assert pairs["the black cat"] == "le chat noir"
     fr = "\n".join(pairs.values())
     for phrase in ("la souris noire", "les chats noirs", "le petit chat", "ont mangé"):
         assert phrase in fr, phrase
-    assert all(len(e.split()) <= 12 and len(f.split()) <= 16 for e, f in pairs.items())
+    assert all(len(e.split()) <= 20 and len(f.split()) <= 24 for e, f in pairs.items())     # max_len 32 with [BOS]/[EOS]
     many = defaultdict(set)
     for e, f in C.parallel_pairs(30000, seed=2):
         many[e].add(f)
     assert all(len(v) == 1 for v in many.values())        # one translation per English sentence
+
+
+def test_french_it_follows_the_referent_gender_and_elides():
+    pairs = dict(C.parallel_pairs(40000, seed=0))
+    assert pairs["the cat ate the soup because it was hungry"] == "le chat a mangé la soupe parce qu'il avait faim"
+    assert pairs["the cat ate the soup because it was hot"] == "le chat a mangé la soupe parce qu'elle était chaude"
+    assert pairs["he is reading a book"] == "il lit un livre"
+    assert pairs["the small black cat"] == "le petit chat noir"
+    assert pairs["the cat sat on the mat"] == "le chat s'est assis sur le tapis"
+    fr = "\n".join(pairs.values())
+    for phrase in ("qu'elles étaient fatiguées", "qu'ils avaient faim", "l'ours", "fraîche", "délicieuse", "sucrée",
+                   "un vieil ours", "des ", "une "):
+        assert phrase in fr, phrase
+    assert " le ours" not in fr and " la armoire" not in fr and "que il" not in fr and " de le " not in fr
+    eaters = {e[0] for e in C.FR_EATERS}
+    foods = {f[0] for f in C.FR_FOODS}
+    assert {"cat", "dog", "wolf", "duck", "horse", "mouse", "cow", "goat", "bear"} <= eaters
+    assert {"apple", "pear", "soup", "pie", "cake", "cheese", "bread", "fish", "honey"} <= foods
+
+
+def test_french_tokenizer_keeps_elisions_whole():
+    from model.train import build_french_tokenizer
+
+    tok = WordTokenizer(build_french_tokenizer([f for _, f in C.parallel_pairs(3000)]))
+    enc = tok.encode("l'ours a mangé le miel parce qu'il avait faim")
+    assert enc.unknown == [] and enc.tokens == ["l'ours", "a", "mangé", "le", "miel", "parce", "qu'il", "avait", "faim"]
+    assert tok.decode(enc.ids) == "l'ours a mangé le miel parce qu'il avait faim"
+    assert tok.encode("parce qu’elle").tokens == ["parce", "qu'elle"]
+
+
+def test_heldout_pronoun_pairs_never_meet_in_training():
+    train, _ = C.translation_datasets(40000, 1000, 0)
+    held = C.PRONOUN_HELDOUT_PAIRS
+    assert len(held) >= 20
+    genders = {(e[4], f[4]) for e in C.FR_EATERS for f in C.FR_FOODS if (e[0], f[0]) in held}
+    assert genders == {("m", "m"), ("m", "f"), ("f", "m"), ("f", "f")}
+    seen = set()
+    for e, _ in train:
+        w = e.split()
+        if "because" in w:
+            eater = next(x for x in w if x in {a[0] for a in C.FR_EATERS} | {a[1] for a in C.FR_EATERS})
+            food = w[w.index("because") - 1]
+            seen.add((eater if eater in {a[0] for a in C.FR_EATERS} else
+                      next(a[0] for a in C.FR_EATERS if a[1] == eater), food))
+    assert len(seen) > 50 and not seen & held
+    items = C.pronoun_heldout_pairs()
+    assert sum(i["opposite_gender"] for _, _, i in items) >= 100
+    assert {i["pronoun"] for _, _, i in items} == {"qu'il", "qu'elle"}
+
+
+def test_probes_are_never_in_training_data():
+    from model import probes
+
+    prefixes = probes.agreement_probe_prefixes()
+    assert len(prefixes) >= 40 and len(probes.TRANSLATION_PROBES) >= 30
+    raw = C.english_sentences(40000, 0)
+    train, _ = C.lm_datasets(40000, 2000, 0)
+    assert not [s for s in train if s.startswith(tuple(prefixes))]
+    assert len(train) >= len(raw) - 200                                 # the filter drops only a handful
+    ptrain, _ = C.translation_datasets(40000, 1000, 0)
+    assert not {e for e, _ in ptrain} & set(probes.translation_probe_sources())
+
+
+def test_probe_words_are_known_and_french_is_consistent():
+    from model import probes
+    from model.train import build_french_tokenizer
+
+    tok = WordTokenizer(build_word_tokenizer(C.lm_datasets(40000, 10, 0)[0]))
+    for p, c, w, _ in probes.AGREEMENT_PROBES:
+        assert tok.encode(f"{p} {c} {w}").unknown == [], p
+        assert {c, w} in ({"is", "are"}, {"was", "were"})
+    ptrain = C.translation_datasets(40000, 10, 0)[0]
+    src = WordTokenizer(build_word_tokenizer([e for e, _ in ptrain]))
+    tgt = WordTokenizer(build_french_tokenizer([f for _, f in ptrain]))
+    for e, f, _ in probes.TRANSLATION_PROBES:
+        assert src.encode(e).unknown == [] and tgt.encode(f).unknown == [], e
 
 
 def test_held_out_is_disjoint_from_train():
@@ -78,3 +193,19 @@ def test_tokenizer(tmp_path):
     again = WordTokenizer.from_file(str(tmp_path / "t.json"))
     assert again.vocab == tok.vocab and again.encode("the bear").ids == tok.encode("the bear").ids
     assert WordTokenizer(build_word_tokenizer(C.english_sentences(2000))).vocab == tok.vocab   # deterministic ids
+
+
+# Words the built-in models knew before the lesson corpora (kept: old links and texts keep working).
+OLD_LM_WORDS = '. angry apple are asleep at ate bag ball bank bark bat bear bears because bed began behind beside big bird birds black boat book books box boxes boy boys bread bright broken brown cabinet cabinets cake cat cats cave chair chairs chased cheese child children cup cups delicious dog dogs door doors duck ducks dusty empty farmer farmers fish flew followed for found fox foxes fresh from garden girl girls grey happy heavy hit honey horse horses hungry in is it key keys kitchen lamp lamps left light liked little man meat men mice money morning mouse near new night of old on open out pie porridge put rabbit rabbits reached red river rough salty saw scared sleepy slept small smelled soup sweet table tables tasty that the they tired to took tree under wanted warm was watched were white window windows with wolf wolves woman women young'.split()
+OLD_SRC_WORDS = 'apple apples ate ball balls big black book books box boxes boy boys brown cake cakes cat cats chair chairs chased cheese cheeses cow cows dog dogs duck ducks found garden girl girls goat goats green grey horse horses house in like likes mice morning mouse near old on pear pears rabbit rabbits red saw see sees small soup soups table tables the watch watches white wolf wolves woman women young'.split()
+OLD_TGT_WORDS = 'a aime aiment balle balles blanc blanche blanches blancs boîte boîtes brun brune brunes bruns canard canards chaise chaises chassé chat chats cheval chevaux chien chiens chèvre chèvres dans de femme femmes fille filles fromage fromages garçon garçons grand grande grandes grands gris grise grises gâteau gâteaux jardin jeune jeunes la lapin lapins le les livre livres loup loups maison mangé matin noir noire noires noirs ont petit petite petites petits poire poires pomme pommes près regarde regardent rouge rouges soupe soupes souris sur table tables trouvé vache vaches vert verte vertes verts vieille vieilles vieux voient voit vu'.split()
+
+
+def test_every_word_known_before_is_still_known():
+    from model.train import build_french_tokenizer
+
+    lm = set(WordTokenizer(build_word_tokenizer(C.lm_datasets(40000, 10, 0)[0])).vocab)
+    pairs = C.translation_datasets(40000, 10, 0)[0]
+    src = set(WordTokenizer(build_word_tokenizer([e for e, _ in pairs])).vocab)
+    tgt = set(WordTokenizer(build_french_tokenizer([f for _, f in pairs])).vocab)
+    assert set(OLD_LM_WORDS) <= lm and set(OLD_SRC_WORDS) <= src and set(OLD_TGT_WORDS) <= tgt
