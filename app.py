@@ -103,7 +103,7 @@ def sidebar() -> None:
                       placeholder="e.g. gpt2 or /models/my-gpt2")
     sb.radio("Device", ["auto"] + model.available_devices(), key="device", horizontal=True,
              help="auto: CUDA if present, else Apple MPS, else CPU.")
-    sb.text_area("Text", key="text", height=90, max_chars=c.MAX_TEXT,
+    sb.text_area("Text", key="text", height=90, max_chars=c.MAX_TEXT, on_change=c.use_text_typed,
                  help="Used by every page. Built-in models know the toy vocabulary of the example sentences.")
     sb.caption("Examples: *the keys to the old cabinet are on the table* · *the black cat ate the mouse* · "
                "for BERT: *the bear ate the [MASK] because it was hungry*")
@@ -128,6 +128,7 @@ def from_link() -> None:
     if t is not None and t != st.session_state.get("_url_text") and t.strip():
         st.session_state["text"] = t
         st.session_state["_url_text"] = t
+        st.session_state["_text_touched"] = True
     p = qp.get("present")
     if p is not None and p != st.session_state.get("_url_present"):
         st.session_state["present"] = p in ("1", "true")
@@ -144,8 +145,9 @@ from_link()
 st.session_state.setdefault("model_choice", "transformer-lm")
 st.session_state.setdefault("device", "auto")
 st.session_state.setdefault("text", c.DEFAULT_TEXT)
-c.clean_text()
 nav = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), *PAGES.values()])
+c.page_default_text(nav.url_path)
+c.clean_text()
 sidebar()
 c.present_style()
 to_link()

@@ -42,20 +42,49 @@ def intro(title: str, what: str) -> None:
 
 
 def hints(page: str, m: LabModel) -> None:
-    """The page's 'Try:' hints for this model: each is a lesson in model/lessons.py that a test checks on
-    the model it names, so a hint is only shown with the model it is true for."""
+    """What this page shows about this model: each line is a lesson in model/lessons.py whose check a test runs
+    on the model it names, so a hint only appears with the model it is true for. A button loads its sentence."""
     from model import lessons
 
-    for lesson in lessons.lessons_for(page, m.name):
-        st.caption("Try: " + lesson.claim)
+    found = lessons.lessons_for(page, m.name)
+    if not found:
+        return
+    with st.expander(f"Try: what {m.name} shows here ({len(found)})", expanded=not presenting()):
+        for i, lesson in enumerate(found):
+            a, b = st.columns([5, 1])
+            a.markdown(f"{tokens_line([lesson.text])} — {md_escape(lesson.claim)}")
+            if lesson.text != text():
+                b.button("Use this sentence", key=f"lesson_{page}_{i}", on_click=use_text, args=(lesson.text,))
 
 
-def example_for(m: LabModel, page: str = "") -> str | None:
-    """A text this model knows, for the 'use a sentence it knows' button."""
+def use_text_typed() -> None:
+    st.session_state["_text_touched"] = True
+
+
+def use_text(t: str) -> None:
+    st.session_state["text"] = t
+    st.session_state["_text_touched"] = True
+
+
+def example_for(m: LabModel, page: str = "home") -> str | None:
+    """A text this model knows (the page's own default), for the 'use a sentence it knows' button."""
     from model import lessons
 
-    d = lessons.DEFAULTS.get(page) or lessons.DEFAULTS.get("", {})
-    return d.get(m.name) if isinstance(d, dict) else None
+    return lessons.default_text(page, m.name)
+
+
+def page_default_text(page: str) -> None:
+    """Until the user types their own text (or a link brings one), each page opens on its lesson's sentence for
+    the chosen built-in model: a choice point for Sampling, the agreement phrase for the LSTM, and so on."""
+    from model import lessons
+
+    current = st.session_state.get("text", DEFAULT_TEXT)
+    defaults = {DEFAULT_TEXT} | {t for by_model in lessons.DEFAULTS.values() for t in by_model.values()}
+    if st.session_state.get("_text_touched") or current not in defaults:
+        return                                      # the user's own text is never replaced
+    t = lessons.default_text(page or "home", model_name())
+    if t:
+        st.session_state["text"] = t
 
 
 # ----------------------------------------------------------------------------- server-wide caches
@@ -163,8 +192,7 @@ def unknown_warning(m: LabModel, unknown: Sequence[str], example: str | None = N
     st.warning(f"{md_escape(m.name)} does not know {words}: it reads each as the unknown token **[UNK]**, so what "
                "it computes for them is not about those words. Try words from the example sentences.")
     if example:
-        st.button(f"Use a sentence it knows: “{example}”", key="use_known_example",
-                  on_click=lambda: st.session_state.update(text=example))
+        st.button(f"Use a sentence it knows: “{example}”", key="use_known_example", on_click=use_text, args=(example,))
 
 
 def run_or_stop(m: LabModel, text_: str | None = None, target: str | tuple[int, ...] | None = None,

@@ -42,8 +42,7 @@ if isinstance(m, NextToken) and views.sampling_view(logits).entropy < 0.05:
     st.info("The model is almost certain of the next word here, so the settings have little to change. "
             "Sampling is more interesting at a **choice point**, where several words are plausible.")
     if choice:
-        st.button(f"Use a choice point: “{choice}”", key="samp_choice",
-                  on_click=lambda: st.session_state.update(text=choice))
+        st.button(f"Use a choice point: “{choice}”", key="samp_choice", on_click=c.use_text, args=(choice,))
 
 
 def controls(prefix: str, t: float = 1.0, k: int = 0, p: float = 1.0, cols=None) -> dict:

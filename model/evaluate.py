@@ -184,8 +184,8 @@ def it_head_stats(lab: BuiltinTranslator, items: list[tuple[str, str, dict]] | N
 
 def evaluate(lab, n: int | None = None, seed: int = 0) -> dict:
     """Held-out figures for a loaded built-in model (n: how many held-out items; None = all)."""
-    recipe = lab.cfg.get("data", {})
-    if lab.kind == "seq2seq":
+    recipe = lab.cfg.data
+    if isinstance(lab, BuiltinTranslator):
         _, held = corpora.translation_datasets(recipe.get("n_train", 30000), recipe.get("n_heldout", 1000),
                                                recipe.get("seed", seed))
         held = held[:n] if n else held

@@ -177,7 +177,7 @@ def _hf_hooks(lab, iv: Interventions):
                          f"not: {', '.join(extra)}.")
     me = threading.get_ident()
     handles = []
-    H = lab.n_heads
+    H = lab.arch.n_heads
     try:
         for s, l, h in iv.ablate_heads:
             if s != "self" or not 0 <= l < len(blocks) or not 0 <= h < H:

@@ -6,12 +6,11 @@ re-training, say). Figures written into a claim are re-measured by its check, wh
 the model's figure no longer rounds to the one stated.
 
     from model import lessons
-    lessons.DEFAULTS["sampling"]["lm"]                  # default text of a page for a model kind
+    lessons.DEFAULTS["sampling"]["transformer-lm"]      # the text a page opens on, per built-in model
     for l in lessons.lessons_for("attention", "translator-en-fr"):
         ok, measured = l.check(model.load(l.model))
 
 Pages: "home", "attention", "positional", "masks", "layernorm", "sampling", "lstm", "translate".
-Model kinds (LabModel.kind): "lm" (transformer-lm), "lstm" (lstm-lm), "seq2seq" (translator-en-fr).
 """
 from __future__ import annotations
 
@@ -19,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+
+from .api import Recurrent
 
 # ----------------------------------------------------------------------------- texts
 CLASSIC = "the bear ate the honey because it was hungry"
@@ -33,16 +34,16 @@ TRANSLATE_IT_EATER = "the cat ate the soup because it was hungry"
 TRANSLATE_IT_FOOD = "the cat ate the soup because it was hot"
 TRANSLATE_DEFAULT = TRANSLATE_IT_EATER
 
-# page -> model kind -> default text
+# page -> built-in model -> the text the page opens on (until the user types their own)
 DEFAULTS: dict[str, dict[str, str]] = {
-    "home": {"lm": CLASSIC, "lstm": CLASSIC, "seq2seq": TRANSLATE_IT_EATER},
-    "attention": {"lm": CLASSIC, "lstm": CLASSIC, "seq2seq": TRANSLATE_IT_EATER},
-    "positional": {"lm": CLASSIC, "lstm": CLASSIC, "seq2seq": TRANSLATE_IT_EATER},
-    "masks": {"lm": CLASSIC, "lstm": CLASSIC, "seq2seq": TRANSLATE_IT_EATER},
-    "layernorm": {"lm": CLASSIC, "lstm": CLASSIC, "seq2seq": TRANSLATE_IT_EATER},
-    "sampling": {"lm": CHOICE, "lstm": CHOICE},
-    "lstm": {"lm": COMPARE, "lstm": COMPARE},
-    "translate": {"seq2seq": TRANSLATE_DEFAULT},
+    "home": {"transformer-lm": CLASSIC, "lstm-lm": CLASSIC, "translator-en-fr": TRANSLATE_IT_EATER},
+    "attention": {"transformer-lm": CLASSIC, "lstm-lm": CLASSIC, "translator-en-fr": TRANSLATE_IT_EATER},
+    "positional": {"transformer-lm": CLASSIC, "lstm-lm": CLASSIC, "translator-en-fr": TRANSLATE_IT_EATER},
+    "masks": {"transformer-lm": CLASSIC, "lstm-lm": CLASSIC, "translator-en-fr": TRANSLATE_IT_EATER},
+    "layernorm": {"transformer-lm": CLASSIC, "lstm-lm": CLASSIC, "translator-en-fr": TRANSLATE_IT_EATER},
+    "sampling": {"transformer-lm": CHOICE, "lstm-lm": CHOICE},
+    "lstm": {"transformer-lm": COMPARE, "lstm-lm": COMPARE},
+    "translate": {"translator-en-fr": TRANSLATE_DEFAULT},
 }
 
 # Exact translations the pages and the README show.
@@ -178,7 +179,7 @@ def _check_causal(m) -> tuple[bool, str]:
 
 def _check_number(m) -> tuple[bool, str]:
     s = number_shift(m)
-    key = "transformer" if m.kind == "lm" else "lstm"
+    key = "lstm" if isinstance(m, Recurrent) else "transformer"
     ok = (s["p_states_one"] > 0.2 and s["p_states_many"] < 0.05 and s["p_food_many"] > 0.9
           and s["p_hungry_one"] > 10 * s["p_hungry_many"]
           and _same(FIGURES[f"{key}_states_one"], s["p_states_one"], 0.005)
@@ -297,8 +298,9 @@ def lessons_for(page: str, model_name: str) -> list[Lesson]:
     return [lsn for lsn in LESSONS if page in lsn.pages and lsn.model == model_name]
 
 
-def default_text(page: str, kind: str) -> str:
-    return DEFAULTS.get(page, {}).get(kind) or DEFAULTS["home"].get(kind, CLASSIC)
+def default_text(page: str, model_name: str) -> str | None:
+    """The text a page opens on for a built-in model (None for other models: they keep the sidebar's text)."""
+    return DEFAULTS.get(page, {}).get(model_name) or DEFAULTS["home"].get(model_name)
 
 
 def main() -> None:

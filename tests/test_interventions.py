@@ -214,8 +214,8 @@ def test_comparison_and_figures_for_the_builtin_lm():
     from viz.experiments import attention_pair, distribution_pair, head_change_grid
 
     lab = model.load("transformer-lm", "cpu")
-    assert layout(lab)["self"]["layers"] == lab.n_layers
-    iv = build("heads", stack="self", layer=0, heads=range(lab.n_heads))
+    assert layout(lab)["self"]["layers"] == lab.arch.n_layers
+    iv = build("heads", stack="self", layer=0, heads=range(lab.arch.n_heads))
     cmp = compare(lab, "the keys to the old cabinet", iv)
     assert (cmp.head_change["self"][0] == 0).all()               # ablated heads keep their own weights
     assert (cmp.head_change["self"][1:] > 0).any() and cmp.tv > 0
@@ -223,14 +223,14 @@ def test_comparison_and_figures_for_the_builtin_lm():
     a, b = cmp.head_maps("self", l, h)
     assert attention_pair(a, b, cmp.tokens, cmp.tokens).data[2].z.shape == a.shape
     assert len(distribution_pair(cmp.top_words, cmp.p_intact, cmp.p_broken).data) == 2
-    assert head_change_grid(cmp.head_change["self"]).data[0].z.shape == (lab.n_layers, lab.n_heads)
+    assert head_change_grid(cmp.head_change["self"]).data[0].z.shape == (lab.arch.n_layers, lab.arch.n_heads)
     none = compare(lab, "the keys to the old cabinet", build("none"))
     assert none.tv == 0 and none.kl == 0 and (none.head_change["self"] == 0).all()
     rows, what, secs = heldout(lab, build("mask"))
     figures = {name: (a, b) for name, a, b in rows}
     assert figures["cross-entropy (nats/token)"][1] > figures["cross-entropy (nats/token)"][0]
-    every = build("heads", stack="self", layer=range(lab.n_layers), heads=range(lab.n_heads))
-    assert len(every.ablate_heads) == lab.n_layers * lab.n_heads
+    every = build("heads", stack="self", layer=range(lab.arch.n_layers), heads=range(lab.arch.n_heads))
+    assert len(every.ablate_heads) == lab.arch.n_layers * lab.arch.n_heads
     figures = {name: (a, b) for name, a, b in heldout(lab, every)[0]}
     assert figures["agreement accuracy"][1] < 0.9 * figures["agreement accuracy"][0]   # no attention: no agreement
 
@@ -255,7 +255,7 @@ def test_experiments_page_shows_real_differences():
 
     at = _page("experiments")
     assert len(charts(at)) >= 3 and not at.error
-    at.selectbox(key="exp_what").set_value("mask").run()
+    at.selectbox(key="break").set_value("mask").run()
     assert not at.exception
     rows = {r[0]: (float(r[1]), float(r[2])) for r in at.table[0].value.values.tolist()}
     ce = rows["cross-entropy (nats/token)"]
@@ -267,7 +267,7 @@ def test_experiments_page_shows_real_differences():
 def test_experiments_page_on_the_translator_and_the_lstm():
     at = _page("experiments", model_choice="translator-en-fr", text="the black cat ate the mouse")
     assert not at.error
-    at.selectbox(key="exp_what").set_value("positions").run()
+    at.selectbox(key="break").set_value("positions").run()
     assert not at.exception
     trans = at.table[2].value.values.tolist()
     assert trans[1][1] == trans[1][2] and trans[0][1] != trans[0][2]   # no positions: A and B translate alike

@@ -20,10 +20,9 @@ def test_lesson_claim_holds_on_shipped_checkpoint(lesson):
 
 
 def test_every_page_default_is_known_to_its_models():
-    kind_to_model = {"lm": "transformer-lm", "lstm": "lstm-lm", "seq2seq": "translator-en-fr"}
-    for page, by_kind in lessons.DEFAULTS.items():
-        for kind, text in by_kind.items():
-            assert _model(kind_to_model[kind]).tokenize(text).unknown == [], (page, kind, text)
+    for page, by_model in lessons.DEFAULTS.items():
+        for name, text in by_model.items():
+            assert _model(name).tokenize(text).unknown == [], (page, name, text)
 
 
 def test_claims_with_figures_state_the_measured_figures():
