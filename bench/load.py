@@ -313,6 +313,7 @@ class Server:
     pids: list[int]
     procs: list[subprocess.Popen] = field(default_factory=list)
     log: str = ""
+    direct: list[str] = field(default_factory=list)     # behind nginx: each replica's own url
 
 
 @contextlib.contextmanager
@@ -396,6 +397,7 @@ class LoadResult:
     errors: list[str]
     rss: tuple[float, float] = (0.0, 0.0)
     server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0                   # this process (the N headless clients), same window
     wall_s: float = 0.0
 
     @property
@@ -411,7 +413,8 @@ class LoadResult:
                 f"max {max(self.rerun_times, default=float('nan')) * 1000:.0f} ms (n={len(self.rerun_times)}); "
                 f"page open p50 {pct(self.open_times, .5):.2f} s, p95 {pct(self.open_times, .95):.2f} s; "
                 f"server RSS {self.rss[0]:.0f} MiB (peak {self.rss[1]:.0f}); server CPU "
-                f"{self.server_cpu_s:.1f} s in {self.wall_s:.1f} s; errors {len(self.errors)}")
+                f"{self.server_cpu_s:.1f} s, client CPU {self.client_cpu_s:.1f} s in {self.wall_s:.1f} s; "
+                f"errors {len(self.errors)}")
 
 
 async def _user(url: str, page: str, query: str, label: str, reruns: int, think: float, seed: int,
@@ -456,9 +459,10 @@ def run_load(url: str, n: int, pids: list[int] | None = None, page: str = "sampl
     """N sessions open `page` at once, then each moves `label` `reruns` times, `think` s apart on
     average (uniform 0.5-1.5 x think)."""
     pids = pids or []
-    cpu0, t0 = cpu_seconds(pids), time.perf_counter()
+    cpu0, t0, c0 = cpu_seconds(pids), time.perf_counter(), time.process_time()
     res = asyncio.run(_load(url, n, page, query, label, reruns, think, timeout))
     res.wall_s = time.perf_counter() - t0
+    res.client_cpu_s = time.process_time() - c0
     res.server_cpu_s = cpu_seconds(pids) - cpu0
     res.rss = rss_mib(pids)
     return res
@@ -509,16 +513,17 @@ def make_gpt2_folder(d: str) -> str:
     return d
 
 
-def stall_test(url: str, pids: list[int], folder: str, n: int = 10, reruns: int = 15, think: float = 1.0,
-               n_tokens: int = 128, timeout: float = 300.0) -> dict[str, Any]:
-    """N sessions move the temperature slider; one more session opens the attention page on the
-    big model in `folder` (its first visit loads the model from disk, traces n_tokens, draws the
-    144-head grid). Returns the others' rerun times while that load was in progress vs outside it."""
+def stall_test(url: str, pids: list[int], folder: str, n: int = 5, reruns: int = 30, think: float = 2.0,
+               n_tokens: int = 128, delay: float = 12.0, timeout: float = 300.0) -> dict[str, Any]:
+    """N sessions move the temperature slider (a light load: the default is well below what one
+    process serves); after `delay` s one more session opens the attention page on the big model in
+    `folder` (its first visit loads the model from disk, traces n_tokens, draws the 144-head grid).
+    Returns the others' rerun times before, during and after that page's load."""
     text = " ".join(f"w{i}" for i in range(n_tokens))
     big: dict[str, Any] = {}
 
     async def heavy():
-        await asyncio.sleep(max(2.0, think * 2))                   # let the others settle first
+        await asyncio.sleep(delay)
         s = Session(url, timeout)
         try:
             big["t0"] = time.perf_counter()
@@ -533,10 +538,12 @@ def stall_test(url: str, pids: list[int], folder: str, n: int = 10, reruns: int 
     res = asyncio.run(_load(url, n, "sampling", "text=" + quote("the bear ate the"), "s_t", reruns,
                             think, timeout, side=heavy))
     t0, t1 = big.get("t0", 0.0), big.get("t1", 0.0)
-    during = [b - a for a, b in res.rerun_stamps if a < t1 and b > t0]
-    outside = [b - a for a, b in res.rerun_stamps if not (a < t1 and b > t0)]
-    return {"n": n, "big_open_s": big.get("open_s"), "big_error": big.get("error"), "load_window_s": t1 - t0,
-            "during": during, "outside": outside, "errors": res.errors, "rss_before": r0, "rss_after": rss_mib(pids)}
+    return {"n": n, "think": think, "big_open_s": big.get("open_s"), "big_error": big.get("error"),
+            "load_window_s": t1 - t0,
+            "before": [b - a for a, b in res.rerun_stamps if b <= t0],
+            "during": [b - a for a, b in res.rerun_stamps if a < t1 and b > t0],
+            "after": [b - a for a, b in res.rerun_stamps if a >= t1],
+            "errors": res.errors, "rss_before": r0, "rss_after": rss_mib(pids)}
 
 
 # ----------------------------------------------------------------------------- cold start
@@ -640,7 +647,7 @@ def target(url: str | None = None, pids: list[int] | None = None, replicas: int 
         from deploy import cluster
 
         with cluster(replicas) as c:
-            yield Server(c.url, c.pids)
+            yield Server(c.url, c.pids, direct=[r.url for r in c.replicas])
     else:
         with serve() as s:
             yield s
@@ -653,8 +660,8 @@ def load_rows(ns=(1, 10, 30, 60), url: str | None = None, pids: list[int] | None
     rows = []
     where = f"{replicas} replicas behind nginx" if replicas > 1 and not url else ("given server" if url else "1 replica")
     with target(url, pids, replicas) as srv:
-        for _ in range(max(1, replicas)):                          # each replica's first visit loads torch + model
-            warm_up(srv.url)
+        for u in srv.direct or [srv.url]:                          # each replica's first visit loads torch + model
+            warm_up(u)
         results = load_sweep(srv.url, srv.pids, ns, log=log, reruns=reruns, think=think)
         for r in results:
             rows.append((f"{r.n} sessions ({where}), sampling page, temperature slider moved every ~{think:g} s: "
@@ -668,19 +675,21 @@ def load_rows(ns=(1, 10, 30, 60), url: str | None = None, pids: list[int] | None
         if stall and not (replicas > 1 and not url):
             with tempfile.TemporaryDirectory() as d:
                 make_gpt2_folder(d)
-                st = stall_test(srv.url, srv.pids, d, n=10)
+                st = stall_test(srv.url, srv.pids, d)
             log(f"  stall: {stall_summary(st)}")
-            rows.append(("10 sessions moving the slider while an 11th loads a GPT-2-small-sized model: their "
-                         "rerun p95 during the load / outside it", stall_summary(st), "never stalled"))
+            rows.append((f"{st['n']} sessions moving the slider every ~{st['think']:g} s while one more opens the "
+                         "attention page on a GPT-2-small-sized model (load + 128-token trace + 144-head grid): "
+                         "their rerun times", stall_summary(st), "never stalled"))
     return rows
 
 
 def stall_summary(st: dict[str, Any]) -> str:
-    d, o = st["during"], st["outside"]
+    def q(xs):
+        return f"{pct(xs, .95) * 1000:.0f} ms (max {max(xs, default=float('nan')) * 1000:.0f}, n={len(xs)})"
     big = f"{st['big_open_s']:.1f} s" if st.get("big_open_s") else f"failed ({st.get('big_error')})"
-    return (f"{pct(d, .95) * 1000:.0f} ms (max {max(d, default=float('nan')) * 1000:.0f} ms, n={len(d)}) / "
-            f"{pct(o, .95) * 1000:.0f} ms (n={len(o)}); the big page took {big}; "
-            f"RSS {st['rss_before'][0]:.0f} → {st['rss_after'][0]:.0f} MiB")
+    return (f"p95 before {q(st['before'])} / during {q(st['during'])} / after {q(st['after'])}; "
+            f"the big page took {big}; RSS {st['rss_before'][0]:.0f} → {st['rss_after'][0]:.0f} MiB"
+            + (f"; {len(st['errors'])} sessions failed" if st["errors"] else ""))
 
 
 def cold_rows(browser: bool = True, log=print) -> list[tuple[str, str, str]]:
