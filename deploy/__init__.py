@@ -16,7 +16,9 @@ them. Ctrl-C (or SIGTERM) stops nginx and every replica. What nginx does:
   that refuses or times out is marked failed for 10 s and the request goes to the next one); this
   launcher also polls each replica's /_stcore/health and restarts one whose process has exited.
 
-All replicas share one cookie secret (XSRF tokens stay valid whichever replica signed them).
+All replicas share one cookie secret (XSRF tokens stay valid whichever replica signed them), and
+each gets OMP_NUM_THREADS = cores // N (unless set) so that torch's thread pools do not oversubscribe
+the cores.
 """
 from __future__ import annotations
 
@@ -139,7 +141,9 @@ def cluster(replicas: int = 2, port: int | None = None, host: str = "127.0.0.1",
     os.chmod(workdir, 0o755)
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
            "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
-           "STREAMLIT_SERVER_COOKIE_SECRET": os.environ.get("STREAMLIT_SERVER_COOKIE_SECRET", secrets.token_hex(32))}
+           "STREAMLIT_SERVER_COOKIE_SECRET": os.environ.get("STREAMLIT_SERVER_COOKIE_SECRET", secrets.token_hex(32)),
+           # torch's thread pool per replica: the cores shared out, so N replicas do not oversubscribe them
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // replicas)))}
     reps: list[Replica] = []
     nginx: subprocess.Popen | None = None
     try:
