@@ -399,6 +399,8 @@ class LoadResult:
     server_cpu_s: float = 0.0
     client_cpu_s: float = 0.0                   # this process (the N headless clients), same window
     wall_s: float = 0.0
+    loadavg: float = 0.0                        # the machine's 1-minute load average at the end
+    cpu_by_pid: list[float] = field(default_factory=list)   # server CPU s per process (replicas' balance)
 
     @property
     def p50(self) -> float:
@@ -414,7 +416,9 @@ class LoadResult:
                 f"page open p50 {pct(self.open_times, .5):.2f} s, p95 {pct(self.open_times, .95):.2f} s; "
                 f"server RSS {self.rss[0]:.0f} MiB (peak {self.rss[1]:.0f}); server CPU "
                 f"{self.server_cpu_s:.1f} s, client CPU {self.client_cpu_s:.1f} s in {self.wall_s:.1f} s; "
-                f"errors {len(self.errors)}")
+                f"errors {len(self.errors)}; load average {self.loadavg:.1f}"
+                + (f"; CPU by replica {' / '.join(f'{c:.1f}' for c in self.cpu_by_pid)} s"
+                   if len(self.cpu_by_pid) > 1 else ""))
 
 
 async def _user(url: str, page: str, query: str, label: str, reruns: int, think: float, seed: int,
@@ -460,10 +464,13 @@ def run_load(url: str, n: int, pids: list[int] | None = None, page: str = "sampl
     average (uniform 0.5-1.5 x think)."""
     pids = pids or []
     cpu0, t0, c0 = cpu_seconds(pids), time.perf_counter(), time.process_time()
+    each0 = [cpu_seconds([p]) for p in pids]
     res = asyncio.run(_load(url, n, page, query, label, reruns, think, timeout))
     res.wall_s = time.perf_counter() - t0
     res.client_cpu_s = time.process_time() - c0
+    res.loadavg = os.getloadavg()[0]
     res.server_cpu_s = cpu_seconds(pids) - cpu0
+    res.cpu_by_pid = [cpu_seconds([p]) - c for p, c in zip(pids, each0)]
     res.rss = rss_mib(pids)
     return res
 
@@ -707,6 +714,7 @@ def cold_rows(browser: bool = True, log=print) -> list[tuple[str, str, str]]:
     for part, d in imp.items():
         pk = ", ".join(f"{k} {v:.2f}" for k, v in d["by_package"][:8])
         log(f"  imports during {part}: {d['total_s']:.2f} s; by package (s): {pk}")
+        log("    imported directly, cumulative (s): " + ", ".join(f"{m} {t:.2f}" for t, m in d["top_level"][:10]))
         rows.append((f"imports during {part} (-X importtime, self time by package)", f"{d['total_s']:.2f} s: {pk}", ""))
     return rows
 
