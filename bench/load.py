@@ -108,9 +108,10 @@ def _value_of(state) -> Any:
 class Session:
     """One browser tab's worth of protocol, no browser. Use inside a running asyncio loop."""
 
-    def __init__(self, base_url: str, timeout: float = 120.0):
+    def __init__(self, base_url: str, timeout: float = 120.0, headers: dict[str, str] | None = None):
         _check_loopback(base_url)
         self.base_url = base_url.rstrip("/")
+        self.headers = headers or {}            # e.g. {"Cookie": "lab_replica=..."} behind nginx
         self.timeout = timeout
         self.ws = None
         self.reader: asyncio.Task | None = None
@@ -133,6 +134,7 @@ class Session:
         u = urlparse(self.base_url)
         ws_url = f"{'wss' if u.scheme == 'https' else 'ws'}://{u.netloc}{u.path}/_stcore/stream"
         self.ws = await asyncio.wait_for(connect(ws_url, subprotocols=["streamlit"], max_size=None,
+                                                 additional_headers=self.headers,
                                                  ping_interval=None, open_timeout=self.timeout), self.timeout)
         self.reader = asyncio.create_task(self._read())
 

@@ -7,10 +7,12 @@ Starts N `streamlit run app.py` replicas on free loopback ports, writes an nginx
 temporary folder (see deploy/nginx.conf.template) and runs nginx in the foreground in front of
 them. Ctrl-C (or SIGTERM) stops nginx and every replica. What nginx does:
 
-- sticky sessions by a cookie (`lab_replica`): a browser's first request is placed on a replica
-  by a random request id, which becomes the cookie, so all its later requests (the websocket,
-  /_stcore/upload_file, /media/ files, cached-message fetches) reach the replica that holds its
-  session. Not ip_hash: a whole classroom behind one school NAT would share one replica.
+- sticky sessions by a cookie (`lab_replica`): a browser's first request goes to the replica with
+  the fewest open connections (least_conn: websockets are long-lived, so this counts sessions) and
+  the answer sets the cookie to that replica's address; all later requests with the cookie (the
+  websocket, /_stcore/upload_file, /media/ files, cached-message fetches) reach that replica, which
+  holds the session; if it is down, another replica answers (and the cookie follows). Not
+  ip_hash: a whole classroom behind one school NAT would share one replica.
 - websocket upgrade for /_stcore/stream, long read timeouts, no buffering.
 - /_stcore/health answered by a replica (nginx open source has no active health checks: a replica
   that refuses or times out is marked failed for 10 s and the request goes to the next one); this
@@ -70,8 +72,13 @@ def wait_healthy(url: str, timeout: float, procs: list[subprocess.Popen]) -> Non
 
 def render_config(replica_ports: list[int], listen: str, workdir: Path) -> str:
     servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=10s;" for p in replica_ports)
+    picks = "\n".join(f'        "127.0.0.1:{p}" replica_{p};' for p in replica_ports)
+    ups = "\n".join(
+        f"    upstream replica_{p} {{\n        server 127.0.0.1:{p} max_fails=1 fail_timeout=10s;\n"
+        + "".join(f"        server 127.0.0.1:{q} backup;\n" for q in replica_ports if q != p)
+        + "        keepalive 8;\n    }" for p in replica_ports)
     return (TEMPLATE.read_text().replace("{{WORKDIR}}", str(workdir)).replace("{{LISTEN}}", listen)
-            .replace("{{SERVERS}}", servers))
+            .replace("{{SERVERS}}", servers).replace("{{PICKS}}", picks).replace("{{REPLICA_UPSTREAMS}}", ups))
 
 
 @dataclass
