@@ -26,11 +26,9 @@ import contextlib
 import os
 import random
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field

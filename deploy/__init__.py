@@ -114,9 +114,10 @@ class Cluster:
                 if r.restarts >= max_restarts:
                     notes.append(f"replica :{r.port} is down (exit {r.proc.returncode}), not restarted again")
                     continue
+                code = r.proc.returncode
                 r.restarts += 1
                 r.proc = start_replica(r.port, r.log, self.env)
-                notes.append(f"replica :{r.port} had exited ({r.proc.returncode}); restarted")
+                notes.append(f"replica :{r.port} had exited ({code}); restarted")
             elif not healthy(r.url):
                 notes.append(f"replica :{r.port} does not answer /_stcore/health")
         return notes
