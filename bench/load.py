@@ -661,17 +661,20 @@ def target(url: str | None = None, pids: list[int] | None = None, replicas: int 
 
 
 def load_rows(ns=(1, 10, 30, 60), url: str | None = None, pids: list[int] | None = None, replicas: int = 1,
-              reruns: int = 10, think: float = 2.0, stall: bool = True, log=print) -> list[tuple[str, str, str]]:
+              reruns: int = 10, think: float = 2.0, stall: bool = True, log=print, page: str = "sampling",
+              query: str = "text=" + quote("the bear ate the"), widget: str = "s_t") -> list[tuple[str, str, str]]:
     """(what, measured, target) rows: rerun p50/p95 and server RSS per N, the N where p95 passes 1 s,
-    and (stall=True) the others' p95 while one session loads a GPT-2-small-sized model."""
+    and (stall=True) the others' p95 while one session loads a GPT-2-small-sized model.
+    `widget` is a widget key (or label) on `page`, e.g. page="attention", widget="att_layer_self"."""
     rows = []
     where = f"{replicas} replicas behind nginx" if replicas > 1 and not url else ("given server" if url else "1 replica")
     with target(url, pids, replicas) as srv:
         for u in srv.direct or [srv.url]:                          # each replica's first visit loads torch + model
-            warm_up(u)
-        results = load_sweep(srv.url, srv.pids, ns, log=log, reruns=reruns, think=think)
+            warm_up(u, page, query, widget)
+        results = load_sweep(srv.url, srv.pids, ns, log=log, reruns=reruns, think=think, page=page, query=query,
+                             label=widget)
         for r in results:
-            rows.append((f"{r.n} sessions ({where}), sampling page, temperature slider moved every ~{think:g} s: "
+            rows.append((f"{r.n} sessions ({where}), {page or 'home'} page, widget {widget} moved every ~{think:g} s: "
                          f"rerun to script_finished p50 / p95", f"{r.p50 * 1000:.0f} / {r.p95 * 1000:.0f} ms"
                          + (f" ({len(r.errors)} sessions failed)" if r.errors else ""),
                          "p95 <= 1 s at 30 sessions" if r.n == 30 else ""))
@@ -727,6 +730,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--replicas", type=int, default=1, help=">1: start N replicas behind nginx (deploy/)")
     ap.add_argument("--reruns", type=int, default=10, help="slider moves per session")
     ap.add_argument("--think", type=float, default=2.0, help="mean seconds between a session's moves")
+    ap.add_argument("--page", default="sampling", help="url path of the page the sessions open")
+    ap.add_argument("--query", default="text=" + quote("the bear ate the"), help="its query string")
+    ap.add_argument("--widget", default="s_t", help="key (or label) of the widget each session moves")
     ap.add_argument("--stall", action="store_true", help="also: others' p95 while one session loads a big model")
     ap.add_argument("--cold", action="store_true", help="only the cold start and import breakdown")
     ap.add_argument("--no-browser", action="store_true", help="cold start: skip the Chromium measurement")
@@ -738,7 +744,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         ns = tuple(int(x) for x in a.sessions.split(",") if x)
         pids = [int(p) for p in a.pids.split(",") if p]
-        rows = load_rows(ns, a.url or None, pids, a.replicas, a.reruns, a.think, a.stall)
+        rows = load_rows(ns, a.url or None, pids, a.replicas, a.reruns, a.think, a.stall, page=a.page, query=a.query,
+                         widget=a.widget)
     print(f"\nmachine: {os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f} at the end)")
     print("| what | measured | target |\n|---|---|---|")
     for what, fig, tgt in rows:
