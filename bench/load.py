@@ -123,6 +123,7 @@ class Session:
         self.errors: list[str] = []             # exceptions the script showed, page not found
         self.client_notes: list[str] = []       # widgets whose state this client could not read
         self.metrics: dict[str, str] = {}       # st.metric label -> value, latest drawn
+        self.charts: dict[str, str] = {}        # plotly chart id -> spec, latest drawn
         self.bytes_in = 0
         self.messages_in = 0
 
@@ -170,6 +171,8 @@ class Session:
         kind = el.WhichOneof("type")
         if kind == "metric":                    # lets a test see that a changed widget changed the output
             self.metrics[el.metric.label] = el.metric.body
+        if kind == "plotly_chart":              # likewise for figures: chart id -> its latest spec
+            self.charts[el.plotly_chart.id] = el.plotly_chart.spec
         if kind == "exception":
             self.errors.append(f"{el.exception.type}: {el.exception.message}"[:300])
         if kind not in WIDGET_KINDS:
@@ -241,6 +244,9 @@ class Session:
         if w.kind == "slider" and p.type != p.SELECT_SLIDER:
             v = cur[0] + p.step if cur[0] + p.step <= p.max + 1e-9 else cur[0] - p.step
             return [round(v, 10)]
+        if w.kind == "slider":                               # a select slider: the next option
+            opts, now = list(p.options), (cur[0] if cur else None)
+            return [opts[(opts.index(now) + 1) % len(opts)] if now in opts else opts[0]]
         if w.kind in ("selectbox", "radio"):
             opts = list(p.options)
             return opts[(opts.index(cur) + 1) % len(opts)] if cur in opts else opts[0]
@@ -458,7 +464,7 @@ async def _load(url: str, n: int, page: str, query: str, label: str, reruns: int
 
 
 def run_load(url: str, n: int, pids: list[int] | None = None, page: str = "sampling",
-             query: str = "text=" + quote("the bear ate the"), label: str = "s_t", reruns: int = 10,
+             query: str = "text=" + quote("the bear ate the"), label: str = "Number of draws", reruns: int = 10,
              think: float = 2.0, timeout: float = 120.0) -> LoadResult:
     """N sessions open `page` at once, then each moves `label` `reruns` times, `think` s apart on
     average (uniform 0.5-1.5 x think)."""
@@ -476,7 +482,7 @@ def run_load(url: str, n: int, pids: list[int] | None = None, page: str = "sampl
 
 
 def warm_up(url: str, page: str = "sampling", query: str = "text=" + quote("the bear ate the"),
-            label: str = "s_t", timeout: float = 180) -> float:
+            label: str = "Number of draws", timeout: float = 180) -> float:
     """First visit to a cold server (imports torch, loads the model): seconds to open the page."""
     async def go():
         s = Session(url, timeout)
@@ -522,7 +528,7 @@ def make_gpt2_folder(d: str) -> str:
 
 def stall_test(url: str, pids: list[int], folder: str, n: int = 5, reruns: int = 30, think: float = 2.0,
                n_tokens: int = 128, delay: float = 12.0, timeout: float = 300.0) -> dict[str, Any]:
-    """N sessions move the temperature slider (a light load: the default is well below what one
+    """N sessions move the sampling page's "Number of draws" slider (a light load: the default is well below what one
     process serves); after `delay` s one more session opens the attention page on the big model in
     `folder` (its first visit loads the model from disk, traces n_tokens, draws the 144-head grid).
     Returns the others' rerun times before, during and after that page's load."""
@@ -542,7 +548,7 @@ def stall_test(url: str, pids: list[int], folder: str, n: int = 5, reruns: int =
             await s.close()
 
     r0 = rss_mib(pids)
-    res = asyncio.run(_load(url, n, "sampling", "text=" + quote("the bear ate the"), "s_t", reruns,
+    res = asyncio.run(_load(url, n, "sampling", "text=" + quote("the bear ate the"), "Number of draws", reruns,
                             think, timeout, side=heavy))
     t0, t1 = big.get("t0", 0.0), big.get("t1", 0.0)
     return {"n": n, "think": think, "big_open_s": big.get("open_s"), "big_error": big.get("error"),
@@ -662,7 +668,7 @@ def target(url: str | None = None, pids: list[int] | None = None, replicas: int 
 
 def load_rows(ns=(1, 10, 30, 60), url: str | None = None, pids: list[int] | None = None, replicas: int = 1,
               reruns: int = 10, think: float = 2.0, stall: bool = True, log=print, page: str = "sampling",
-              query: str = "text=" + quote("the bear ate the"), widget: str = "s_t") -> list[tuple[str, str, str]]:
+              query: str = "text=" + quote("the bear ate the"), widget: str = "Number of draws") -> list[tuple[str, str, str]]:
     """(what, measured, target) rows: rerun p50/p95 and server RSS per N, the N where p95 passes 1 s,
     and (stall=True) the others' p95 while one session loads a GPT-2-small-sized model.
     `widget` is a widget key (or label) on `page`, e.g. page="attention", widget="att_layer_self"."""
@@ -732,7 +738,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--think", type=float, default=2.0, help="mean seconds between a session's moves")
     ap.add_argument("--page", default="sampling", help="url path of the page the sessions open")
     ap.add_argument("--query", default="text=" + quote("the bear ate the"), help="its query string")
-    ap.add_argument("--widget", default="s_t", help="key (or label) of the widget each session moves")
+    ap.add_argument("--widget", default="Number of draws", help="key (or label) of the widget each session moves")
     ap.add_argument("--stall", action="store_true", help="also: others' p95 while one session loads a big model")
     ap.add_argument("--cold", action="store_true", help="only the cold start and import breakdown")
     ap.add_argument("--no-browser", action="store_true", help="cold start: skip the Chromium measurement")

@@ -6,7 +6,9 @@ from typing import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 
+pio.templates.default = "plotly_white"   # set once: applying it per figure copied the whole template each time
 FONT = 16                      # base font size: readable on a projector
 SEQUENTIAL = "Blues"           # weights in [0, 1]
 DIVERGING = "RdBu_r"           # signed values, centred at 0 (blue negative, red positive)
@@ -58,7 +60,7 @@ def token_axis(tokens: Sequence[str], max_ticks: int = MAX_TICKS, **extra) -> di
 
 
 def apply_theme(fig: go.Figure, height: int | None = None, title: str | None = None) -> go.Figure:
-    fig.update_layout(template="plotly_white", font=dict(size=FONT), margin=dict(l=10, r=10, t=50 if title else 20, b=10),
+    fig.update_layout(font=dict(size=FONT), margin=dict(l=10, r=10, t=50 if title else 20, b=10),
                       hoverlabel=dict(font_size=FONT))
     if title:
         title = esc(title)                 # titles may quote a token; Plotly would read <a>, <b> ... as markup
