@@ -78,6 +78,7 @@ try:
 except LabError as e:
     st.warning(c.md_escape(str(e)))
     st.stop()
+c.unknown_warning(m, c.get_run(m, c.text()).unknown, c.example_for(m))
 
 left, right = st.columns(2)
 left.markdown("**Intact model reads**")
