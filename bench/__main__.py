@@ -3,6 +3,8 @@
     python -m bench                  # everything that needs no browser
     python -m bench --only gpt2,sampling
     python -m bench --browser        # also the in-browser timings (starts the app, drives Chromium)
+    python -m bench --only load      # server load: N headless sessions, a large model loading, two trainings
+    python -m bench --only load2,cold   # 2 replicas behind nginx; cold start and import breakdown
 
 Each line is a median over repeats after a warm-up, on this machine, printed as a markdown table
 that goes into the README's benchmark table.
@@ -161,11 +163,6 @@ def bench_hf_trace(repeat: int) -> None:
     """The lab's trace of a 128-token GPT-2-small pass vs transformers' own forward with attentions."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    try:
-        from model.hf import load_hf  # noqa: F401
-    except ImportError:
-        row("Hugging Face GPT-2 trace", "skipped (model/hf.py missing)")
-        return
     import model
     from devkit.hf_fixtures import save_word_tokenizer  # a full-size word-level vocabulary, offline
 
@@ -242,8 +239,73 @@ def bench_browser(repeat: int) -> None:
             row(what, figure, target)
 
 
+def bench_tokens(repeat: int) -> None:
+    """Attention at 128 / 256 / 512 / 1024 tokens on a random-weight GPT-2 small: trace bytes (float16 weights and
+    q/k kept for scores on demand above 256 tokens), figure payloads and build times, run time."""
+    import model
+    from devkit.hf_fixtures import save_word_tokenizer
+    from model import views
+    from model.store import trace_bytes
+    from viz.attention import attention_grid, attention_heatmap
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as d:
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        GPT2LMHeadModel(GPT2Config(attn_implementation="eager")).save_pretrained(d)
+        save_word_tokenizer(d, vocab_size=50257)
+        m = model.load(d, "cpu")
+        for n in (128, 256, 512, 1024):
+            text = " ".join(f"w{i}" for i in range(n))
+            t0 = time.perf_counter()
+            r = m.run(text)
+            t_run = time.perf_counter() - t0
+            v = views.attention_views(r)["self"]
+            t0 = time.perf_counter()
+            grid = attention_grid(v.weights, v.query_tokens, v.key_tokens).to_json()
+            t_grid = time.perf_counter() - t0
+            head = attention_heatmap(v.head(11, 0), v.query_tokens, v.key_tokens).to_json()
+            row(f"GPT-2 small (random weights), {n} tokens: trace / 144-head grid / one head",
+                f"{trace_bytes(r) / 2**20:,.0f} MB / {len(grid) / 2**20:.2f} MB (built in {t_grid:.2f} s) / "
+                f"{len(head) / 2**20:.2f} MB; traced run {t_run:.2f} s",
+                "grid <= 4 MB, one head <= 2 MB" if n == 1024 else "")
+
+
+def bench_training(repeat: int) -> None:
+    from model.jobs import training_throughput
+
+    for threads in (1, None):
+        for what, figure, target in training_throughput(threads=threads):
+            row(what + (f" ({threads} thread)" if threads else f" ({torch.get_num_threads()} threads)"), figure, target)
+
+
+def bench_load(repeat: int) -> None:
+    from bench.load import load_rows, training_load_rows
+
+    for r in load_rows(ns=(1, 10, 30), stall=True, log=lambda m: print(m, flush=True)):
+        row(*r)
+    for r in training_load_rows(log=lambda m: print(m, flush=True)):
+        row(*r)
+
+
+def bench_load2(repeat: int) -> None:
+    from bench.load import load_rows
+
+    for r in load_rows(ns=(1, 10, 30), replicas=2, stall=False, log=lambda m: print(m, flush=True)):
+        row(*r)
+
+
+def bench_cold(repeat: int) -> None:
+    from bench.load import cold_rows
+
+    for r in cold_rows(browser=True):
+        row(*r)
+
+
 SECTIONS = {"builtin": bench_builtin, "generation": bench_generation, "gpt2": bench_gpt2, "hf": bench_hf_trace,
-            "sampling": bench_sampling, "viz": bench_viz, "browser": bench_browser}
+            "sampling": bench_sampling, "viz": bench_viz, "tokens": bench_tokens, "training": bench_training,
+            "browser": bench_browser, "load": bench_load, "load2": bench_load2, "cold": bench_cold}
+SLOW = ("browser", "load", "load2", "cold")          # run only with --browser / --only
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -252,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--browser", action="store_true", help="include the in-browser timings (needs Chromium)")
     ap.add_argument("--repeat", type=int, default=20, help="timed repeats per figure (median reported)")
     a = ap.parse_args(argv)
-    names = [s for s in a.only.split(",") if s] or [s for s in SECTIONS if s != "browser" or a.browser]
+    names = [s for s in a.only.split(",") if s] or [s for s in SECTIONS if s not in SLOW or (a.browser and s == "browser")]
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
     print(f"machine: {machine}")
     for s in names:
