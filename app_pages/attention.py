@@ -33,7 +33,7 @@ st.subheader(f"All {L} layers × {H} heads")
 show_grid = True
 if L * H > 48:
     show_grid = st.toggle(f"Draw all {L * H} heads", help="Large models have many heads; the grid is drawn on demand.",
-                          **c.state("grid", L * H * len(v.query_tokens) <= 144 * 128))
+                          **c.state("grid", L * H <= 144))
 if show_grid:
     c.plot(attention_grid(v.weights, v.query_tokens, v.key_tokens), key=f"grid_{role}",
            data={"layers × heads × queries × keys": v.weights.round(6).tolist(), "queries": v.query_tokens,

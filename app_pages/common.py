@@ -15,7 +15,7 @@ from model.store import SUGGESTED_HF, LinkPolicy, ModelStore, TraceCache
 DEFAULT_TEXT = "the bear ate the honey because it was hungry"
 OTHER = "Other Hugging Face id or local folder…"
 __all__ = ["SUGGESTED_HF"]  # re-exported for the sidebar
-MAX_TEXT = 2000                                   # characters; longer text is cut with a message
+MAX_TEXT = 10_000                                 # characters (1,024 tokens of words fit); longer text is cut, with a message
 PLOT_CONFIG = {"displaylogo": False, "displayModeBar": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"],
                "toImageButtonOptions": {"scale": 2}}
 

@@ -235,8 +235,9 @@ def bench_browser(repeat: int) -> None:
     with tempfile.TemporaryDirectory() as d:               # GPT-2 small, random weights, 50,257-word vocabulary
         GPT2LMHeadModel(GPT2Config()).save_pretrained(d)
         save_word_tokenizer(d, vocab_size=50257)
-        for what, figure, target in grid_timings(d, 128, repeat):
-            row(what, figure, target)
+        for n in (128, 1024):
+            for what, figure, target in grid_timings(d, n, repeat if n == 128 else 3):
+                row(what, figure, target)
 
 
 def bench_tokens(repeat: int) -> None:

@@ -33,10 +33,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_app(timeout: float = 90, script: Path | None = None):
+def serve_app(timeout: float = 90, script: Path | None = None, env: dict | None = None):
     """Start `streamlit run app.py` (or another script) on a free local port; yield its base URL; stop it afterwards."""
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", **(env or {})}
     # The server's output goes to a file (a pipe nobody reads would block the server once full).
     log = open(os.environ.get("LAB_SERVER_LOG") or tempfile.mktemp(prefix="lab-server-", suffix=".log"), "w+")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script or ROOT / "app.py"), "--server.port", str(port),
@@ -146,7 +146,7 @@ def grid_timings(folder: str, n_tokens: int = 128, repeat: int = 5) -> list[tupl
 
     text = " ".join(f"w{i}" for i in range(n_tokens))
     rows = []
-    with serve_app() as url, browser_page() as page:
+    with serve_app(env={"LAB_ALLOW_FOLDERS": "1"}) as url, browser_page() as page:     # the model is a folder
         link = f"{url}/attention?model={quote(folder)}&text={quote(text)}"
         open_url(page, link, 300_000)                            # warm-up: loads the model, runs and caches the trace
         draws = []

@@ -14,6 +14,7 @@ from plotly.colors import sample_colorscale
 from .common import (SEQUENTIAL, apply_theme, as_array, check_labels, esc, position_labels, token_axis)
 
 HOVER = "query: %{y}<br>key: %{x}<br>weight: %{z:.3f}<extra></extra>"
+EXACT_HEAD_CELLS = 256 * 256    # one head above this many cells is sent as 255 levels (1 byte a cell), not float32
 
 
 def attention_heatmap(weights, q_labels: Sequence[str], k_labels: Sequence[str], title: str = "",
@@ -22,9 +23,19 @@ def attention_heatmap(weights, q_labels: Sequence[str], k_labels: Sequence[str],
     w = as_array(weights, 2, "attention weights", "(queries, keys)").astype(np.float32)
     check_labels(q_labels, w.shape[0], "query")
     check_labels(k_labels, w.shape[1], "key")
-    fig = go.Figure(go.Heatmap(z=w, x=position_labels(k_labels), y=position_labels(q_labels), colorscale=SEQUENTIAL,
-                               zmin=0, zmax=zmax if zmax is not None else max(float(np.nanmax(w)), 1e-6),
-                               hovertemplate=HOVER, colorbar=dict(title="weight", thickness=14)))
+    top = zmax if zmax is not None else max(float(np.nanmax(w)), 1e-6)
+    if w.size > EXACT_HEAD_CELLS:       # long texts: 255 levels of the head's range, one byte a cell (payload < 2 MB)
+        q = np.clip(np.rint(np.nan_to_num(w) / top * 255), 0, 255).astype(np.uint8)
+        ticks = [0, 64, 128, 191, 255]
+        trace = go.Heatmap(z=q, x=position_labels(k_labels), y=position_labels(q_labels), colorscale=SEQUENTIAL,
+                           zmin=0, zmax=255, hovertemplate=f"query: %{{y}}<br>key: %{{x}}<br>weight: %{{z}}/255 × {top:.4f}"
+                                                           "<extra></extra>",
+                           colorbar=dict(title="weight", thickness=14, tickvals=ticks,
+                                         ticktext=[f"{top * t / 255:.3g}" for t in ticks]))
+    else:
+        trace = go.Heatmap(z=w, x=position_labels(k_labels), y=position_labels(q_labels), colorscale=SEQUENTIAL,
+                           zmin=0, zmax=top, hovertemplate=HOVER, colorbar=dict(title="weight", thickness=14))
+    fig = go.Figure(trace)
     fig.update_xaxes(token_axis(k_labels, side="top", tickangle=-45, title="key (looked at)"))
     fig.update_yaxes(token_axis(q_labels, autorange="reversed", title="query (looking)"))
     size = min(760, 220 + 32 * max(len(q_labels), 6))
@@ -75,6 +86,19 @@ def palette_png(index: np.ndarray, palette: np.ndarray) -> bytes:
 LEVELS = 255          # weights 0..1 quantised to 0..254 in the image grid; index 255 is the white gap
 
 
+POOL_ABOVE = 128               # image grids of longer texts: one pixel per f x f block of cells (its largest weight)
+
+
+def pool_max(w: np.ndarray, f: int) -> np.ndarray:
+    """(L, H, Tq, Tk) -> (L, H, ceil(Tq/f), ceil(Tk/f)), each cell the largest weight of its f x f block
+    (a peak stays visible; the one-head view has every exact value)."""
+    L, H, Tq, Tk = w.shape
+    pq, pk = -(-Tq // f) * f, -(-Tk // f) * f
+    padded = np.zeros((L, H, pq, pk), dtype=w.dtype)
+    padded[:, :, :Tq, :Tk] = w
+    return padded.reshape(L, H, pq // f, f, pk // f, f).max(axis=(3, 5))
+
+
 def grid_levels(weights: np.ndarray) -> np.ndarray:
     """Weights in [0, 1] -> palette indices 0..254 (what the image grid shows; 1 level = 1/254)."""
     return np.clip(np.rint(np.asarray(weights, np.float32) * (LEVELS - 1)), 0, LEVELS - 1).astype(np.uint8)
@@ -111,8 +135,11 @@ def attention_grid(weights, q_labels: Sequence[str], k_labels: Sequence[str],
     check_labels(k_labels, Tk, "key")
     row_names = list(row_names) if row_names is not None else [f"layer {i + 1}" for i in range(L)]
     check_labels(row_names, L, "layer")
-    gap = _gap(Tq, Tk)
     exact = w.size <= max_exact_cells
+    if not exact and max(Tq, Tk) > POOL_ABOVE:            # long texts: each tile max-pooled to <= POOL_ABOVE pixels
+        w = pool_max(w, -(-max(Tq, Tk) // POOL_ABOVE))
+        Tq, Tk = w.shape[2:]
+    gap = _gap(Tq, Tk)
     if exact:
         z = _tile(w, gap, np.nan)
         ql = [esc(t) for t in q_labels]
