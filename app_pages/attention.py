@@ -15,7 +15,7 @@ m = c.load_or_stop()
 c.hints("attention", m)
 c.need(m, TracedRun, "This model has no attention to show.")
 r = c.run_or_stop(m, example=c.example_for(m))
-stacks = views.attention_views(r)
+stacks = c.cached(m, "attention_views", (c.text(),), lambda: views.attention_views(r))
 if not stacks:
     st.info(f"{c.md_escape(m.name)} has no attention: it reads one word at a time and keeps a memory. "
             "See the **LSTM** page, or pick a Transformer in the sidebar.")
@@ -36,8 +36,8 @@ if L * H > 48:
                           **c.state("grid", L * H <= 144))
 if show_grid:
     c.plot(attention_grid(v.weights, v.query_tokens, v.key_tokens), key=f"grid_{role}",
-           data={"layers × heads × queries × keys": v.weights.round(6).tolist(), "queries": v.query_tokens,
-                 "keys": v.key_tokens})
+           data=lambda: {"layers × heads × queries × keys": v.weights.astype("float32").round(6).tolist(),
+                         "queries": v.query_tokens, "keys": v.key_tokens})
     st.caption("Rows of the grid are layers (1 = closest to the input), columns are heads; inside each cell, "
                "queries run down and keys across. Pick one below to see it large.")
 

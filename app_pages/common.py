@@ -347,10 +347,11 @@ def present_style() -> None:
 
 
 # ----------------------------------------------------------------------------- figures
-def plot(fig: Any, key: str, data: dict | None = None, **kw) -> Any:
+def plot(fig: Any, key: str, data: Callable[[], dict] | None = None, **kw) -> Any:
     """Draw a figure with a visible toolbar (PNG) and CSV/JSON downloads of exactly what it draws.
 
-    `data` overrides what is exported (for figures drawn as an image, like the large attention grid)."""
+    `data` (called only when a download is clicked) overrides what is exported, for figures drawn as an image
+    like the large attention grid."""
     from viz.export import figure_data
 
     if presenting():
@@ -359,7 +360,7 @@ def plot(fig: Any, key: str, data: dict | None = None, **kw) -> Any:
         fig = projector(fig)
     out = st.plotly_chart(fig, key=key, config=PLOT_CONFIG, **kw)
     title = (fig.layout.title.text if fig.layout.title else None) or key
-    export(key, (lambda: data) if data is not None else (lambda: figure_data(fig)), title)
+    export(key, data if data is not None else (lambda: figure_data(fig)), title)
     return out
 
 

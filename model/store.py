@@ -195,7 +195,7 @@ def trace_bytes(obj) -> int:
 class TraceCache:
     """Traced runs (or any computed view) by key, under a byte budget shared by every session."""
 
-    budget_bytes: int = int(float(os.environ.get("LAB_TRACE_BUDGET_MB", "512")) * 2**20)
+    budget_bytes: int = int(float(os.environ.get("LAB_TRACE_BUDGET_MB", "1024")) * 2**20)
     _items: OrderedDict = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -31,7 +31,7 @@ class AttentionView:
     role: str                    # "self", "encoder", "decoder", "cross"
     title: str
     causal: bool
-    weights: np.ndarray          # (L, H, Tq, Tk) float32, rows sum to 1
+    weights: np.ndarray          # (L, H, Tq, Tk) float32 (float16 for long texts), rows sum to 1
     query_tokens: list[str]
     key_tokens: list[str]
 
@@ -62,7 +62,9 @@ def attention_views(run: Run) -> dict[str, AttentionView]:
         st = run.trace.attention.get(role)
         if st is None or not len(st):
             continue
-        w = np.stack([_np(a.weights[0]) for a in st])
+        # float16 traces (long texts) stay float16 here: half the memory; figures convert what they draw
+        w = np.stack([a.weights[0].detach().cpu().numpy() if a.weights.dtype == torch.float16 else _np(a.weights[0])
+                      for a in st])
         out[role] = AttentionView(role, stack_title(role, st.causal), st.causal, w, list(st.query_tokens),
                                   list(st.key_tokens))
     return out
