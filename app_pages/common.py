@@ -49,7 +49,7 @@ def hints(page: str, m: LabModel) -> None:
     found = lessons.lessons_for(page, m.name)
     if not found:
         return
-    with st.expander(f"Try: what {m.name} shows here ({len(found)})", expanded=not presenting()):
+    with st.expander(f"Try: what {m.name} shows here ({len(found)})", expanded=len(found) <= 3 and not presenting()):
         for i, lesson in enumerate(found):
             a, b = st.columns([5, 1])
             a.markdown(f"{tokens_line([lesson.text])} — {md_escape(lesson.claim)}")
