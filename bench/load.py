@@ -39,7 +39,7 @@ from urllib.parse import quote, urlparse
 ROOT = Path(__file__).resolve().parent.parent
 OK_STATUSES = ("FINISHED_SUCCESSFULLY", "FINISHED_FRAGMENT_RUN_SUCCESSFULLY")
 WIDGET_KINDS = ("slider", "selectbox", "radio", "number_input", "checkbox", "text_input", "text_area",
-                "multiselect", "button")
+                "multiselect")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -267,17 +267,6 @@ class Session:
         else:
             setattr(s, kind, value)
         return await self._rerun(self._client_state(fragment_id=w.fragment_id))
-
-    async def click(self, label: str) -> float:
-        """Press a button (a trigger that is true for one rerun only) and time that rerun."""
-        from streamlit.proto.WidgetStates_pb2 import WidgetState
-
-        w = self.widget(label)
-        self.states[w.id] = WidgetState(id=w.id, trigger_value=True)
-        try:
-            return await self._rerun(self._client_state(fragment_id=w.fragment_id))
-        finally:
-            self.states.pop(w.id, None)
 
     async def close(self) -> None:
         if self.ws is not None:
@@ -772,36 +761,3 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     main()
 
-
-def training_load_rows(n: int = 5, trainings: int = 2, reruns: int = 8, think: float = 2.0,
-                       log=print) -> list[tuple[str, str, str]]:
-    """Other sessions' rerun p50/p95 on the Sampling page, first alone, then while `trainings` sessions each run a
-    training started from the Train page in the same server (background threads, LAB_MAX_TRAININGS=trainings)."""
-    rows = []
-    with serve(env=server_env(LAB_MAX_TRAININGS=str(trainings))) as srv:
-        warm_up(srv.url)
-        quiet = run_load(srv.url, n, srv.pids, reruns=reruns, think=think)
-        log(f"  alone: {quiet.summary()}")
-
-        async def with_trainings():
-            trainers = [Session(srv.url, 180) for _ in range(trainings)]
-            try:
-                for t in trainers:
-                    await t.open("train")
-                    await t.click("Start a new training")
-                busy = await _load(srv.url, n, "sampling", "text=" + quote("the bear ate the"), "Number of draws",
-                                   reruns, think, 300)
-                return busy
-            finally:
-                for t in trainers:
-                    await t.close()
-
-        t0c = cpu_seconds(srv.pids)
-        busy = asyncio.run(with_trainings())
-        busy.server_cpu_s = cpu_seconds(srv.pids) - t0c
-        log(f"  with {trainings} trainings: {busy.summary()}")
-    rows.append((f"{n} sessions on the Sampling page, rerun p50 / p95: alone",
-                 f"{quiet.p50 * 1000:,.0f} / {quiet.p95 * 1000:,.0f} ms", ""))
-    rows.append((f"same, while {trainings} trainings run in the server (Train page, background threads)",
-                 f"{busy.p50 * 1000:,.0f} / {busy.p95 * 1000:,.0f} ms", "p95 <= 1 s"))
-    return rows
