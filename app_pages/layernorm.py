@@ -23,8 +23,9 @@ if not groups:
     st.info(f"{c.md_escape(m.name)} has no LayerNorm (an LSTM keeps its values in range with its gates). "
             "Pick a Transformer in the sidebar.")
     st.stop()
-st.caption("Compare std before and after each norm: after a LayerNorm it is 1 for every token, before γ "
-           "stretches it.")
+st.caption("Compare the spread before and after each norm: a norm divides every token's vector by its own spread "
+           "(LayerNorm: its standard deviation, after subtracting its mean; RMSNorm: its root mean square), so every "
+           "token leaves at the same scale, which γ and β then stretch and shift (the 'out' rows are after γ and β).")
 sides = list(groups)
 side = st.radio("Stack", sides, horizontal=True, **c.state("side", sides[0], options=sides)) if len(sides) > 1 \
     else sides[0]
@@ -58,7 +59,8 @@ res = views.residual_view(r, side)
 if res is not None:
     st.subheader(res.heading)
     if a.norm == "post":
-        st.caption("Post-LN: the stream is normalised after every addition, so its size stays near √d_model.")
+        st.caption("Post-LN: the stream is rescaled by a norm after every addition, so its size is set by each norm's "
+                   "γ and β rather than accumulating from block to block.")
     c.plot(residual_norm(res.norms, res.tokens, res.layer_names), key="ln_resid")
 if isinstance(m, LogitLens) and side == m.lens_stack:
     st.subheader("Logit lens: what each layer would predict")
