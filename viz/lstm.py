@@ -10,6 +10,7 @@ from plotly.subplots import make_subplots
 from .common import DIVERGING, KEPT, apply_theme, as_array, check_labels, esc, position_labels, token_axis, top_indices
 
 SIGNED = {"candidate", "cell state", "hidden state", "cell", "hidden"}
+UNIT_TICKS = 16        # all units shown: label about this many of them, evenly spaced
 
 
 def lstm_heatmap(values, token_labels: Sequence[str], title: str = "", signed: bool = False) -> go.Figure:
@@ -56,19 +57,23 @@ def lstm_gates_panel(gates: Mapping[str, object], token_labels: Sequence[str],
             raise ValueError(f"units must be a non-empty list of unit numbers in 0..{U - 1}")
     names = list(arrays)
     rows = (len(names) + 1) // 2
-    fig = make_subplots(rows=rows, cols=2, subplot_titles=names, horizontal_spacing=0.1, vertical_spacing=0.16)
+    fig = make_subplots(rows=rows, cols=2, subplot_titles=names, horizontal_spacing=0.16, vertical_spacing=0.16)
     x = position_labels(token_labels)
     y = None if units is None else [f"unit {u}" for u in units]
     for k, name in enumerate(names):
         r, c = divmod(k, 2)
         a = arrays[name] if units is None else arrays[name][:, units]
         signed = name in SIGNED or float(arrays[name].min()) < 0
-        fig.add_trace(go.Heatmap(z=a.T, x=x, y=y, showscale=False, **_scale(a, signed),
+        dom = fig.get_subplot(r + 1, c + 1).yaxis.domain            # each panel its own colour bar, beside it
+        bar = dict(thickness=10, len=(dom[1] - dom[0]) * 0.9, y=(dom[0] + dom[1]) / 2, yanchor="middle",
+                   x=0.435 if c == 0 else 1.0, title=dict(text="" if signed else "open", side="right"))
+        fig.add_trace(go.Heatmap(z=a.T, x=x, y=y, colorbar=bar, **_scale(a, signed),
                                  hovertemplate=f"{name}<br>token %{{x}}<br>unit %{{y}}<br>%{{z:.3f}}<extra></extra>"),
                       r + 1, c + 1)
         fig.update_xaxes(token_axis(token_labels, tickangle=-45), row=r + 1, col=c + 1)
         fig.update_yaxes(title="unit" if c == 0 and units is None else None, row=r + 1, col=c + 1,
-                         autorange="reversed" if units is not None else True)
+                         autorange="reversed" if units is not None else True,
+                         dtick=max(1, -(-U // UNIT_TICKS)) if units is None else None)
     return apply_theme(fig, height=320 * rows + 80)
 
 
