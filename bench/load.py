@@ -346,13 +346,9 @@ def serve(port: int | None = None, timeout: float = 120, env: dict[str, str] | N
 
 
 def stop_process(proc: subprocess.Popen, grace: float = 10) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    from deploy import stop
+
+    stop(proc, grace)
 
 
 def rss_mib(pids: list[int]) -> tuple[float, float]:

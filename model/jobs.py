@@ -126,15 +126,9 @@ def corpus() -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...]]:
 
 def windows(docs, length: int, batch: int, rng: random.Random) -> torch.Tensor:
     """(batch, length + 1) ids: each window starts at a sentence's [BOS] and runs on into the next ones."""
-    out = []
-    for _ in range(batch):
-        i = rng.randrange(len(docs))
-        ids: list[int] = []
-        while len(ids) < length + 1:
-            ids.extend(docs[i % len(docs)])
-            i += 1
-        out.append(ids[: length + 1])
-    return torch.tensor(out, dtype=torch.long)
+    from .train import lm_windows
+
+    return lm_windows(docs, length, batch, rng)
 
 
 def train_step(module: nn.Module, opt: torch.optim.Optimizer, batch: torch.Tensor, pad: int) -> float:
