@@ -53,13 +53,14 @@ class Stop:
 
 
 LESSON: list[Stop] = [
-    Stop("Why RNNs were replaced", "lstm", {"model": "lstm-lm", "text": "the keys to the old cabinet are on the table"},
+    Stop("Why RNNs were replaced", "train", {"model": "lstm-lm", "text": "the keys to the old cabinet are on the table"},
          "A recurrent network reads one word after another, so it cannot be parallelised over a sentence, and what it "
-         "read long ago must survive many steps of the same update. Watch the cell state carry the plural of *keys* "
-         "across *to the old cabinet* until it is needed at *are*.", 5),
+         "read long ago must survive many steps of the same update. Under *Why RNNs forget* the page measures how much "
+         "of the gradient at the last word reaches each earlier word (log scale), agreement accuracy by distance, and "
+         "training time per token; start the quick preset to add a plain RNN beside the LSTM and the Transformer.", 6),
     Stop("LSTM gates", "lstm", {"model": "lstm-lm", "text": "the keys to the old cabinet are on the table", "units": "few"},
          "Three gates between 0 and 1 decide what to forget, what to write and what to show; the cell state is the "
-         "memory they protect. Find a unit whose forget gate stays open (near 1) while the cell holds its value.", 5),
+         "memory they protect. Find a unit whose forget gate stays open (near 1) while the cell holds its value.", 4),
     Stop("Embeddings and positional encoding", "positional", {"d": "128", "len": "64"},
          "Attention alone ignores word order, so each position adds a vector of sine and cosine waves to its word's "
          "embedding. Fast waves tell neighbours apart, slow ones tell the start from the end.", 5),

@@ -193,3 +193,14 @@ def test_unknown_model_gives_a_clear_error():
     at = open_page("attention", model_choice="Other Hugging Face id or local folder…",
                    model_custom="/no/such/folder/model")
     assert at.error and "Could not open" in at.error[0].value
+
+
+def test_every_lesson_stop_opens_its_page_with_its_settings_and_banner():
+    from app_pages.registry import LESSON
+
+    for i, stop in enumerate(LESSON, 1):
+        at = open_with_link(stop.page, **stop.params, stop=str(i))
+        assert not at.error, (stop.title, [e.value for e in at.error])
+        assert any(f"stop {i} of {len(LESSON)}" in md.value for md in at.markdown), stop.title
+        if "text" in stop.params:
+            assert at.session_state["text"] == stop.params["text"], stop.title
