@@ -8,6 +8,7 @@ import streamlit as st
 
 from app_pages import common as c
 from app_pages import registry
+from model.store import SUGGESTED_HF
 
 PRESENT = st.session_state.get("present", st.query_params.get("present", "") in ("1", "true"))
 st.set_page_config(page_title="Transformer & LSTM lab", page_icon="🔬", layout="wide",
@@ -94,7 +95,7 @@ def sidebar() -> None:
 
     sb = st.sidebar
     sb.header("Model and text")
-    options = model.builtin_names() + list(c.trained()) + c.SUGGESTED_HF + [c.OTHER]
+    options = model.builtin_names() + list(c.trained()) + SUGGESTED_HF + [c.OTHER]
     sb.selectbox("Model", options, key="model_choice",
                  help="Built-in models work offline. Hugging Face ids load from the local cache, or from the hub "
                       "where this server allows it.")
@@ -119,7 +120,7 @@ def from_link() -> None:
     name = qp.get("model")
     if name is not None and name != st.session_state.get("_url_model"):
         name = name.strip()[:200]
-        known = model.builtin_names() + list(c.trained()) + c.SUGGESTED_HF
+        known = model.builtin_names() + list(c.trained()) + SUGGESTED_HF
         st.session_state["model_choice"] = name if name in known else c.OTHER
         if name not in known:
             st.session_state["model_custom"] = name

@@ -10,11 +10,10 @@ from typing import Any, Callable, Sequence
 import streamlit as st
 
 from model import LabError, LabModel, Run
-from model.store import SUGGESTED_HF, LinkPolicy, ModelStore, TraceCache
+from model.store import LinkPolicy, ModelStore, TraceCache
 
 DEFAULT_TEXT = "the bear ate the honey because it was hungry"
 OTHER = "Other Hugging Face id or local folder…"
-__all__ = ["SUGGESTED_HF"]  # re-exported for the sidebar
 MAX_TEXT = 10_000                                 # characters (1,024 tokens of words fit); longer text is cut, with a message
 PLOT_CONFIG = {"displaylogo": False, "displayModeBar": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"],
                "toImageButtonOptions": {"scale": 2}}

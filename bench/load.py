@@ -556,6 +556,17 @@ def stall_test(url: str, pids: list[int], folder: str, n: int = 5, reruns: int =
 
 
 # ----------------------------------------------------------------------------- cold start
+def open_once(url: str, page: str = "", timeout: float = 180) -> float:
+    """One headless session opens a page and closes: seconds to its script_finished."""
+    async def go():
+        s = Session(url, timeout)
+        try:
+            return await s.open(page)
+        finally:
+            await s.close()
+    return asyncio.run(go())
+
+
 def cold_start_ws(timeout: float = 180) -> dict[str, float]:
     """`streamlit run app.py` → health answers → home page's first script_finished over the websocket."""
     port = free_port()
@@ -565,13 +576,7 @@ def cold_start_ws(timeout: float = 180) -> dict[str, float]:
                             stderr=subprocess.DEVNULL)
     try:
         health = wait_health(url, timeout, proc)
-        async def go():
-            s = Session(url, timeout)
-            try:
-                return await s.open("")
-            finally:
-                await s.close()
-        home = asyncio.run(go())
+        home = open_once(url, "", timeout)
         return {"health_s": health, "home_s": time.perf_counter() - t0, "home_script_s": home}
     finally:
         stop_process(proc)
@@ -615,13 +620,7 @@ def import_breakdown(timeout: float = 180, top: int = 15) -> dict[str, Any]:
         wait_health(url, timeout, proc)
         errf.flush()
         split = os.path.getsize(errf.name)
-        async def go():
-            s = Session(url, timeout)
-            try:
-                return await s.open("")
-            finally:
-                await s.close()
-        asyncio.run(go())
+        open_once(url, "", timeout)
     finally:
         stop_process(proc)
     text = Path(errf.name).read_text(errors="replace")

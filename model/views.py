@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from . import sampling
-from .api import (Generates, Generation, LabModel, LogitLens, NextToken, PaddedBatch, PositionInfo, RawScores, Run,
+from .api import (Generation, LabModel, LogitLens, NextToken, PaddedBatch, PositionInfo, RawScores, Run,
                   Translates)
 from .errors import InputError
 from .trace import ROLES
@@ -91,10 +91,6 @@ def masked_role(run: Run) -> str:
     causal = [r for r, s in run.trace.attention.items() if s.causal and r != "cross"]
     return causal[0] if causal else next(iter(run.trace.attention))
 
-
-def has_scores(run: Run, role: str) -> bool:
-    st = run.trace.attention[role]
-    return all(a.scores is not None for a in st)
 
 
 def _masking(a, b: int, head: int, q: list[str], k: list[str]) -> MaskingView:
@@ -361,11 +357,6 @@ def prefix_ids(m: LabModel, text: str, chosen: list[int]) -> list[int]:
         raise InputError(f"The context is full ({m.max_len} tokens). Reset to start again.")
     return ids
 
-
-def can_generate_text(m: LabModel) -> bool:
-    from .api import NextToken
-
-    return isinstance(m, NextToken) and isinstance(m, Generates)
 
 
 # ----------------------------------------------------------------------------- the architecture as a map
