@@ -273,3 +273,13 @@ def test_experiments_page_on_the_translator_and_the_lstm():
     assert trans[1][1] == trans[1][2] and trans[0][1] != trans[0][2]   # no positions: A and B translate alike
     at = _page("experiments", model_choice="lstm-lm")
     assert "Transformers" in at.info[0].value
+
+
+def test_break_it_hint_no_causal_mask_lowers_agreement_on_transformer_lm():
+    """The page's hint 'remove the causal mask and watch agreement accuracy fall' holds on the shipped model."""
+    import model
+    from model.interventions import build, heldout
+
+    rows, _, _ = heldout(model.load("transformer-lm", "cpu"), build("mask"), None)
+    acc = dict((r[0], r[1:]) for r in rows)["agreement accuracy"]
+    assert acc[1] < acc[0] - 0.2, acc
