@@ -3,7 +3,7 @@
     python -m bench                  # everything that needs no browser
     python -m bench --only gpt2,sampling
     python -m bench --browser        # also the in-browser timings (starts the app, drives Chromium)
-    python -m bench --only load      # server load: N headless sessions, and one session loading a large model
+    python -m bench --only load      # server load: N headless sessions, a large model loading, two trainings
     python -m bench --only load2,cold   # 2 replicas behind nginx; cold start and import breakdown
 
 Each line is a median over repeats after a warm-up, on this machine, printed as a markdown table
@@ -281,9 +281,11 @@ def bench_training(repeat: int) -> None:
 
 
 def bench_load(repeat: int) -> None:
-    from bench.load import load_rows
+    from bench.load import load_rows, training_load_rows
 
     for r in load_rows(ns=(1, 10, 30), stall=True, log=lambda m: print(m, flush=True)):
+        row(*r)
+    for r in training_load_rows(log=lambda m: print(m, flush=True)):
         row(*r)
 
 

@@ -39,7 +39,7 @@ from urllib.parse import quote, urlparse
 ROOT = Path(__file__).resolve().parent.parent
 OK_STATUSES = ("FINISHED_SUCCESSFULLY", "FINISHED_FRAGMENT_RUN_SUCCESSFULLY")
 WIDGET_KINDS = ("slider", "selectbox", "radio", "number_input", "checkbox", "text_input", "text_area",
-                "multiselect")
+                "multiselect", "button")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -153,6 +153,8 @@ class Session:
                     self._delta(msg.delta)
                 elif kind == "new_session":
                     self.page_hash = msg.new_session.page_script_hash
+                elif kind == "navigation":       # st.navigation: the page that ran (new_session names app.py)
+                    self.page_hash = msg.navigation.page_script_hash
                 elif kind == "page_info_changed":
                     self.query = msg.page_info_changed.query_string
                 elif kind == "page_not_found":
@@ -180,7 +182,7 @@ class Session:
         p = getattr(el, kind)
         w = Widget(p.id, kind, p.label, delta.fragment_id, p)
         self.widgets[w.id] = w
-        if w.id not in self.states or p.set_value:
+        if w.id not in self.states or getattr(p, "set_value", False):
             try:
                 s = _initial_state(w)
             except Exception as e:              # a widget this client cannot read: the server keeps its value
@@ -267,6 +269,24 @@ class Session:
         else:
             setattr(s, kind, value)
         return await self._rerun(self._client_state(fragment_id=w.fragment_id))
+
+    async def click(self, label: str) -> float:
+        """Press a button: a trigger that is true for this one rerun only, as the frontend sends it."""
+        from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+        w = self.widget(label)
+        if w.kind != "button":
+            raise SessionError(f"{label!r} is a {w.kind}, not a button")
+        if w.proto.disabled:
+            raise SessionError(f"the button {label!r} is disabled")
+        self.states[w.id] = WidgetState(id=w.id, trigger_value=True)
+        try:
+            return await self._rerun(self._client_state(fragment_id=w.fragment_id))
+        finally:
+            self.states.pop(w.id, None)
+
+    def disabled(self, label: str) -> bool:
+        return bool(self.widget(label).proto.disabled)
 
     async def close(self) -> None:
         if self.ws is not None:
@@ -537,6 +557,8 @@ def stall_test(url: str, pids: list[int], folder: str, n: int = 5, reruns: int =
         try:
             big["t0"] = time.perf_counter()
             big["open_s"] = await s.open("attention", f"model={quote(folder)}&text={quote(text)}")
+            if len(s.charts) < 2:                   # a refused folder draws a message, not the grid
+                raise SessionError(f"the attention page drew {len(s.charts)} figures, not the grid and a head")
         except Exception as e:
             big["error"] = f"{type(e).__name__}: {e}"
         finally:
@@ -647,8 +669,9 @@ def import_breakdown(timeout: float = 180, top: int = 15) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- rows for bench/__main__.py
 @contextlib.contextmanager
-def target(url: str | None = None, pids: list[int] | None = None, replicas: int = 1) -> Iterator[Server]:
-    """An existing server (url), one replica of our own, or N replicas behind nginx (deploy/)."""
+def target(url: str | None = None, pids: list[int] | None = None, replicas: int = 1,
+           env: dict[str, str] | None = None) -> Iterator[Server]:
+    """An existing server (url), one replica of our own (env: its environment), or N replicas behind nginx."""
     if url:
         yield Server(url, pids or [])
     elif replicas > 1:
@@ -657,7 +680,7 @@ def target(url: str | None = None, pids: list[int] | None = None, replicas: int 
         with cluster(replicas) as c:
             yield Server(c.url, c.pids, direct=[r.url for r in c.replicas])
     else:
-        with serve() as s:
+        with serve(env=env) as s:
             yield s
 
 
@@ -669,7 +692,8 @@ def load_rows(ns=(1, 10, 30, 60), url: str | None = None, pids: list[int] | None
     `widget` is a widget key (or label) on `page`, e.g. page="attention", widget="att_layer_self"."""
     rows = []
     where = f"{replicas} replicas behind nginx" if replicas > 1 and not url else ("given server" if url else "1 replica")
-    with target(url, pids, replicas) as srv:
+    # the stall test opens a model folder by link: this server allows folders (LAB_ALLOW_FOLDERS=1)
+    with target(url, pids, replicas, env=server_env(LAB_ALLOW_FOLDERS="1") if stall else None) as srv:
         for u in srv.direct or [srv.url]:                          # each replica's first visit loads torch + model
             warm_up(u, page, query, widget)
         results = load_sweep(srv.url, srv.pids, ns, log=log, reruns=reruns, think=think, page=page, query=query,
@@ -756,3 +780,47 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     main()
 
+
+
+def training_load_rows(n: int = 5, trainings: int = 2, reruns: int = 10, think: float = 2.0,
+                       log=print) -> list[tuple[str, str, str]]:
+    """Other sessions' rerun p50/p95 on the Sampling page, first alone, then while `trainings` sessions each run a
+    training started with the Train page's button in the same server (background threads,
+    LAB_MAX_TRAININGS=trainings). Fails unless every training really started (its Stop button enabled)."""
+    rows = []
+    with serve(env=server_env(LAB_MAX_TRAININGS=str(trainings))) as srv:
+        warm_up(srv.url)
+        quiet = run_load(srv.url, n, srv.pids, reruns=reruns, think=think)
+        log(f"  alone: {quiet.summary()}")
+
+        async def with_trainings():
+            trainers = [Session(srv.url, 180) for _ in range(trainings)]
+            try:
+                for t in trainers:
+                    await t.open("train")
+                    await t.click("Start a new training")
+                    if t.disabled("Stop"):
+                        raise SessionError("the training did not start (its Stop button stayed disabled)")
+                c0, w0 = cpu_seconds(srv.pids), time.perf_counter()
+                busy = await _load(srv.url, n, "sampling", "text=" + quote("the bear ate the"), "Number of draws",
+                                   reruns, think, 300)
+                busy.server_cpu_s, busy.wall_s = cpu_seconds(srv.pids) - c0, time.perf_counter() - w0
+                busy.rss = rss_mib(srv.pids)
+                for t in trainers:                      # still training at the end: the load ran under training
+                    await t.open("train", t.query)
+                    if t.disabled("Stop"):
+                        raise SessionError("a training ended before the load test did; use a longer preset")
+                return busy
+            finally:
+                for t in trainers:
+                    await t.close()
+
+        busy = asyncio.run(with_trainings())
+        log(f"  with {trainings} trainings: {busy.summary()}")
+    rows.append((f"{n} sessions moving the Sampling page's slider every ~{think:g} s, rerun p50 / p95: alone",
+                 f"{quiet.p50 * 1000:,.0f} / {quiet.p95 * 1000:,.0f} ms", ""))
+    rows.append((f"same, while {trainings} trainings (quick preset, started with the Train page's button) run in the "
+                 f"server's background threads; server CPU during the load",
+                 f"{busy.p50 * 1000:,.0f} / {busy.p95 * 1000:,.0f} ms; {busy.server_cpu_s / max(busy.wall_s, 1e-9):.2f} "
+                 "CPU-s per s", "p95 <= 1 s"))
+    return rows

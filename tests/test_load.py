@@ -4,7 +4,7 @@ the deltas, move it, and get a finished rerun whose figures changed."""
 import asyncio
 import time
 
-from bench.load import Session, rss_mib, run_load, serve
+from bench.load import Session, rss_mib, run_load, serve, server_env
 
 
 def test_two_headless_sessions_read_move_widget_and_get_finished_rerun():
@@ -76,3 +76,32 @@ def test_nginx_front_sets_replica_cookie_and_routes_session_to_that_replica():
         mine = ports.index(int(addr.rsplit(":", 1)[1]))
         assert used[mine] > 1.0 > used[1 - mine], used                 # the first visit imports torch there
     assert time.perf_counter() - t_start < 30
+
+
+def test_full_rerun_stays_on_the_opened_page_and_a_button_click_starts_a_training():
+    """A widget outside any fragment reruns the whole app: the client must name the page that ran (the
+    navigation message's hash, not app.py's), or the rerun lands on the home page. A button press is a trigger
+    for one rerun: pressing Start on the Train page starts a training (its Stop button becomes enabled)."""
+    with serve(env=server_env(LAB_MAX_TRAININGS="1")) as srv:
+        async def go():
+            s = Session(srv.url, timeout=60)
+            try:
+                await s.open("sampling", "text=the%20bear%20ate%20the")
+                page = s.page_hash
+                assert s.widget("Device").fragment_id == ""                 # a full rerun, not a fragment's
+                await s.change("Device", "cpu")
+                assert s.page_hash == page
+                device = s.widget("Device")
+                s.widgets = {device.id: device}                              # forget what was drawn
+                await s.change("Device", "auto")
+                assert s.widget("Number of draws")                           # drawn again: still the Sampling page
+                await s.open("train")
+                assert s.disabled("Stop")
+                await s.click("Start a new training")
+                assert not s.disabled("Stop"), "the click did not start a training"
+                await s.click("Stop")
+                assert not s.errors
+            finally:
+                await s.close()
+
+        asyncio.run(go())
