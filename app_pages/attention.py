@@ -35,7 +35,9 @@ if L * H > 48:
     show_grid = st.toggle(f"Draw all {L * H} heads", help="Large models have many heads; the grid is drawn on demand.",
                           **c.state("grid", L * H <= 144))
 if show_grid:
-    c.plot(attention_grid(v.weights, v.query_tokens, v.key_tokens), key=f"grid_{role}",
+    grid = c.cached_figure(m, "grid", (role, tuple(v.query_tokens), tuple(v.key_tokens)),
+                           lambda: attention_grid(v.weights, v.query_tokens, v.key_tokens))
+    c.plot(grid, key=f"grid_{role}",
            data=lambda: {"layers × heads × queries × keys": v.weights.astype("float32").round(6).tolist(),
                          "queries": v.query_tokens, "keys": v.key_tokens})
     st.caption("Rows of the grid are layers (1 = closest to the input), columns are heads; inside each cell, "

@@ -184,6 +184,14 @@ def cached(m: LabModel, what: str, args: tuple, compute: Callable) -> Any:
     return traces().get((what, model_key(m), *args), compute)
 
 
+def cached_figure(m: LabModel, what: str, args: tuple, build: Callable[[], Any]) -> Any:
+    """A figure that is slow to build (the 144-head grid of a long text), built once per model, text and view
+    for every session: its plain dict is kept in the trace cache (counted against its byte budget)."""
+    import plotly.graph_objects as go
+
+    return go.Figure(cached(m, what, args, lambda: build().to_plotly_json()))
+
+
 def unknown_warning(m: LabModel, unknown: Sequence[str], example: str | None = None) -> None:
     if not unknown:
         return

@@ -180,6 +180,8 @@ def trace_bytes(obj) -> int:
             return 0 if o.data_ptr() in seen or seen.add(o.data_ptr()) else o.numel() * o.element_size()
         if isinstance(o, np.ndarray):
             return o.nbytes
+        if isinstance(o, (str, bytes)):                 # e.g. a figure's embedded image (a cached figure's dict)
+            return len(o)
         if dataclasses.is_dataclass(o) and not isinstance(o, type):
             return sum(walk(getattr(o, f.name)) for f in dataclasses.fields(o))
         if isinstance(o, dict):

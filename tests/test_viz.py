@@ -5,7 +5,7 @@ import numpy as np
 import plotly.io as pio
 import pytest
 
-from viz.attention import attention_grid, attention_heatmap, grid_tile_at, logit_lens, token_attention
+from viz.attention import attention_grid, attention_heatmap, grid_tile_at, logit_lens, token_attention, pool_max
 from viz.layernorm import feature_distribution, gamma_beta, layernorm_stats, residual_norm
 from viz.lstm import compare_next_token, lstm_gates_panel, lstm_heatmap
 from viz.masks import mask_matrix, masking_stages, padding_mask
@@ -103,6 +103,34 @@ def test_attention_grid_gpt2_scale_is_an_image_of_every_weight_and_small():
     assert tuple(palette[0]) != tuple(palette[254])                                      # a real colour scale
     assert fig.data[1].marker.showscale and fig.data[1].marker.cmax == 1                 # colour bar 0..1
     assert list(fig.layout.xaxis.ticktext) == [f"head {h}" for h in range(1, 13)]
+
+
+def test_pool_max_of_float16_weights_equals_the_float32_block_maximum():
+    """Long texts keep float16 weights; pooling them on their bit patterns gives each block's largest value
+    (ragged last blocks included, a -0.0 counted as 0), the same as pooling a float32 copy."""
+    for Tq, Tk, f in [(64, 64, 8), (70, 45, 8), (9, 1, 4)]:
+        w = softmax_rows(rng.normal(size=(2, 3, Tq, Tk)) * 3).astype(np.float16)
+        w[0, 0, 0, 0] = -0.0
+        got = pool_max(w, f)
+        assert got.dtype == np.float16 and got.shape == (2, 3, -(-Tq // f), -(-Tk // f))
+        ref = np.zeros(got.shape, np.float32)
+        w32 = w.astype(np.float32)
+        for i in range(got.shape[2]):
+            for j in range(got.shape[3]):
+                ref[:, :, i, j] = w32[:, :, i * f:(i + 1) * f, j * f:(j + 1) * f].max(axis=(2, 3))
+        np.testing.assert_array_equal(got.astype(np.float32), np.maximum(ref, 0))
+        np.testing.assert_array_equal(pool_max(w32, f), ref)
+
+
+def test_attention_grid_of_1024_float16_tokens_pools_each_tile_to_128_pixels():
+    w = softmax_rows(rng.normal(size=(2, 2, 1024, 1024)).astype(np.float32)).astype(np.float16)
+    labels = [f"t{i}" for i in range(1024)]
+    fig = attention_grid(w, labels, labels)
+    idx, _ = decode_palette_png(fig.data[0].source)
+    gap = 5
+    assert idx.shape == (2 * 128 + gap, 2 * 128 + gap)
+    pooled = w[1, 0].astype(np.float32).reshape(128, 8, 128, 8).max(axis=(1, 3))
+    np.testing.assert_allclose(idx[128 + gap:, :128] / 254, pooled, atol=0.5 / 254 + 1e-3)
 
 
 def test_token_attention_rows_are_heads():
@@ -249,6 +277,29 @@ def test_long_sequences_label_every_nth_token_but_keep_every_cell():
     assert len(fig.data[0].x) == n and np.asarray(fig.data[0].z).shape == (n, n)
     short = attention_heatmap(w[:10, :10], toks[:10], toks[:10])
     assert list(short.layout.yaxis.ticktext) == toks[:10]                 # short texts: every token, as is
+
+
+def test_over_256_positions_axes_are_numbered_with_every_nth_token_and_weights_compact():
+    n = 1024
+    toks = [f"<w{i}>" for i in range(n)]
+    w = np.tril(np.ones((n, n), np.float32))
+    w /= w.sum(1, keepdims=True)
+    head = attention_heatmap(w, toks, toks)
+    ax = head.layout.xaxis
+    assert ax.type == "linear" and head.data[0].x is None                # positions 0..n-1, no category per token
+    assert list(ax.tickvals[:2]) == [0, 22] and ax.ticktext[1] == "22: &lt;w22&gt;"     # ceil(1024 / 48) = 22
+    z = np.asarray(head.data[0].z)                  # over 512 positions: each 2 x 2 block as its largest weight
+    assert z.dtype == np.uint8 and z.shape == (n // 2, n // 2)
+    assert (head.data[0].x0, head.data[0].dx) == (0.5, 2)               # block i drawn over positions 2i, 2i + 1
+    np.testing.assert_allclose(z / 255 * w.max(), w.reshape(512, 2, 512, 2).max(axis=(1, 3)), atol=w.max() / 255)
+    mid = attention_heatmap(w[:300, :300], toks[:300], toks[:300])      # 257..512 positions: every cell, 255 levels
+    assert np.asarray(mid.data[0].z).shape == (300, 300) and mid.data[0].dx == 1
+    one = token_attention(np.stack([np.stack([w, w])]).astype(np.float16), 700, toks, toks[700])
+    rows = np.asarray(one.data[0].z)
+    assert rows.dtype == np.float32 and rows.shape == (2, n) and one.layout.xaxis.type == "linear"
+    np.testing.assert_allclose(rows[1], w[700], atol=1e-3)
+    spec = pio.to_json(one)
+    assert '"bdata"' in spec and len(spec) < 2 * n * 4 * 4 / 3 + 15_000   # a base64 typed array, not a list of numbers
 
 
 def test_lstm_panel_can_show_the_most_changing_units_only():

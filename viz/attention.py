@@ -11,33 +11,56 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 
-from .common import (SEQUENTIAL, apply_theme, as_array, check_labels, esc, position_labels, token_axis)
+from .common import (LONG_AXIS, SEQUENTIAL, apply_theme, as_array, check_labels, esc, index_axis, position_labels,
+                     token_axis)
 
 HOVER = "query: %{y}<br>key: %{x}<br>weight: %{z:.3f}<extra></extra>"
 EXACT_HEAD_CELLS = 256 * 256    # one head above this many cells is sent as 255 levels (1 byte a cell), not float32
 
 
+HEAD_POOL_ABOVE = 512          # one head of a longer text: each 2x2 (or larger) block of cells drawn as its largest weight
+
+
 def attention_heatmap(weights, q_labels: Sequence[str], k_labels: Sequence[str], title: str = "",
                       zmax: float | None = None) -> go.Figure:
-    """One head: rows are queries (top to bottom), columns keys; hover shows both tokens and the weight."""
-    w = as_array(weights, 2, "attention weights", "(queries, keys)").astype(np.float32)
+    """One head: rows are queries (top to bottom), columns keys; hover shows both tokens and the weight.
+
+    Over EXACT_HEAD_CELLS cells the weights are sent as 255 levels of the head's largest weight (one byte a cell)
+    on numbered axes; over HEAD_POOL_ABOVE positions each f x f block is drawn as its largest weight (f = 2 at
+    1,024 tokens): the figure is then drawn four times faster, a peak is never lost (a browser shrinking 1,024
+    rows into a 700-pixel figure drops rows), and hover names the block. The token view has every exact value."""
+    w = as_array(weights, 2, "attention weights", "(queries, keys)")
+    w = w if w.dtype == np.float16 else w.astype(np.float32)
     check_labels(q_labels, w.shape[0], "query")
     check_labels(k_labels, w.shape[1], "key")
-    top = zmax if zmax is not None else max(float(np.nanmax(w)), 1e-6)
-    if w.size > EXACT_HEAD_CELLS:       # long texts: 255 levels of the head's range, one byte a cell (payload < 2 MB)
+    if w.size > EXACT_HEAD_CELLS:
+        Tq, Tk = w.shape
+        f = -(-max(Tq, Tk) // HEAD_POOL_ABOVE)
+        if f > 1:
+            w = pool_max(w[None, None], f)[0, 0]
+        w = w.astype(np.float32)
+        top = zmax if zmax is not None else max(float(np.nanmax(w)), 1e-6)
         q = np.clip(np.rint(np.nan_to_num(w) / top * 255), 0, 255).astype(np.uint8)
         ticks = [0, 64, 128, 191, 255]
-        trace = go.Heatmap(z=q, x=position_labels(k_labels), y=position_labels(q_labels), colorscale=SEQUENTIAL,
-                           zmin=0, zmax=255, hovertemplate=f"query: %{{y}}<br>key: %{{x}}<br>weight: %{{z}}/255 × {top:.4f}"
-                                                           "<extra></extra>",
+        # a block's centre is its place on the position axes (block i covers positions i*f .. i*f+f-1)
+        block = (f"a {f}×{f} block around query %{{y}}, key %{{x}}<br>largest weight" if f > 1
+                 else "query position %{y}<br>key position %{x}<br>weight")
+        trace = go.Heatmap(z=q, x0=(f - 1) / 2, dx=f, y0=(f - 1) / 2, dy=f, colorscale=SEQUENTIAL,
+                           zmin=0, zmax=255, hovertemplate=f"{block}: %{{z}}/255 × {top:.4f}<extra></extra>",
                            colorbar=dict(title="weight", thickness=14, tickvals=ticks,
                                          ticktext=[f"{top * t / 255:.3g}" for t in ticks]))
+        fig = go.Figure(trace)
+        fig.update_xaxes(index_axis(k_labels, side="top", tickangle=-45,
+                                    title="key (looked at)" + (f", {f} positions a cell" if f > 1 else "")))
+        fig.update_yaxes(index_axis(q_labels, autorange="reversed",
+                                    title="query (looking)" + (f", {f} positions a cell" if f > 1 else "")))
     else:
-        trace = go.Heatmap(z=w, x=position_labels(k_labels), y=position_labels(q_labels), colorscale=SEQUENTIAL,
-                           zmin=0, zmax=top, hovertemplate=HOVER, colorbar=dict(title="weight", thickness=14))
-    fig = go.Figure(trace)
-    fig.update_xaxes(token_axis(k_labels, side="top", tickangle=-45, title="key (looked at)"))
-    fig.update_yaxes(token_axis(q_labels, autorange="reversed", title="query (looking)"))
+        top = zmax if zmax is not None else max(float(np.nanmax(w)), 1e-6)
+        fig = go.Figure(go.Heatmap(z=w, x=position_labels(k_labels), y=position_labels(q_labels),
+                                   colorscale=SEQUENTIAL, zmin=0, zmax=top, hovertemplate=HOVER,
+                                   colorbar=dict(title="weight", thickness=14)))
+        fig.update_xaxes(token_axis(k_labels, side="top", tickangle=-45, title="key (looked at)"))
+        fig.update_yaxes(token_axis(q_labels, autorange="reversed", title="query (looking)"))
     size = min(760, 220 + 32 * max(len(q_labels), 6))
     return apply_theme(fig, height=size, title=title)
 
@@ -91,12 +114,20 @@ POOL_ABOVE = 128               # image grids of longer texts: one pixel per f x 
 
 def pool_max(w: np.ndarray, f: int) -> np.ndarray:
     """(L, H, Tq, Tk) -> (L, H, ceil(Tq/f), ceil(Tk/f)), each cell the largest weight of its f x f block
-    (a peak stays visible; the one-head view has every exact value)."""
+    (a peak stays visible; the one-head view has every exact value). Weights are >= 0.
+
+    float16 weights (long texts) are pooled on their bit patterns: for non-negative half floats the unsigned
+    16-bit pattern orders exactly as the value, so the max of the patterns is the pattern of the max (the sign
+    bit is cleared first, so a -0.0 counts as 0). No float32 copy of the whole stack is made."""
+    w = np.asarray(w)
     L, H, Tq, Tk = w.shape
-    pq, pk = -(-Tq // f) * f, -(-Tk // f) * f
-    padded = np.zeros((L, H, pq, pk), dtype=w.dtype)
-    padded[:, :, :Tq, :Tk] = w
-    return padded.reshape(L, H, pq // f, f, pk // f, f).max(axis=(3, 5))
+    half = w.dtype == np.float16
+    a = (w.view(np.uint16) & np.uint16(0x7FFF)) if half else w
+    if Tq % f == 0 and Tk % f == 0:
+        out = a.reshape(L, H, Tq // f, f, Tk // f, f).max(axis=(3, 5))
+    else:                                               # ragged last block: reduce over index ranges, no padding
+        out = np.maximum.reduceat(np.maximum.reduceat(a, np.arange(0, Tk, f), axis=3), np.arange(0, Tq, f), axis=2)
+    return out.view(np.float16) if half else out
 
 
 def grid_levels(weights: np.ndarray) -> np.ndarray:
@@ -129,13 +160,15 @@ def attention_grid(weights, q_labels: Sequence[str], k_labels: Sequence[str],
     heatmap. They have no hover; pick a head to see exact values. In both, cell (query i, key j) of
     layer l, head h sits at x = h*(Tk+gap)+j, y = l*(Tq+gap)+i (see `grid_tile_at`).
     """
-    w = as_array(weights, 4, "attention weights", "(layers, heads, queries, keys)").astype(np.float32)
+    w = as_array(weights, 4, "attention weights", "(layers, heads, queries, keys)")
+    w = w if w.dtype == np.float16 else w.astype(np.float32)     # long texts stay float16 until pooled
     L, H, Tq, Tk = w.shape
     check_labels(q_labels, Tq, "query")
     check_labels(k_labels, Tk, "key")
     row_names = list(row_names) if row_names is not None else [f"layer {i + 1}" for i in range(L)]
     check_labels(row_names, L, "layer")
     exact = w.size <= max_exact_cells
+    w = w.astype(np.float32) if exact else w
     if not exact and max(Tq, Tk) > POOL_ABOVE:            # long texts: each tile max-pooled to <= POOL_ABOVE pixels
         w = pool_max(w, -(-max(Tq, Tk) // POOL_ABOVE))
         Tq, Tk = w.shape[2:]
@@ -201,17 +234,20 @@ def token_attention(weights, query_index: int | None, k_labels: Sequence[str], q
         w = as_array(weights, 3, "attention weights", "(layers, heads, keys)").astype(np.float32)[:, :, None, :]
         query_index = 0
     else:
-        w = as_array(weights, 4, "attention weights", "(layers, heads, queries, keys)").astype(np.float32)
+        w = as_array(weights, 4, "attention weights", "(layers, heads, queries, keys)")
+    w = w if w.dtype == np.float16 else w.astype(np.float32)     # long texts stay float16 until pooled
     L, H, Tq, Tk = w.shape
     check_labels(k_labels, Tk, "key")
     if not 0 <= query_index < Tq:
         raise ValueError(f"query_index {query_index} is outside 0..{Tq - 1}")
-    rows = w[:, :, query_index, :].reshape(L * H, Tk)
+    rows = w[:, :, query_index, :].reshape(L * H, Tk).astype(np.float32)    # float32: sent as a compact typed array
     names = [f"L{l + 1} H{h + 1}" for l in range(L) for h in range(H)]
-    fig = go.Figure(go.Heatmap(z=rows, x=position_labels(k_labels), y=names, colorscale=SEQUENTIAL, zmin=0, zmax=1,
-                               hovertemplate="%{y}<br>key: %{x}<br>weight: %{z:.3f}<extra></extra>",
-                               colorbar=dict(title="weight", thickness=14)))
-    fig.update_xaxes(token_axis(k_labels, side="top", tickangle=-45))
+    long = Tk > LONG_AXIS
+    fig = go.Figure(go.Heatmap(z=rows, x=None if long else position_labels(k_labels), y=names, colorscale=SEQUENTIAL,
+                               zmin=0, zmax=1, colorbar=dict(title="weight", thickness=14),
+                               hovertemplate="%{y}<br>key" + (" position" if long else "") +
+                                             ": %{x}<br>weight: %{z:.3f}<extra></extra>"))
+    fig.update_xaxes((index_axis if long else token_axis)(k_labels, side="top", tickangle=-45))
     fig.update_yaxes(autorange="reversed", type="category")
     return apply_theme(fig, height=min(1400, 120 + 22 * L * H), title=f"From “{q_label}”" if q_label else None)
 

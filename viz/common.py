@@ -59,6 +59,19 @@ def token_axis(tokens: Sequence[str], max_ticks: int = MAX_TICKS, **extra) -> di
     return dict(tickmode="array", tickvals=names, ticktext=text, type="category", **extra)
 
 
+LONG_AXIS = 256  # above this many positions an axis is numbered (0..n-1) instead of one category per token
+
+
+def index_axis(tokens: Sequence[str], max_ticks: int = MAX_TICKS, **extra) -> dict:
+    """A numbered axis for positions 0..n-1 of a long text, every step-th tick labelled 'i: token'. Figures of over
+    LONG_AXIS positions use it: a thousand category names make the figure slower to send and to draw, and their
+    cells are narrower than a pixel anyway (hover gives the position; the token view names the tokens)."""
+    step = max(1, -(-len(tokens) // max_ticks)) if max_ticks > 0 else 1
+    keep = list(range(0, len(tokens), step))
+    return dict(tickmode="array", tickvals=keep, ticktext=[f"{i}: {esc(tokens[i])}" for i in keep], type="linear",
+                **extra)
+
+
 def apply_theme(fig: go.Figure, height: int | None = None, title: str | None = None) -> go.Figure:
     fig.update_layout(font=dict(size=FONT), margin=dict(l=10, r=10, t=50 if title else 20, b=10),
                       hoverlabel=dict(font_size=FONT))
