@@ -116,13 +116,14 @@ if what == "heads":
 @st.fragment
 def one_head() -> None:
     st.subheader("One head, intact and intervened")
-    cols = st.columns(3)
+    multi = len(stacks) > 1                          # one attention (a decoder-only LM): no empty first column
+    cols = st.columns(3 if multi else 2)
     s = cols[0].selectbox("Attention", stacks, format_func=lambda k: STACKS.get(k, k), key="exp_map_stack") \
-        if len(stacks) > 1 else stacks[0]
+        if multi else stacks[0]
     best_l, best_h = cmp.most_changed(s)
     L, H = cmp.head_change[s].shape
-    layer = cols[1].selectbox("Layer", range(1, L + 1), index=best_l, key=f"exp_map_layer_{s}")
-    head = cols[2].selectbox("Head", range(1, H + 1), index=best_h, key=f"exp_map_head_{s}")
+    layer = cols[-2].selectbox("Layer", range(1, L + 1), index=best_l, key=f"exp_map_layer_{s}")
+    head = cols[-1].selectbox("Head", range(1, H + 1), index=best_h, key=f"exp_map_head_{s}")
     a, b = cmp.head_maps(s, layer - 1, head - 1)
     c.plot(attention_pair(a, b, cmp.q_labels[s], cmp.k_labels[s],
                           title=f"{STACKS.get(s, s)}, layer {layer}, head {head}"), key="exp_pair")

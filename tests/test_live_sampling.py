@@ -255,3 +255,28 @@ def test_layout_fits_its_column_with_readable_text(app, size, query):
             assert m["legend"] == 5 and m["ratioOk"]
     finally:
         page.set_viewport_size({"width": 1600, "height": 1000})
+
+
+def test_png_button_downloads_the_chart_with_its_settings_and_colours(app):
+    """The live chart is SVG drawn by the component (no plotly toolbar): its PNG button saves an image at twice
+    the chart's size, with the settings line and legend above the bars, drawn in the chart's own colours."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    url, page, errors = app
+    open_component(page, f"{url}/?case=random50257")
+    page.evaluate(f"() => {root_js()}.__liveSampling.set(0.8, 40, 0.9)")
+    w, h = page.evaluate(f"() => {{ const s = {root_js()}.querySelector('svg'); "
+                         "return [Number(s.getAttribute('width')), Number(s.getAttribute('height'))]; }")
+    with page.expect_download() as dl:
+        page.evaluate(f"() => {root_js()}.querySelector('.ls-png').click()")
+    d = dl.value
+    assert d.suggested_filename == "next-word-distribution.png"
+    img = Image.open(BytesIO(Path(d.path()).read_bytes())).convert("RGB")
+    assert img.width == 2 * w and img.height > 2 * h
+    px = np.asarray(img).reshape(-1, 3).astype(int)
+    final = np.array([0x1F, 0x5F, 0xBF])                                 # --ls-final, the kept words' bars
+    assert (np.abs(px - final).sum(axis=1) <= 6).sum() > 500
+    assert (px.sum(axis=1) < 200).sum() > 200                             # dark text: words, values, settings
+    assert not errors

@@ -157,6 +157,10 @@ function makeInstance(root) {
   root.replaceChildren();
   const head = el("div", "ls-head", root);
   inst.titleEl = el("div", "ls-title", head);
+  inst.pngBtn = el("button", "ls-png", head, "PNG");
+  inst.pngBtn.type = "button";
+  inst.pngBtn.title = "Download this chart, its settings and legend as a PNG image";
+  inst.pngBtn.addEventListener("click", () => downloadPng(inst));
   const controls = el("div", "ls-controls", root);
 
   function control(name, label, hint) {
@@ -198,6 +202,7 @@ function makeInstance(root) {
   item("sw-cutk", "cut by top-k");
   item("sw-cutp", "cut by top-p");
 
+  inst.legend = legend;
   inst.chartBox = el("div", "ls-chart", root);
   inst.svg = svgEl("svg", { role: "img" }, inst.chartBox);
   inst.note = el("div", "ls-note", root);
@@ -350,6 +355,77 @@ function drawChart(inst, r) {
   inst.note.textContent = pre.V > n
     ? `Top ${n} of ${fmtInt(pre.V)} words by logit; the scale ends at ${fmtPct(xmax)}.`
     : `All ${fmtInt(pre.V)} words; the scale ends at ${fmtPct(xmax)}.`;
+}
+
+// ----------------------------------------------------------------------------- PNG export
+// The chart is SVG styled by this component's stylesheet; an image of it must carry its styles inline.
+const STYLE_PROPS = ["fill", "stroke", "stroke-width", "font-family", "font-size", "font-weight", "text-decoration"];
+
+function inlinedSvg(svg) {
+  const clone = svg.cloneNode(true);
+  const src = [svg, ...svg.querySelectorAll("*")], dst = [clone, ...clone.querySelectorAll("*")];
+  for (let i = 0; i < src.length; i++) {
+    const cs = getComputedStyle(src[i]);
+    dst[i].setAttribute("style", STYLE_PROPS.map((p) => `${p}:${cs.getPropertyValue(p)}`).join(";"));
+  }
+  for (const t of clone.querySelectorAll("title")) t.remove();
+  clone.setAttribute("xmlns", SVG);
+  return new XMLSerializer().serializeToString(clone);
+}
+
+function settingsLine(s) {
+  return `temperature ${s.temperature}, top-k ${s.top_k ? s.top_k : "off"}, top-p ${s.top_p >= 1 ? "off" : s.top_p}`;
+}
+
+// A PNG (2x) of what the chart shows: title and settings, the legend, the bars. Resolves to a Blob.
+export async function chartPng(inst, scale = 2) {
+  const svg = inst.svg, cs = getComputedStyle(inst.root);
+  const W = Number(svg.getAttribute("width")), H = Number(svg.getAttribute("height"));
+  const fs = parseFloat(cs.fontSize) || 14, font = cs.fontFamily, text = cs.color;
+  const head = Math.round(fs * 3.4);
+  const img = new Image();
+  img.src = "data:image/svg+xml;charset=utf-8," + encodeURIComponent(inlinedSvg(svg));
+  await img.decode();
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.round(W * scale);
+  canvas.height = Math.round((H + head) * scale);
+  const ctx = canvas.getContext("2d");
+  ctx.scale(scale, scale);
+  ctx.fillStyle = "#ffffff";
+  ctx.fillRect(0, 0, W, H + head);
+  ctx.fillStyle = text;
+  ctx.textBaseline = "middle";
+  ctx.font = `600 ${fs}px ${font}`;
+  const title = inst.titleEl.hidden ? "Next-word distribution" : inst.titleEl.textContent;
+  ctx.fillText(`${title}: ${settingsLine(inst.settings)}`, 2, fs * 0.8, W - 4);
+  ctx.font = `${fs * 0.85}px ${font}`;
+  let x = 2;
+  for (const it of inst.legend.querySelectorAll(".ls-legend-item")) {      // the legend, as drawn above the chart
+    const sw = it.querySelector(".ls-swatch"), label = it.textContent;
+    ctx.fillStyle = getComputedStyle(sw).backgroundColor;
+    const sh = Math.max(2, sw.getBoundingClientRect().height || fs * 0.7);
+    ctx.fillRect(x, fs * 2.2 - sh / 2, fs * 1.4, sh);
+    ctx.fillStyle = text;
+    ctx.fillText(label, x + fs * 1.8, fs * 2.2);
+    x += fs * 1.8 + ctx.measureText(label).width + fs * 1.2;
+  }
+  ctx.drawImage(img, 0, head, W, H);
+  return await new Promise((ok, fail) => canvas.toBlob((b) => (b ? ok(b) : fail(new Error("no PNG"))), "image/png"));
+}
+
+async function downloadPng(inst) {
+  try {
+    const url = URL.createObjectURL(await chartPng(inst));
+    const a = document.createElement("a");
+    a.href = url;
+    a.download = "next-word-distribution.png";
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  } catch (e) {
+    inst.note.textContent = "Could not make the PNG: " + e.message;
+  }
 }
 
 function clampSettings(s, V) {
