@@ -55,6 +55,8 @@ def one_head() -> None:
     if v.causal:
         st.caption("Masked (causal): every cell right of the diagonal is exactly 0, because a word may only look "
                    "at itself and the words before it.")
+    c.break_it(m, "heads", "Break it: switch this head off", "brk_head", stack=role, layer=layer - 1,
+               heads=[head - 1])
 
 
 @st.fragment

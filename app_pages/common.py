@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 import streamlit as st
 
-from model import LabError, LabModel, Run
+from model import LabError, LabModel, Run, Translates
 from model.store import LinkPolicy, ModelStore, TraceCache
 
 DEFAULT_TEXT = "the bear ate the honey because it was hungry"
@@ -190,6 +190,44 @@ def cached_figure(m: LabModel, what: str, args: tuple, build: Callable[[], Any])
     import plotly.graph_objects as go
 
     return go.Figure(cached(m, what, args, lambda: build().to_plotly_json()))
+
+
+def break_it(m: LabModel, what: str, label: str, key: str, head: tuple[str, int, int] | None = None,
+             **choice) -> None:
+    """Break it, where it fits on a page: a toggle that reruns this text with one part of the model switched off
+    (a per-call option of the forward pass, never a change to the shared model), draws its next-word distribution
+    beside the intact one (and one head's map, intact and broken, when `head` = (stack, layer, head) is given),
+    and links to the Break it page. Offered only for the models the intervention applies to."""
+    from model.interventions import build, compare, offers
+    from viz.experiments import attention_pair, distribution_pair
+
+    if not offers(m, what, choice.get("stack")) or not st.toggle(label, **state(key, False)):
+        return
+    iv = build(what, **choice)
+    try:
+        with st.spinner("Running the model with and without it…"):
+            cmp = cached(m, "break", (text(), repr(iv)), lambda: compare(m, text(), iv))
+    except LabError as e:
+        st.warning(md_escape(e))
+        return
+    plot(distribution_pair(cmp.top_words, cmp.p_intact, cmp.p_broken,
+                           title=f"Probability of {cmp.predicts}: intact vs intervened"), key=f"{key}_dist")
+    st.caption(f"KL(intact ‖ intervened) = {cmp.kl:.4f} nats, total variation {cmp.tv:.4f} (0: identical "
+               "distributions). Computed now, on this text.")
+    if what == "mask" and cmp.tv < 0.01:
+        st.caption("The prediction hardly changes here: the last word may look at every word before it with or "
+                   "without the mask. Only the earlier words now see later ones (the map below), and that reaches the "
+                   "last word only through the next layers."
+                   + ("" if isinstance(m, Translates) else " Try a text that stops at a choice point, e.g. "
+                                                          "*the bear ate the*."))
+    if head is not None and head[0] in cmp.attention:
+        stack, layer, h = head
+        a, b = cmp.head_maps(stack, layer, h)
+        plot(attention_pair(a, b, cmp.q_labels[stack], cmp.k_labels[stack],
+                            title=f"Layer {layer + 1}, head {h + 1}: intact, intervened, and the difference"),
+             key=f"{key}_pair")
+    st.page_link("app_pages/experiments.py", label="More on the Break it page: every head that changed, held-out figures",
+                 icon=":material/build:", query_params={"break": what})
 
 
 def unknown_warning(m: LabModel, unknown: Sequence[str], example: str | None = None) -> None:

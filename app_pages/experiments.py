@@ -3,7 +3,7 @@ import streamlit as st
 
 from app_pages import common as c
 from model import LabError, Translates
-from model.interventions import (SUBLAYER_NAMES, build, compare, describe, heldout, layout, supported,
+from model.interventions import (NEEDS, SUBLAYER_NAMES, build, compare, describe, heldout, layout, supported,
                                  word_order_demo)
 from viz.experiments import attention_pair, distribution_pair, head_change_grid
 
@@ -26,9 +26,6 @@ CHOICES = {"heads": "Ablate attention heads", "positions": "Remove the positiona
            "mask": "Remove the causal mask", "layernorm": "Skip a LayerNorm",
            "residual": "Skip a residual connection", "scale": "Scores without 1/√d_k",
            "shuffle": "Shuffle the word order (seeded)"}
-NEEDS = {"heads": "head ablation", "positions": "no positional encoding", "mask": "no causal mask",
-         "layernorm": "skip a LayerNorm", "residual": "skip a residual connection", "scale": "no 1/sqrt(d_k) scaling",
-         "shuffle": "shuffled word order"}
 available = [k for k, need in NEEDS.items() if any(a.startswith(need) for a in applies)]
 if len(available) < len(NEEDS):
     st.caption(f"For {c.md_escape(m.name)} the lab supports: {', '.join(applies)}.")

@@ -49,6 +49,8 @@ def stages() -> None:
     c.plot(masking_stages(v.scores, v.allowed, v.weights, v.query_tokens, v.key_tokens), key="mask_stages")
     st.caption("Left: q·k/√d_k for every pair. Middle: the mask puts −∞ where a query may not look. "
                "Right: softmax of each row; the −∞ cells become exactly 0.")
+    if att.causal:
+        c.break_it(m, "mask", "Break it: run without the causal mask", "brk_mask", head=(role, layer - 1, head - 1))
 
 
 stages()

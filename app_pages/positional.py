@@ -2,6 +2,7 @@
 import streamlit as st
 
 from app_pages import common as c
+from model.interventions import offers
 from model import PositionTable, views
 from viz.positional import pe_heatmap, pe_similarity, pe_waves
 
@@ -74,3 +75,10 @@ if sin is not None:
         c.plot(pe_heatmap(sin, title="sinusoidal, same size"), key="pe_s_heat")
     with b:
         c.plot(pe_similarity(sin, title="sinusoidal: similarity"), key="pe_s_sim")
+
+if offers(m, "positions"):
+    st.subheader("Without positions")
+    st.markdown("Self-attention compares every word with every other one and adds up what it finds: apart from a "
+                "causal mask, nothing in it knows the order of the words. Switch the positional encoding off and "
+                "see what the model now predicts for this text.")
+    c.break_it(m, "positions", "Break it: run without the positional encoding", "brk_pos")

@@ -74,6 +74,19 @@ def supported(lab) -> list[str] | str:
             "ablation or no positional encoding for GPT-2-style Hugging Face models).")
 
 
+NEEDS = {"heads": "head ablation", "positions": "no positional encoding", "mask": "no causal mask",
+         "layernorm": "skip a LayerNorm", "residual": "skip a residual connection", "scale": "no 1/sqrt(d_k) scaling",
+         "shuffle": "shuffled word order"}
+
+
+def offers(lab, what: str, stack: str | None = None) -> bool:
+    """Whether this model supports the intervention `what` (a key of NEEDS), on `stack` when one is named."""
+    applies = supported(lab)
+    if isinstance(applies, str) or not any(a.startswith(NEEDS[what]) for a in applies):
+        return False
+    return stack is None or stack in layout(lab)
+
+
 def describe(iv: Interventions, shuffle_seed: int | None = None) -> str:
     """A short plain-text description of what is switched off."""
     parts = []

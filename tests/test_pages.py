@@ -204,3 +204,31 @@ def test_every_lesson_stop_opens_its_page_with_its_settings_and_banner():
         assert any(f"stop {i} of {len(LESSON)}" in md.value for md in at.markdown), stop.title
         if "text" in stop.params:
             assert at.session_state["text"] == stop.params["text"], stop.title
+
+
+def test_break_it_toggles_on_masks_positional_and_attention_pages_compute_the_intervention():
+    """The Break-it toggles where they fit: without the causal mask the chosen head's intervened map has weight
+    above the diagonal (a word now looks at later words) while the intact one has none; without positions and
+    with one head off the next-word distributions are drawn beside the intact ones (at a choice point, where they
+    differ); an LSTM is offered none. After a whole sentence, the last word already sees every word, so without
+    the mask its prediction hardly moves: the page says so from the numbers."""
+    at = open_with_link("masks", text="the bear ate the", brk_mask="1", layer="2", head="3")
+    pair = chart_with(at, "Layer 2, head 3: intact, intervened")
+    intact, broken = (np.asarray(pair["data"][i]["z"], dtype=float) for i in (0, 1))
+    above = np.triu(np.ones_like(intact, dtype=bool), 1)
+    assert intact[above].max() == 0 and broken[above].sum() > 0.5
+    np.testing.assert_allclose(broken.sum(1), 1, atol=1e-4)
+    def changed(dist) -> bool:
+        a, b = (np.asarray(dist["data"][i]["y"], dtype=float) for i in (0, 1))
+        return len(dist["data"]) == 2 and np.abs(a - b).max() > 1e-3
+
+    assert changed(chart_with(at, "intact vs intervened"))
+    at = open_with_link("positional", text="the bear ate the", brk_pos="1")
+    assert changed(chart_with(at, "intact vs intervened"))
+    at = open_with_link("masks", brk_mask="1")
+    assert any("hardly changes" in c.value for c in at.caption)
+    at = open_with_link("attention", brk_head="1")
+    assert chart_with(at, "intact vs intervened")
+    at = open_with_link("positional", model="lstm-lm", brk_pos="1")
+    assert not [t for t in at.toggle if "Break it" in t.label]
+    assert not [c for c in charts(at) if "intervened" in str((c.get("layout", {}).get("title") or {}).get("text"))]
