@@ -283,7 +283,11 @@ def bench_training(repeat: int) -> None:
 def bench_load(repeat: int) -> None:
     from bench.load import load_rows, training_load_rows
 
-    for r in load_rows(ns=(1, 10, 30), stall=True, log=lambda m: print(m, flush=True)):
+    for r in load_rows(ns=(1, 10, 30, 60), stall=True, log=lambda m: print(m, flush=True)):
+        row(*r)
+    # a widget outside any fragment: the whole Attention page reruns (the sidebar's device switch)
+    for r in load_rows(ns=(1, 10, 30), stall=False, page="attention", query="", widget="Device",
+                       log=lambda m: print(m, flush=True)):
         row(*r)
     for r in training_load_rows(log=lambda m: print(m, flush=True)):
         row(*r)
@@ -292,7 +296,7 @@ def bench_load(repeat: int) -> None:
 def bench_load2(repeat: int) -> None:
     from bench.load import load_rows
 
-    for r in load_rows(ns=(1, 10, 30), replicas=2, stall=False, log=lambda m: print(m, flush=True)):
+    for r in load_rows(ns=(10, 30, 60, 90), replicas=2, stall=False, log=lambda m: print(m, flush=True)):
         row(*r)
 
 
