@@ -189,7 +189,12 @@ def cached_figure(m: LabModel, what: str, args: tuple, build: Callable[[], Any])
     for every session: its plain dict is kept in the trace cache (counted against its byte budget)."""
     import plotly.graph_objects as go
 
-    return go.Figure(cached(m, what, args, lambda: build().to_plotly_json()))
+    def fresh(o):          # plotly's constructor pops and puts back each trace's "type": never on the shared dict
+        if isinstance(o, dict):
+            return {k: fresh(v) for k, v in o.items()}
+        return [fresh(v) for v in o] if isinstance(o, list) else o   # arrays and strings are shared, read-only
+
+    return go.Figure(fresh(cached(m, what, args, lambda: build().to_plotly_json())))
 
 
 def break_it(m: LabModel, what: str, label: str, key: str, head: tuple[str, int, int] | None = None,

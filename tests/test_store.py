@@ -94,3 +94,28 @@ def test_trace_cache_keeps_within_its_byte_budget():
     hits = []
     c.get(4, lambda: hits.append(1))
     assert hits == []                                        # the newest is still cached
+
+
+def test_cached_figure_builds_each_session_its_own_figure_from_a_copy_of_the_shared_dict(monkeypatch):
+    """plotly's Figure() pops and puts back every trace's "type" in the dicts it is given: two sessions building
+    from the one cached dict at once made a heatmap a scatter ("Invalid property 'colorbar'"). Each build gets
+    a copy of the dicts (the encoded weights shared), and the cached dict is left as it was."""
+    import numpy as np
+    import plotly.graph_objects as go
+
+    from app_pages import common as c
+
+    store: dict = {}
+    monkeypatch.setattr(c, "cached", lambda m, what, args, compute: store.setdefault((what, args), compute()))
+    z = np.eye(3)
+    build = lambda: go.Figure(go.Heatmap(z=z, colorbar=dict(title="w")))          # noqa: E731
+    given = []
+    real = go.Figure
+    monkeypatch.setattr(go, "Figure", lambda d=None, *a, **k: given.append(d) or real(d, *a, **k))
+    figs = [c.cached_figure(None, "grid", ("x",), build) for _ in range(2)]
+    shared = store[("grid", ("x",))]
+    assert all(f.data[0].type == "heatmap" for f in figs)
+    dicts = [d for d in given if isinstance(d, dict)]
+    assert len(dicts) == 2 and all(d is not shared and d["data"][0] is not shared["data"][0] for d in dicts)
+    assert shared["data"][0]["type"] == "heatmap"
+    assert shared["data"][0]["z"]["bdata"] is dicts[0]["data"][0]["z"]["bdata"]      # the weights are not copied
