@@ -5,6 +5,7 @@ messages that never interpret a user's string as markdown. Pages stay thin: widg
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import streamlit as st
@@ -184,17 +185,26 @@ def cached(m: LabModel, what: str, args: tuple, compute: Callable) -> Any:
     return traces().get((what, model_key(m), *args), compute)
 
 
+@dataclass
+class _CachedFigure:
+    fig: Any
+    nbytes: int                 # what the trace cache counts against its budget (arrays and strings it holds)
+
+
 def cached_figure(m: LabModel, what: str, args: tuple, build: Callable[[], Any]) -> Any:
     """A figure that is slow to build (the 144-head grid of a long text), built once per model, text and view
-    for every session: its plain dict is kept in the trace cache (counted against its byte budget)."""
-    import plotly.graph_objects as go
+    and shared by every session (the trace cache counts its arrays and strings against its byte budget).
 
-    def fresh(o):          # plotly's constructor pops and puts back each trace's "type": never on the shared dict
-        if isinstance(o, dict):
-            return {k: fresh(v) for k, v in o.items()}
-        return [fresh(v) for v in o] if isinstance(o, list) else o   # arrays and strings are shared, read-only
+    The one Figure object is handed to every session: drawing only reads it (Streamlit serialises a copy). Pages
+    must not change it; `plot` copies it for projector mode. (Rebuilding a Figure from a cached dict instead cost
+    more than building the figure: plotly validates every property, the whole template included.)"""
+    from model.store import trace_bytes
 
-    return go.Figure(fresh(cached(m, what, args, lambda: build().to_plotly_json())))
+    def make() -> _CachedFigure:
+        fig = build()
+        return _CachedFigure(fig, trace_bytes(fig.to_plotly_json()))
+
+    return cached(m, what, args, make).fig
 
 
 def break_it(m: LabModel, what: str, label: str, key: str, head: tuple[str, int, int] | None = None,

@@ -180,8 +180,10 @@ def trace_bytes(obj) -> int:
             return 0 if o.data_ptr() in seen or seen.add(o.data_ptr()) else o.numel() * o.element_size()
         if isinstance(o, np.ndarray):
             return o.nbytes
-        if isinstance(o, (str, bytes)):                 # e.g. a figure's embedded image (a cached figure's dict)
+        if isinstance(o, (str, bytes)):                 # e.g. a figure's embedded image
             return len(o)
+        if isinstance(getattr(o, "nbytes", None), int):  # an object that says what it holds (a cached figure)
+            return o.nbytes
         if dataclasses.is_dataclass(o) and not isinstance(o, type):
             return sum(walk(getattr(o, f.name)) for f in dataclasses.fields(o))
         if isinstance(o, dict):

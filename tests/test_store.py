@@ -96,26 +96,33 @@ def test_trace_cache_keeps_within_its_byte_budget():
     assert hits == []                                        # the newest is still cached
 
 
-def test_cached_figure_builds_each_session_its_own_figure_from_a_copy_of_the_shared_dict(monkeypatch):
-    """plotly's Figure() pops and puts back every trace's "type" in the dicts it is given: two sessions building
-    from the one cached dict at once made a heatmap a scatter ("Invalid property 'colorbar'"). Each build gets
-    a copy of the dicts (the encoded weights shared), and the cached dict is left as it was."""
+def test_cached_figure_is_built_once_counted_in_the_budget_and_drawn_by_many_sessions_at_once(monkeypatch):
+    """The slow grid figure is built once and the same Figure serves every session; the trace cache counts its
+    arrays against its budget; serialising it as st.plotly_chart does, from 8 threads at once, always gives the
+    same spec (drawing only reads it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
     import plotly.graph_objects as go
+    import plotly.io as pio
+    import plotly.tools
 
     from app_pages import common as c
 
     store: dict = {}
-    monkeypatch.setattr(c, "cached", lambda m, what, args, compute: store.setdefault((what, args), compute()))
-    z = np.eye(3)
-    build = lambda: go.Figure(go.Heatmap(z=z, colorbar=dict(title="w")))          # noqa: E731
-    given = []
-    real = go.Figure
-    monkeypatch.setattr(go, "Figure", lambda d=None, *a, **k: given.append(d) or real(d, *a, **k))
-    figs = [c.cached_figure(None, "grid", ("x",), build) for _ in range(2)]
-    shared = store[("grid", ("x",))]
-    assert all(f.data[0].type == "heatmap" for f in figs)
-    dicts = [d for d in given if isinstance(d, dict)]
-    assert len(dicts) == 2 and all(d is not shared and d["data"][0] is not shared["data"][0] for d in dicts)
-    assert shared["data"][0]["type"] == "heatmap"
-    assert shared["data"][0]["z"]["bdata"] is dicts[0]["data"][0]["z"]["bdata"]      # the weights are not copied
+    monkeypatch.setattr(c, "cached", lambda m, what, args, compute:
+                        store[(what, args)] if (what, args) in store else store.setdefault((what, args), compute()))
+    z = np.random.default_rng(0).random((60, 60))
+    builds = []
+    build = lambda: builds.append(1) or go.Figure(go.Heatmap(z=z, colorbar=dict(title="w")))     # noqa: E731
+    figs = [c.cached_figure(None, "grid", ("x",), build) for _ in range(3)]
+    assert len(builds) == 1 and figs[0] is figs[1] is figs[2]
+    assert trace_bytes(store[("grid", ("x",))]) >= z.nbytes
+
+    def draw(_):
+        return pio.to_json(plotly.tools.return_figure_from_figure_or_data(figs[0], validate_figure=True),
+                           validate=False)
+
+    with ThreadPoolExecutor(8) as ex:
+        specs = set(ex.map(draw, range(200)))
+    assert len(specs) == 1 and '"type":"heatmap"' in specs.pop()
