@@ -28,6 +28,7 @@ if r.target_tokens:
     st.markdown(f"Source: {c.tokens_line(r.tokens)}  \nTarget so far (the decoder's input): "
                 f"{c.tokens_line(r.target_tokens)}")
 L, H = v.n_layers, v.n_heads
+seen = (tuple(v.query_tokens), tuple(v.key_tokens))   # with the model, what every figure below is computed from
 
 st.subheader(f"All {L} layers × {H} heads")
 show_grid = True
@@ -35,8 +36,7 @@ if L * H > 48:
     show_grid = st.toggle(f"Draw all {L * H} heads", help="Large models have many heads; the grid is drawn on demand.",
                           **c.state("grid", L * H <= 144))
 if show_grid:
-    grid = c.cached_figure(m, "grid", (role, tuple(v.query_tokens), tuple(v.key_tokens)),
-                           lambda: attention_grid(v.weights, v.query_tokens, v.key_tokens))
+    grid = c.cached_figure(m, "grid", (role, *seen), lambda: attention_grid(v.weights, v.query_tokens, v.key_tokens))
     c.plot(grid, key=f"grid_{role}",
            data=lambda: {"layers × heads × queries × keys": v.weights.astype("float32").round(6).tolist(),
                          "queries": v.query_tokens, "keys": v.key_tokens})
@@ -50,8 +50,10 @@ def one_head() -> None:
     c1, c2 = st.columns(2)
     layer = c1.selectbox("Layer", list(range(1, L + 1)), **c.state("layer", L, options=list(range(1, L + 1))))
     head = c2.selectbox("Head", list(range(1, H + 1)), **c.state("head", 1, options=list(range(1, H + 1))))
-    c.plot(attention_heatmap(v.head(layer - 1, head - 1), v.query_tokens, v.key_tokens,
-                             title=f"{v.title}: layer {layer}, head {head}"), key=f"head_{role}")
+    c.plot(c.cached_figure(m, "head", (role, layer, head, *seen),
+                           lambda: attention_heatmap(v.head(layer - 1, head - 1), v.query_tokens, v.key_tokens,
+                                                     title=f"{v.title}: layer {layer}, head {head}")),
+           key=f"head_{role}")
     if v.causal:
         st.caption("Masked (causal): every cell right of the diagonal is exactly 0, because a word may only look "
                    "at itself and the words before it.")
@@ -66,7 +68,8 @@ def one_token() -> None:
     opts = list(range(len(q)))
     qi = st.selectbox("Query token", opts, format_func=lambda i: f"{i}: {q[i]}",
                       **c.state("q", views.default_query(q), options=opts))
-    c.plot(token_attention(v.weights, qi, v.key_tokens, q[qi]), key=f"tok_{role}")
+    c.plot(c.cached_figure(m, "token", (role, qi, *seen), lambda: token_attention(v.weights, qi, v.key_tokens, q[qi])),
+           key=f"tok_{role}")
     st.caption("One row per head (L = layer, H = head); each row is that head's attention from the chosen token.")
 
 

@@ -185,6 +185,12 @@ def cached(m: LabModel, what: str, args: tuple, compute: Callable) -> Any:
     return traces().get((what, model_key(m), *args), compute)
 
 
+def run_key(r: Run) -> tuple:
+    """What a traced run was computed from, besides the model: its tokens (and a translator's target so far).
+    With the model, the key of every figure drawn from the run (`cached_figure`)."""
+    return tuple(r.tokens), tuple(getattr(r, "target_tokens", None) or ())
+
+
 @dataclass
 class _CachedFigure:
     fig: Any

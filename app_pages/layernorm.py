@@ -33,7 +33,10 @@ g = groups[side]
 a = m.arch
 st.markdown(f"**{c.md_escape(m.name)}** uses **{a.norm}-{a.norm_kind or 'norm'}**: {len(g.names)} norms in this "
             "stack, in forward order.")
-c.plot(layernorm_stats(g.names, g.mean_in, g.std_in, g.mean_out, g.std_out, g.tokens), key="ln_stats")
+seen = (side, *c.run_key(r))        # with the model, what every figure below is computed from
+c.plot(c.cached_figure(m, "ln_stats", seen,
+                       lambda: layernorm_stats(g.names, g.mean_in, g.std_in, g.mean_out, g.std_out, g.tokens)),
+       key="ln_stats")
 
 
 @st.fragment
@@ -46,11 +49,14 @@ def one_token() -> None:
                       **c.state("tok", len(toks) - 1, options=toks))
     left, right = st.columns(2)
     with left:
-        c.plot(feature_distribution(g.x_in[li][ti], g.x_out[li][ti], title=f"“{g.tokens[ti]}” at {g.names[li]}"),
-               key="ln_feat")
+        c.plot(c.cached_figure(m, "ln_feat", (li, ti, *seen),
+                               lambda: feature_distribution(g.x_in[li][ti], g.x_out[li][ti],
+                                                            title=f"“{g.tokens[ti]}” at {g.names[li]}")), key="ln_feat")
     with right:
         if g.gamma[li] is not None:
-            c.plot(gamma_beta(g.gamma[li], g.beta[li], title=f"γ and β of {g.names[li]}"), key="ln_gb")
+            c.plot(c.cached_figure(m, "ln_gb", (li, *seen),
+                                   lambda: gamma_beta(g.gamma[li], g.beta[li], title=f"γ and β of {g.names[li]}")),
+                   key="ln_gb")
 
 
 one_token()
@@ -61,10 +67,14 @@ if res is not None:
     if a.norm == "post":
         st.caption("Post-LN: the stream is rescaled by a norm after every addition, so its size is set by each norm's "
                    "γ and β rather than accumulating from block to block.")
-    c.plot(residual_norm(res.norms, res.tokens, res.layer_names), key="ln_resid")
+    c.plot(c.cached_figure(m, "ln_resid", seen, lambda: residual_norm(res.norms, res.tokens, res.layer_names)),
+           key="ln_resid")
 if isinstance(m, LogitLens) and side == m.lens_stack:
     st.subheader("Logit lens: what each layer would predict")
     st.markdown("Project the residual stream after each block straight to the vocabulary (through the final "
                 "norm where the model has one): the top word per position and its probability.")
-    lens = views.logit_lens_view(m, r)
-    c.plot(logit_lens(lens.top_tokens, lens.top_probs, lens.tokens, lens.layer_names), key="ln_lens")
+    def lens_figure():
+        lens = views.logit_lens_view(m, r)
+        return logit_lens(lens.top_tokens, lens.top_probs, lens.tokens, lens.layer_names)
+
+    c.plot(c.cached_figure(m, "ln_lens", seen, lens_figure), key="ln_lens")

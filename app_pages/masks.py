@@ -30,8 +30,10 @@ if not att.causal:
 elif role == "decoder":
     st.markdown("The translator's **decoder** uses the causal mask on the French it has written so far; its "
                 "encoder and its cross-attention see the whole English sentence.")
-c.plot(mask_matrix(first.allowed, first.query_tokens, first.key_tokens,
-                   title="Allowed (query row may look at key column)"), key="mask_m")
+seen = (role, *c.run_key(r))        # with the model, what every figure below is computed from
+c.plot(c.cached_figure(m, "mask_m", seen, lambda: mask_matrix(first.allowed, first.query_tokens, first.key_tokens,
+                                                             title="Allowed (query row may look at key column)")),
+       key="mask_m")
 
 
 @st.fragment
@@ -46,7 +48,9 @@ def stages() -> None:
     if v.scores is None:
         st.info(f"{c.md_escape(m.name)} does not give its raw scores here (its attention adds a position term inside "
                 "the layer that the lab does not recompute), so only the weights after softmax are drawn.")
-    c.plot(masking_stages(v.scores, v.allowed, v.weights, v.query_tokens, v.key_tokens), key="mask_stages")
+    c.plot(c.cached_figure(m, "mask_stages", (layer, head, *seen),
+                           lambda: masking_stages(v.scores, v.allowed, v.weights, v.query_tokens, v.key_tokens)),
+           key="mask_stages")
     st.caption("Left: q·k/√d_k for every pair. Middle: the mask puts −∞ where a query may not look. "
                "Right: softmax of each row; the −∞ cells become exactly 0.")
     if att.causal:
@@ -68,7 +72,10 @@ try:
 except Exception as e:  # LabError for bad text
     st.info(c.md_escape(e))
     st.stop()
-c.plot(padding_mask(pv.batch_tokens, valid=pv.valid), key="mask_pad")
+c.plot(c.cached_figure(m, "mask_pad", (c.text(), short), lambda: padding_mask(pv.batch_tokens, valid=pv.valid)),
+       key="mask_pad")
 s = pv.stages
 st.markdown(f"Attention of sentence {pv.padded_row + 1} (last layer, head 1): the pad columns are all zero.")
-c.plot(masking_stages(s.scores, s.allowed, s.weights, s.query_tokens, s.key_tokens), key="mask_pad_att")
+c.plot(c.cached_figure(m, "mask_pad_att", (c.text(), short),
+                       lambda: masking_stages(s.scores, s.allowed, s.weights, s.query_tokens, s.key_tokens)),
+       key="mask_pad_att")

@@ -318,3 +318,17 @@ def test_lstm_panel_can_show_the_most_changing_units_only():
     np.testing.assert_allclose(z_of(fig.data[1]), cell[:, [3, 1]].T, rtol=1e-6)
     with pytest.raises(ValueError, match="unit numbers in 0..4"):
         lstm_gates_panel({"input gate": gate}, TOKS, units=[7])
+
+
+def test_remembered_plotly_property_paths_parse_exactly_as_plotly_does():
+    import plotly.basedatatypes as bd
+
+    fast = bd._str_to_dict_path_full
+    assert fast.lab_remembered
+    for path in ["title_font_size", "xaxis.range", "marker.colorbar.title.text", "error_x.thickness", "a[2].b_c",
+                 "updatemenus[0].buttons[1].args", "_leading", "trailing_", "x__y", "", "font"]:
+        for _ in range(2):                                             # the second answer comes from memory
+            got = fast(path)
+            assert got == fast.original(path) and isinstance(got[1], list)
+        got[1].append(99)                                              # a caller changing its list changes no other
+        assert fast(path) == fast.original(path)

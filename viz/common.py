@@ -9,6 +9,38 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 pio.templates.default = "plotly_white"   # set once: applying it per figure copied the whole template each time
+
+
+def _remember_property_paths() -> None:
+    """plotly turns every property path it is given ("title_font_size", "xaxis.range") into a tuple with a pure
+    but slow parser, again on every update: about a third of building a figure here (py-spy on a Masks page
+    rerun). Its answers depend only on the string, so they are remembered (the index list is copied per call).
+    If a plotly version has no such function, nothing changes."""
+    import functools
+
+    import plotly.basedatatypes as bd
+
+    parse = getattr(bd, "_str_to_dict_path_full", None)
+    if parse is None or getattr(parse, "lab_remembered", False):
+        return
+
+    @functools.lru_cache(maxsize=8192)
+    def remembered(path: str):
+        props, idcs = parse(path)
+        return props, tuple(idcs)
+
+    def fast(path):
+        if not isinstance(path, str):
+            return parse(path)
+        props, idcs = remembered(path)
+        return props, list(idcs)
+
+    fast.lab_remembered = True
+    fast.original = parse
+    bd._str_to_dict_path_full = fast
+
+
+_remember_property_paths()
 FONT = 16                      # base font size: readable on a projector
 SEQUENTIAL = "Blues"           # weights in [0, 1]
 DIVERGING = "RdBu_r"           # signed values, centred at 0 (blue negative, red positive)
