@@ -197,9 +197,10 @@ class _CachedFigure:
     nbytes: int                 # what the trace cache counts against its budget (arrays and strings it holds)
 
 
-def cached_figure(m: LabModel, what: str, args: tuple, build: Callable[[], Any]) -> Any:
+def cached_figure(m: LabModel | None, what: str, args: tuple, build: Callable[[], Any]) -> Any:
     """A figure that is slow to build (the 144-head grid of a long text), built once per model, text and view
-    and shared by every session (the trace cache counts its arrays and strings against its byte budget).
+    and shared by every session (the trace cache counts its arrays and strings against its byte budget); m=None
+    for a figure that depends on no model.
 
     The one Figure object is handed to every session: drawing only reads it (Streamlit serialises a copy). Pages
     must not change it; `plot` copies it for projector mode. (Rebuilding a Figure from a cached dict instead cost
@@ -210,6 +211,8 @@ def cached_figure(m: LabModel, what: str, args: tuple, build: Callable[[], Any])
         fig = build()
         return _CachedFigure(fig, trace_bytes(fig.to_plotly_json()))
 
+    if m is None:                                  # a figure that depends on no model (the paper's formula)
+        return traces().get((what, None, *args), make).fig
     return cached(m, what, args, make).fig
 
 

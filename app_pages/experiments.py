@@ -71,7 +71,7 @@ if what == "heads" and not kw["heads"]:
 st.markdown(f"**Switched off:** {c.md_escape(describe(iv, seed))}")
 try:
     with st.spinner("Running both models…"):
-        cmp = compare(m, c.text(), iv, shuffle_seed=seed)
+        cmp = c.cached(m, "compare", (c.text(), repr(iv), seed), lambda: compare(m, c.text(), iv, shuffle_seed=seed))
 except LabError as e:
     st.warning(c.md_escape(str(e)))
     st.stop()
@@ -89,8 +89,11 @@ if cmp.translation_intact is not None:
     right.code(cmp.translation_broken or "(empty)", language=None)
 
 st.subheader("Next-word distribution")
-c.plot(distribution_pair(cmp.top_words, cmp.p_intact, cmp.p_broken,
-                         title=f"Probability of {cmp.predicts}: intact vs intervened"), key="exp_dist")
+seen = (c.text(), repr(iv), seed)       # with the model, what the comparison and its figures come from
+c.plot(c.cached_figure(m, "exp_dist", seen,
+                       lambda: distribution_pair(cmp.top_words, cmp.p_intact, cmp.p_broken,
+                                                 title=f"Probability of {cmp.predicts}: intact vs intervened")),
+       key="exp_dist")
 st.caption(f"KL(intact ‖ intervened) = {cmp.kl:.4f} nats; total variation distance = {cmp.tv:.4f} "
            "(0 means the two distributions are identical). Bars: the union of both models' most likely words.")
 
@@ -101,8 +104,8 @@ if not cmp.aligned:
 stacks = list(cmp.head_change)
 for s in stacks:
     n = cmp.changed_heads(s)
-    c.plot(head_change_grid(cmp.head_change[s], title=f"{STACKS.get(s, s)}: largest change of any weight, per head"),
-           key=f"exp_change_{s}")
+    c.plot(c.cached_figure(m, "exp_change", (s, *seen), lambda s=s: head_change_grid(
+        cmp.head_change[s], title=f"{STACKS.get(s, s)}: largest change of any weight, per head")), key=f"exp_change_{s}")
     st.caption(f"{n} of {cmp.head_change[s].size} heads changed (a cell of 0.000 means that head's attention "
                "weights are exactly those of the intact model).")
 if what == "heads":
@@ -122,8 +125,10 @@ def one_head() -> None:
     layer = cols[-2].selectbox("Layer", range(1, L + 1), index=best_l, key=f"exp_map_layer_{s}")
     head = cols[-1].selectbox("Head", range(1, H + 1), index=best_h, key=f"exp_map_head_{s}")
     a, b = cmp.head_maps(s, layer - 1, head - 1)
-    c.plot(attention_pair(a, b, cmp.q_labels[s], cmp.k_labels[s],
-                          title=f"{STACKS.get(s, s)}, layer {layer}, head {head}"), key="exp_pair")
+    c.plot(c.cached_figure(m, "exp_pair", (s, layer, head, *seen),
+                           lambda: attention_pair(a, b, cmp.q_labels[s], cmp.k_labels[s],
+                                                  title=f"{STACKS.get(s, s)}, layer {layer}, head {head}")),
+           key="exp_pair")
     if cmp.changed_heads(s):
         st.caption("Preselected: the head whose weights changed most. Right: intervened minus intact "
                    "(red: more attention).")
@@ -155,7 +160,7 @@ if m.source == "builtin":
     tr_pair = ("the dog chased the cat", "the cat chased the dog")
     a_text, b_text = tr_pair if isinstance(m, Translates) else lm_pair
     try:
-        demo = word_order_demo(m, a_text, b_text)
+        demo = c.cached(m, "word_order", (a_text, b_text), lambda: word_order_demo(m, a_text, b_text))
     except LabError as e:
         st.info(c.md_escape(str(e)))
     else:

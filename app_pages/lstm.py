@@ -37,7 +37,8 @@ def gates() -> None:
                      format_func=lambda w: f"the {few} whose memory changes most on this text" if w == "few"
                      else f"all {n_units}", **c.state("units", "few", options=["few", "all"]))
     units = most_changing_units(g["cell state"], few) if which == "few" else None
-    c.plot(lstm_gates_panel(g, r.tokens, units), key="lstm_panel")
+    c.plot(c.cached_figure(lstm, "lstm_panel", (layer, which, *c.run_key(r)),
+                           lambda: lstm_gates_panel(g, r.tokens, units)), key="lstm_panel")
     st.caption("Each panel: units (rows) over the words (columns). Gates run 0 (closed) to 1 (open); "
                "candidate, cell and hidden are signed (blue negative, red positive). "
                + ("Units are ordered by how much their cell state varies across the text." if units is not None
@@ -54,6 +55,8 @@ if other is None:
     st.info("The built-in Transformer could not be opened, so there is nothing to compare with.")
     st.stop()
 rt = c.run_or_stop(other)
-c.plot(compare_next_token({f"LSTM ({lstm.name})": views.next_probs(r), f"Transformer ({other.name})": views.next_probs(rt)},
-                          lstm.vocab, top_n=12), key="lstm_cmp")
+c.plot(c.cached_figure(lstm, "lstm_cmp", (c.model_key(other), *c.run_key(r)),
+                       lambda: compare_next_token({f"LSTM ({lstm.name})": views.next_probs(r),
+                                                   f"Transformer ({other.name})": views.next_probs(rt)},
+                                                  lstm.vocab, top_n=12)), key="lstm_cmp")
 st.caption("Both models were trained on the same toy corpus, with a similar number of parameters.")

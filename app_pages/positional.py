@@ -22,18 +22,22 @@ def sinusoidal() -> None:
     d_model = c1.slider("d_model (width of the vectors)", 8, 512, step=8, **c.state("d", 128, lo=8, hi=512))
     max_len = c2.slider("Positions", 8, 256, step=8, **c.state("len", 64, lo=8, hi=256))
     pe = views.sinusoidal_table(max_len, d_model)
+    size = (max_len, d_model)                # the table is the paper's formula: the same for every model
     dims_all = list(range(d_model))
     default = [d for d in (0, 1, 10, 24, 48) if d < d_model]       # fast pair, medium, slow, very slow
     dims = st.multiselect("Dimensions to draw", dims_all, help="Even dimensions are sines, odd ones cosines of the "
                           "same frequency.", **c.state("dims", default, options=dims_all))
     if dims:
-        c.plot(pe_waves(pe, dims, title="Sinusoidal encoding: one wave per dimension",
-                        curve=views.sinusoidal_curve(max_len, d_model)), key="pe_waves")
+        c.plot(c.cached_figure(None, "pe_waves", (*size, tuple(dims)),
+                               lambda: pe_waves(pe, dims, title="Sinusoidal encoding: one wave per dimension",
+                                                curve=views.sinusoidal_curve(max_len, d_model))), key="pe_waves")
     a, b = st.columns(2)
     with a:
-        c.plot(pe_heatmap(pe, title="Position × dimension"), key="pe_heat")
+        c.plot(c.cached_figure(None, "pe_heat", size, lambda: pe_heatmap(pe, title="Position × dimension")),
+               key="pe_heat")
     with b:
-        c.plot(pe_similarity(pe, title="Dot product between positions"), key="pe_sim")
+        c.plot(c.cached_figure(None, "pe_sim", size, lambda: pe_similarity(pe, title="Dot product between positions")),
+               key="pe_sim")
 
 
 sinusoidal()
@@ -54,7 +58,7 @@ NOTES = {
                 "inside each layer, not to the embeddings, so there is no table to draw.",
     "none": "uses no positional encoding at all.",
 }
-infos = views.position_tables(m)
+infos = c.cached(m, "position_tables", (), lambda: views.position_tables(m))
 for kind in views.position_kinds(infos):
     st.markdown(f"**{c.md_escape(m.name)}** {NOTES.get(kind, 'uses ' + kind + ' positions.')}")
 for p in infos:
@@ -65,16 +69,22 @@ for p in infos:
                    "paper, in another order of dimensions).")
     a, b = st.columns(2)
     with a:
-        c.plot(pe_heatmap(p.table, title=f"{p.label}: position × dimension"), key=f"pe_m_heat_{p.stack}")
+        c.plot(c.cached_figure(m, "pe_m_heat", (p.stack,),
+                               lambda: pe_heatmap(p.table, title=f"{p.label}: position × dimension")),
+               key=f"pe_m_heat_{p.stack}")
     with b:
-        c.plot(pe_similarity(p.table, title=f"{p.label}: similarity between positions"), key=f"pe_m_sim_{p.stack}")
+        c.plot(c.cached_figure(m, "pe_m_sim", (p.stack,),
+                               lambda: pe_similarity(p.table, title=f"{p.label}: similarity between positions")),
+               key=f"pe_m_sim_{p.stack}")
 sin = views.sinusoidal_beside_learned(infos)
 if sin is not None:
     a, b = st.columns(2)
     with a:
-        c.plot(pe_heatmap(sin, title="sinusoidal, same size"), key="pe_s_heat")
+        c.plot(c.cached_figure(m, "pe_s_heat", (), lambda: pe_heatmap(sin, title="sinusoidal, same size")),
+               key="pe_s_heat")
     with b:
-        c.plot(pe_similarity(sin, title="sinusoidal: similarity"), key="pe_s_sim")
+        c.plot(c.cached_figure(m, "pe_s_sim", (), lambda: pe_similarity(sin, title="sinusoidal: similarity")),
+               key="pe_s_sim")
 
 if offers(m, "positions"):
     st.subheader("Without positions")
