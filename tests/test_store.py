@@ -115,7 +115,7 @@ def test_cached_figure_is_built_once_counted_in_the_budget_and_drawn_by_many_ses
     z = np.random.default_rng(0).random((60, 60))
     builds = []
     build = lambda: builds.append(1) or go.Figure(go.Heatmap(z=z, colorbar=dict(title="w")))     # noqa: E731
-    figs = [c.cached_figure(None, "grid", ("x",), build) for _ in range(3)]
+    figs = [c.cached_figure("a model", "grid", ("x",), build) for _ in range(3)]
     assert len(builds) == 1 and figs[0] is figs[1] is figs[2]
     assert trace_bytes(store[("grid", ("x",))]) >= z.nbytes
 
