@@ -1,157 +1,29 @@
 """Transformer & LSTM lab: see what happens inside small Transformers and LSTMs, live.
 
     streamlit run app.py
+
+This file is the server: Streamlit's `st.App` serving `lab.py` (the navigation, the shared sidebar and the
+home page). At start-up, before any browser connects, a background thread imports what the first page needs
+(torch, the models, the figures: about 1.5 s on 2 cores), so the first visitor's page does not wait for it
+while the browser is still loading the frontend.
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import streamlit as st
 
-from app_pages import common as c
-from app_pages import registry
-from model.store import SUGGESTED_HF
 
-PRESENT = st.session_state.get("present", st.query_params.get("present", "") in ("1", "true"))
-st.set_page_config(page_title="Transformer & LSTM lab", page_icon="🔬", layout="wide",
-                   initial_sidebar_state="collapsed" if PRESENT else "auto")
-
-PAGES = {p.key: st.Page(p.path, title=p.title, icon=p.icon, url_path=p.key) for p in registry.PAGES}
-BLURBS = {p.key: p.blurb for p in registry.PAGES}
+def _import_ahead() -> None:
+    import app_pages.common  # noqa: F401  (imports model, hence torch)
+    import viz.attention  # noqa: F401
 
 
-def home() -> None:
-    from model import TracedRun, views
-    from viz.attention import attention_heatmap
-
-    st.title("Transformer & LSTM lab")
-    st.markdown(
-        "Small models, trained by this project, run live and show what they compute inside: "
-        "**attention** of every head, **positional encodings**, **masks**, **layer norm**, the "
-        "**next-word distribution** as you change the sampling settings, and an **LSTM**'s gates "
-        "beside a Transformer. Pick a model and type a sentence in the sidebar; every page uses them. "
-        "Hugging Face models (GPT-2, BERT, T5, Marian …) work too.")
-    m = c.load_or_stop()
-    left, right = st.columns([1.15, 1])
-    with left:
-        st.subheader(f"The map of {c.md_escape(m.name)}")
-        st.caption("Every block opens the page that shows it, with this model and text. Read from the bottom up.")
-        architecture(views.architecture_map(m))
-    with right:
-        st.subheader("A lesson in eight stops (45 minutes)")
-        for i, stop in enumerate(registry.LESSON, 1):
-            st.page_link(f"app_pages/{stop.page}.py", label=f"{i}. {stop.title} · {stop.minutes} min",
-                         query_params={**stop.params, "stop": str(i)})
-        st.subheader("Every page")
-        for key, page in PAGES.items():
-            st.page_link(page, label=f"**{page.title}**: {BLURBS[key]}", icon=page.icon)
-    st.subheader("A first look")
-    if not isinstance(m, TracedRun):
-        st.info("This model cannot be traced here.")
-        return
-    r = c.run_or_stop(m, example=c.example_for(m))
-    stacks = views.attention_views(r)
-    if not stacks:
-        st.markdown("The LSTM has no attention: open the **LSTM** page to see its gates.")
-        return
-    v = stacks.get("cross") or next(iter(stacks.values()))
-    last = v.n_layers - 1
-    st.markdown(f"{v.title}, layer {last + 1}, head 1 of **{c.md_escape(m.name)}** reading "
-                f"{c.tokens_line(r.tokens)}: each row is a word, each cell how much that word looks at another "
-                "when the model builds its meaning. Hover a cell for the exact weight.")
-    c.plot(attention_heatmap(v.head(last, 0), v.query_tokens, v.key_tokens,
-                             title=f"{v.title}, layer {last + 1}, head 1"), key="home_fig")
+@contextlib.asynccontextmanager
+async def _lifespan(_app):
+    threading.Thread(target=_import_ahead, name="lab-import-ahead", daemon=True).start()
+    yield
 
 
-def architecture(amap) -> None:
-    """The model's blocks as linked boxes, the repeated layers framed with their real count."""
-    cols = st.columns(len(amap.columns))
-    for col, (title, blocks) in zip(cols, amap.columns.items()):
-        with col:
-            st.markdown(f"**{title}**")
-            top, middle, bottom = blocks[:1], blocks[1:-1], blocks[-1:]
-            if title == "Encoder":                  # no output block: its top is the first repeated block
-                top, middle = [], blocks[:-1]
-            for b in top:
-                block(b)
-            with st.container(border=True):
-                st.caption(f"× {amap.repeat[title]} layers")
-                for b in middle:
-                    block(b)
-            for b in bottom:
-                block(b)
-
-
-def block(b) -> None:
-    with st.container(border=True):
-        if b.page:
-            st.page_link(PAGES[b.page], label=f"**{b.label}**")
-        else:
-            st.markdown(f"**{b.label}**")
-        if b.detail:
-            st.caption(b.detail)
-
-
-def sidebar() -> None:
-    import model
-
-    sb = st.sidebar
-    sb.header("Model and text")
-    options = model.builtin_names() + list(c.trained()) + SUGGESTED_HF + [c.OTHER]
-    sb.selectbox("Model", options, key="model_choice",
-                 help="Built-in models work offline. Hugging Face ids load from the local cache, or from the hub "
-                      "where this server allows it.")
-    if st.session_state.get("model_choice") == c.OTHER:
-        sb.text_input("Hugging Face id or local folder", key="model_custom", max_chars=200,
-                      placeholder="e.g. gpt2 or /models/my-gpt2")
-    sb.radio("Device", ["auto"] + model.available_devices(), key="device", horizontal=True,
-             help="auto: CUDA if present, else Apple MPS, else CPU.")
-    sb.text_area("Text", key="text", height=90, max_chars=c.MAX_TEXT, on_change=c.use_text_typed,
-                 help="Used by every page. Built-in models know the toy vocabulary of the example sentences.")
-    sb.caption("Examples: *the keys to the old cabinet are on the table* · *the black cat ate the mouse* · "
-               "for BERT: *the bear ate the [MASK] because it was hungry*")
-    sb.toggle("Projector mode", key="present", help="Large type, one key figure per screen; the link keeps it (?present=1).")
-
-
-def from_link() -> None:
-    """A link like ?model=gpt2&text=... (shared, or a lesson stop) opens with that model and text. Only a value
-    this session did not write itself counts, so the sidebar's own changes are never undone."""
-    import model
-
-    qp = st.query_params
-    name = qp.get("model")
-    if name is not None and name != st.session_state.get("_url_model"):
-        name = name.strip()[:200]
-        known = model.builtin_names() + list(c.trained()) + SUGGESTED_HF
-        st.session_state["model_choice"] = name if name in known else c.OTHER
-        if name not in known:
-            st.session_state["model_custom"] = name
-        st.session_state["_url_model"] = name
-    t = qp.get("text")
-    if t is not None and t != st.session_state.get("_url_text") and t.strip():
-        st.session_state["text"] = t
-        st.session_state["_url_text"] = t
-        st.session_state["_text_touched"] = True
-    p = qp.get("present")
-    if p is not None and p != st.session_state.get("_url_present"):
-        st.session_state["present"] = p in ("1", "true")
-
-
-def to_link() -> None:
-    """The address always names the model, text and projector mode in use (left out while they are the defaults)."""
-    c.keep_in_url("model", c.model_name() if c.model_name() != "transformer-lm" else None)
-    c.keep_in_url("text", c.text() if c.text() != c.DEFAULT_TEXT else None)
-    c.keep_in_url("present", "1" if c.presenting() else None)
-
-
-from_link()
-st.session_state.setdefault("model_choice", "transformer-lm")
-st.session_state.setdefault("device", "auto")
-st.session_state.setdefault("text", c.DEFAULT_TEXT)
-nav = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), *PAGES.values()])
-c.page_default_text(nav.url_path)
-c.clean_text()
-sidebar()
-c.present_style()
-to_link()
-c.url_errors()
-c.lesson_banner(nav.url_path)
-nav.run()
+app = st.App("lab.py", lifespan=_lifespan)

@@ -26,7 +26,7 @@ LIVE_LINK = re.compile(r"(?<!\\)!?\[[^\]]*(?<!\\)\]\((?!#)")      # [x](url) or 
 
 
 def open_at(page: str | None, state: dict | None = None, query: dict | None = None) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "lab.py"), default_timeout=120)
     for k, v in (state or {}).items():
         at.session_state[k] = v
     if query:

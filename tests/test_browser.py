@@ -64,12 +64,12 @@ def shot(page, name: str, full_page: bool = True) -> None:
 
 
 def test_shareable_link_sets_model_and_text():
-    """A link such as /sampling?model=lstm-lm&text=... opens that page, through app.py (sidebar and
+    """A link such as /sampling?model=lstm-lm&text=... opens that page, through lab.py (sidebar and
     navigation present), with that model and text, even as the first request a fresh server sees."""
     with serve_app() as app_url, browser_page() as page:            # its own, fresh server
         open_url(page, f"{app_url}/sampling?model=lstm-lm&text=the%20bear%20ate%20the")
         assert page.locator("[data-testid='stException']").count() == 0
-        assert page.locator("[data-testid='stSidebarNav']").count() == 1, "page ran without app.py's navigation"
+        assert page.locator("[data-testid='stSidebarNav']").count() == 1, "page ran without lab.py's navigation"
         assert page.get_by_role("textbox", name="Text").input_value() == "the bear ate the"
         model_box = page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").first
         shown = model_box.inner_text() + " " + " ".join(model_box.locator("input").evaluate_all("es => es.map(e => e.value)"))

@@ -460,7 +460,7 @@ from app_pages.registry import KEYS as PAGES
 def test_every_page_runs_on_each_family(tiny, family, monkeypatch):
     monkeypatch.setenv("LAB_ALLOW_FOLDERS", "1")             # the fixtures are folders on this machine
     for page in PAGES:
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+        at = AppTest.from_file(str(ROOT / "lab.py"), default_timeout=120)
         at.session_state["model_choice"] = "Other Hugging Face id or local folder…"
         at.session_state["model_custom"] = tiny[family]
         at.session_state["text"] = text_for(family)

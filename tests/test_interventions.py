@@ -240,7 +240,7 @@ def _page(page: str, **state):
 
     from conftest import ROOT
 
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at = AppTest.from_file(str(ROOT / "lab.py"), default_timeout=180)
     for k, v in state.items():
         at.session_state[k] = v
     at.run()

@@ -100,7 +100,7 @@ def test_saved_model_opens_like_a_builtin(tmp_path):
     from conftest import ROOT, charts
 
     for page, drawn in (("sampling", True), ("attention", False), ("positional", True)):
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+        at = AppTest.from_file(str(ROOT / "lab.py"), default_timeout=120)
         at.session_state["trained_models"] = {"RNN trained live": str(tmp_path / "rnn")}
         at.session_state["model_choice"] = "RNN trained live"
         at.session_state["text"] = "the keys to the old cabinet"
@@ -117,7 +117,7 @@ def test_train_page_starts_stops_and_reports_the_cap():
     from conftest import ROOT
     from model.jobs import MANAGER
 
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at = AppTest.from_file(str(ROOT / "lab.py"), default_timeout=180)
     at.run()
     at.switch_page("app_pages/train.py")
     at.run()

@@ -9,7 +9,7 @@ from app_pages.registry import KEYS as PAGES
 
 
 def open_page(page: str | None = None, **state) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "lab.py"), default_timeout=120)
     for k, v in state.items():
         at.session_state[k] = v
     at.run()
@@ -79,7 +79,7 @@ def test_attention_translator_has_three_kinds():
 
 
 def open_with_link(page: str, **query) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "lab.py"), default_timeout=120)
     at.query_params.update(query)
     at.run()
     at.switch_page(f"app_pages/{page}.py")
