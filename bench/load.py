@@ -629,9 +629,9 @@ _IMPORT_LINE = re.compile(r"^import time:\s+(\d+)\s+\|\s+(\d+)\s+\|(\s*)(\S+)")
 
 def import_breakdown(timeout: float = 180, top: int = 15) -> dict[str, Any]:
     """Run the server with -X importtime until the home page's first script_finished. Splits the
-    imports into those done before the server answers health (Streamlit itself) and those done
-    while the first home page runs (what app.py and the home page pull in: candidates for lazy
-    imports). Figures include importtime's own overhead."""
+    imports into those done until the server answers health and those done after, until the home page
+    has run (app.py's import-ahead thread starts at start-up, so torch's import falls in either part).
+    Figures include importtime's own overhead."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     errf = tempfile.NamedTemporaryFile("w+", prefix="lab-importtime-", suffix=".log", delete=False)
@@ -647,7 +647,8 @@ def import_breakdown(timeout: float = 180, top: int = 15) -> dict[str, Any]:
         stop_process(proc)
     text = Path(errf.name).read_text(errors="replace")
     os.unlink(errf.name)
-    parts = {"server start": text[:split], "first home page run": text[split:]}
+    parts = {"server start (until health answers)": text[:split],
+             "after that, until the home page has run": text[split:]}
     out: dict[str, Any] = {}
     for name, part in parts.items():
         by_pkg: dict[str, float] = {}
