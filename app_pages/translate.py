@@ -41,6 +41,7 @@ if tv.run is None:
     st.info("The model produced no words.")
     st.stop()
 r = tv.run
+seen = (src, off, t, k, p, seed)      # with the model, what the translation and every figure below come from
 
 
 @st.fragment
@@ -52,10 +53,12 @@ def steps() -> None:
                 f"(probability {s.prob:.3f}).")
     a, b = st.columns([1, 1])
     with a:
-        c.plot(final_distribution(s.probs, m.vocab, top_n=10, title=f"Step {i}: next-word distribution"), key="tr_dist")
+        c.plot(c.cached_figure(m, "tr_dist", (i, *seen), lambda: final_distribution(
+            s.probs, m.vocab, top_n=10, title=f"Step {i}: next-word distribution")), key="tr_dist")
     with b:
         if s.cross is not None:
-            c.plot(token_attention(s.cross, None, r.tokens, s.written[-1]), key="tr_cross_row")
+            c.plot(c.cached_figure(m, "tr_cross_row", (i, *seen),
+                                   lambda: token_attention(s.cross, None, r.tokens, s.written[-1])), key="tr_cross_row")
     st.caption("Right: where the decoder looks in the English while choosing this word, in every layer (L) and head (H).")
 
 
@@ -65,7 +68,7 @@ steps()
 @st.fragment
 def full() -> None:
     st.subheader("Cross-attention of the whole translation")
-    v = views.attention_views(r)["cross"]
+    v = c.cached(m, "tr_cross", seen, lambda: views.attention_views(r)["cross"])
     c1, c2 = st.columns(2)
     layers = list(range(1, v.n_layers + 1))
     heads = ["average"] + [str(h) for h in range(1, v.n_heads + 1)]
@@ -73,9 +76,10 @@ def full() -> None:
     head = c2.selectbox("Head", heads, format_func=lambda h: "average of heads" if h == "average" else f"head {h}",
                         **c.state("thead", "average", options=heads))
     w = v.head_mean(layer - 1) if head == "average" else v.head(layer - 1, int(head) - 1)
-    c.plot(attention_heatmap(w, v.query_tokens, v.key_tokens,
-                             title=f"Cross-attention, layer {layer}, " + ("average of heads" if head == "average"
-                                                                          else f"head {head}")), key="tr_full")
+    c.plot(c.cached_figure(m, "tr_full", (layer, head, *seen), lambda: attention_heatmap(
+        w, v.query_tokens, v.key_tokens,
+        title=f"Cross-attention, layer {layer}, " + ("average of heads" if head == "average" else f"head {head}"))),
+        key="tr_full")
     st.caption("Rows: the French the decoder had written ([BOS] first) when predicting the next word; columns: the English.")
 
 
