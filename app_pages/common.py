@@ -198,8 +198,9 @@ class _CachedFigure:
 
 
 def cached_figure(m: LabModel | None, what: str, args: tuple, build: Callable[[], Any]) -> Any:
-    """A figure that is slow to build (the 144-head grid of a long text), built once per model, text and view
-    and shared by every session (the trace cache counts its arrays and strings against its byte budget); m=None
+    """A figure built once per model, text and setting (`args`: whatever else it is computed from) and shared by
+    every session: a whole-page rerun then costs no figure building (plotly validates every property), and the
+    1,024-token grid is pooled once. The trace cache counts its arrays and strings against its byte budget; m=None
     for a figure that depends on no model.
 
     The one Figure object is handed to every session: drawing only reads it (Streamlit serialises a copy). Pages

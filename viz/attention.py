@@ -16,9 +16,7 @@ from .common import (LONG_AXIS, SEQUENTIAL, apply_theme, as_array, check_labels,
 
 HOVER = "query: %{y}<br>key: %{x}<br>weight: %{z:.3f}<extra></extra>"
 EXACT_HEAD_CELLS = 256 * 256    # one head above this many cells is sent as 255 levels (1 byte a cell), not float32
-
-
-HEAD_POOL_ABOVE = 512          # one head of a longer text: each 2x2 (or larger) block of cells drawn as its largest weight
+HEAD_POOL_ABOVE = 512           # one head of a longer text: each 2x2 (or larger) block drawn as its largest weight
 
 
 def attention_heatmap(weights, q_labels: Sequence[str], k_labels: Sequence[str], title: str = "",
@@ -244,7 +242,7 @@ def token_attention(weights, query_index: int | None, k_labels: Sequence[str], q
         query_index = 0
     else:
         w = as_array(weights, 4, "attention weights", "(layers, heads, queries, keys)")
-    w = w if w.dtype == np.float16 else w.astype(np.float32)     # long texts stay float16 until pooled
+    w = w if w.dtype == np.float16 else w.astype(np.float32)     # long texts: only the query's rows are converted
     L, H, Tq, Tk = w.shape
     check_labels(k_labels, Tk, "key")
     if not 0 <= query_index < Tq:
