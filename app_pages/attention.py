@@ -28,7 +28,7 @@ if r.target_tokens:
     st.markdown(f"Source: {c.tokens_line(r.tokens)}  \nTarget so far (the decoder's input): "
                 f"{c.tokens_line(r.target_tokens)}")
 L, H = v.n_layers, v.n_heads
-seen = (tuple(v.query_tokens), tuple(v.key_tokens))   # with the model, what every figure below is computed from
+seen = c.run_key(r)        # with the model and the stack (role), what every figure below is computed from
 
 st.subheader(f"All {L} layers × {H} heads")
 show_grid = True

@@ -231,7 +231,7 @@ def break_it(m: LabModel, what: str, label: str, key: str, head: tuple[str, int,
     iv = build(what, **choice)
     try:
         with st.spinner("Running the model with and without it…"):
-            cmp = cached(m, "break", (text(), repr(iv)), lambda: compare(m, text(), iv))
+            cmp = cached(m, "compare", (text(), repr(iv), None), lambda: compare(m, text(), iv))   # as Break it
     except LabError as e:
         st.warning(md_escape(e))
         return

@@ -3,8 +3,8 @@ import streamlit as st
 
 from app_pages import common as c
 from model import LabError, Translates
-from model.interventions import (NEEDS, SUBLAYER_NAMES, build, compare, describe, heldout, layout, supported,
-                                 word_order_demo)
+from model.interventions import (NEEDS, SUBLAYER_NAMES, build, compare, describe, heldout, layout, offers,
+                                 supported, word_order_demo)
 from viz.experiments import attention_pair, distribution_pair, head_change_grid
 
 c.intro("Break it",
@@ -26,7 +26,7 @@ CHOICES = {"heads": "Ablate attention heads", "positions": "Remove the positiona
            "mask": "Remove the causal mask", "layernorm": "Skip a LayerNorm",
            "residual": "Skip a residual connection", "scale": "Scores without 1/√d_k",
            "shuffle": "Shuffle the word order (seeded)"}
-available = [k for k, need in NEEDS.items() if any(a.startswith(need) for a in applies)]
+available = [k for k in NEEDS if offers(m, k)]
 if len(available) < len(NEEDS):
     st.caption(f"For {c.md_escape(m.name)} the lab supports: {', '.join(applies)}.")
 parts = layout(m)
@@ -69,9 +69,10 @@ if what == "heads" and not kw["heads"]:
     st.stop()
 
 st.markdown(f"**Switched off:** {c.md_escape(describe(iv, seed))}")
+seen = (c.text(), repr(iv), seed)       # with the model, what the comparison and its figures come from
 try:
     with st.spinner("Running both models…"):
-        cmp = c.cached(m, "compare", (c.text(), repr(iv), seed), lambda: compare(m, c.text(), iv, shuffle_seed=seed))
+        cmp = c.cached(m, "compare", seen, lambda: compare(m, c.text(), iv, shuffle_seed=seed))
 except LabError as e:
     st.warning(c.md_escape(str(e)))
     st.stop()
@@ -89,7 +90,6 @@ if cmp.translation_intact is not None:
     right.code(cmp.translation_broken or "(empty)", language=None)
 
 st.subheader("Next-word distribution")
-seen = (c.text(), repr(iv), seed)       # with the model, what the comparison and its figures come from
 c.plot(c.cached_figure(m, "exp_dist", seen,
                        lambda: distribution_pair(cmp.top_words, cmp.p_intact, cmp.p_broken,
                                                  title=f"Probability of {cmp.predicts}: intact vs intervened")),

@@ -31,29 +31,26 @@ def attention_heatmap(weights, q_labels: Sequence[str], k_labels: Sequence[str],
     w = w if w.dtype == np.float16 else w.astype(np.float32)
     check_labels(q_labels, w.shape[0], "query")
     check_labels(k_labels, w.shape[1], "key")
-    if w.size > EXACT_HEAD_CELLS:
-        Tq, Tk = w.shape
-        f = -(-max(Tq, Tk) // HEAD_POOL_ABOVE)
-        if f > 1:
-            w = pool_max(w[None, None], f)[0, 0]
-        w = w.astype(np.float32)
-        top = zmax if zmax is not None else max(float(np.nanmax(w)), 1e-6)
+    levels = w.size > EXACT_HEAD_CELLS
+    f = -(-max(w.shape) // HEAD_POOL_ABOVE) if levels else 1
+    if f > 1:
+        w = pool_max(w[None, None], f)[0, 0]
+    w = w.astype(np.float32)
+    top = zmax if zmax is not None else max(float(np.nanmax(w)), 1e-6)
+    if levels:
         q = np.clip(np.rint(np.nan_to_num(w) / top * 255), 0, 255).astype(np.uint8)
         ticks = [0, 64, 128, 191, 255]
         # a block's centre is its place on the position axes (block i covers positions i*f .. i*f+f-1)
         block = (f"a {f}×{f} block around query %{{y}}, key %{{x}}<br>largest weight" if f > 1
                  else "query position %{y}<br>key position %{x}<br>weight")
-        trace = go.Heatmap(z=q, x0=(f - 1) / 2, dx=f, y0=(f - 1) / 2, dy=f, colorscale=SEQUENTIAL,
-                           zmin=0, zmax=255, hovertemplate=f"{block}: %{{z}}/255 × {top:.4f}<extra></extra>",
-                           colorbar=dict(title="weight", thickness=14, tickvals=ticks,
-                                         ticktext=[f"{top * t / 255:.3g}" for t in ticks]))
-        fig = go.Figure(trace)
-        fig.update_xaxes(index_axis(k_labels, side="top", tickangle=-45,
-                                    title="key (looked at)" + (f", {f} positions a cell" if f > 1 else "")))
-        fig.update_yaxes(index_axis(q_labels, autorange="reversed",
-                                    title="query (looking)" + (f", {f} positions a cell" if f > 1 else "")))
+        fig = go.Figure(go.Heatmap(z=q, x0=(f - 1) / 2, dx=f, y0=(f - 1) / 2, dy=f, colorscale=SEQUENTIAL,
+                                   zmin=0, zmax=255, hovertemplate=f"{block}: %{{z}}/255 × {top:.4f}<extra></extra>",
+                                   colorbar=dict(title="weight", thickness=14, tickvals=ticks,
+                                                 ticktext=[f"{top * t / 255:.3g}" for t in ticks])))
+        per = f", {f} positions a cell" if f > 1 else ""
+        fig.update_xaxes(index_axis(k_labels, side="top", tickangle=-45, title="key (looked at)" + per))
+        fig.update_yaxes(index_axis(q_labels, autorange="reversed", title="query (looking)" + per))
     else:
-        top = zmax if zmax is not None else max(float(np.nanmax(w)), 1e-6)
         fig = go.Figure(go.Heatmap(z=w, x=position_labels(k_labels), y=position_labels(q_labels),
                                    colorscale=SEQUENTIAL, zmin=0, zmax=top, hovertemplate=HOVER,
                                    colorbar=dict(title="weight", thickness=14)))

@@ -391,7 +391,7 @@ export async function chartPng(inst, scale = 2) {
   canvas.height = Math.round((H + head) * scale);
   const ctx = canvas.getContext("2d");
   ctx.scale(scale, scale);
-  ctx.fillStyle = "#ffffff";
+  ctx.fillStyle = cs.getPropertyValue("--st-background-color").trim() || "#ffffff";   // the theme's page colour
   ctx.fillRect(0, 0, W, H + head);
   ctx.fillStyle = text;
   ctx.textBaseline = "middle";
