@@ -19,12 +19,88 @@ top_k=0 and top_p=1.0 mean "off"; greedy=True puts all the mass on the argmax.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from .errors import SamplingError
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One setting's range, default, step and words: what every slider, link and the browser's chart read."""
+
+    name: str                 # the keyword of `distribution()`
+    label: str                # a slider's label
+    lo: float
+    hi: float | None          # None: the vocabulary size (top-k)
+    default: float            # also the value that means "off" for top-k (0) and top-p (1)
+    step: float
+    hint: str                 # one line under a slider
+
+    def top(self, vocab_size: int | None = None) -> float:
+        """The upper end of the range (the vocabulary size for top-k)."""
+        if self.hi is not None:
+            return self.hi
+        if vocab_size is None:
+            raise ValueError(f"{self.name}'s range ends at the vocabulary size: give vocab_size")
+        return vocab_size
+
+    def valid(self, value: Any, vocab_size: int | None = None) -> bool:
+        """Whether `value` is a finite number of the right kind inside the range (what a link may set)."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        if self.step == 1 and value != int(value):
+            return False
+        return self.lo <= value <= self.top(vocab_size)
+
+    def clamp(self, value: Any, vocab_size: int | None = None) -> float | int:
+        """`value` moved into the range (whole numbers for top-k); anything not a finite number is the default."""
+        ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+        v = min(self.top(vocab_size), max(self.lo, value if ok else self.default))
+        return int(round(v)) if self.step == 1 else round(float(v), 6)
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Temperature, top-k and top-p, with their ranges written once: the pages' sliders, the address and the
+    live chart's browser sliders (which get `ranges()` in the component's data) all read these knobs.
+
+        s = SamplingSettings.clamped(vocab_size=V, temperature=9.0)     # temperature 3.0, top-k 0, top-p 1.0
+        distribution(logits, **s.as_kwargs())
+    """
+
+    temperature: float = 1.0
+    top_k: int = 0            # 0 = off
+    top_p: float = 1.0        # 1.0 = off
+
+    TEMPERATURE: ClassVar[Knob] = Knob("temperature", "Temperature", 0.05, 3.0, 1.0, 0.01,
+                                       "divides the logits: < 1 sharper, > 1 flatter")
+    TOP_K: ClassVar[Knob] = Knob("top_k", "Top-k (0 = off)", 0, None, 0, 1,
+                                 "keep the k most likely words (0 = off)")
+    TOP_P: ClassVar[Knob] = Knob("top_p", "Top-p (1 = off)", 0.05, 1.0, 1.0, 0.01,
+                                 "keep the most likely words until their mass reaches p (1 = off)")
+    KNOBS: ClassVar[tuple[Knob, ...]] = (TEMPERATURE, TOP_K, TOP_P)
+
+    @classmethod
+    def clamped(cls, vocab_size: int, temperature: Any = None, top_k: Any = None, top_p: Any = None
+                ) -> "SamplingSettings":
+        """Settings from any values (a link, the browser, a caller): each moved into its range, a missing or
+        non-numeric one at its default."""
+        got = dict(temperature=temperature, top_k=top_k, top_p=top_p)
+        return cls(**{k.name: k.clamp(got[k.name], vocab_size) for k in cls.KNOBS})
+
+    def as_kwargs(self) -> dict:
+        """Keyword arguments for `distribution`."""
+        return asdict(self)
+
+    @classmethod
+    def ranges(cls, vocab_size: int) -> dict[str, dict]:
+        """Each knob as plain data for the browser: min, max, step, default, label, hint."""
+        return {k.name: {"min": k.lo, "max": k.top(vocab_size), "step": k.step, "default": k.default,
+                         "label": k.label, "hint": k.hint} for k in cls.KNOBS}
 
 
 @dataclass(frozen=True)
@@ -158,16 +234,19 @@ def distribution(logits, temperature: float = 1.0, top_k: int = 0, top_p: float 
                         removed_by_topk=by_k, removed_by_topp=by_p)
 
 
-def sample(dist: Distribution, n: int = 1, seed: int | None = None) -> Tensor:
-    """n token ids (with replacement) from dist.probs; the same seed gives the same draws."""
+def sample(dist, n: int = 1, seed: int | None = None) -> Tensor:
+    """n token ids (with replacement) from a Distribution's final probabilities, or from a (V,) vector of
+    probabilities (torch or numpy) as a view holds them; the same seed gives the same draws."""
     if n < 1:
         raise SamplingError(f"the number of draws must be at least 1 (got {n})")
-    if dist.greedy:
-        return torch.full((n,), int(torch.argmax(dist.probs)), dtype=torch.long)
+    probs = torch.as_tensor(dist.probs if isinstance(dist, Distribution) else dist)
+    if isinstance(dist, Distribution) and dist.greedy:
+        return torch.full((n,), int(torch.argmax(probs)), dtype=torch.long)
     g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-    return torch.multinomial(dist.probs, n, replacement=True, generator=g)
+    return torch.multinomial(probs, n, replacement=True, generator=g)
 
 
-def sample_counts(dist: Distribution, n: int, seed: int | None = None) -> Tensor:
-    """(V,) how many of n seeded draws fell on each token."""
-    return torch.bincount(sample(dist, n, seed), minlength=dist.probs.numel())
+def sample_counts(dist, n: int, seed: int | None = None) -> Tensor:
+    """(V,) how many of n seeded draws fell on each token (from a Distribution or a probability vector)."""
+    probs = dist.probs if isinstance(dist, Distribution) else dist
+    return torch.bincount(sample(dist, n, seed), minlength=len(probs))

@@ -293,17 +293,14 @@ def sampling_view(logits, temperature: float = 1.0, top_k: int = 0, top_p: float
                         int(d.keep.sum()))
 
 
-def _final(view: SamplingView):
-    return sampling.distribution(torch.log(torch.as_tensor(view.probs)), 1.0)
-
-
 def draw_counts(view: SamplingView, n: int, seed: int) -> np.ndarray:
-    """How often each token comes up in n seeded draws from the final distribution."""
-    return sampling.sample_counts(_final(view), int(n), seed=int(seed)).numpy()
+    """How often each token comes up in n seeded draws from the final distribution (drawn from view.probs)."""
+    return sampling.sample_counts(view.probs, int(n), seed=int(seed)).numpy()
 
 
 def draw_one(view: SamplingView, seed: int) -> int:
-    return int(sampling.sample(_final(view), 1, seed=int(seed))[0])
+    """One seeded draw from the final distribution."""
+    return int(sampling.sample(view.probs, 1, seed=int(seed))[0])
 
 
 def step_probs(step, vocab_size: int) -> np.ndarray:

@@ -22,18 +22,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import streamlit as st
 
+from model.sampling import SamplingSettings
+
 _HERE = Path(__file__).resolve().parent
 NAME = "lab_live_sampling"
-TEMPERATURE_RANGE = (0.05, 3.0)
-TOP_P_RANGE = (0.05, 1.0)
 
 _mount = st.components.v2.component(
     NAME,
@@ -43,16 +42,7 @@ _mount = st.components.v2.component(
 )
 
 
-@dataclass(frozen=True)
-class Settings:
-    """What the user set in the browser (or the initial settings until the first release)."""
-    temperature: float
-    top_k: int          # 0 = off
-    top_p: float        # 1.0 = off
-
-    def as_kwargs(self) -> dict:
-        """Keyword arguments for `model.sampling.distribution`."""
-        return asdict(self)
+Settings = SamplingSettings       # what the user set in the browser (or the initial settings until the first release)
 
 
 def _as_logits(logits) -> np.ndarray:
@@ -66,13 +56,8 @@ def _as_logits(logits) -> np.ndarray:
     return x
 
 
-def _clamp(s: dict, V: int) -> Settings:
-    def num(v, d):
-        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else d
-    t = min(TEMPERATURE_RANGE[1], max(TEMPERATURE_RANGE[0], num(s.get("temperature"), 1.0)))
-    k = int(min(V, max(0, round(num(s.get("top_k"), 0)))))
-    p = min(TOP_P_RANGE[1], max(TOP_P_RANGE[0], num(s.get("top_p"), 1.0)))
-    return Settings(temperature=round(t, 6), top_k=k, top_p=round(p, 6))
+def _clamp(s, V: int) -> SamplingSettings:
+    return SamplingSettings.clamped(V, **{k.name: s.get(k.name) for k in SamplingSettings.KNOBS})
 
 
 def top_order(x: np.ndarray, n: int) -> np.ndarray:
@@ -89,8 +74,9 @@ def live_sampling(logits, labels: Sequence[str] | None, *, key: str, temperature
     logits: (V,) next-word logits (torch tensor, numpy array or list); float32 is what the browser gets.
     labels: the vocabulary, token id -> display text (untrusted: shown as text only), or None for '#id'.
     key: unique per instance on the page.
-    temperature (0.05-3.0), top_k (0 = off, up to V), top_p (0.05-1.0, 1 = off): initial settings,
-        clamped into those ranges; used until the user moves a slider in this instance.
+    temperature, top_k (0 = off, up to V), top_p (1 = off): initial settings, clamped into the ranges of
+        `model.sampling.SamplingSettings` (which the browser's sliders get in the data); used until the user
+        moves a slider in this instance.
     top_n: words in the chart (default 25, 12 when compact). compact: controls stacked, for narrow
         columns. large: bigger fonts (projector). title: a heading inside the panel.
     on_change: called (as a Streamlit callback, before the rerun) when the user releases a slider.
@@ -111,7 +97,8 @@ def live_sampling(logits, labels: Sequence[str] | None, *, key: str, temperature
     initial = _clamp(dict(temperature=temperature, top_k=top_k, top_p=top_p), V)
     settings = _clamp(current, V) if current else initial
     data = {"id": f"{digest}-{V}", "logits": base64.b64encode(raw).decode("ascii"), "n": V, "labels": shown,
-            "settings": asdict(settings), "top_n": n, "compact": bool(compact), "large": bool(large),
+            "settings": asdict(settings), "ranges": SamplingSettings.ranges(V), "top_n": n, "compact": bool(compact),
+            "large": bool(large),
             "title": title or ""}
     result = _mount(key=key, data=data, default={"settings": asdict(initial)},
                     on_settings_change=on_change or (lambda: None))

@@ -3,8 +3,9 @@
 // transformers' TemperatureLogitsWarper / TopKLogitsWarper / TopPLogitsWarper.
 //
 // Data from Python (components/live_sampling/__init__.py): {id, logits (base64 float32 LE), n,
-// labels: [[token id, label], ...] for the words the chart can show, settings, top_n, compact,
-// large, title}. Settings go back to Python on release (`change`), as state "settings".
+// labels: [[token id, label], ...] for the words the chart can show, settings, ranges (each
+// setting's min, max, step, default, label and hint, from model.sampling.SamplingSettings: the
+// only place they are written), top_n, compact, large, title}. Settings go back to Python on release (`change`), as state "settings".
 // Vocabulary labels are untrusted text: they only ever become text nodes (textContent).
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -95,7 +96,7 @@ export function full(pre, temperature, topK, topP) {
            removedByTopK: r.removedByTopK, removedByTopP: r.removedByTopP };
 }
 
-if (typeof window !== "undefined") window.__liveSamplingMath = { decodeLogits, prepare, compute, full };
+if (typeof window !== "undefined") window.__liveSamplingMath = { decodeLogits, prepare, compute, full, clampSettings };
 
 // ------------------------------------------------------------------ formatting
 
@@ -136,8 +137,6 @@ const fmtTick = (p, step) => (p * 100).toFixed(step < 0.01 ? 1 : 0) + "%";
 
 // ------------------------------------------------------------------ the instance
 
-const TEMP = { min: 0.05, max: 3.0, step: 0.01 };
-const TOPP = { min: 0.05, max: 1.0, step: 0.01 };
 const KPOS = 1000;                                           // top-k slider positions on a large vocabulary
 
 function kToPos(k, V) {
@@ -151,7 +150,7 @@ function posToK(pos, V) {
   return Math.min(V, Math.max(1, Math.round(Math.exp(Math.log(V) * (pos - 1) / (KPOS - 1)))));
 }
 
-function makeInstance(root) {
+function makeInstance(root, ranges) {
   const inst = { root, draws: 0, settings: null, lastSent: null, lastData: null, pre: null, id: null,
                  labels: new Map(), pending: false, setState: null };
   root.replaceChildren();
@@ -175,17 +174,15 @@ function makeInstance(root) {
     el("div", "ls-hint", box, hint);
     return { box, range, val };
   }
-  inst.t = control("temperature", "Temperature", "divides the logits: < 1 sharper, > 1 flatter");
-  inst.k = control("top_k", "Top-k", "keep the k most likely words (0 = off)");
-  inst.p = control("top_p", "Top-p", "keep the most likely words until their mass reaches p (1 = off)");
+  inst.t = control("temperature", ranges.temperature.label, ranges.temperature.hint);
+  inst.k = control("top_k", ranges.top_k.label, ranges.top_k.hint);
+  inst.p = control("top_p", ranges.top_p.label, ranges.top_p.hint);
   inst.kNum = el("input", "ls-num", inst.k.val.parentNode);
   inst.kNum.type = "number";
   inst.kNum.min = "0";
   inst.kNum.step = "1";
   inst.kNum.setAttribute("aria-label", "Top-k value");
   inst.k.val.remove();
-  Object.assign(inst.t.range, { min: TEMP.min, max: TEMP.max, step: TEMP.step });
-  Object.assign(inst.p.range, { min: TOPP.min, max: TOPP.max, step: TOPP.step });
 
   const stats = el("div", "ls-stats", root);
   const stat = (label) => { const b = el("div", "ls-stat", stats); el("div", "ls-stat-label", b, label); return el("div", "ls-stat-value", b); };
@@ -254,7 +251,9 @@ function schedule(inst) {
 }
 
 function syncControls(inst) {
-  const s = inst.settings, V = inst.pre.V;
+  const s = inst.settings, V = inst.pre.V, R = inst.ranges;
+  Object.assign(inst.t.range, { min: R.temperature.min, max: R.temperature.max, step: R.temperature.step });
+  Object.assign(inst.p.range, { min: R.top_p.min, max: R.top_p.max, step: R.top_p.step });
   inst.t.range.value = String(s.temperature);
   inst.p.range.value = String(s.top_p);
   inst.k.range.max = String(V <= KPOS ? V : KPOS);
@@ -428,13 +427,15 @@ async function downloadPng(inst) {
   }
 }
 
-function clampSettings(s, V) {
-  const num = (v, d) => (typeof v === "number" && isFinite(v) ? v : d);
-  return {
-    temperature: Math.min(TEMP.max, Math.max(TEMP.min, num(s && s.temperature, 1))),
-    top_k: Math.min(V, Math.max(0, Math.round(num(s && s.top_k, 0)))),
-    top_p: Math.min(TOPP.max, Math.max(TOPP.min, num(s && s.top_p, 1))),
+// Each setting moved into its range from Python (R = data.ranges); not a number: its default.
+export function clampSettings(s, V, R) {
+  const one = (name, round) => {
+    const r = R[name], v = s && s[name];
+    const x = typeof v === "number" && isFinite(v) ? v : r.default;
+    const y = Math.min(Math.min(r.max, name === "top_k" ? V : r.max), Math.max(r.min, x));
+    return round ? Math.round(y) : y;
   };
+  return { temperature: one("temperature", false), top_k: one("top_k", true), top_p: one("top_p", false) };
 }
 const same = (a, b) => !!a && !!b && a.temperature === b.temperature && a.top_k === b.top_k && a.top_p === b.top_p;
 
@@ -443,7 +444,8 @@ export default function (component) {
   const root = parentElement.querySelector(".ls-root");
   if (!root || !data) return;
   let inst = INSTANCES.get(root);
-  if (!inst) { inst = makeInstance(root); INSTANCES.set(root, inst); }
+  if (!inst) { inst = makeInstance(root, data.ranges); INSTANCES.set(root, inst); }
+  inst.ranges = data.ranges;
   inst.setState = setStateValue;
   inst.cfg = { top_n: data.top_n || 25, compact: !!data.compact, large: !!data.large };
   root.classList.toggle("ls-compact", inst.cfg.compact);
@@ -462,10 +464,10 @@ export default function (component) {
     inst.labels = new Map(data.labels || []);
     inst.chartKey = null;
   }
-  const incoming = clampSettings(data.settings, inst.pre.V);
+  const incoming = clampSettings(data.settings, inst.pre.V, inst.ranges);
   // Settings from Python win when Python changed them, not when it echoes what this instance sent.
   if (!inst.settings || (!same(incoming, inst.lastData) && !same(incoming, inst.lastSent))) inst.settings = incoming;
-  inst.settings = clampSettings(inst.settings, inst.pre.V);
+  inst.settings = clampSettings(inst.settings, inst.pre.V, inst.ranges);
   inst.lastData = incoming;
   syncControls(inst);
   draw(inst);
