@@ -70,7 +70,10 @@ def load_builtin(name_or_folder: str | Path, device: torch.device) -> LabModel:
     if not folder.is_dir():
         folder = CHECKPOINTS / str(name_or_folder)
     cfg = read_config(folder)
-    module = build_module(cfg)
+    try:
+        module = build_module(cfg)
+    except (ValueError, TypeError, RuntimeError, OverflowError, MemoryError) as e:   # e.g. d_model not divisible by h
+        raise ModelLoadError(f"Malformed checkpoint config in {folder.name}: {e}") from e
     try:
         missing, unexpected = load_model(module, str(folder / WEIGHTS), strict=False)
     except Exception as e:                                  # corrupt file, wrong shapes ...

@@ -13,12 +13,46 @@ TYPES = ("transformer-lm", "lstm-lm", "rnn-lm", "translator")
 FORMAT = 1
 
 
-def _model_fields(kind: str) -> set[str]:
+def _model_defaults(kind: str) -> dict:
+    """The architecture config's fields and their defaults (whose types the values must have)."""
     from .lstm import LSTMConfig
     from .rnn import RNNConfig
     from .transformer import TransformerConfig
 
-    return {f.name for f in fields({"lstm-lm": LSTMConfig, "rnn-lm": RNNConfig}.get(kind, TransformerConfig))}
+    return {f.name: f.default for f in fields({"lstm-lm": LSTMConfig, "rnn-lm": RNNConfig}.get(kind, TransformerConfig))}
+
+
+def _model_fields(kind: str) -> set[str]:
+    return set(_model_defaults(kind))
+
+
+MAY_BE_ZERO = {"pad_id", "src_vocab_size", "n_encoder_layers", "dropout", "layer_norm_eps"}
+
+
+def check_model_values(kind: str, model: dict) -> None:
+    """Each value has its field's type, sizes are positive (counts that may be absent: >= 0), floats finite: a
+    config with d_model = -5 is refused here, with its key named, instead of failing inside torch."""
+    import math
+
+    defaults = _model_defaults(kind)
+    for k, v in model.items():
+        want = defaults[k]
+        if isinstance(want, bool):
+            ok = isinstance(v, bool)
+        elif isinstance(want, int):
+            ok = isinstance(v, int) and not isinstance(v, bool) and (v >= 0 if k in MAY_BE_ZERO else v > 0)
+        elif isinstance(want, float):
+            ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                  and (v >= 0 if k in MAY_BE_ZERO else v > 0))
+        elif isinstance(want, str):
+            ok = isinstance(v, str)
+        else:
+            ok = True
+        if not ok:
+            kind_words = ("true or false" if isinstance(want, bool) else "a whole number" if isinstance(want, int)
+                          else "a number" if isinstance(want, float) else "a string")
+            sign = "" if isinstance(want, (bool, str)) else (" >= 0" if k in MAY_BE_ZERO else " > 0")
+            raise ModelLoadError(f"Malformed checkpoint config: model.{k} is {v!r}, expected {kind_words}{sign}.")
 
 
 @dataclass(frozen=True)
@@ -52,6 +86,7 @@ class CheckpointConfig:
         bad = sorted(set(d["model"]) - _model_fields(d["type"]))
         if bad:
             raise ModelLoadError(f"Unknown keys in the checkpoint's model config: {', '.join(bad)}.")
+        check_model_values(d["type"], d["model"])
         try:
             return cls(**d)
         except TypeError as e:

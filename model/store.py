@@ -20,15 +20,13 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
-from .errors import ModelLoadError
+from .errors import InputError, ModelLoadError
 
 SUGGESTED_HF = ["gpt2", "distilgpt2", "bert-base-uncased", "t5-small", "Helsinki-NLP/opus-mt-en-fr"]
-NOT_ALLOWED_FOLDER = ("This server does not open model folders from a link or the sidebar. The person running it "
-                      "can allow that with LAB_ALLOW_FOLDERS=1.")
 
 
 def _flag(name: str) -> bool:
@@ -55,8 +53,9 @@ class LinkPolicy:
     def resolve(self, name: str) -> str:
         """The name to load, or ModelLoadError saying why this server does not open it.
 
-        "No such folder" and "not a model folder" get one identical message, so a link cannot probe
-        which folders exist on the server.
+        Under the default policy no name touches the disk: a name that is not a built-in or a suggested id gets
+        one message, whatever it points at. With folders allowed, "no such folder" and "not a model folder" get
+        one identical message, so a link cannot probe which folders exist on the server.
         """
         name = (name or "").strip()
         if not name:
@@ -65,9 +64,7 @@ class LinkPolicy:
             raise ModelLoadError("That model name is not valid: it is too long or contains control characters.")
         if name in self.builtin or name in self.suggested:
             return name
-        if _looks_like_path(name) or Path(name).expanduser().exists():
-            if not self.allow_folders:
-                raise ModelLoadError(NOT_ALLOWED_FOLDER)
+        if self.allow_folders and (_looks_like_path(name) or Path(name).expanduser().exists()):
             p = Path(name).expanduser()
             try:
                 real = p.resolve(strict=True)
@@ -78,11 +75,29 @@ class LinkPolicy:
                 raise ModelLoadError("There is no model folder at that path (a folder saved with `save_pretrained`, "
                                      "or one written by `python -m model.train`).")
             return str(real)
+        if self.allow_hub and _looks_like_hub_id(name):
+            return name
+        raise ModelLoadError(self.refusal())
+
+    def refusal(self) -> str:
+        """The one message for every name this server does not open (it never says whether a path exists)."""
+        opens = "the built-in models and the suggested Hugging Face models"
+        if self.allow_hub:
+            opens += ", and Hugging Face ids (like `gpt2` or `Helsinki-NLP/opus-mt-en-fr`)"
+        msg = f"This server opens {opens} only ({', '.join(self.suggested)})."
         if not self.allow_hub:
-            raise ModelLoadError("This server opens the built-in models and the suggested Hugging Face models only "
-                                 f"({', '.join(self.suggested)}). The person running it can allow any hub id with "
-                                 "LAB_ALLOW_HUB=1.")
-        return name
+            msg += " The person running it can allow any hub id with LAB_ALLOW_HUB=1."
+        if not self.allow_folders:
+            msg += " It does not open model folders from a link or the sidebar (LAB_ALLOW_FOLDERS=1 allows that)."
+        return msg
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    """`owner/name` or `name` of letters, digits, `-`, `_`, `.`; no `..`, no leading or trailing `.` or `-`."""
+    import re
+
+    return (re.fullmatch(r"[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?", name) is not None and ".." not in name
+            and "--" not in name and not name.endswith((".", "-")))
 
 
 def model_bytes(m) -> int:
@@ -104,13 +119,112 @@ class _Failure:
     until: float
 
 
+# ----------------------------------------------------------------------------- model sizes, before building
+MAX_SAFETENSORS_HEADER = 100 * 2**20
+
+
+def _first(d: dict, *keys, default=0):
+    for k in keys:
+        v = d.get(k)
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+    return default
+
+
+def params_from_hf_config(raw: dict) -> int:
+    """Parameters a transformers config declares, counted in closed form (embeddings, attention and MLP
+    matrices; biases and norms left out, so it errs low): no module is built, not even on the meta device."""
+    text = raw.get("text_config") if isinstance(raw.get("text_config"), dict) else raw
+    d = _first(text, "hidden_size", "n_embd", "d_model", "dim")
+    V = _first(text, "vocab_size")
+    P = _first(text, "max_position_embeddings", "n_positions")
+    ff = _first(text, "intermediate_size", "n_inner", "d_ff", "encoder_ffn_dim", "hidden_dim", default=4 * d) or 4 * d
+    enc = _first(text, "encoder_layers", "num_layers", "n_layer", "num_hidden_layers", "n_layers")
+    dec = _first(text, "decoder_layers", "num_decoder_layers", default=0)
+    if text.get("is_encoder_decoder") and not dec:
+        dec = enc
+    block = 4 * d * d + 2 * d * ff
+    return V * d + P * d + (enc + dec) * block + dec * 4 * d * d
+
+
+def params_from_safetensors(folder: Path, limit_files: int = 200) -> int:
+    """Parameters in a folder's *.safetensors files, read from their headers only (8 bytes + a JSON header)."""
+    import json
+
+    total = 0
+    for f in sorted(folder.glob("*.safetensors"))[:limit_files]:
+        try:
+            with open(f, "rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                if not 0 < n <= MAX_SAFETENSORS_HEADER:
+                    continue
+                header = json.loads(fh.read(n))
+        except (OSError, ValueError):
+            continue                                   # the loader says what is wrong with the file
+        for k, v in header.items():
+            if k != "__metadata__" and isinstance(v, dict) and isinstance(v.get("shape"), list):
+                numel = 1
+                for s in v["shape"]:
+                    numel *= int(s) if isinstance(s, int) else 0
+                total += numel
+    return total
+
+
+def params_from_lab_config(cfg) -> int:
+    """Parameters of a built-in-format checkpoint, from its CheckpointConfig (no module built)."""
+    m = cfg.model
+    if cfg.type in ("lstm-lm", "rnn-lm"):
+        V, e, h, L = (int(m.get(k, dflt)) for k, dflt in (("vocab_size", 256), ("d_embed", 128), ("d_hidden", 256),
+                                                             ("n_layers", 2)))
+        gates = 4 if cfg.type == "lstm-lm" else 1
+        return V * e + gates * (e * h + h * h) + gates * 2 * h * h * max(L - 1, 0) + h * V
+    d, ff, L = int(m.get("d_model", 128)), int(m.get("d_ff", 512)), int(m.get("n_layers", 3))
+    V, Vs, enc, P = (int(m.get(k, dflt)) for k, dflt in (("vocab_size", 256), ("src_vocab_size", 0),
+                                                         ("n_encoder_layers", 0), ("max_len", 64)))
+    head = 0 if m.get("tie_embeddings", True) else V * d
+    pos = P * d if m.get("pos_encoding") == "learned" else 0
+    return (V + Vs) * d + head + pos * (2 if enc else 1) + (L + enc) * (4 * d * d + 2 * d * ff) + (L if enc else 0) * 4 * d * d
+
+
+def model_bytes_estimate(name: str) -> int | None:
+    """float32 bytes of the model `name` (a built-in, a built-in-format folder or a transformers folder), from its
+    config and its safetensors headers, before anything is built; None for a hub id (not on disk yet)."""
+    import json
+
+    from .builtin import BUILTIN, CHECKPOINTS, is_checkpoint_folder
+    from .checkpoint import read_config
+
+    folder = CHECKPOINTS / name if name in BUILTIN else Path(name).expanduser()
+    if name in BUILTIN or is_checkpoint_folder(folder):
+        return 4 * params_from_lab_config(read_config(folder))      # a malformed config: ModelLoadError here
+    try:
+        if not (folder / "config.json").is_file():
+            return None
+        raw = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None                                    # the loader gives the message
+    if not isinstance(raw, dict):
+        return None
+    return 4 * max(params_from_hf_config(raw), params_from_safetensors(folder))
+
+
+def budget_error(size: int, budget: int, estimated: bool = False) -> ModelLoadError:
+    return ModelLoadError(f"That model needs {'about ' if estimated else ''}{size / 2**30:,.1f} GiB, more than this "
+                          f"server's budget for models ({budget / 2**30:.1f} GiB, LAB_MODEL_BUDGET_GB).")
+
+
 @dataclass
 class ModelStore:
-    """Loaded models shared by every session, under a byte budget."""
+    """Loaded models shared by every session, under a byte budget.
+
+    A model's size is estimated from its config and safetensors headers before anything is built, and one over
+    the budget is refused then; every failed load (a refusal, a malformed config, anything the loader raised) is
+    remembered for `failure_ttl` seconds, so a page rerun does not retry it."""
 
     budget_bytes: int = int(float(os.environ.get("LAB_MODEL_BUDGET_GB", "4")) * 2**30)
     failure_ttl: float = 30.0
     loader: Callable = None                   # (name, device) -> LabModel; model.load by default
+    estimator: Callable = model_bytes_estimate  # name -> bytes or None, before loading
     _models: OrderedDict = field(default_factory=OrderedDict)
     _failed: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -135,6 +249,9 @@ class ModelStore:
             ev.wait(600)
             return self.get(name, device)
         try:
+            est = self.estimator(name) if self.estimator is not None else None
+            if est is not None and est > self.budget_bytes:
+                raise budget_error(est, self.budget_bytes, estimated=True)
             if self.loader is None:
                 from . import load as loader
             else:
@@ -143,17 +260,20 @@ class ModelStore:
             size = model_bytes(m)
             with self._lock:
                 if size > self.budget_bytes:
-                    raise ModelLoadError(f"That model needs {size / 2**30:.1f} GiB, more than this server's budget "
-                                         f"for models ({self.budget_bytes / 2**30:.1f} GiB, LAB_MODEL_BUDGET_GB).")
+                    raise budget_error(size, self.budget_bytes)
                 while self._models and self.used_bytes() + size > self.budget_bytes:
                     self._models.popitem(last=False)          # least recently used goes first
                 self._models[key] = (m, size)
                 self._failed.pop(key, None)
             return m
-        except ModelLoadError as e:
+        except Exception as e:
+            err = e if isinstance(e, ModelLoadError) else ModelLoadError(
+                f"Could not load that model: {type(e).__name__}: {e}")
             with self._lock:
-                self._failed[key] = _Failure(e, time.monotonic() + self.failure_ttl)
-            raise
+                self._failed[key] = _Failure(err, time.monotonic() + self.failure_ttl)
+            if err is e:
+                raise
+            raise err from e
         finally:
             with self._lock:
                 self._loading.pop(key, None)
@@ -195,28 +315,280 @@ def trace_bytes(obj) -> int:
     return walk(obj)
 
 
+# ----------------------------------------------------------------------------- traced runs, bounded before they start
+COMPACT_ABOVE = 256          # Hugging Face traces above this many tokens keep float16 weights and q/k (model/hf)
+
+
+def trace_estimate(arch, n_tokens: int, n_target: int | None = None, compact_above: int | None = COMPACT_ABOVE) -> int:
+    """Bytes a traced run of `n_tokens` will hold, from the model's shape alone (before computing it).
+
+    Per attention stack: layers x heads x Tq x Tk weights and raw scores (float32), or above `compact_above`
+    tokens float16 weights plus the checked q and k (layers x 2 x T x d_model float32); per norm its input and
+    output (T x d_model, float32 or float16 when compact); an LSTM's six gates and states per layer. On GPT-2
+    small this gives 38 / 470 MB at 128 / 1,024 tokens (measured: 37 / 475 MB).
+    """
+    T = max(int(n_tokens), 1)
+    S = max(int(n_target or T), 1)
+    L, H, d = max(arch.n_layers, 0), max(arch.n_heads, 1), max(arch.d_model, 1)
+    if arch.n_heads <= 0:                                        # recurrent: gates, candidate, cell, hidden
+        return 6 * L * T * d * 4 + 64 * 1024
+    compact = compact_above is not None and max(T, S) > compact_above
+    per_cell = 2 if compact else 8                               # weights (+ raw scores when not compact)
+    act = 2 if compact else 4
+
+    def stack(layers: int, tq: int, tk: int, self_attn: bool) -> int:
+        b = layers * H * tq * tk * per_cell + layers * tq * tk        # + the allowed mask (bool)
+        if compact and self_attn:
+            b += layers * 2 * tq * d * 4                               # q and k for scores on demand
+        return b
+
+    enc = max(arch.n_encoder_layers, 0)
+    if enc:                                                      # encoder self, decoder self, cross
+        att = stack(enc, T, T, True) + stack(L, S, S, True) + stack(L, S, T, False)
+        norms = (2 * enc + 1) * 2 * T * d * act + (3 * L + 1) * 2 * S * d * act
+    else:
+        att = stack(L, T, T, True)
+        norms = (2 * L + 1) * 2 * T * d * act
+    return att + norms + 64 * 1024                               # + tokens, next-word logits, small arrays
+
+
+def run_estimate(m, text: str, target=None) -> int | None:
+    """trace_estimate for this model and text (tokenizing only), or None where it cannot be told."""
+    try:
+        n = len(m.tokenize(text).ids)
+        n_target = None
+        if getattr(m.arch, "n_encoder_layers", 0):
+            n_target = len(target) + 1 if isinstance(target, (list, tuple)) else getattr(m, "max_len", n)
+        compact = COMPACT_ABOVE if getattr(m, "source", "") == "hf" else None
+        return trace_estimate(m.arch, n, n_target, compact)
+    except Exception:                                            # bad text: the run itself says what is wrong
+        return None
+
+
+def max_tokens_for(m, budget_bytes: int, positions: int | None = None) -> int:
+    """The longest input whose trace fits `budget_bytes`, and no longer than the model's positions.
+
+    `positions`: the model's own limit (its position table / max_position_embeddings), read from the model when
+    not given (`m.positions_limit`, a Hugging Face config's max_position_embeddings or n_positions, else
+    m.max_len). For the lead: families.py can set max_len = max_tokens_for(self, trace budget) instead of
+    min(positions, MAX_LEN)."""
+    if positions is None:
+        cfg = getattr(getattr(m, "hf", None), "config", None)
+        positions = (getattr(m, "positions_limit", None) or getattr(cfg, "max_position_embeddings", None)
+                     or getattr(cfg, "n_positions", None) or getattr(m, "max_len", 0))
+    compact = COMPACT_ABOVE if getattr(m, "source", "") == "hf" else None
+    lo, hi = 0, int(positions)
+    while lo < hi:                                               # the estimate grows with T: bisect
+        mid = (lo + hi + 1) // 2
+        n_target = mid if getattr(m.arch, "n_encoder_layers", 0) else None
+        if trace_estimate(m.arch, mid, n_target, compact) <= budget_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Where a caller's computation stands while it waits: for a page to show ("2 ahead of you")."""
+
+    ahead: int          # computations admitted before this one (0: it starts as soon as a slot frees)
+    running: int        # heavy computations running now
+    limit: int          # at most this many at once
+    queued: bool        # False: someone else is computing this very result; the caller waits for it
+
+    def __str__(self) -> str:
+        if not self.queued:
+            return "Another session is computing this same result; using theirs as soon as it is ready."
+        return (f"Waiting for the server: {self.ahead} ahead of you ({self.running} running, at most {self.limit} "
+                "at once).")
+
+
+@dataclass(eq=False)
+class _Flight:
+    key: Any
+    heavy: bool
+    estimate: int
+    state: str = "queued"            # queued -> admitted (a slot is held) -> running -> done
+    waiters: int = 0
+    value: Any = None
+    error: BaseException | None = None
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
 @dataclass
 class TraceCache:
-    """Traced runs (or any computed view) by key, under a byte budget shared by every session."""
+    """Traced runs (or any computed view) by key, bounded before the work starts, shared by every session.
+
+    - single flight: one computation per key at a time; a second caller of the same key waits for the first;
+    - admission: at most `max_running` heavy computations at once (LAB_MAX_TRACES, default 1: one trace uses
+      both cores of a small server), the others queued in order, their place told through `on_wait`;
+    - a heavy computation's estimated bytes (from its shape, `trace_estimate`) are reserved against the budget
+      while it runs; the cache evicts least recently used results to make room, and an estimate over the whole
+      budget is refused before anything is computed;
+    - a queued computation whose every waiter has gone (its `on_wait` raised, e.g. the session stopped) is
+      dropped from the queue.
+    """
 
     budget_bytes: int = int(float(os.environ.get("LAB_TRACE_BUDGET_MB", "1024")) * 2**20)
+    max_running: int = _env_int("LAB_MAX_TRACES", 1)
+    wait_timeout: float = float(os.environ.get("LAB_TRACE_WAIT_S", "300"))
+    poll: float = 0.5                       # seconds between on_wait calls while waiting
     _items: OrderedDict = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _flights: dict = field(default_factory=dict)
+    _queue: list = field(default_factory=list)
+    _used: int = 0
+    _running: int = 0
+    _reserved: int = 0
 
-    def get(self, key, compute: Callable):
-        with self._lock:
+    def __post_init__(self) -> None:
+        self._cond = threading.Condition(self._lock)
+
+    def get(self, key, compute: Callable, *, estimate: int | None = None, heavy: bool | None = None,
+            on_wait: Callable[[Waiting], None] | None = None, timeout: float | None = None):
+        """The cached value of `key`, else compute() once (whoever else asks meanwhile waits for it).
+
+        heavy (default: an estimate was given): wait for an admission slot first. on_wait(Waiting) is called
+        (outside any lock) when the caller's place changes and every `poll` seconds while it waits; if it raises,
+        the caller stops waiting and its queued computation is dropped unless another caller still waits for it.
+        Raises InputError when the estimate cannot fit the budget, or when no result came within `timeout`."""
+        heavy = estimate is not None if heavy is None else heavy
+        deadline = time.monotonic() + (self.wait_timeout if timeout is None else timeout)
+        with self._cond:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key][0]
-        value = compute()
+            if estimate is not None and estimate > self.budget_bytes:
+                raise InputError(f"This would hold about {estimate / 2**20:,.0f} MB, more than this server keeps for "
+                                 f"all traced runs together ({self.budget_bytes / 2**20:,.0f} MB, LAB_TRACE_BUDGET_MB). "
+                                 "Use a shorter text.")
+            f = self._flights.get(key)
+            if f is None:
+                f = self._flights[key] = _Flight(key, heavy, int(estimate or 0),
+                                                 state="queued" if heavy else "admitted")
+                if heavy:
+                    self._queue.append(f)
+            f.waiters += 1
+        try:
+            last, last_t = None, 0.0
+            while True:
+                report = None
+                with self._cond:
+                    self._admit()
+                    if f.state == "done":
+                        if f.error is not None:
+                            raise f.error
+                        return f.value
+                    if f.state == "admitted":
+                        f.state = "running"
+                        break
+                    now = time.monotonic()
+                    if now >= deadline:
+                        raise InputError("The server is busy with other students' texts and this one did not start "
+                                         "in time. Try again in a minute.")
+                    status = self._status(f)
+                    if on_wait is not None and (status != last or now - last_t >= self.poll):
+                        report = status
+                    else:
+                        self._cond.wait(min(deadline - now, self.poll))
+                if report is not None:
+                    last, last_t = report, time.monotonic()
+                    on_wait(report)
+            return self._run(f, compute)
+        finally:
+            with self._cond:
+                f.waiters -= 1
+                if f.waiters == 0 and f.state in ("queued", "admitted"):
+                    self._drop(f)
+
+    def _run(self, f: _Flight, compute: Callable):
+        try:
+            value = compute()
+        except Exception as e:
+            with self._cond:
+                self._finish(f, None, e, 0)
+            raise
+        except BaseException:                        # this caller was stopped: hand the work to another waiter
+            with self._cond:
+                self._release(f)
+                f.state = "queued" if f.heavy else "admitted"
+                if f.heavy:
+                    self._queue.insert(0, f)
+                self._cond.notify_all()
+            raise
         size = trace_bytes(value)
-        with self._lock:
-            if size <= self.budget_bytes:
-                while self._items and sum(s for _, s in self._items.values()) + size > self.budget_bytes:
-                    self._items.popitem(last=False)
-                self._items[key] = (value, size)
+        with self._cond:
+            self._finish(f, value, None, size)
         return value
+
+    # the methods below run under self._lock
+    def _admit(self) -> None:
+        admitted = False
+        while self._queue and self._running < self.max_running:
+            f = self._queue[0]
+            while self._items and self._used + self._reserved + f.estimate > self.budget_bytes:
+                self._evict()
+            if self._used + self._reserved + f.estimate > self.budget_bytes:
+                break                                # wait for a running computation to finish
+            self._queue.pop(0)
+            f.state = "admitted"
+            self._running += 1
+            self._reserved += f.estimate
+            admitted = True
+        if admitted:
+            self._cond.notify_all()
+
+    def _status(self, f: _Flight) -> Waiting:
+        queued = f.state == "queued"
+        return Waiting(self._queue.index(f) if queued else 0, self._running, self.max_running, queued)
+
+    def _release(self, f: _Flight) -> None:
+        if f.heavy and f.state in ("admitted", "running"):
+            self._running -= 1
+            self._reserved -= f.estimate
+
+    def _drop(self, f: _Flight) -> None:
+        self._release(f)
+        if f in self._queue:
+            self._queue.remove(f)
+        self._flights.pop(f.key, None)
+        f.state = "done"
+        f.error = InputError("Nobody waits for this result any more.")
+        self._cond.notify_all()
+
+    def _finish(self, f: _Flight, value, error, size: int) -> None:
+        self._release(f)
+        f.state, f.value, f.error = "done", value, error
+        self._flights.pop(f.key, None)
+        if error is None and size <= self.budget_bytes:
+            while self._items and self._used + self._reserved + size > self.budget_bytes:
+                self._evict()
+            self._items[f.key] = (value, size)
+            self._used += size
+        self._cond.notify_all()
+
+    def _evict(self) -> None:
+        _, (_, size) = self._items.popitem(last=False)          # least recently used goes first
+        self._used -= size
 
     def used_bytes(self) -> int:
         with self._lock:
-            return sum(s for _, s in self._items.values())
+            return self._used
+
+    def reserved_bytes(self) -> int:
+        """Bytes estimated for the heavy computations running now."""
+        with self._lock:
+            return self._reserved
+
+    def waiting(self, key) -> Waiting | None:
+        """Where the computation of `key` stands (None: not queued or running)."""
+        with self._lock:
+            f = self._flights.get(key)
+            return None if f is None else self._status(f)

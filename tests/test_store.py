@@ -5,20 +5,50 @@ import pytest
 import torch
 
 from model.errors import ModelLoadError
-from model.store import NOT_ALLOWED_FOLDER, LinkPolicy, ModelStore, TraceCache, trace_bytes
+from model.store import LinkPolicy, ModelStore, TraceCache, trace_bytes
 
 BUILTIN = ("transformer-lm", "lstm-lm", "translator-en-fr")
 
 
-def test_default_policy_opens_builtins_and_suggested_ids_only(tmp_path):
+def test_default_policy_opens_builtins_and_suggested_ids_only_and_refuses_all_else_with_one_message(tmp_path):
     p = LinkPolicy(builtin=BUILTIN)
     assert p.resolve("transformer-lm") == "transformer-lm" and p.resolve("gpt2") == "gpt2"
-    for name in (str(tmp_path), "/root/.ssh", "/no/such/folder", "./model", "~/x"):
+    messages = set()
+    for name in (str(tmp_path), "/root/.ssh", "/no/such/folder", "./model", "~/x", "someone/some-model", "model",
+                 "model/../../../../../../etc/passwd", "model/../../../../../../etc/nothere"):
         with pytest.raises(ModelLoadError) as e:
             p.resolve(name)
-        assert str(e.value) == NOT_ALLOWED_FOLDER          # the same words whether the folder exists or not
-    with pytest.raises(ModelLoadError, match="LAB_ALLOW_HUB"):
-        p.resolve("someone/some-model")
+        messages.add(str(e.value))
+    assert messages == {p.refusal()} and "LAB_ALLOW_HUB" in p.refusal() and "LAB_ALLOW_FOLDERS" in p.refusal()
+
+
+def test_default_policy_touches_no_file_for_any_name(monkeypatch):
+    """No existence oracle: an existing and a missing path get the same words, and no filesystem call is made
+    (every stat-like call raises here)."""
+    import pathlib
+
+    def boom(*a, **k):
+        raise AssertionError("the link policy touched the disk")
+
+    results = []
+    with monkeypatch.context() as mp:                         # undone before pytest itself touches files again
+        for attr in ("exists", "is_dir", "is_file", "resolve", "stat", "lstat", "expanduser"):
+            mp.setattr(pathlib.Path, attr, boom)
+        for fn in ("stat", "lstat", "access", "listdir", "scandir"):
+            mp.setattr(os, fn, boom)
+        mp.setattr(os.path, "exists", boom)
+        for policy in (LinkPolicy(builtin=BUILTIN), LinkPolicy(builtin=BUILTIN, allow_hub=True)):
+            messages = set()
+            for name in ("model/../../../../../../etc/passwd", "model/../../../../../../etc/nothere", "/etc/passwd",
+                         "/etc/nothere", "./model", "~root", "tests/..", "x/../y"):
+                try:
+                    policy.resolve(name)
+                except ModelLoadError as e:
+                    messages.add(str(e))
+            results.append((messages, policy.refusal()))
+    for messages, refusal in results:
+        assert messages == {refusal}
+    assert LinkPolicy(builtin=BUILTIN, allow_hub=True).resolve("someone/some-model") == "someone/some-model"
 
 
 def test_allowed_folders_give_one_message_for_missing_and_non_model_folders(tmp_path):

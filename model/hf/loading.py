@@ -167,12 +167,24 @@ def _auto(head: str):
             ENCODER_DECODER: tf.AutoModelForSeq2SeqLM, ENCODER: tf.AutoModel}[head]
 
 
+def _too_big(name: str, n_params: int, device: torch.device, free: int) -> ModelLoadError:
+    need = n_params * 4 * 1.3
+    return ModelLoadError(f"`{name}` has {n_params / 1e6:,.0f} M parameters and needs about {need / 2**30:,.1f} GiB; "
+                          f"{device.type.upper()} has {free / 2**30:.1f} GiB free. Pick a smaller model.")
+
+
 def load_weights(name: str, src: str, local: bool, config, spec: ArchSpec, device: torch.device):
     """-> (hf module in eval mode on device, head, tokenizer, parameter count)."""
     import transformers as tf
 
     head = head_of(config, spec)
     cls = _auto(head)
+    free = _available_bytes(device)
+    from ..store import params_from_hf_config
+
+    declared = params_from_hf_config(config.to_dict())   # closed form: a config declaring trillions is refused
+    if free is not None and declared * 4 * 1.3 > free:   # here, before even a meta-device skeleton is built
+        raise _too_big(name, declared, device, free)
     try:
         with torch.device("meta"):
             skeleton = cls.from_config(config, trust_remote_code=False)
@@ -180,11 +192,8 @@ def load_weights(name: str, src: str, local: bool, config, spec: ArchSpec, devic
         del skeleton
     except ValueError as e:
         raise _unsupported(name, config.model_type) from e
-    free = _available_bytes(device)
-    need = n_params * 4 * 1.3                      # float32 weights plus room for activations
-    if free is not None and need > free:
-        raise ModelLoadError(f"`{name}` has {n_params / 1e6:,.0f} M parameters and needs about {need / 2**30:.1f} GiB; "
-                             f"{device.type.upper()} has {free / 2**30:.1f} GiB free. Pick a smaller model.")
+    if free is not None and n_params * 4 * 1.3 > free:   # float32 weights plus room for activations
+        raise _too_big(name, n_params, device, free)
     kw = dict(attn_implementation="eager", trust_remote_code=False, dtype=torch.float32, output_loading_info=True)
     if local and any(Path(src).glob("*.safetensors")):
         kw["use_safetensors"] = True
