@@ -325,7 +325,7 @@ def trace_estimate(arch, n_tokens: int, n_target: int | None = None, compact_abo
     Per attention stack: layers x heads x Tq x Tk weights and raw scores (float32), or above `compact_above`
     tokens float16 weights plus the checked q and k (layers x 2 x T x d_model float32); per norm its input and
     output (T x d_model, float32 or float16 when compact); an LSTM's six gates and states per layer. On GPT-2
-    small this gives 38 / 470 MB at 128 / 1,024 tokens (measured: 37 / 475 MB).
+    small this gives 42 / 120 / 168 / 486 MB at 128 / 256 / 512 / 1,024 tokens (measured: 37 / 110 / 166 / 475).
     """
     T = max(int(n_tokens), 1)
     S = max(int(n_target or T), 1)
@@ -346,10 +346,12 @@ def trace_estimate(arch, n_tokens: int, n_target: int | None = None, compact_abo
     if enc:                                                      # encoder self, decoder self, cross
         att = stack(enc, T, T, True) + stack(L, S, S, True) + stack(L, S, T, False)
         norms = (2 * enc + 1) * 2 * T * d * act + (3 * L + 1) * 2 * S * d * act
+        hidden = (enc + 1) * T * d * 4 + (L + 1) * S * d * 4
     else:
         att = stack(L, T, T, True)
         norms = (2 * L + 1) * 2 * T * d * act
-    return att + norms + 64 * 1024                               # + tokens, next-word logits, small arrays
+        hidden = (L + 1) * T * d * 4                             # the residual stream after each block, float32
+    return att + norms + hidden + 64 * 1024                               # + tokens, next-word logits, small arrays
 
 
 def run_estimate(m, text: str, target=None) -> int | None:

@@ -1,0 +1,299 @@
+"""The trace cache bounds work before it starts: one computation per key, at most N heavy ones at once with a
+queue whose place a caller can read, estimated bytes reserved while running, and work nobody waits for dropped.
+
+Fake compute functions and threads; every wait has a deadline, and no assertion is about wall-clock time."""
+import threading
+
+import pytest
+import torch
+
+from model.errors import InputError
+from model.store import TraceCache, Waiting, trace_bytes, trace_estimate
+
+pytestmark = pytest.mark.unit
+
+DEADLINE = 20.0          # seconds: only ever reached when the code under test is broken
+
+
+def _thread(fn, *a, **kw) -> tuple[threading.Thread, dict]:
+    out: dict = {}
+
+    def body():
+        try:
+            out["value"] = fn(*a, **kw)
+        except BaseException as e:       # noqa: BLE001  (handed to the test)
+            out["error"] = e
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    return t, out
+
+
+def _join(*threads: threading.Thread) -> None:
+    for t in threads:
+        t.join(DEADLINE)
+        assert not t.is_alive(), "a thread did not finish"
+
+
+def _wait_until(cond, what: str) -> None:
+    ev = threading.Event()
+    for _ in range(int(DEADLINE / 0.01)):
+        if cond():
+            return
+        ev.wait(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+def test_two_threads_asking_for_the_same_key_compute_it_once():
+    c = TraceCache(budget_bytes=10**6, poll=0.01)
+    started, release = threading.Event(), threading.Event()
+    calls = []
+
+    def compute():
+        calls.append(1)
+        started.set()
+        assert release.wait(DEADLINE)
+        return {"w": torch.zeros(10)}
+
+    t1, o1 = _thread(c.get, "k", compute, estimate=100)
+    assert started.wait(DEADLINE)
+    seen: list[Waiting] = []
+    t2, o2 = _thread(c.get, "k", compute, estimate=100, on_wait=seen.append)
+    _wait_until(lambda: seen, "the second caller reported that it waits")
+    release.set()
+    _join(t1, t2)
+    assert calls == [1] and o1["value"] is o2["value"]
+    assert seen[0].queued is False                         # it waited for the other session's computation
+
+
+def test_with_a_limit_of_one_never_more_than_one_heavy_computation_runs_at_once():
+    c = TraceCache(budget_bytes=10**6, max_running=1, poll=0.01)
+    lock = threading.Lock()
+    running, peak, done = [0], [0], []
+
+    def compute(i):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        threading.Event().wait(0.01)                       # give the others a chance to overlap if they could
+        with lock:
+            running[0] -= 1
+            done.append(i)
+        return i
+
+    threads = [_thread(c.get, i, lambda i=i: compute(i), estimate=10)[0] for i in range(8)]
+    _join(*threads)
+    assert peak[0] == 1 and sorted(done) == list(range(8))
+
+
+def test_with_a_limit_of_two_two_run_together_and_no_third():
+    c = TraceCache(budget_bytes=10**6, max_running=2, poll=0.01)
+    lock = threading.Lock()
+    running, peak = [0], [0]
+    both_in, release = threading.Barrier(2, timeout=DEADLINE), threading.Event()
+
+    def compute(i):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        if i < 2:
+            both_in.wait()                                 # the first two are running at the same time
+        assert release.wait(DEADLINE)
+        with lock:
+            running[0] -= 1
+        return i
+
+    first = [_thread(c.get, i, lambda i=i: compute(i), estimate=10)[0] for i in range(2)]
+    _wait_until(lambda: running[0] == 2, "two computations running")
+    rest = [_thread(c.get, i, lambda i=i: compute(i), estimate=10)[0] for i in range(2, 5)]
+    _wait_until(lambda: len(c._queue) == 3, "three queued")
+    assert running[0] == 2
+    release.set()
+    _join(*first, *rest)
+    assert peak[0] == 2
+
+
+def test_queue_positions_are_told_in_order_and_shrink_as_work_finishes():
+    c = TraceCache(budget_bytes=10**6, max_running=1, poll=0.01)
+    release = {i: threading.Event() for i in range(4)}
+    started = {i: threading.Event() for i in range(4)}
+    order = []
+
+    def compute(i):
+        order.append(i)
+        started[i].set()
+        assert release[i].wait(DEADLINE)
+        return i
+
+    reports: dict[int, list[int]] = {i: [] for i in range(4)}
+    threads = [_thread(c.get, 0, lambda: compute(0), estimate=10)[0]]
+    assert started[0].wait(DEADLINE)
+    for i in (1, 2, 3):                                    # queued one after another, in this order
+        threads.append(_thread(c.get, i, lambda i=i: compute(i), estimate=10,
+                               on_wait=lambda w, i=i: reports[i].append(w.ahead))[0])
+        _wait_until(lambda i=i: c.waiting(i) is not None, f"job {i} queued")
+    assert [c.waiting(i).ahead for i in (1, 2, 3)] == [0, 1, 2]
+    _wait_until(lambda: reports[3][-1:] == [2], "job 3 told it has 2 ahead")
+    for i in range(4):
+        release[i].set()
+        if i < 3:
+            assert started[i + 1].wait(DEADLINE)
+    _join(*threads)
+    assert order == [0, 1, 2, 3]
+    assert reports[3][0] == 2 and 1 in reports[3] and 0 in reports[3]          # 2, then 1, then 0 ahead
+    assert all(a >= b for a, b in zip(reports[3], reports[3][1:]))            # never moves back
+
+
+def test_an_estimate_over_the_budget_is_refused_before_compute_is_called():
+    c = TraceCache(budget_bytes=1000)
+    calls = []
+    with pytest.raises(InputError, match="LAB_TRACE_BUDGET_MB"):
+        c.get("long", lambda: calls.append(1), estimate=1001)
+    assert calls == [] and c.waiting("long") is None
+
+
+def test_a_running_estimate_is_reserved_so_a_second_one_waits_until_it_fits():
+    c = TraceCache(budget_bytes=1000, max_running=2, poll=0.01)
+    release, started_b = threading.Event(), threading.Event()
+
+    def a():
+        assert c.reserved_bytes() == 600
+        assert release.wait(DEADLINE)
+        return "a"
+
+    ta, oa = _thread(c.get, "a", a, estimate=600)
+    _wait_until(lambda: c.reserved_bytes() == 600, "a running")
+    tb, ob = _thread(c.get, "b", lambda: started_b.set() or "b", estimate=600)   # 600 + 600 > 1000
+    _wait_until(lambda: c.waiting("b") is not None, "b queued")
+    assert not started_b.is_set() and c.waiting("b").queued
+    release.set()
+    _join(ta, tb)
+    assert started_b.is_set() and oa["value"] == "a" and ob["value"] == "b"
+
+
+def test_cached_results_are_evicted_to_make_room_for_a_running_estimate():
+    c = TraceCache(budget_bytes=10_000)
+    for i in range(2):
+        c.get(i, lambda: {"w": torch.zeros(1000)})          # 4,000 bytes each: 8,000 used
+    seen = []
+    c.get("big", lambda: seen.append((c.used_bytes(), c.reserved_bytes())) or "x", estimate=5000)
+    used, reserved = seen[0]
+    assert reserved == 5000 and used + reserved <= 10_000   # the oldest went before the work started
+
+
+def test_a_waiter_that_stops_drops_its_queued_work():
+    c = TraceCache(budget_bytes=10**6, max_running=1, poll=0.01)
+    release = threading.Event()
+    calls = []
+
+    class Stopped(Exception):
+        pass
+
+    def stop(w):
+        raise Stopped                                      # as a page's callback does when its session is gone
+
+    t0, _ = _thread(c.get, "first", lambda: release.wait(DEADLINE), estimate=10)
+    _wait_until(lambda: c.reserved_bytes() == 10, "first running")
+    t1, o1 = _thread(c.get, "second", lambda: calls.append(1), estimate=10, on_wait=stop)
+    _join(t1)
+    assert isinstance(o1["error"], Stopped) and c.waiting("second") is None and c._queue == []
+    release.set()
+    _join(t0)
+    assert calls == []                                     # never computed: nobody waited for it
+
+
+def test_a_queued_job_survives_when_one_of_two_waiters_stops():
+    c = TraceCache(budget_bytes=10**6, max_running=1, poll=0.01)
+    release = threading.Event()
+    calls = []
+
+    def stop(w):
+        raise KeyboardInterrupt
+
+    t0, _ = _thread(c.get, "first", lambda: release.wait(DEADLINE), estimate=10)
+    _wait_until(lambda: c.reserved_bytes() == 10, "first running")
+    t1, o1 = _thread(c.get, "k", lambda: calls.append(1) or "v", estimate=10)
+    _wait_until(lambda: c.waiting("k") is not None, "k queued")
+    t2, o2 = _thread(c.get, "k", lambda: calls.append(2) or "v", estimate=10, on_wait=stop)
+    _join(t2)
+    assert isinstance(o2["error"], KeyboardInterrupt) and c.waiting("k") is not None
+    release.set()
+    _join(t0, t1)
+    assert o1["value"] == "v" and calls == [1]
+
+
+def test_an_error_reaches_every_waiter_and_is_not_cached():
+    c = TraceCache(budget_bytes=10**6, poll=0.01)
+    started, release = threading.Event(), threading.Event()
+
+    def bad():
+        started.set()
+        assert release.wait(DEADLINE)
+        raise InputError("too long")
+
+    t1, o1 = _thread(c.get, "k", bad, estimate=10)
+    assert started.wait(DEADLINE)
+    seen = []
+    t2, o2 = _thread(c.get, "k", bad, estimate=10, on_wait=seen.append)
+    _wait_until(lambda: seen, "second waits")
+    release.set()
+    _join(t1, t2)
+    assert isinstance(o1["error"], InputError) and isinstance(o2["error"], InputError)
+    assert c.get("k", lambda: "ok") == "ok"                # a later call computes again
+
+
+def test_a_caller_that_waits_past_its_timeout_gets_a_busy_message():
+    c = TraceCache(budget_bytes=10**6, max_running=1, poll=0.01)
+    release = threading.Event()
+    t0, _ = _thread(c.get, "first", lambda: release.wait(DEADLINE), estimate=10)
+    _wait_until(lambda: c.reserved_bytes() == 10, "first running")
+    with pytest.raises(InputError, match="busy"):
+        c.get("second", lambda: "x", estimate=10, timeout=0.05)
+    assert c._queue == []
+    release.set()
+    _join(t0)
+
+
+@pytest.mark.parametrize("n", [8, 40, 300])
+def test_the_estimate_covers_a_real_hugging_face_trace(tmp_path, n):
+    """trace_estimate from the shape alone is at least what a tiny GPT-2's run holds, and not over twice it."""
+    import model
+    from devkit.hf_fixtures import make_tiny
+    from model.store import run_estimate
+
+    m = model.load(str(make_tiny("gpt2", tmp_path / "g", positions=512)), "cpu")
+    words = ("the bear ate the honey because it was hungry . " * 100).split()
+
+    def length(k):
+        try:
+            return len(m.tokenize(" ".join(words[:k])).ids)
+        except InputError:                                 # longer than the model reads
+            return n + 1
+
+    k = max(k for k in range(1, 200) if length(k) <= n)
+    text = " ".join(words[:k])
+    r = m.run(text)
+    assert n - 3 <= len(r.tokens) <= n
+    held, est = trace_bytes(r), run_estimate(m, text)
+    assert est is not None and held <= est <= 2 * held + 256 * 1024, (held, est)
+
+
+def test_the_estimate_covers_the_builtin_traces():
+    import model
+    from model.store import run_estimate
+
+    for name in model.builtin_names():
+        m = model.load(name, "cpu")
+        text = "the bear ate the honey because it was hungry"
+        r = m.run(text)
+        held, est = trace_bytes(r), run_estimate(m, text)
+        assert est is not None and held <= est, (name, held, est)
+
+
+def test_the_gpt2_small_estimate_matches_the_measured_trace_sizes():
+    """GPT-2 small (12 layers x 12 heads, d 768): measured 37 / 475 MB held at 128 / 1,024 tokens (README)."""
+    from model.api import Architecture
+
+    a = Architecture("decoder-only Transformer", n_layers=12, n_heads=12, d_model=768)
+    assert 37 <= trace_estimate(a, 128) / 2**20 <= 45
+    assert 475 <= trace_estimate(a, 1024) / 2**20 <= 560
