@@ -1,0 +1,249 @@
+"""Layout defects measured in the browser, by geometry: what a class would see as a collision or a cut label.
+
+Used by tests/test_layout.py and by scripts that take screenshots of a page. Run `defects(page)` on a fully
+drawn page (devkit.browser.wait_idle): it returns a list of dicts {kind, chart, what, detail}.
+
+Kinds:
+- ``overlap``: a legend, a toolbar (modebar) or a colour-bar title over a figure's title, a subplot title
+  (annotation), a tick label of another axis, or over each other (legend and toolbar).
+- ``ticks``: two tick labels of one axis that collide (their rotated boxes intersect).
+- ``cell-text``: two text labels drawn in heatmap cells that run together ("−∞−∞").
+- ``clipped``: a Plotly label drawn partly outside its figure (cut by the figure's edge).
+- ``cut``: a Streamlit button, download button or page link whose label is cut (scrollWidth > clientWidth,
+  or shown with an ellipsis).
+"""
+from __future__ import annotations
+
+import collections
+
+# Boxes of rotated SVG text are measured as their real (rotated) rectangles: the local bbox's four corners
+# through the element's screen matrix; two convex quads intersect unless an axis separates them (SAT).
+LAYOUT_JS = r"""
+(opts) => {
+  const TOL = (opts && opts.tol) || 1.0;           // pixels of overlap forgiven
+  const TICK_GAP = 2, CELL_GAP = 4;                // tick / cell labels closer than this (px) read as one word
+  const out = [];
+  const short = (s) => (s || '').replace(/\s+/g, ' ').trim().slice(0, 60);
+  // grow < 0: shrink (touching boxes do not count); grow > 0: labels closer than 2*grow px run together
+  const quad = (el, grow) => {
+    let b; try { b = el.getBBox(); } catch (e) { return null; }
+    if (!b || (b.width === 0 && b.height === 0)) return null;
+    const m = el.getScreenCTM(); if (!m) return null;
+    const p = (x, y) => ({x: m.a * x + m.c * y + m.e, y: m.b * x + m.d * y + m.f});
+    const s = grow === undefined ? -TOL / 2 : -grow, x0 = b.x + s, y0 = b.y + s, x1 = b.x + b.width - s, y1 = b.y + b.height - s;
+    if (x1 <= x0 || y1 <= y0) return null;
+    return [p(x0, y0), p(x1, y0), p(x1, y1), p(x0, y1)];
+  };
+  const rectQuad = (el) => {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0) return null;
+    const s = TOL / 2;
+    return [{x: r.left + s, y: r.top + s}, {x: r.right - s, y: r.top + s}, {x: r.right - s, y: r.bottom - s},
+            {x: r.left + s, y: r.bottom - s}];
+  };
+  const visible = (el) => {
+    const cs = getComputedStyle(el);
+    if (cs.display === 'none' || cs.visibility === 'hidden' || parseFloat(cs.opacity) === 0) return false;
+    for (let e = el; e && e !== document.body; e = e.parentElement) {
+      const c = getComputedStyle(e);
+      if (c.display === 'none' || parseFloat(c.opacity) === 0) return false;
+    }
+    return true;
+  };
+  const axes = (q) => {
+    const r = [];
+    for (let i = 0; i < 4; i++) {
+      const a = q[i], b = q[(i + 1) % 4];
+      r.push({x: -(b.y - a.y), y: b.x - a.x});
+    }
+    return r;
+  };
+  const hit = (p, q) => {
+    if (!p || !q) return false;
+    for (const ax of [...axes(p), ...axes(q)]) {
+      let pmin = Infinity, pmax = -Infinity, qmin = Infinity, qmax = -Infinity;
+      for (const v of p) { const d = v.x * ax.x + v.y * ax.y; pmin = Math.min(pmin, d); pmax = Math.max(pmax, d); }
+      for (const v of q) { const d = v.x * ax.x + v.y * ax.y; qmin = Math.min(qmin, d); qmax = Math.max(qmax, d); }
+      if (pmax <= qmin || qmax <= pmin) return false;
+    }
+    return true;
+  };
+  const bounds = (q) => ({l: Math.min(...q.map(v => v.x)), r: Math.max(...q.map(v => v.x)),
+                          t: Math.min(...q.map(v => v.y)), b: Math.max(...q.map(v => v.y))});
+  const label = (el) => short(el.textContent);
+
+  const charts = [...document.querySelectorAll('.js-plotly-plot')];
+  charts.forEach((plot, ci) => {
+    const titleEl = plot.querySelector('.gtitle');
+    const chart = short(titleEl ? titleEl.textContent : '') || `chart ${ci + 1}`;
+    const item = (el, kind, q) => ({el, kind, q, text: label(el)});
+    const svgs = [...plot.querySelectorAll('svg.main-svg')];
+    const frame = svgs.length ? svgs[0].getBoundingClientRect() : plot.getBoundingClientRect();
+    const texts = (sel, kind) => [...plot.querySelectorAll(sel)]
+        .filter(el => visible(el) && (el.textContent || '').trim())
+        .map(el => item(el, kind, quad(el))).filter(i => i.q);
+    const titles = texts('.gtitle', 'title');
+    // annotations that are not heatmap cell text: subplot titles and notes
+    const annos = texts('.annotation-text', 'subplot title');
+    const cbtitles = texts('.cbtitle text', 'colour-bar title');
+    const legends = [...plot.querySelectorAll('g.legend')].filter(visible).map(el => {
+      const bg = el.querySelector('rect.bg') || el;
+      return item(el, 'legend', quad(bg));
+    }).filter(i => i.q);
+    const modebars = [...plot.querySelectorAll('.modebar')].filter(visible)
+        .map(el => item(el, 'toolbar', rectQuad(el))).filter(i => i.q);
+    modebars.forEach(m => m.text = 'toolbar');
+    // tick labels grouped by their axis layer (colour-bar ticks belong to their colour bar)
+    const tickGroups = new Map();
+    plot.querySelectorAll('.xtick text, .ytick text').forEach(el => {
+      if (!visible(el) || !(el.textContent || '').trim()) return;
+      const q = quad(el, TICK_GAP / 2); if (!q) return;
+      const layer = el.closest('[class*="axislayer"], .cbaxis, .colorbar') || el.parentNode.parentNode;
+      const cls = el.parentNode.classList.contains('xtick') ? 'x' : 'y';
+      const key = layer;
+      if (!tickGroups.has(key)) tickGroups.set(key, {cls, items: [], colorbar: !!el.closest('.colorbar, .cbaxis')});
+      tickGroups.get(key).items.push(item(el, 'tick', q));
+    });
+    const groups = [...tickGroups.values()];
+    const ticks = groups.flatMap(g => g.items.map(i => Object.assign(i, {group: g})));
+
+    const add = (kind, what, detail) => out.push({kind, chart, what, detail});
+    const pair = (a, b) => { if (hit(a.q, b.q)) add('overlap', `${a.kind} over ${b.kind}`, `"${a.text}" / "${b.text}"`); };
+    for (const top of [...legends, ...modebars, ...cbtitles]) {
+      for (const t of [...titles, ...annos]) pair(top, t);
+    }
+    for (const l of legends) for (const m of modebars) pair(l, m);
+    // a colour-bar title or a legend on a plotting area (over the data)
+    const areas = [...plot.querySelectorAll('.draglayer .nsewdrag')].map(el => item(el, 'plot area', rectQuad(el)))
+        .filter(i => i.q);
+    for (const top of [...cbtitles, ...legends]) {
+      for (const a of areas) if (hit(top.q, a.q)) { add('overlap', `${top.kind} over plot area`, `"${top.text}"`); break; }
+    }
+    for (const cb of cbtitles) for (const m of modebars) pair(cb, m);
+    // a colour-bar title or a legend over the tick labels of a (non-colour-bar) axis
+    for (const top of [...cbtitles, ...legends]) {
+      for (const t of ticks) if (!t.group.colorbar || top.kind === 'legend') {
+        if (hit(top.q, t.q)) { add('overlap', `${top.kind} over tick label`, `"${top.text}" / "${t.text}"`); break; }
+      }
+    }
+    // colliding tick labels of one axis
+    for (const g of groups) {
+      const it = g.items;
+      let n = 0, first = '';
+      for (let i = 0; i < it.length; i++) for (let j = i + 1; j < it.length; j++) {
+        if (hit(it[i].q, it[j].q)) { n++; if (!first) first = `"${it[i].text}" / "${it[j].text}"`; }
+      }
+      if (n) add('ticks', `${n} colliding ${g.cls} tick label pair(s)${g.colorbar ? ' (colour bar)' : ''}`, first);
+    }
+    // text in heatmap cells running together, per trace
+    plot.querySelectorAll('g.hm, g.heatmaplayer g.trace').forEach(hm => {
+      const cells = [...hm.querySelectorAll('text')].filter(el => visible(el) && (el.textContent || '').trim())
+          .map(el => item(el, 'cell', quad(el, CELL_GAP / 2))).filter(i => i.q);
+      let n = 0, first = '';
+      // cells sit on a grid: compare each with its neighbours in reading order (enough to see a run-together row)
+      const sorted = cells.sort((a, b) => bounds(a.q).t - bounds(b.q).t || bounds(a.q).l - bounds(b.q).l);
+      for (let i = 0; i < sorted.length; i++) for (let j = i + 1; j < Math.min(sorted.length, i + 40); j++) {
+        if (hit(sorted[i].q, sorted[j].q)) { n++; if (!first) first = `"${sorted[i].text}" / "${sorted[j].text}"`; }
+      }
+      if (n) add('cell-text', `${n} colliding cell label pair(s)`, first);
+    });
+    // labels cut by the figure's edge
+    for (const it of [...titles, ...annos, ...cbtitles, ...legends, ...ticks]) {
+      const b = bounds(it.q);
+      if (b.l < frame.left - 2 || b.r > frame.right + 2 || b.t < frame.top - 2 || b.b > frame.bottom + 2) {
+        add('clipped', `${it.kind} outside the figure`, `"${it.text}"`);
+      }
+    }
+  });
+
+  // Streamlit buttons, download buttons and page links whose label is cut
+  const controls = document.querySelectorAll(
+      '[data-testid="stButton"] button, [data-testid="stDownloadButton"] button, ' +
+      '[data-testid="stPageLink"] a, [data-testid="stLinkButton"] a, [data-testid="stFormSubmitButton"] button');
+  controls.forEach(ctl => {
+    if (!visible(ctl) || ctl.getBoundingClientRect().width === 0) return;
+    const name = short(ctl.innerText || ctl.textContent) || short(ctl.getAttribute("aria-label")) || ctl.outerHTML.slice(0, 60);
+    const parts = [ctl, ...ctl.querySelectorAll('*')];
+    for (const el of parts) {
+      const cs = getComputedStyle(el);
+      const txt = (el.innerText || el.textContent || '');
+      const cut = el.scrollWidth > el.clientWidth + 1 && el.clientWidth > 0 && cs.overflowX !== 'visible';
+      const ell = cs.textOverflow === 'ellipsis' && el.scrollWidth > el.clientWidth + 1;
+      if (cut || ell || /…$/.test(txt.trim()) && !/…$/.test((el.getAttribute('aria-label') || txt).trim())) {
+        out.push({kind: 'cut', chart: '', what: 'label cut', detail: `"${name}" (${el.scrollWidth} > ${el.clientWidth} px)`});
+        break;
+      }
+    }
+  });
+  return out;
+}
+"""
+
+# The first screen: where the key figure (the largest Plotly chart on the page, by area) starts.
+FIRST_SCREEN_JS = r"""
+(sel) => {
+  const els = [...document.querySelectorAll(sel || '[data-testid="stPlotlyChart"]')];
+  if (!els.length) return null;
+  const big = els.map(e => ({e, r: e.getBoundingClientRect()}))
+                 .sort((a, b) => b.r.width * b.r.height - a.r.width * a.r.height);
+  const inner = window.innerHeight;
+  // the chart's index among the page's charts and its box relative to the unscrolled page
+  const r = big[0].r, top = r.top + window.scrollY;
+  const shown = Math.max(0, Math.min(inner, top + r.height) - Math.max(0, top));
+  return {index: els.indexOf(big[0].e), top, height: r.height, visible: r.height ? shown / r.height : 0,
+          title: ((big[0].e.querySelector('.gtitle') || {}).textContent || '').slice(0, 60)};
+}
+"""
+
+
+def defects(page, tol: float = 1.0) -> list[dict]:
+    """Every layout defect on the page as drawn now (see the module's docstring for the kinds)."""
+    return page.evaluate(LAYOUT_JS, {"tol": tol})
+
+
+def count_by_kind(found: list[dict]) -> dict[str, int]:
+    return dict(collections.Counter(d["kind"] for d in found))
+
+
+def first_screen(page, selector: str | None = None) -> dict | None:
+    """Where the page's largest chart starts (scrolled to the top): top (px), height, visible share of it."""
+    page.evaluate("() => { window.scrollTo(0, 0); const m = document.querySelector('[data-testid=\"stMain\"]');"
+                  " if (m) m.scrollTop = 0; }")
+    return page.evaluate(FIRST_SCREEN_JS, selector)
+
+
+def describe(found: list[dict]) -> str:
+    return "\n".join(f"[{d['kind']}] {d['chart'] or '-'}: {d['what']} {d['detail']}" for d in found)
+
+
+def resize(page, width: int, height: int, settle_ms: int = 700) -> None:
+    """A new viewport size; Plotly's responsive charts relayout after a resize event (debounced)."""
+    page.set_viewport_size({"width": width, "height": height})
+    page.wait_for_timeout(settle_ms)
+    page.wait_for_function("""() => [...document.querySelectorAll('.js-plotly-plot')]
+        .every(p => !p._transitioning && p.querySelector('.main-svg'))""", timeout=15_000)
+
+
+AXE_FOLDERS = ("node_modules/axe-core/axe.min.js",)
+
+
+def axe_source() -> str:
+    """axe-core's browser script, from the PyPI package axe-playwright-python (requirements-dev.txt)."""
+    from importlib import resources
+
+    try:
+        return (resources.files("axe_playwright_python") / "axe.min.js").read_text()
+    except (ModuleNotFoundError, FileNotFoundError):
+        raise RuntimeError("axe-core not found: pip install -r requirements-dev.txt (axe-playwright-python)")
+
+
+def axe(page, impacts: tuple[str, ...] = ("serious", "critical")) -> list[dict]:
+    """Run axe-core on the page; the violations of the given impacts, each {id, impact, help, nodes: [targets]}."""
+    if not page.evaluate("() => typeof window.axe !== 'undefined'"):
+        page.add_script_tag(content=axe_source())
+    res = page.evaluate("""async () => {
+        const r = await axe.run(document, {resultTypes: ['violations']});
+        return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                                       nodes: v.nodes.slice(0, 5).map(n => n.target.join(' '))}));
+    }""")
+    return [v for v in res if v["impact"] in impacts]

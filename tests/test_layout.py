@@ -1,0 +1,82 @@
+"""What a class sees, measured by geometry in headless Chromium: no collisions, no cut labels, the key figure on
+the first screen in projector mode, and no serious accessibility violations (axe-core).
+
+One server and one browser for the module. Every page, in normal and projector mode (?present=1), is opened
+once and measured at 1280x720, 1600x1000 and 1920x1080 (the viewport is resized, the charts relayout); the
+lesson stops at 1280x720. The measuring JavaScript is devkit/layout.py (shared with screenshot scripts).
+"""
+import os
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+
+from app_pages.registry import LESSON
+from devkit.browser import CHROMIUM, PAGES, browser_page, open_url, serve_app
+from devkit.layout import axe, count_by_kind, defects, describe, first_screen, resize
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
+                                 reason=f"no Chromium at {CHROMIUM} (run tests/install_chromium.sh)")]
+
+SIZES = [(1280, 720), (1600, 1000), (1920, 1080)]
+VIEWS = [(name, mode) for mode in ("normal", "projector") for name in PAGES]
+STOPS = list(range(1, len(LESSON) + 1))
+KEY_FIGURE_PAGES = ["attention", "sampling", "masks"]
+
+
+@pytest.fixture(scope="module")
+def browser_tab():
+    with serve_app() as url, browser_page(*SIZES[0]) as page:
+        page.lab_url = url
+        yield page
+
+
+def view_url(base: str, name: str, mode: str) -> str:
+    return f"{base}/{PAGES[name]}" + ("?present=1" if mode == "projector" else "")
+
+
+@pytest.fixture(scope="module", params=VIEWS, ids=[f"{n}-{m}" for n, m in VIEWS])
+def opened(request, browser_tab):
+    """A page opened in one mode (module scope: the layout and accessibility tests of one view share one load)."""
+    name, mode = request.param
+    resize(browser_tab, *SIZES[0], settle_ms=0)
+    open_url(browser_tab, view_url(browser_tab.lab_url, name, mode), 120_000)
+    return browser_tab, name, mode
+
+
+def test_no_collision_or_cut_label_at_three_screen_sizes(opened):
+    page, name, mode = opened
+    found = []
+    for w, h in SIZES:
+        resize(page, w, h)
+        found += [dict(d, size=f"{w}x{h}") for d in defects(page)]
+    resize(page, *SIZES[0])
+    assert not found, f"{name} ({mode}): {count_by_kind(found)}\n" + "\n".join(
+        f"{d['size']} {line}" for d, line in zip(found, describe(found).splitlines()))
+
+
+def test_no_serious_or_critical_accessibility_violation(opened):
+    page, name, mode = opened
+    found = axe(page)
+    assert not found, f"{name} ({mode}): " + "\n".join(
+        f"[{v['impact']}] {v['id']}: {v['help']} at {v['nodes']}" for v in found)
+
+
+@pytest.mark.parametrize("stop", STOPS)
+def test_lesson_stop_has_no_collision_or_cut_label_at_1280x720(browser_tab, stop):
+    s = LESSON[stop - 1]
+    resize(browser_tab, *SIZES[0], settle_ms=0)
+    open_url(browser_tab, f"{browser_tab.lab_url}/{s.page}?{urlencode({**s.params, 'stop': stop})}", 120_000)
+    found = defects(browser_tab)
+    assert not found, f"stop {stop} ({s.page}): {count_by_kind(found)}\n{describe(found)}"
+
+
+@pytest.mark.parametrize("name", KEY_FIGURE_PAGES)
+def test_projector_key_figure_starts_on_the_first_screen_at_1280x720(browser_tab, name):
+    """The page's largest figure starts above 720 px and at least 60% of it is visible without scrolling."""
+    resize(browser_tab, *SIZES[0], settle_ms=0)
+    open_url(browser_tab, view_url(browser_tab.lab_url, name, "projector"), 120_000)
+    where = first_screen(browser_tab)
+    assert where is not None, f"{name}: no figure"
+    assert where["top"] < 720 and where["visible"] >= 0.6, f"{name}: key figure {where}"
