@@ -177,14 +177,14 @@ def load_weights(name: str, src: str, local: bool, config, spec: ArchSpec, devic
     """-> (hf module in eval mode on device, head, tokenizer, parameter count)."""
     import transformers as tf
 
-    head = head_of(config, spec)
-    cls = _auto(head)
-    free = _available_bytes(device)
     from ..store import params_from_hf_config
 
+    free = _available_bytes(device)
     declared = params_from_hf_config(config.to_dict())   # closed form: a config declaring trillions is refused
     if free is not None and declared * 4 * 1.3 > free:   # here, before even a meta-device skeleton is built
         raise _too_big(name, declared, device, free)
+    head = head_of(config, spec)
+    cls = _auto(head)
     try:
         with torch.device("meta"):
             skeleton = cls.from_config(config, trust_remote_code=False)
