@@ -1,11 +1,12 @@
 """The lab's Streamlit script (served by app.py: `streamlit run app.py`): st.navigation over the page
-registry, the shared sidebar, the address as the view, and the home page."""
+registry, the shared sidebar (model, device, text, projector mode), a lesson stop's settings, and the home page."""
 from __future__ import annotations
 
 import streamlit as st
 
 from app_pages import common as c
-from app_pages import registry
+from app_pages import lesson, registry
+from app_pages.address import keep_in_url
 from model.store import SUGGESTED_HF
 
 PRESENT = st.session_state.get("present", st.query_params.get("present", "") in ("1", "true"))
@@ -102,13 +103,58 @@ def sidebar() -> None:
                       placeholder="e.g. gpt2 or /models/my-gpt2")
     sb.radio("Device", ["auto"] + model.available_devices(), key="device", horizontal=True,
              help="auto: CUDA if present, else Apple MPS, else CPU.")
-    sb.text_area("Text", key="text", height=90, max_chars=c.MAX_TEXT, on_change=c.use_text_typed,
+    sb.text_area("Text", key="text", height=90, max_chars=c.MAX_TEXT, on_change=use_text_typed,
                  help="Used by every page. Built-in models know the toy vocabulary of the example sentences.")
     sb.caption("Examples: *the keys to the old cabinet are on the table* · *the black cat ate the mouse* · "
                "for BERT: *the bear ate the [MASK] because it was hungry*")
     sb.toggle("Projector mode", key="present", help="Large type, one key figure per screen; the link keeps it (?present=1).")
 
 
+def use_text_typed() -> None:
+    st.session_state["_text_touched"] = True
+
+
+def page_default_text(page: str) -> None:
+    """Until the user types their own text (or a link brings one), each page opens on its lesson's sentence for
+    the chosen built-in model: a choice point for Sampling, the agreement phrase for the LSTM, and so on."""
+    from model import lessons
+
+    current = st.session_state.get("text", c.DEFAULT_TEXT)
+    defaults = {c.DEFAULT_TEXT} | {t for by_model in lessons.DEFAULTS.values() for t in by_model.values()}
+    if st.session_state.get("_text_touched") or current not in defaults:
+        return                                      # the user's own text is never replaced
+    t = lessons.default_text(page or "home", c.model_name())
+    if t:
+        st.session_state["text"] = t
+
+
+def clean_text() -> None:
+    """Text that reached the session from a link or a test: lone surrogates (not valid Unicode) become U+FFFD and
+    more than MAX_TEXT characters are cut, each with a message, before any widget or model sees it."""
+    t = st.session_state.get("text")
+    if not isinstance(t, str):
+        return
+    fixed = t.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    notes = []
+    if fixed != t:
+        notes.append("characters that are not valid Unicode text were replaced by �")
+    if len(fixed) > c.MAX_TEXT:
+        fixed = fixed[:c.MAX_TEXT]
+        notes.append(f"the text was cut to its first {c.MAX_TEXT:,} characters")
+    if notes:
+        st.session_state["text"] = fixed
+        st.session_state.setdefault("_url_errors", []).extend(notes)
+
+
+def url_errors() -> None:
+    errs = st.session_state.pop("_url_errors", None)
+    if errs:
+        st.warning("About the text: " + "; ".join(c.md_escape(e) for e in errs) + ".")
+
+
+# The model, the text and projector mode are kept in the address by hand: the model may be any hub id (not one of
+# the selectbox's options, which is all a bound selectbox accepts), each page replaces an untouched text with its
+# lesson's sentence, and `?present=1` is read before the page is configured (and binding takes only true/false).
 def from_link() -> None:
     """A link like ?model=gpt2&text=... (shared, or a lesson stop) opens with that model and text. Only a value
     this session did not write itself counts, so the sidebar's own changes are never undone."""
@@ -135,9 +181,9 @@ def from_link() -> None:
 
 def to_link() -> None:
     """The address always names the model, text and projector mode in use (left out while they are the defaults)."""
-    c.keep_in_url("model", c.model_name() if c.model_name() != "transformer-lm" else None)
-    c.keep_in_url("text", c.text() if c.text() != c.DEFAULT_TEXT else None)
-    c.keep_in_url("present", "1" if c.presenting() else None)
+    keep_in_url("model", c.model_name() if c.model_name() != "transformer-lm" else None)
+    keep_in_url("text", c.text() if c.text() != c.DEFAULT_TEXT else None)
+    keep_in_url("present", "1" if c.presenting() else None)
 
 
 from_link()
@@ -145,11 +191,12 @@ st.session_state.setdefault("model_choice", "transformer-lm")
 st.session_state.setdefault("device", "auto")
 st.session_state.setdefault("text", c.DEFAULT_TEXT)
 nav = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True), *PAGES.values()])
-c.page_default_text(nav.url_path)
-c.clean_text()
+lesson.open_stop(nav.url_path)
+page_default_text(nav.url_path)
+clean_text()
 sidebar()
 c.present_style()
 to_link()
-c.url_errors()
-c.lesson_banner(nav.url_path)
+url_errors()
+lesson.banner(nav.url_path)
 nav.run()

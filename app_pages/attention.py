@@ -2,39 +2,36 @@
 import streamlit as st
 
 from app_pages import common as c
-from model import TracedRun, views
+from app_pages.breakit import break_it
+from model import views
 from viz.attention import attention_grid, attention_heatmap, token_attention
 
-c.intro("Attention",
-        "Each head asks, for every token (a **row**, the *query*), how much to look at every token (a "
-        "**column**, the *key*) when building its new meaning. A row's weights sum to 1. Different heads "
-        "learn different habits: some look at the previous word, some at the first token, some at the word "
-        "that a pronoun refers to.")
-
-m = c.load_or_stop()
-c.hints("attention", m)
-c.need(m, TracedRun, "This model has no attention to show.")
-r = c.run_or_stop(m, example=c.example_for(m))
-stacks = c.cached(m, "attention_views", (c.text(),), lambda: views.attention_views(r))
+m, r = c.open_page(
+    "attention", "Attention",
+    "Each head asks, for every token (a **row**, the *query*), how much to look at every token (a "
+    "**column**, the *key*) when building its new meaning. A row's weights sum to 1. Different heads "
+    "learn different habits: some look at the previous word, some at the first token, some at the word "
+    "that a pronoun refers to.", message="This model has no attention to show.")
+seen = c.run_key(r)        # with the model, what the views and every figure below are computed from
+stacks = c.cached(m, "attention_views", seen, lambda: views.attention_views(r))
 if not stacks:
     st.info(f"{c.md_escape(m.name)} has no attention: it reads one word at a time and keeps a memory. "
             "See the **LSTM** page, or pick a Transformer in the sidebar.")
     st.stop()
 roles = list(stacks)
 role = st.radio("Attention", roles, format_func=lambda k: stacks[k].title, horizontal=True,
-                **c.state("stack", roles[0], options=roles)) if len(roles) > 1 else roles[0]
+                **c.labelled("stack", roles[0], options=roles)) if len(roles) > 1 else roles[0]
 v = stacks[role]
 if r.target_tokens:
     st.markdown(f"Source: {c.tokens_line(r.tokens)}  \nTarget so far (the decoder's input): "
                 f"{c.tokens_line(r.target_tokens)}")
 L, H = v.n_layers, v.n_heads
-seen = c.run_key(r)        # with the model and the stack (role), what every figure below is computed from
 
 st.subheader(f"All {L} layers × {H} heads")
 show_grid = True
 if L * H > 48:
     show_grid = st.toggle(f"Draw all {L * H} heads", help="Large models have many heads; the grid is drawn on demand.",
-                          **c.state("grid", L * H <= 144))
+                          **c.bound("grid", L * H <= 144))
 if show_grid:
     grid = c.cached_figure(m, "grid", (role, *seen), lambda: attention_grid(v.weights, v.query_tokens, v.key_tokens))
     c.plot(grid, key=f"grid_{role}",
@@ -48,8 +45,9 @@ if show_grid:
 def one_head() -> None:
     st.subheader("One head, large")
     c1, c2 = st.columns(2)
-    layer = c1.selectbox("Layer", list(range(1, L + 1)), **c.state("layer", L, options=list(range(1, L + 1))))
-    head = c2.selectbox("Head", list(range(1, H + 1)), **c.state("head", 1, options=list(range(1, H + 1))))
+    layers, heads = list(range(1, L + 1)), list(range(1, H + 1))
+    layer = c1.selectbox("Layer", layers, **c.bound("layer", L, options=layers))
+    head = c2.selectbox("Head", heads, **c.bound("head", 1, options=heads))
     c.plot(c.cached_figure(m, "head", (role, layer, head, *seen),
                            lambda: attention_heatmap(v.head(layer - 1, head - 1), v.query_tokens, v.key_tokens,
                                                      title=f"{v.title}: layer {layer}, head {head}")),
@@ -57,7 +55,7 @@ def one_head() -> None:
     if v.causal:
         st.caption("Masked (causal): every cell right of the diagonal is exactly 0, because a word may only look "
                    "at itself and the words before it.")
-    c.break_it(m, "heads", "Break it: switch this head off", "brk_head", stack=role, layer=layer - 1,
+    break_it(m, "heads", "Break it: switch this head off", "brk_head", stack=role, layer=layer - 1,
                heads=[head - 1])
 
 
@@ -67,7 +65,7 @@ def one_token() -> None:
     q = v.query_tokens
     opts = list(range(len(q)))
     qi = st.selectbox("Query token", opts, format_func=lambda i: f"{i}: {q[i]}",
-                      **c.state("q", views.default_query(q), options=opts))
+                      **c.labelled("q", views.default_query(q), options=opts))
     c.plot(c.cached_figure(m, "token", (role, qi, *seen), lambda: token_attention(v.weights, qi, v.key_tokens, q[qi])),
            key=f"tok_{role}")
     st.caption("One row per head (L = layer, H = head); each row is that head's attention from the chosen token.")

@@ -1,23 +1,24 @@
-"""What every page shares: the server's model store and trace cache, the sidebar's choices, the address
-as the view (settings read from and written to the URL), projector mode, figures with export, and
-messages that never interpret a user's string as markdown. Pages stay thin: widgets, layout, words.
+"""What every page shares: how a page opens (`open_page`: words, model, hints, capability, traced run), the
+server's model store and trace cache, the sidebar's choices, projector mode, figures with export, and messages
+that never interpret a user's string as markdown. Pages stay thin: widgets, layout, words.
+The address (settings in the URL) is address.py, Break it's toggles breakit.py, the lesson path lesson.py.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import streamlit as st
 
-from model import LabError, LabModel, Run, Translates
+from app_pages.address import bound, labelled, link_version, set_setting, setting  # noqa: F401 (pages: c.bound …)
+from app_pages.figures import cached_figure, export, plot  # noqa: F401 (pages: c.plot …)
+from model import LabError, LabModel, Run, TracedRun
+from model.sampling import SamplingSettings
 from model.store import LinkPolicy, ModelStore, TraceCache
 
 DEFAULT_TEXT = "the bear ate the honey because it was hungry"
 OTHER = "Other Hugging Face id or local folder…"
 MAX_TEXT = 10_000                                 # characters (1,024 tokens of words fit); longer text is cut, with a message
-PLOT_CONFIG = {"displaylogo": False, "displayModeBar": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"],
-               "toImageButtonOptions": {"scale": 2}}
+
 
 
 # ----------------------------------------------------------------------------- words
@@ -49,16 +50,12 @@ def hints(page: str, m: LabModel) -> None:
     found = lessons.lessons_for(page, m.name)
     if not found:
         return
-    with st.expander(f"Try: what {m.name} shows here ({len(found)})", expanded=len(found) <= 3 and not presenting()):
+    with st.expander(f"Try: what {md_escape(m.name)} shows here ({len(found)})", expanded=len(found) <= 3 and not presenting()):
         for i, lesson in enumerate(found):
             a, b = st.columns([5, 1])
             a.markdown(f"{tokens_line([lesson.text])} — {md_escape(lesson.claim)}")
             if lesson.text != text():
                 b.button("Use this sentence", key=f"lesson_{page}_{i}", on_click=use_text, args=(lesson.text,))
-
-
-def use_text_typed() -> None:
-    st.session_state["_text_touched"] = True
 
 
 def use_text(t: str) -> None:
@@ -71,20 +68,6 @@ def example_for(m: LabModel, page: str = "home") -> str | None:
     from model import lessons
 
     return lessons.default_text(page, m.name)
-
-
-def page_default_text(page: str) -> None:
-    """Until the user types their own text (or a link brings one), each page opens on its lesson's sentence for
-    the chosen built-in model: a choice point for Sampling, the agreement phrase for the LSTM, and so on."""
-    from model import lessons
-
-    current = st.session_state.get("text", DEFAULT_TEXT)
-    defaults = {DEFAULT_TEXT} | {t for by_model in lessons.DEFAULTS.values() for t in by_model.values()}
-    if st.session_state.get("_text_touched") or current not in defaults:
-        return                                      # the user's own text is never replaced
-    t = lessons.default_text(page or "home", model_name())
-    if t:
-        st.session_state["text"] = t
 
 
 # ----------------------------------------------------------------------------- server-wide caches
@@ -122,24 +105,6 @@ def text() -> str:
     return st.session_state.get("text", DEFAULT_TEXT)
 
 
-def clean_text() -> None:
-    """Text that reached the session from a link or a test: lone surrogates (not valid Unicode) become U+FFFD and
-    more than MAX_TEXT characters are cut, each with a message, before any widget or model sees it."""
-    t = st.session_state.get("text")
-    if not isinstance(t, str):
-        return
-    fixed = t.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-    notes = []
-    if fixed != t:
-        notes.append("characters that are not valid Unicode text were replaced by �")
-    if len(fixed) > MAX_TEXT:
-        fixed = fixed[:MAX_TEXT]
-        notes.append(f"the text was cut to its first {MAX_TEXT:,} characters")
-    if notes:
-        st.session_state["text"] = fixed
-        st.session_state.setdefault("_url_errors", []).extend(notes)
-
-
 def trained() -> dict[str, str]:
     """Models this session trained live and saved: name -> the folder the server wrote."""
     return st.session_state.get("trained_models", {})
@@ -157,7 +122,8 @@ def load_or_stop(name: str | None = None) -> LabModel:
         st.info("Type a Hugging Face model id (like `gpt2`) or a local folder in the sidebar.")
         st.stop()
     try:
-        return store().get(resolve(name), device_name())
+        with st.spinner(f"Opening {name[:80]}…"):
+            return store().get(resolve(name), device_name())
     except LabError as e:
         st.error(f"**Could not open the model “{md_escape(name[:200])}”.** {md_escape(e)}")
         st.stop()
@@ -191,70 +157,6 @@ def run_key(r: Run) -> tuple:
     return tuple(r.tokens), tuple(getattr(r, "target_tokens", None) or ())
 
 
-@dataclass
-class _CachedFigure:
-    fig: Any
-    nbytes: int                 # what the trace cache counts against its budget (arrays and strings it holds)
-
-
-def cached_figure(m: LabModel | None, what: str, args: tuple, build: Callable[[], Any]) -> Any:
-    """A figure built once per model, text and setting (`args`: whatever else it is computed from) and shared by
-    every session: a whole-page rerun then costs no figure building (plotly validates every property), and the
-    1,024-token grid is pooled once. The trace cache counts its arrays and strings against its byte budget; m=None
-    for a figure that depends on no model.
-
-    The one Figure object is handed to every session: drawing only reads it (Streamlit serialises a copy). Pages
-    must not change it; `plot` copies it for projector mode. (Rebuilding a Figure from a cached dict instead cost
-    more than building the figure: plotly validates every property, the whole template included.)"""
-    from model.store import trace_bytes
-
-    def make() -> _CachedFigure:
-        fig = build()
-        return _CachedFigure(fig, trace_bytes(fig.to_plotly_json()))
-
-    if m is None:                                  # a figure that depends on no model (the paper's formula)
-        return traces().get((what, None, *args), make).fig
-    return cached(m, what, args, make).fig
-
-
-def break_it(m: LabModel, what: str, label: str, key: str, head: tuple[str, int, int] | None = None,
-             **choice) -> None:
-    """Break it, where it fits on a page: a toggle that reruns this text with one part of the model switched off
-    (a per-call option of the forward pass, never a change to the shared model), draws its next-word distribution
-    beside the intact one (and one head's map, intact and broken, when `head` = (stack, layer, head) is given),
-    and links to the Break it page. Offered only for the models the intervention applies to."""
-    from model.interventions import build, compare, offers
-    from viz.experiments import attention_pair, distribution_pair
-
-    if not offers(m, what, choice.get("stack")) or not st.toggle(label, **state(key, False)):
-        return
-    iv = build(what, **choice)
-    try:
-        with st.spinner("Running the model with and without it…"):
-            cmp = cached(m, "compare", (text(), repr(iv), None), lambda: compare(m, text(), iv))   # as Break it
-    except LabError as e:
-        st.warning(md_escape(e))
-        return
-    plot(distribution_pair(cmp.top_words, cmp.p_intact, cmp.p_broken,
-                           title=f"Probability of {cmp.predicts}: intact vs intervened"), key=f"{key}_dist")
-    st.caption(f"KL(intact ‖ intervened) = {cmp.kl:.4f} nats, total variation {cmp.tv:.4f} (0: identical "
-               "distributions). Computed now, on this text.")
-    if what == "mask" and cmp.tv < 0.01:
-        st.caption("The prediction hardly changes here: the last word may look at every word before it with or "
-                   "without the mask. Only the earlier words now see later ones (the map below), and that reaches the "
-                   "last word only through the next layers."
-                   + ("" if isinstance(m, Translates) else " Try a text that stops at a choice point, e.g. "
-                                                          "*the bear ate the*."))
-    if head is not None and head[0] in cmp.attention:
-        stack, layer, h = head
-        a, b = cmp.head_maps(stack, layer, h)
-        plot(attention_pair(a, b, cmp.q_labels[stack], cmp.k_labels[stack],
-                            title=f"Layer {layer + 1}, head {h + 1}: intact, intervened, and the difference"),
-             key=f"{key}_pair")
-    st.page_link("app_pages/experiments.py", label="More on the Break it page: every head that changed, held-out figures",
-                 icon=":material/build:", query_params={"break": what})
-
-
 def unknown_warning(m: LabModel, unknown: Sequence[str], example: str | None = None) -> None:
     if not unknown:
         return
@@ -270,7 +172,8 @@ def run_or_stop(m: LabModel, text_: str | None = None, target: str | tuple[int, 
     """Traced run of the text, or a clear message (empty, too long, ...) and stop. Unknown words are named."""
     text_ = text() if text_ is None else text_
     try:
-        r = get_run(m, text_, target)
+        with st.spinner("Running the model on the text…"):
+            r = get_run(m, text_, target)
     except LabError as e:
         st.warning(md_escape(e))
         st.stop()
@@ -278,120 +181,44 @@ def run_or_stop(m: LabModel, text_: str | None = None, target: str | tuple[int, 
     return r
 
 
-def need(m: LabModel, capability: type, message: str) -> None:
-    """Stop with `message` (the lab's words) when the model lacks a capability the page needs."""
-    if not isinstance(m, capability):
-        st.info(message)
-        st.stop()
+def open_page(page: str, title: str, what: str, *, needs: type | None = TracedRun, message: str = "",
+              fallback: str | None = None, example: str = "home", run: bool = True) -> tuple[LabModel, Run | None]:
+    """How every page opens: its title and lesson (`what`), the sidebar's model (a spinner while it loads, a clear
+    message if it cannot), the capability the page `needs` (without it: `message` and stop, or the built-in
+    `fallback` model with `message` as a note; "{name}" in it is the model's name), the page's hints, and the traced run of the text (a spinner
+    while it runs; unknown words named, with a sentence the model knows from `example`'s lesson).
+    Returns (model, run); run is None with run=False."""
+    intro(title, what)
+    m = load_or_stop()
+    if needs is not None and not isinstance(m, needs):
+        st.info(message.replace("{name}", md_escape(m.name)))
+        if fallback is None:
+            st.stop()
+        m = load_or_stop(fallback)
+    hints(page, m)
+    return m, run_or_stop(m, example=example_for(m, example)) if run else None
 
 
-# ----------------------------------------------------------------------------- the address is the view
-def _parse(raw: str, default: Any, options: Sequence | None, lo, hi):
-    if isinstance(default, bool):
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError("expected 1 or 0")
-    if isinstance(default, int):
-        v = int(raw)
-    elif isinstance(default, float):
-        v = float(raw)
-        if v != v or v in (float("inf"), float("-inf")):
-            raise ValueError("not a number")
-    elif isinstance(default, list):
-        cast = int if options and isinstance(next(iter(options)), int) else str
-        v = [cast(x) for x in raw.split(",") if x.strip()]
-        if options is not None and any(x not in options for x in v):
-            raise ValueError("not among the choices")
-        return v
-    else:
-        v = raw
-    if options is not None and v not in options:
-        raise ValueError("not among the choices")
-    if lo is not None and v < lo or hi is not None and v > hi:
-        raise ValueError(f"outside {lo}–{hi}")
-    return v
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool):
-        return "1" if v else "0"
-    if isinstance(v, float):
-        return f"{v:g}"
-    if isinstance(v, (list, tuple)):
-        return ",".join(str(x) for x in v)
-    return str(v)
-
-
-def state(key: str, default: Any, *, options: Sequence | None = None, lo=None, hi=None) -> dict:
-    """Prepare a widget whose value lives in the address, and return the widget's arguments:
-    `st.slider("Temperature", 0.05, 3.0, step=0.05, **c.state("t", 1.0))`.
-
-    A `?key=` this session did not write itself (a shared link, a lesson stop) sets the widget, checked (a bad
-    value is named and ignored); the value is kept valid for the current options; and the address is then
-    kept equal to the widget's value (left out while it is the default), so a copied link reproduces the view.
-    """
-    raw = st.query_params.get(key)
-    mark = f"_url_{key}"
-    if raw is not None and raw != st.session_state.get(mark):
-        try:
-            st.session_state[key] = _parse(raw, default, options, lo, hi)
-            st.session_state["_url_applied"] = st.session_state.get("_url_applied", 0) + 1
-        except (ValueError, TypeError) as e:
-            st.warning(f"The link's setting {md_escape(key)}={md_escape(repr(raw[:40]))} is not valid "
-                       f"({md_escape(e)}) and was ignored.")
-    cur = st.session_state.get(key, default)
-    if options is not None:
-        if isinstance(default, list):
-            cur = [x for x in cur if x in options] if isinstance(cur, list) else default
-        elif cur not in options:
-            cur = default if default in options else options[0]
-    elif isinstance(cur, (int, float)) and not isinstance(cur, bool) and lo is not None and hi is not None:
-        cur = min(max(cur, lo), hi)
-    st.session_state[key] = cur
-    keep_in_url(key, None if cur == default else _fmt(cur))
-    return {"key": key}
-
-
-def link_version() -> int:
-    """Counts the address values applied from links this session: a browser-side control keyed with it starts
-    over with the link's settings."""
-    return st.session_state.get("_url_applied", 0)
-
-
-def setting(key: str, default: Any, **kw) -> Any:
-    """A setting that lives in the address but is not a Streamlit widget (e.g. a browser-side slider)."""
-    state(key, default, **kw)
-    return st.session_state[key]
-
-
-def set_setting(key: str, value: Any, default: Any) -> None:
-    st.session_state[key] = value
-    keep_in_url(key, None if value == default else _fmt(value))
-
-
-def keep_in_url(key: str, value: str | None) -> None:
-    """Write `?key=value` (remove it for None) and remember that this session wrote it."""
-    if st.query_params.get(key) != value:
-        if value is None:
-            del st.query_params[key]
-        else:
-            st.query_params[key] = value
-    st.session_state[f"_url_{key}"] = value
-
-
-def url_errors() -> None:
-    errs = st.session_state.pop("_url_errors", None)
-    if errs:
-        st.warning("About the text: " + "; ".join(md_escape(e) for e in errs) + ".")
-
-
+# ----------------------------------------------------------------------------- settings
 def number(label: str, key: str, default: int, lo: int, hi: int, container=None, **kw) -> int:
-    """A whole-number box that says when a typed value is out of range (instead of silently keeping it)."""
+    """A whole-number box in the address; a link's value out of range is named (and the box keeps its range)."""
     container = container or st
-    v = container.number_input(label, min_value=lo, max_value=hi, step=1, **state(key, default, lo=lo, hi=hi), **kw)
-    return int(v)
+    return int(container.number_input(label, min_value=lo, max_value=hi, step=1, **bound(key, default, lo=lo, hi=hi),
+                                      **kw))
+
+
+def sampling_controls(prefix: str, vocab_size: int, default: SamplingSettings = SamplingSettings(), cols=None,
+                      **kw) -> SamplingSettings:
+    """Temperature, top-k and top-p as three widgets in the address (`?{prefix}t=`, `k`, `p`), with the ranges,
+    steps and labels of SamplingSettings."""
+    T, K, P = SamplingSettings.KNOBS
+    cols = cols or st.columns(3)
+    t = cols[0].slider(T.label, T.lo, T.hi, step=T.step, help=T.hint,
+                       **bound(prefix + T.key, default.temperature, lo=T.lo, hi=T.hi), **kw)
+    k = number(K.label, prefix + K.key, default.top_k, K.lo, vocab_size, container=cols[1], help=K.hint, **kw)
+    p = cols[2].slider(P.label, P.lo, P.hi, step=P.step, help=P.hint,
+                       **bound(prefix + P.key, default.top_p, lo=P.lo, hi=P.hi), **kw)
+    return SamplingSettings.clamped(vocab_size, float(t), k, float(p))
 
 
 # ----------------------------------------------------------------------------- projector mode
@@ -416,57 +243,3 @@ def present_style() -> None:
         st.html(PRESENT_CSS)
 
 
-# ----------------------------------------------------------------------------- figures
-def plot(fig: Any, key: str, data: Callable[[], dict] | None = None, **kw) -> Any:
-    """Draw a figure with a visible toolbar (PNG) and CSV/JSON downloads of exactly what it draws.
-
-    `data` (called only when a download is clicked) overrides what is exported, for figures drawn as an image
-    like the large attention grid."""
-    from viz.export import figure_data
-
-    if presenting():
-        from viz.common import projector
-
-        fig = projector(fig)
-    out = st.plotly_chart(fig, key=key, config=PLOT_CONFIG, **kw)
-    title = (fig.layout.title.text if fig.layout.title else None) or key
-    export(key, data if data is not None else (lambda: figure_data(fig)), title)
-    return out
-
-
-# ----------------------------------------------------------------------------- the lesson path
-def lesson_banner(page: str) -> None:
-    """On a lesson stop (?stop=N), what to say there and links to the previous and next stops."""
-    from app_pages.registry import LESSON
-
-    raw = st.query_params.get("stop")
-    if raw is None:
-        return
-    try:
-        i = int(raw) - 1
-        stop = LESSON[i]
-        if i < 0 or stop.page != page:
-            raise IndexError
-    except (ValueError, IndexError):
-        return
-    with st.container(border=True):
-        st.markdown(f"**Lesson, stop {i + 1} of {len(LESSON)}: {stop.title}** · about {stop.minutes} min  \n{stop.say}")
-        a, b, _ = st.columns([1, 1, 3])
-        if i > 0:
-            a.page_link(f"app_pages/{LESSON[i - 1].page}.py", label=f"Previous: {LESSON[i - 1].title}",
-                        icon=":material/arrow_back:", query_params={**LESSON[i - 1].params, "stop": str(i)})
-        if i + 1 < len(LESSON):
-            b.page_link(f"app_pages/{LESSON[i + 1].page}.py", label=f"Next: {LESSON[i + 1].title}",
-                        icon=":material/arrow_forward:", query_params={**LESSON[i + 1].params, "stop": str(i + 2)})
-
-
-def export(key: str, data: Callable[[], dict], title: str = "") -> None:
-    """CSV and JSON downloads of exactly the numbers drawn (computed only when clicked)."""
-    from viz.export import to_csv
-
-    a, b, _ = st.columns([1, 1, 6])
-    a.download_button("CSV", lambda: to_csv(data()), file_name=f"{key}.csv", mime="text/csv", key=f"{key}_csv", on_click="ignore",
-                      icon=":material/download:", type="tertiary", help=f"The numbers drawn in “{title or key}”, as CSV")
-    b.download_button("JSON", lambda: json.dumps(data(), ensure_ascii=False), file_name=f"{key}.json",
-                      mime="application/json", key=f"{key}_json", on_click="ignore", icon=":material/download:", type="tertiary",
-                      help="The same numbers with their labels, as JSON")

@@ -7,14 +7,14 @@ from model.interventions import (NEEDS, SUBLAYER_NAMES, build, compare, describe
                                  supported, word_order_demo)
 from viz.experiments import attention_pair, distribution_pair, head_change_grid
 
-c.intro("Break it",
-        "Switch off one part of the model, for this run only, and compare with the intact model on the same "
-        "text: the next-word distribution, which attention heads changed and by how much, and held-out "
-        "figures recomputed on a fixed evaluation slice. Everything shown is computed, nothing is simulated.")
+m, _ = c.open_page(
+    "experiments", "Break it",
+    "Switch off one part of the model, for this run only, and compare with the intact model on the same "
+    "text: the next-word distribution, which attention heads changed and by how much, and held-out "
+    "figures recomputed on a fixed evaluation slice. Everything shown is computed, nothing is simulated.",
+    needs=None, run=False)
 st.caption("Try: ablate all heads of layer 1, then of the last layer; remove the causal mask and watch agreement "
            "accuracy fall; remove the positional encoding of the translator and swap the two animals.")
-
-m = c.load_or_stop()
 applies = supported(m)
 if isinstance(applies, str):
     st.info(c.md_escape(applies))
@@ -31,22 +31,21 @@ if len(available) < len(NEEDS):
     st.caption(f"For {c.md_escape(m.name)} the lab supports: {', '.join(applies)}.")
 parts = layout(m)
 
-what = st.selectbox("What to break", available, format_func=CHOICES.get, **c.state("break", available[0], options=available))
+what = st.selectbox("What to break", available, format_func=CHOICES.get,
+                    **c.labelled("break", available[0], options=available))
 kw: dict = {}
 seed = None
 if what == "heads":
     cols = st.columns(4)
     stack = cols[0].selectbox("Attention", list(parts), format_func=STACKS.get,
-                              **c.state("stack", list(parts)[0], options=list(parts))) if len(parts) > 1 else "self"
+                              **c.labelled("stack", list(parts)[0], options=list(parts))) if len(parts) > 1 else "self"
     n_layers, n_heads = parts[stack]["layers"], parts[stack]["heads"]
-    layer_opts, head_opts = [*range(1, n_layers + 1), 0], list(range(1, n_heads + 1))
-    layer = cols[1].selectbox("Layer", layer_opts, format_func=lambda i: "every layer" if i == 0 else str(i),
-                              **c.state("layer", 1, options=layer_opts))
-    heads = cols[2].multiselect("Heads", head_opts, **c.state("heads", head_opts, options=head_opts))
-    mode = cols[3].radio("Replace the output by", ["zero", "mean"],
-                         format_func={"zero": "zeros", "mean": "its mean over positions"}.get,
-                         **c.state("mode", "zero", options=["zero", "mean"]))
-    layers = range(n_layers) if layer == 0 else layer - 1
+    layer_opts, head_opts = [*range(1, n_layers + 1), "every"], list(range(1, n_heads + 1))
+    layer = cols[1].selectbox("Layer", layer_opts, **c.bound("layer", 1, options=layer_opts))
+    heads = cols[2].multiselect("Heads", head_opts, **c.bound("heads", head_opts, options=head_opts))
+    mode = cols[3].radio("Replace the output by", ["zero", "mean"], captions=["zeros", "its mean over positions"],
+                         **c.bound("mode", "zero", options=["zero", "mean"]))
+    layers = range(n_layers) if layer == "every" else layer - 1
     kw = dict(stack=stack, layer=layers, heads=[h - 1 for h in heads], head_mode=mode)
 elif what in ("layernorm", "residual"):
     with_subs = [s for s in parts if parts[s]["sublayers"]]

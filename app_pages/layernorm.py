@@ -2,22 +2,18 @@
 import streamlit as st
 
 from app_pages import common as c
-from model import LogitLens, TracedRun, views
+from model import LogitLens, views
 from viz.attention import logit_lens
 from viz.layernorm import feature_distribution, gamma_beta, layernorm_stats, residual_norm
 
-c.intro("Layer norm",
-        "Every sub-layer (attention, feed-forward) adds its result to a running vector per token: the "
-        "**residual stream** (*Add*). A **LayerNorm** (*Norm*) rescales a token's vector to mean 0 and standard "
-        "deviation 1 across its features, then stretches it by **γ** and shifts it by **β** (both learned, one "
-        "per feature). The paper puts it after each residual addition (*post-LN*); GPT-2 and most newer models put "
-        "it before each sub-layer (*pre-LN*). Some newer models use **RMSNorm**, which only rescales (no mean, "
-        "no β).")
-
-m = c.load_or_stop()
-c.hints("layernorm", m)
-c.need(m, TracedRun, "This model cannot be traced here.")
-r = c.run_or_stop(m, example=c.example_for(m))
+m, r = c.open_page(
+    "layernorm", "Layer norm",
+    "Every sub-layer (attention, feed-forward) adds its result to a running vector per token: the "
+    "**residual stream** (*Add*). A **LayerNorm** (*Norm*) rescales a token's vector to mean 0 and standard "
+    "deviation 1 across its features, then stretches it by **γ** and shifts it by **β** (both learned, one "
+    "per feature). The paper puts it after each residual addition (*post-LN*); GPT-2 and most newer models put "
+    "it before each sub-layer (*pre-LN*). Some newer models use **RMSNorm**, which only rescales (no mean, "
+    "no β).", message="This model cannot be traced here.")
 groups = views.norm_groups(r)
 if not groups:
     st.info(f"{c.md_escape(m.name)} has no LayerNorm (an LSTM keeps its values in range with its gates). "
@@ -27,7 +23,7 @@ st.caption("Compare the spread before and after each norm: a norm divides every 
            "(LayerNorm: its standard deviation, after subtracting its mean; RMSNorm: its root mean square), so every "
            "token leaves at the same scale, which γ and β then stretch and shift (the 'out' rows are after γ and β).")
 sides = list(groups)
-side = st.radio("Stack", sides, horizontal=True, **c.state("side", sides[0], options=sides)) if len(sides) > 1 \
+side = st.radio("Stack", sides, horizontal=True, **c.bound("side", sides[0], options=sides)) if len(sides) > 1 \
     else sides[0]
 g = groups[side]
 a = m.arch
@@ -44,9 +40,9 @@ def one_token() -> None:
     st.subheader("One token's features, before and after")
     c1, c2 = st.columns(2)
     norms, toks = list(range(len(g.names))), list(range(len(g.tokens)))
-    li = c1.selectbox("Norm", norms, format_func=lambda i: g.names[i], **c.state("norm", 0, options=norms))
+    li = c1.selectbox("Norm", norms, format_func=lambda i: g.names[i], **c.labelled("norm", 0, options=norms))
     ti = c2.selectbox("Token", toks, format_func=lambda i: f"{i}: {g.tokens[i]}",
-                      **c.state("tok", len(toks) - 1, options=toks))
+                      **c.labelled("tok", len(toks) - 1, options=toks))
     left, right = st.columns(2)
     with left:
         c.plot(c.cached_figure(m, "ln_feat", (li, ti, *seen),

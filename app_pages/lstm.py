@@ -5,22 +5,17 @@ from app_pages import common as c
 from model import NextToken, Recurrent, views
 from viz.lstm import compare_next_token, lstm_gates_panel, most_changing_units
 
-c.intro("LSTM",
-        "An LSTM reads one word at a time and carries two vectors forward: the **cell state** *c* (long-term "
-        "memory) and the **hidden state** *h* (what it outputs). Three gates, each between 0 and 1, decide: "
-        "the **forget gate** how much of the old memory to keep, the **input gate** how much of the new "
-        "**candidate** to write, the **output gate** how much of the memory to show. "
-        "c_t = f·c_{t-1} + i·g,  h_t = o·tanh(c_t).")
-
-chosen = c.load_or_stop()
-if isinstance(chosen, Recurrent):
-    lstm = chosen
-else:
-    lstm = c.load_or_stop("lstm-lm")
-    st.info(f"{c.md_escape(chosen.name)} is not a recurrent network, so this page shows the built-in **lstm-lm** "
-            "on the same text, and the sidebar's model beside it below.")
-c.hints("lstm", lstm)
-r = c.run_or_stop(lstm, example=c.example_for(lstm, "lstm"))
+lstm, r = c.open_page(
+    "lstm", "LSTM",
+    "An LSTM reads one word at a time and carries two vectors forward: the **cell state** *c* (long-term "
+    "memory) and the **hidden state** *h* (what it outputs). Three gates, each between 0 and 1, decide: "
+    "the **forget gate** how much of the old memory to keep, the **input gate** how much of the new "
+    "**candidate** to write, the **output gate** how much of the memory to show. "
+    "c_t = f·c_{t-1} + i·g,  h_t = o·tanh(c_t).",
+    needs=Recurrent, fallback="lstm-lm", example="lstm",
+    message="{name} is not a recurrent network, so this page shows the built-in **lstm-lm** on the same text, and "
+            "the sidebar's model beside it below.")
+chosen = c.load_or_stop()                   # the sidebar's model (the same object as `lstm` when it is recurrent)
 layers = views.lstm_layers(r)
 UNITS_SHOWN = 24            # a readable number of rows on a projector
 
@@ -28,14 +23,13 @@ UNITS_SHOWN = 24            # a readable number of rows on a projector
 @st.fragment
 def gates() -> None:
     opts = list(range(1, len(layers) + 1))
-    layer = st.radio("Layer", opts, horizontal=True, format_func=lambda i: f"layer {i}",
-                     **c.state("layer", 1, options=opts)) if len(layers) > 1 else 1
+    layer = st.radio("Layer", opts, horizontal=True, **c.bound("layer", 1, options=opts)) if len(layers) > 1 else 1
     g = layers[layer - 1]
     n_units = g["cell state"].shape[1]
     few = min(UNITS_SHOWN, n_units)
     which = st.radio("Units", ["few", "all"], horizontal=True,
                      format_func=lambda w: f"the {few} whose memory changes most on this text" if w == "few"
-                     else f"all {n_units}", **c.state("units", "few", options=["few", "all"]))
+                     else f"all {n_units}", **c.labelled("units", "few", options=["few", "all"]))
     units = most_changing_units(g["cell state"], few) if which == "few" else None
     c.plot(c.cached_figure(lstm, "lstm_panel", (layer, which, *c.run_key(r)),
                            lambda: lstm_gates_panel(g, r.tokens, units)), key="lstm_panel")

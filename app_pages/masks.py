@@ -2,19 +2,17 @@
 import streamlit as st
 
 from app_pages import common as c
-from model import PaddedBatch, TracedRun, views
+from app_pages.breakit import break_it
+from model import PaddedBatch, views
 from viz.masks import mask_matrix, masking_stages, padding_mask
 
-c.intro("Masks",
-        "A language model learns to predict each next word, so while reading word *t* it must not see words "
-        "after *t*. The **causal mask** forbids it: before the softmax, every score above the diagonal is set "
-        "to **−∞**, and e^−∞ = 0, so those weights vanish and each row still sums to 1. A **padding mask** does "
-        "the same for the filler tokens that make sentences of different lengths fit in one batch.")
-
-m = c.load_or_stop()
-c.hints("masks", m)
-c.need(m, TracedRun, "This model cannot be traced here.")
-r = c.run_or_stop(m, example=c.example_for(m))
+m, r = c.open_page(
+    "masks", "Masks",
+    "A language model learns to predict each next word, so while reading word *t* it must not see words "
+    "after *t*. The **causal mask** forbids it: before the softmax, every score above the diagonal is set "
+    "to **−∞**, and e^−∞ = 0, so those weights vanish and each row still sums to 1. A **padding mask** does "
+    "the same for the filler tokens that make sentences of different lengths fit in one batch.",
+    message="This model cannot be traced here.")
 if not r.trace.attention:
     st.info("The LSTM needs no mask: it reads left to right, so it never sees the future. Pick a Transformer.")
     st.stop()
@@ -42,8 +40,8 @@ def stages() -> None:
     c1, c2 = st.columns(2)
     layers = list(range(1, att.n_layers + 1))
     heads = list(range(1, att.n_heads + 1))
-    layer = c1.selectbox("Layer", layers, **c.state("layer", 1, options=layers))
-    head = c2.selectbox("Head", heads, **c.state("head", 1, options=heads))
+    layer = c1.selectbox("Layer", layers, **c.bound("layer", 1, options=layers))
+    head = c2.selectbox("Head", heads, **c.bound("head", 1, options=heads))
     v = views.masking_view(r, role, layer - 1, head - 1, m)
     if v.scores is None:
         st.info(f"{c.md_escape(m.name)} does not give its raw scores here (its attention adds a position term inside "
@@ -54,7 +52,7 @@ def stages() -> None:
     st.caption("Left: q·k/√d_k for every pair. Middle: the mask puts −∞ where a query may not look. "
                "Right: softmax of each row; the −∞ cells become exactly 0.")
     if att.causal:
-        c.break_it(m, "mask", "Break it: run without the causal mask", "brk_mask", head=(role, layer - 1, head - 1))
+        break_it(m, "mask", "Break it: run without the causal mask", "brk_mask", head=(role, layer - 1, head - 1))
 
 
 stages()
@@ -66,7 +64,7 @@ if not isinstance(m, PaddedBatch):
 st.markdown("To run sentences together they are padded to the same length with a **pad** token. The padding mask "
             "stops every real token from attending to the pads, so the short sentence's result is the same as "
             "if it ran alone.")
-short = st.text_input("A shorter second sentence", max_chars=c.MAX_TEXT, **c.state("short", "the cat slept"))
+short = st.text_input("A shorter second sentence", max_chars=c.MAX_TEXT, **c.bound("short", "the cat slept"))
 try:
     pv = c.cached(m, "padded", (c.text(), short), lambda: views.padded_view(m, [c.text(), short]))
 except Exception as e:  # LabError for bad text

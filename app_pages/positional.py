@@ -2,16 +2,18 @@
 import streamlit as st
 
 from app_pages import common as c
+from app_pages.breakit import break_it
 from model.interventions import offers
 from model import PositionTable, views
 from viz.positional import pe_heatmap, pe_similarity, pe_waves
 
-c.intro("Positional encoding",
-        "Attention by itself ignores order: *dog bites man* and *man bites dog* would look the same. So each "
-        "position gets a vector added to its word's embedding. The paper uses waves: dimension 2i is "
-        "sin(pos / 10000^(2i/d_model)) and dimension 2i+1 the matching cos. Low dimensions wiggle fast, high "
-        "ones slowly, like the hands of a clock, so every position gets a unique pattern, and nearby "
-        "positions get similar ones.")
+m, _ = c.open_page(
+    "positional", "Positional encoding",
+    "Attention by itself ignores order: *dog bites man* and *man bites dog* would look the same. So each "
+    "position gets a vector added to its word's embedding. The paper uses waves: dimension 2i is "
+    "sin(pos / 10000^(2i/d_model)) and dimension 2i+1 the matching cos. Low dimensions wiggle fast, high "
+    "ones slowly, like the hands of a clock, so every position gets a unique pattern, and nearby "
+    "positions get similar ones.", needs=None, run=False)
 st.caption("Try: move d_model and see the slow dimensions stretch; in the similarity map, the bright band along the "
            "diagonal says that neighbouring positions look alike.")
 
@@ -19,14 +21,14 @@ st.caption("Try: move d_model and see the slow dimensions stretch; in the simila
 @st.fragment
 def sinusoidal() -> None:
     c1, c2 = st.columns(2)
-    d_model = c1.slider("d_model (width of the vectors)", 8, 512, step=8, **c.state("d", 128, lo=8, hi=512))
-    max_len = c2.slider("Positions", 8, 256, step=8, **c.state("len", 64, lo=8, hi=256))
+    d_model = c1.slider("d_model (width of the vectors)", 8, 512, step=8, **c.bound("d", 128, lo=8, hi=512))
+    max_len = c2.slider("Positions", 8, 256, step=8, **c.bound("len", 64, lo=8, hi=256))
     pe = views.sinusoidal_table(max_len, d_model)
     size = (max_len, d_model)                # the table is the paper's formula: the same for every model
     dims_all = list(range(d_model))
     default = [d for d in (0, 1, 10, 24, 48) if d < d_model]       # fast pair, medium, slow, very slow
     dims = st.multiselect("Dimensions to draw", dims_all, help="Even dimensions are sines, odd ones cosines of the "
-                          "same frequency.", **c.state("dims", default, options=dims_all))
+                          "same frequency.", **c.bound("dims", default, options=dims_all))
     if dims:
         c.plot(c.cached_figure(None, "pe_waves", (*size, tuple(dims)),
                                lambda: pe_waves(pe, dims, title="Sinusoidal encoding: one wave per dimension",
@@ -42,7 +44,6 @@ def sinusoidal() -> None:
 
 sinusoidal()
 
-m = c.load_or_stop()
 st.subheader(f"What {c.md_escape(m.name)} uses")
 if not isinstance(m, PositionTable):
     st.markdown("An LSTM needs no positional encoding: it reads the words one after another, so order is built in.")
@@ -91,4 +92,4 @@ if offers(m, "positions"):
     st.markdown("Self-attention compares every word with every other one and adds up what it finds: apart from a "
                 "causal mask, nothing in it knows the order of the words. Switch the positional encoding off and "
                 "see what the model now predicts for this text.")
-    c.break_it(m, "positions", "Break it: run without the positional encoding", "brk_pos")
+    break_it(m, "positions", "Break it: run without the positional encoding", "brk_pos")

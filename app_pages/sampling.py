@@ -2,21 +2,19 @@
 import streamlit as st
 
 from app_pages import common as c
-from model import MaskedFill, NextToken, TracedRun, Translates, views
+from model import MaskedFill, NextToken, Translates, views
+from model.sampling import SamplingSettings
 from components import live_sampling
 from viz.sampling import final_distribution, generation_steps, sample_histogram
 
-c.intro("Sampling",
-        "The model gives a score (logit) to every word in its vocabulary; softmax turns the scores into "
-        "probabilities. **Temperature** divides the scores first: below 1 sharpens the distribution, above 1 "
-        "flattens it. **Top-k** keeps only the k most likely words; **top-p** keeps the smallest set of words "
-        "whose probabilities add up to p. What is left is renormalised and one word is drawn. (Same order and "
-        "rules as Hugging Face `transformers`: temperature, then top-k, then top-p.)")
-
-m = c.load_or_stop()
-c.hints("sampling", m)
-c.need(m, TracedRun, "This model cannot be traced here.")
-r = c.run_or_stop(m, example=c.example_for(m, "sampling"))
+m, r = c.open_page(
+    "sampling", "Sampling",
+    "The model gives a score (logit) to every word in its vocabulary; softmax turns the scores into "
+    "probabilities. **Temperature** divides the scores first: below 1 sharpens the distribution, above 1 "
+    "flattens it. **Top-k** keeps only the k most likely words; **top-p** keeps the smallest set of words "
+    "whose probabilities add up to p. What is left is renormalised and one word is drawn. (Same order and "
+    "rules as Hugging Face `transformers`: temperature, then top-k, then top-p.)",
+    message="This model cannot be traced here.", example="sampling")
 if r.next_logits is None:
     if isinstance(m, MaskedFill):
         st.info(f"{c.md_escape(m.name)} is a masked language model: it fills in a blank. Put "
@@ -45,28 +43,20 @@ if isinstance(m, NextToken) and views.sampling_view(logits).entropy < 0.05:
         st.button(f"Use a choice point: “{choice}”", key="samp_choice", on_click=c.use_text, args=(choice,))
 
 
-def controls(prefix: str, t: float = 1.0, k: int = 0, p: float = 1.0, cols=None) -> dict:
-    cols = cols or st.columns(3)
-    temperature = cols[0].slider("Temperature", 0.05, 3.0, step=0.05, **c.state(f"{prefix}t", t, lo=0.05, hi=3.0))
-    top_k = c.number("Top-k (0 = off)", f"{prefix}k", k, 0, V, container=cols[1])
-    top_p = cols[2].slider("Top-p (1 = off)", 0.05, 1.0, step=0.05, **c.state(f"{prefix}p", p, lo=0.05, hi=1.0))
-    return dict(temperature=float(temperature), top_k=top_k, top_p=float(top_p))
-
-
-def live_panel(prefix: str, t: float, k: int, p: float, **kw) -> dict:
+def live_panel(prefix: str, preset: SamplingSettings, **kw) -> SamplingSettings:
     """Sliders computed in the browser on every move (no round trip); the settings come back on release and
-    live in the address like every other setting."""
-    init = dict(temperature=c.setting(f"{prefix}t", t, lo=0.05, hi=3.0), top_k=c.setting(f"{prefix}k", k, lo=0, hi=V),
-                top_p=c.setting(f"{prefix}p", p, lo=0.05, hi=1.0))
+    live in the address like every other setting (by hand: a component has no `bind`)."""
+    init = {k.name: c.setting(prefix + k.key, getattr(preset, k.name), lo=k.lo, hi=k.top(V))
+            for k in SamplingSettings.KNOBS}
     s = live_sampling(logits, vocab, key=f"live_{prefix or 'main'}_{c.link_version()}", large=c.presenting(), **init, **kw)
-    for name, value, default in ((f"{prefix}t", s.temperature, t), (f"{prefix}k", s.top_k, k), (f"{prefix}p", s.top_p, p)):
-        c.set_setting(name, value, default)
-    return s.as_kwargs()
+    for k in SamplingSettings.KNOBS:
+        c.set_setting(prefix + k.key, getattr(s, k.name), getattr(preset, k.name))
+    return s
 
 
 @st.fragment
 def live() -> None:
-    s = live_panel("", 1.0, 0, 1.0, title="Raw → temperature → top-k / top-p → final")
+    s = live_panel("", SamplingSettings(), title="Raw → temperature → top-k / top-p → final").as_kwargs()
     d = views.sampling_view(logits, **s)
     c.export("samp_stages", lambda: {"word": [vocab[i] for i in d.top(V)], "raw": [float(d.raw[i]) for i in d.top(V)],
                                       "after temperature": [float(d.scaled[i]) for i in d.top(V)],
@@ -75,7 +65,8 @@ def live() -> None:
                f"{d.kept} of {V} words kept, final entropy {d.entropy:.2f} nats, {d.removed_mass:.1%} of the mass cut.")
     st.subheader("Draw samples")
     c1, c2 = st.columns(2)
-    n = c1.select_slider("Number of draws", [10, 100, 1000, 10000], **c.state("n", 1000, options=[10, 100, 1000, 10000]))
+    draws = [10, 100, 1000, 10000]
+    n = c1.select_slider("Number of draws", draws, **c.bound("n", 1000, options=draws, arg="value"))
     seed = c.number("Seed", "seed", 0, 0, 2**31 - 1, container=c2)
     c.plot(sample_histogram(views.draw_counts(d, n, seed), d.probs, vocab, top_n=20), key="samp_hist")
     st.caption("Bars: how often each word was drawn with the released settings; markers: the final probability. "
@@ -90,7 +81,7 @@ def compare() -> None:
     presets = [(0.5, 0, 1.0), (1.0, 0, 1.0), (1.5, 0, 0.9)]
     for col, prefix, (t, k, p) in zip(st.columns(3), "abc", presets):
         with col:
-            st.fragment(lambda prefix=prefix, t=t, k=k, p=p: live_panel(prefix, t, k, p, compact=True,
+            st.fragment(lambda prefix=prefix, t=t, k=k, p=p: live_panel(prefix, SamplingSettings(t, k, p), compact=True,
                                                                      title=f"Setting {prefix.upper()}"))()
 
 
@@ -106,7 +97,7 @@ def step_through() -> None:
         return
     key = f"gen_{m.name}_{c.text()}"
     chosen = st.session_state.setdefault(key, [])
-    s = controls("g", 1.0, 0, 0.9)
+    s = c.sampling_controls("g", V, SamplingSettings(1.0, 0, 0.9)).as_kwargs()
     try:
         ids = views.prefix_ids(m, c.text(), [h["id"] for h in chosen])
     except Exception as e:  # the context is full

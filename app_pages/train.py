@@ -22,9 +22,9 @@ job = st.session_state.get("train_job")
 
 cols = st.columns([2, 3])
 preset = cols[0].radio("Preset", VISIBLE_PRESETS, format_func=lambda p: f"{p}: {PRESETS[p].description}",
-                       **c.state("preset", VISIBLE_PRESETS[0], options=list(VISIBLE_PRESETS)))
+                       **c.labelled("preset", VISIBLE_PRESETS[0], options=list(VISIBLE_PRESETS)))
 kinds = cols[1].multiselect("Models", list(KINDS), format_func=LABELS.get,
-                            **c.state("models", list(KINDS), options=list(KINDS)))
+                            **c.labelled("models", list(KINDS), options=list(KINDS)))
 b1, b2, b3, _ = st.columns([1, 1, 1, 3])
 running = job is not None and job.alive
 if b1.button("Start a new training", type="primary", disabled=running or not kinds, key="train_start"):

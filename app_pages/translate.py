@@ -6,27 +6,24 @@ from model import Translates, views
 from viz.attention import attention_heatmap, token_attention
 from viz.sampling import final_distribution
 
-c.intro("Translate",
-        "The **encoder** reads the whole English sentence at once. The **decoder** then writes French one "
-        "word at a time: each step it looks at the French written so far (masked self-attention) and at the "
-        "English (**cross-attention**), and predicts the next word. French puts most adjectives after the "
-        "noun, so when the decoder writes *chat* it looks at *cat*, and when it writes *noir* it looks back "
-        "at *black*: the alignment crosses.")
-
-m = c.load_or_stop()
-if not isinstance(m, Translates):
-    m = c.load_or_stop("translator-en-fr")
-    st.caption("Using the built-in translator, on the sidebar's text (pick an encoder-decoder model such as t5-small "
-               "or Helsinki-NLP/opus-mt-en-fr in the sidebar to use it here).")
-c.hints("translate", m)
+m, _ = c.open_page(
+    "translate", "Translate",
+    "The **encoder** reads the whole English sentence at once. The **decoder** then writes French one "
+    "word at a time: each step it looks at the French written so far (masked self-attention) and at the "
+    "English (**cross-attention**), and predicts the next word. French puts most adjectives after the "
+    "noun, so when the decoder writes *chat* it looks at *cat*, and when it writes *noir* it looks back "
+    "at *black*: the alignment crosses.",
+    needs=Translates, fallback="translator-en-fr", run=False,
+    message="Using the built-in translator, on the sidebar's text (pick an encoder-decoder model such as t5-small "
+            "or Helsinki-NLP/opus-mt-en-fr in the sidebar to use it here).")
 src = c.text()
 st.markdown(f"English (the sidebar's text): {c.tokens_line([src])}")
 c1, c2, c3, c4, c5 = st.columns([1.2, 1, 1, 1, 1])
-mode = c1.radio("Decoding", ["greedy", "sample"], horizontal=True, **c.state("mode", "greedy", options=["greedy", "sample"]))
+modes = ["greedy", "sample"]
+mode = c1.radio("Decoding", modes, horizontal=True, **c.bound("mode", "greedy", options=modes))
 off = mode == "greedy"
-t = c2.slider("Temperature", 0.05, 3.0, step=0.05, disabled=off, **c.state("t", 1.0, lo=0.05, hi=3.0))
-k = c.number("Top-k", "k", 0, 0, len(m.vocab), container=c3, disabled=off)
-p = c4.slider("Top-p", 0.05, 1.0, step=0.05, disabled=off, **c.state("p", 1.0, lo=0.05, hi=1.0))
+ss = c.sampling_controls("d", len(m.vocab), cols=[c2, c3, c4], disabled=off)      # ?dt=, ?dk=, ?dp=
+t, k, p = ss.temperature, ss.top_k, ss.top_p
 seed = c.number("Seed", "seed", 0, 0, 2**31 - 1, container=c5, disabled=off)
 
 try:
@@ -47,7 +44,7 @@ seen = (src, off, t, k, p, seed)      # with the model, what the translation and
 @st.fragment
 def steps() -> None:
     n = len(tv.steps)
-    i = st.slider("Step", 1, n, **c.state("step", 1, lo=1, hi=n)) if n > 1 else 1
+    i = st.slider("Step", 1, n, **c.bound("step", 1, lo=1, hi=n)) if n > 1 else 1
     s = tv.steps[i - 1]
     st.markdown(f"Step {i}: the decoder has {c.tokens_line(s.written)} and picks {c.tokens_line([s.token])} "
                 f"(probability {s.prob:.3f}).")
@@ -72,9 +69,9 @@ def full() -> None:
     c1, c2 = st.columns(2)
     layers = list(range(1, v.n_layers + 1))
     heads = ["average"] + [str(h) for h in range(1, v.n_heads + 1)]
-    layer = c1.selectbox("Layer", layers, **c.state("tlayer", v.n_layers, options=layers))
+    layer = c1.selectbox("Layer", layers, **c.bound("tlayer", v.n_layers, options=layers))
     head = c2.selectbox("Head", heads, format_func=lambda h: "average of heads" if h == "average" else f"head {h}",
-                        **c.state("thead", "average", options=heads))
+                        **c.labelled("thead", "average", options=heads))
     w = v.head_mean(layer - 1) if head == "average" else v.head(layer - 1, int(head) - 1)
     c.plot(c.cached_figure(m, "tr_full", (layer, head, *seen), lambda: attention_heatmap(
         w, v.query_tokens, v.key_tokens,

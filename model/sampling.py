@@ -33,6 +33,7 @@ class Knob:
     """One setting's range, default, step and words: what every slider, link and the browser's chart read."""
 
     name: str                 # the keyword of `distribution()`
+    key: str                  # its name in a page's address (?t=0.7), after the panel's prefix
     label: str                # a slider's label
     lo: float
     hi: float | None          # None: the vocabulary size (top-k)
@@ -76,11 +77,11 @@ class SamplingSettings:
     top_k: int = 0            # 0 = off
     top_p: float = 1.0        # 1.0 = off
 
-    TEMPERATURE: ClassVar[Knob] = Knob("temperature", "Temperature", 0.05, 3.0, 1.0, 0.01,
+    TEMPERATURE: ClassVar[Knob] = Knob("temperature", "t", "Temperature", 0.05, 3.0, 1.0, 0.01,
                                        "divides the logits: < 1 sharper, > 1 flatter")
-    TOP_K: ClassVar[Knob] = Knob("top_k", "Top-k (0 = off)", 0, None, 0, 1,
+    TOP_K: ClassVar[Knob] = Knob("top_k", "k", "Top-k (0 = off)", 0, None, 0, 1,
                                  "keep the k most likely words (0 = off)")
-    TOP_P: ClassVar[Knob] = Knob("top_p", "Top-p (1 = off)", 0.05, 1.0, 1.0, 0.01,
+    TOP_P: ClassVar[Knob] = Knob("top_p", "p", "Top-p (1 = off)", 0.05, 1.0, 1.0, 0.01,
                                  "keep the most likely words until their mass reaches p (1 = off)")
     KNOBS: ClassVar[tuple[Knob, ...]] = (TEMPERATURE, TOP_K, TOP_P)
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 ROLES = ("encoder", "decoder", "cross", "self")      # the order pages list stacks in
+TITLES = {"encoder": "Encoder self-attention", "decoder": "Decoder masked self-attention",
+          "cross": "Cross-attention (decoder → encoder)"}
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,11 @@ class AttentionStack(Sequence):
 
     def __len__(self) -> int:
         return len(self.layers)
+
+    @property
+    def title(self) -> str:
+        """What the stack is, for people: "Encoder self-attention", "Masked self-attention", …"""
+        return TITLES.get(self.role, "Masked self-attention" if self.causal else "Self-attention")
 
 
 def describe_stacks(raw: dict[str, list[AttentionTrace]], tokens: list[str], target_tokens: list[str] | None,

@@ -15,11 +15,7 @@ from . import sampling
 from .api import (Generation, LabModel, LogitLens, NextToken, PaddedBatch, PositionInfo, RawScores, Run,
                   Translates)
 from .errors import InputError
-from .trace import ROLES
-
-TITLES = {"encoder": "Encoder self-attention", "decoder": "Decoder masked self-attention",
-          "cross": "Cross-attention (decoder → encoder)"}
-
+from .trace import ROLES, AttentionStack
 
 def _np(t) -> np.ndarray:
     return t.detach().float().cpu().numpy()
@@ -28,12 +24,31 @@ def _np(t) -> np.ndarray:
 # ----------------------------------------------------------------------------- attention
 @dataclass(frozen=True)
 class AttentionView:
-    role: str                    # "self", "encoder", "decoder", "cross"
-    title: str
-    causal: bool
+    """An attention stack of a run (role, causality, token labels: the trace's AttentionStack) with its weights as
+    one numpy array, ready to draw."""
+
+    stack: AttentionStack
     weights: np.ndarray          # (L, H, Tq, Tk) float32 (float16 for long texts), rows sum to 1
-    query_tokens: list[str]
-    key_tokens: list[str]
+
+    @property
+    def role(self) -> str:       # "self", "encoder", "decoder", "cross"
+        return self.stack.role
+
+    @property
+    def title(self) -> str:
+        return self.stack.title
+
+    @property
+    def causal(self) -> bool:
+        return self.stack.causal
+
+    @property
+    def query_tokens(self) -> list[str]:
+        return list(self.stack.query_tokens)
+
+    @property
+    def key_tokens(self) -> list[str]:
+        return list(self.stack.key_tokens)
 
     @property
     def n_layers(self) -> int:
@@ -51,10 +66,6 @@ class AttentionView:
         return self.weights[layer].mean(0)
 
 
-def stack_title(role: str, causal: bool) -> str:
-    return TITLES.get(role, "Masked self-attention" if causal else "Self-attention")
-
-
 def attention_views(run: Run) -> dict[str, AttentionView]:
     """Every attention stack of the run, in the order encoder, decoder, cross, self."""
     out = {}
@@ -65,8 +76,7 @@ def attention_views(run: Run) -> dict[str, AttentionView]:
         # float16 traces (long texts) stay float16 here: half the memory; figures convert what they draw
         w = np.stack([a.weights[0].detach().cpu().numpy() if a.weights.dtype == torch.float16 else _np(a.weights[0])
                       for a in st])
-        out[role] = AttentionView(role, stack_title(role, st.causal), st.causal, w, list(st.query_tokens),
-                                  list(st.key_tokens))
+        out[role] = AttentionView(st, w)
     return out
 
 

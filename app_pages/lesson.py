@@ -1,0 +1,48 @@
+"""The lesson path on a page: a stop (`?stop=N`, opened from the home page or a banner) starts on its own model
+and settings, and shows what to say there with links to the previous and next stops."""
+from __future__ import annotations
+
+import streamlit as st
+
+from app_pages.address import reset_for_stop
+from app_pages.registry import LESSON, Stop
+
+KEPT = ("model", "text", "present", "stop")            # what every stop keeps or sets besides its page's settings
+
+
+def current(page: str) -> tuple[int, Stop] | None:
+    """The stop this address opens on this page (0-based), or None."""
+    raw = st.query_params.get("stop")
+    try:
+        i = int(raw) - 1
+        stop = LESSON[i]
+    except (TypeError, ValueError, IndexError):
+        return None
+    return (i, stop) if i >= 0 and stop.page == page else None
+
+
+def open_stop(page: str) -> None:
+    """On arriving at a stop, every page setting it does not name goes back to its default (no `layer` left over
+    from another page); its own come from its link. Done once per arrival, so the class can then move them."""
+    got = current(page)
+    arrived = None if got is None else (page, got[0])
+    if arrived is not None and st.session_state.get("_stop_opened") != arrived:
+        reset_for_stop([*got[1].params, *KEPT])
+    st.session_state["_stop_opened"] = arrived
+
+
+def banner(page: str) -> None:
+    """On a lesson stop, what to say there and links to the previous and next stops."""
+    got = current(page)
+    if got is None:
+        return
+    i, stop = got
+    with st.container(border=True):
+        st.markdown(f"**Lesson, stop {i + 1} of {len(LESSON)}: {stop.title}** · about {stop.minutes} min  \n{stop.say}")
+        a, b, _ = st.columns([1, 1, 3])
+        if i > 0:
+            a.page_link(f"app_pages/{LESSON[i - 1].page}.py", label=f"Previous: {LESSON[i - 1].title}",
+                        icon=":material/arrow_back:", query_params={**LESSON[i - 1].params, "stop": str(i)})
+        if i + 1 < len(LESSON):
+            b.page_link(f"app_pages/{LESSON[i + 1].page}.py", label=f"Next: {LESSON[i + 1].title}",
+                        icon=":material/arrow_forward:", query_params={**LESSON[i + 1].params, "stop": str(i + 2)})
