@@ -514,7 +514,7 @@ def word_order_demo(lab, a: str = "the dog chased the cat .", b: str = "the cat 
                   ("no positions and no causal mask", Interventions(no_positions=True, no_causal_mask=True))]
     for name, iv in conds:
         if seq2seq:
-            ma = m.encode(xa, interventions=iv, rec=None)
+            ma = m.encode(xa, interventions=iv)
             mb = m.encode(xb, interventions=iv)
             diff_h = float((mb[0] - ma[0][perm]).abs().max())            # encoder output, reordered
             ya, yb = _greedy(lab, ta.ids, iv), _greedy(lab, tb.ids, iv)

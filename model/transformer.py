@@ -6,21 +6,22 @@ Two assemblies share the same blocks:
   Seq2SeqTransformer  encoder-decoder translator (encoder self-attention; decoder masked
                       self-attention and encoder-decoder cross-attention)
 
-Call a model with trace=True and it returns a `Trace` (model/trace.py) beside the logits:
-per layer and head the raw scores and the weights, every LayerNorm's input and output, and
-the residual stream after each block. Nothing is stored on the module, so one model object
-can serve every user of the server at once. Without trace the attention runs through
-torch's fused scaled_dot_product_attention, as fast as a plain implementation.
+Every interesting activation passes through a named hook point (model/hooks.py: `blocks.1.attn.weights`,
+`blocks.0.ln_attn.out`, `encoder.blocks.2.attn.head_out` ...). A call may record or replace what passes:
 
-Experiments ("break the model") are options of one call, never state on the module:
-`model(ids, interventions=Interventions(ablate_heads={("self", 2, 0)}, no_positions=True))`.
-With no interventions (None, or an Interventions with nothing switched on) the computation
+    model(ids, trace=True)                      -> a `Trace` (model/trace.py) built from the recorded points
+    model(ids, interventions=Interventions(ablate_heads={("self", 2, 0)}, no_positions=True))
+    model(ids, hooks=HookRun(record={"blocks.1.attn.head_out"}))     # activation patching reads and writes here
+
+Nothing is stored on the module: the run belongs to the calling thread, so one model object serves every
+user of the server at once. Where no run asks for the attention weights, attention goes through torch's
+fused scaled_dot_product_attention, as fast as a plain implementation; with no run at all the computation
 is exactly the plain forward pass.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
 import torch
@@ -28,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .hooks import HookPoint, HookRun, active, current, merged
 from .trace import AttentionTrace, LayerNormTrace, Trace
 
 
@@ -95,20 +97,45 @@ def subsequent_mask(size: int, offset: int = 0) -> Tensor:
     return k <= q
 
 
+def attention_scores(q: Tensor, k: Tensor, scale: float | None = None) -> Tensor:
+    """q.k / sqrt(d_k): (B, h, Tq, Tk). scale: None = the paper's 1/sqrt(d_k); a number multiplies q.k instead."""
+    if scale is None:
+        return q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    return (q @ k.transpose(-2, -1)) * scale
+
+
+def masked_softmax(scores: Tensor, allowed: Tensor | None) -> Tensor:
+    """Scores set to -inf where not allowed, then softmax over the keys: every row sums to 1."""
+    masked = scores if allowed is None else scores.masked_fill(~allowed, float("-inf"))
+    return masked.softmax(dim=-1)
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None = None,
               scale: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Scaled dot-product attention, spelled out. Returns (output, scores before the mask, weights).
 
     q: (B, h, Tq, d_k); k, v: (B, h, Tk, d_k); allowed: bool broadcastable to (B, h, Tq, Tk).
-    scale: None = the paper's 1/sqrt(d_k); a number multiplies q.k instead (1.0 = no scaling).
     """
-    if scale is None:
-        scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))            # (B, h, Tq, Tk)
-    else:
-        scores = (q @ k.transpose(-2, -1)) * scale
-    masked = scores if allowed is None else scores.masked_fill(~allowed, float("-inf"))
-    weights = masked.softmax(dim=-1)                                         # rows sum to 1
+    scores = attention_scores(q, k, scale)
+    weights = masked_softmax(scores, allowed)
     return weights @ v, scores, weights                                      # (B, h, Tq, d_k)
+
+
+@dataclass(frozen=True)
+class Mask:
+    """Where each query may look. allowed: (B|1, Tq|1, Tk) bool, True where attending is allowed; None = every
+    key (or, with causal, the fused kernel's own causal rule)."""
+
+    allowed: Tensor | None = None
+    causal: bool = False
+
+    def full(self, B: int, Tq: int, Tk: int, device) -> Tensor:
+        """(B, Tq, Tk) bool, spelled out."""
+        if self.allowed is not None:
+            return self.allowed.expand(B, Tq, Tk)
+        if self.causal:
+            return subsequent_mask(Tq, Tk - Tq).to(device)[None].expand(B, Tq, Tk)
+        return torch.ones(B, Tq, Tk, dtype=torch.bool, device=device)
 
 
 # ----------------------------------------------------------------------------- interventions
@@ -120,12 +147,54 @@ def _frozen(items) -> frozenset:
     return frozenset(tuple(i) for i in (items or ()))
 
 
+def stack_prefix(stack: str) -> str:
+    """Hook-point prefix of a stack: "" for a single stack ("self"), "encoder." or "decoder." (cross: the decoder's)."""
+    return {"self": "", "encoder": "encoder.", "decoder": "decoder.", "cross": "decoder."}[stack]
+
+
+def ablate_heads_edit(heads: tuple[int, ...], mode: str, q_valid: Tensor | None):
+    """An edit of a `head_out` point (B, h, Tq, d_k): the listed heads set to 0, or to their mean over the
+    valid query positions of this call (mode "mean")."""
+    idx = list(heads)
+
+    def edit(out: Tensor) -> Tensor:
+        out = out.clone()
+        if mode == "zero":
+            out[:, idx] = 0.0
+            return out
+        sel = out[:, idx]                                                    # (B, n, Tq, d_k)
+        if q_valid is None:
+            mean = sel.mean(dim=-2, keepdim=True)
+        else:
+            w = q_valid[:, None, :, None].to(sel.dtype)                      # (B, 1, Tq, 1)
+            mean = (sel * w).sum(dim=-2, keepdim=True) / w.sum(dim=-2, keepdim=True).clamp(min=1.0)
+        out[:, idx] = mean.expand_as(sel)
+        return out
+    return edit
+
+
+def _zero(x: Tensor) -> Tensor:
+    return torch.zeros_like(x)
+
+
+def _skip_norm(name: str, edits: dict) -> None:
+    """Edits that make the norm at `name` an identity: its output is replaced by what entered it."""
+    seen: dict[str, Tensor] = {}
+
+    def keep(x: Tensor) -> Tensor:
+        seen["x"] = x
+        return x
+    edits[f"{name}.in"] = keep
+    edits[f"{name}.out"] = lambda y: seen.pop("x")
+
+
 @dataclass(frozen=True)
 class Interventions:
     """What to break in one forward pass. Passed as an argument; never stored on the module.
 
     Layers and heads count from 0. Stacks are named as in traces: "self" (decoder-only LM),
     "encoder", "decoder" and "cross" (the decoder's cross-attention) for the translator.
+    Each one is an edit at a hook point (`run`), except the causal mask, which is how the mask is built.
     """
 
     ablate_heads: frozenset = frozenset()     # {(stack, layer, head)}: that head's output removed
@@ -152,188 +221,163 @@ class Interventions:
     def heads(self, stack: str, layer: int) -> tuple[int, ...]:
         return tuple(sorted(h for s, l, h in self.ablate_heads if s == stack and l == layer))
 
+    def skipped_norms(self) -> set[str]:
+        """Hook names of the norms this switches off (a trace leaves them out)."""
+        return {f"{stack_prefix(s)}ln_final" if l < 0 else f"{stack_prefix(s)}blocks.{l}.ln_{sub}"
+                for s, l, sub in self.skip_layernorm}
+
+    def run(self, q_valid: dict[str, Tensor | None]) -> HookRun:
+        """The edits of this intervention on the stacks named in q_valid (stack -> (B, Tq) bool of real query
+        positions, for mean ablation). The no-1/sqrt(d_k) option is the run's scale."""
+        edits: dict = {}
+        for s, l, _ in sorted(self.ablate_heads):
+            if s in q_valid:
+                sub = "cross" if s == "cross" else "attn"
+                edits[f"{stack_prefix(s)}blocks.{l}.{sub}.head_out"] = ablate_heads_edit(
+                    self.heads(s, l), self.head_mode, q_valid[s])
+        for s in q_valid:
+            if self.no_positions and s != "cross":
+                edits[f"{stack_prefix(s)}pos"] = _zero
+        for name in self.skipped_norms():
+            if any(name.startswith(stack_prefix(s)) for s in q_valid if s != "cross"):
+                _skip_norm(name, edits)
+        for s, l, sub in self.skip_residual:
+            if s in q_valid:
+                edits[f"{stack_prefix(s)}blocks.{l}.{sub}.skip"] = _zero
+        return HookRun(edits, scale=1.0 if self.no_scale else None)
+
 
 def _active(iv: "Interventions | None") -> "Interventions | None":
     return iv if iv is not None and iv.active else None
 
 
-def _ablate_heads(out: Tensor, heads: tuple[int, ...], mode: str, q_valid: Tensor | None) -> Tensor:
-    """out: (B, h, Tq, d_k) per-head outputs before W_o; the listed heads zeroed or mean-replaced."""
-    out = out.clone()
-    idx = list(heads)
-    if mode == "zero":
-        out[:, idx] = 0.0
-        return out
-    sel = out[:, idx]                                                        # (B, n, Tq, d_k)
-    if q_valid is None:
-        mean = sel.mean(dim=-2, keepdim=True)
-    else:
-        w = q_valid[:, None, :, None].to(sel.dtype)                          # (B, 1, Tq, 1)
-        mean = (sel * w).sum(dim=-2, keepdim=True) / w.sum(dim=-2, keepdim=True).clamp(min=1.0)
-    out[:, idx] = mean.expand_as(sel)
-    return out
-
-
 # ----------------------------------------------------------------------------- modules
 
-class _Recorder:
-    """Collects one forward pass's internals. Lives only for that call."""
-
-    def __init__(self) -> None:
-        self.trace = Trace()
-        self.stack = ""                       # the stack being run, set by Stack.forward
-
-    def attn(self, key: str, at: AttentionTrace) -> None:
-        self.trace.attention.setdefault(key, []).append(at)
-
-    def ln(self, name: str, module: nn.LayerNorm, x_in: Tensor, x_out: Tensor) -> None:
-        self.trace.layernorms.append(LayerNormTrace(
-            name=name, x_in=x_in.detach().float().cpu(), x_out=x_out.detach().float().cpu(),
-            gamma=module.weight.detach().float().cpu(), beta=module.bias.detach().float().cpu(), stack=self.stack))
-
-    def hidden(self, key: str, x: Tensor) -> None:
-        self.trace.hidden.setdefault(key, []).append(x.detach().float().cpu())
-
-
 class MultiHeadAttention(nn.Module):
-    """h heads of scaled dot-product attention over learned projections, then W_o."""
+    """h heads of scaled dot-product attention over learned projections, then W_o.
 
-    def __init__(self, d_model: int, h: int, dropout: float) -> None:
+    Hook points: {name}.scores, .weights (only computed where a run asks), .head_out, .out.
+    """
+
+    def __init__(self, d_model: int, h: int, dropout: float, name: str = "attn", cross: bool = False) -> None:
         super().__init__()
-        self.h, self.d_k = h, d_model // h
+        self.h, self.d_k, self.cross, self.name = h, d_model // h, cross, name
         self.w_q = nn.Linear(d_model, d_model)
         self.w_k = nn.Linear(d_model, d_model)
         self.w_v = nn.Linear(d_model, d_model)
         self.w_o = nn.Linear(d_model, d_model)
         self.dropout = dropout
+        self.hook_scores, self.hook_weights = HookPoint(f"{name}.scores"), HookPoint(f"{name}.weights")
+        self.hook_head_out, self.hook_out = HookPoint(f"{name}.head_out"), HookPoint(f"{name}.out")
 
     def _heads(self, x: Tensor) -> Tensor:
         B, T, _ = x.shape
         return x.view(B, T, self.h, self.d_k).transpose(1, 2)                # (B, h, T, d_k)
 
-    def forward(self, x_q: Tensor, x_kv: Tensor | None, allowed: Tensor | None, *, is_causal: bool = False,
-                past_kv: tuple[Tensor, Tensor] | None = None, static_kv: tuple[Tensor, Tensor] | None = None,
-                trace: bool = False, ablate: tuple[int, ...] = (), head_mode: str = "zero",
-                q_valid: Tensor | None = None, scale: float | None = None
-                ) -> tuple[Tensor, tuple[Tensor, Tensor], AttentionTrace | None]:
-        """allowed: (B, Tq, Tk) or (B, 1, Tk) bool, True where attending is allowed; None = all allowed.
-
-        past_kv: cached keys/values of earlier positions (self-attention while generating);
-        static_kv: precomputed keys/values of the encoder output (cross-attention while generating).
-        ablate: heads whose output is removed (head_mode "zero" or "mean" over the valid query
-        positions q_valid (B, Tq)); scale: None = 1/sqrt(d_k), else the factor on q.k.
-        """
+    def forward(self, x_q: Tensor, x_kv: Tensor | None, mask: Mask | None = None,
+                cache: "LayerCache | None" = None) -> Tensor:
+        """mask: where each query may look (None: every key). cache: keys/values of earlier steps (self-attention while generating) or of the encoder output
+        (cross-attention), read from cache.past and written to cache.new."""
         B, Tq, D = x_q.shape
+        mask = mask or Mask()
+        slot = "cross" if self.cross else "self"
+        past = cache.past.get(slot) if cache is not None else None
         q = self._heads(self.w_q(x_q))                                       # (B, h, Tq, d_k)
-        if static_kv is not None:
-            k, v = static_kv
+        if self.cross and past is not None:
+            k, v = past                                                      # the encoder's, computed once
         else:
-            k, v = self._heads(self.w_k(x_kv)), self._heads(self.w_v(x_kv))   # (B, h, Tk, d_k)
-            if past_kv is not None:
-                k, v = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)
-        mask = None if allowed is None else allowed[:, None]                 # (B, 1, Tq|1, Tk)
-        at = None
-        if trace:
-            out, scores, weights = attention(q, k, v, mask, scale)
-            full = None if allowed is None else allowed.expand(B, Tq, k.size(2))
-            at = AttentionTrace(weights=weights.detach().float().cpu(), scores=scores.detach().float().cpu(),
-                                allowed=None if full is None else full.detach().cpu())
+            k, v = self._heads(self.w_k(x_kv)), self._heads(self.w_v(x_kv))  # (B, h, Tk, d_k)
+            if past is not None:
+                k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        if cache is not None:
+            cache.new[slot] = (k, v)
+        run = current()
+        if run is not None and (run.wants(self.hook_weights.name) or run.wants(self.hook_scores.name)):
+            allowed = mask.full(B, Tq, k.size(2), q.device)                  # (B, Tq, Tk)
+            run.note(f"{self.name}.allowed", allowed)                        # recorded beside the weights, not editable
+            scores = self.hook_scores(attention_scores(q, k, run.scale))     # (B, h, Tq, Tk), before the mask
+            weights = self.hook_weights(masked_softmax(scores, allowed[:, None]))
+            out = weights @ v
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
+            am = None if mask.allowed is None else mask.allowed[:, None]     # (B, 1, Tq|1, Tk)
+            scale = None if run is None else run.scale
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=am, is_causal=mask.causal and am is None,
                                                  dropout_p=self.dropout if self.training else 0.0,
                                                  **({} if scale is None else {"scale": scale}))
-        if ablate:
-            out = _ablate_heads(out, ablate, head_mode, q_valid)
-        out = out.transpose(1, 2).reshape(B, Tq, D)                          # concat heads: (B, Tq, D)
-        return self.w_o(out), (k, v), at
+        out = self.hook_head_out(out)                                        # (B, h, Tq, d_k)
+        return self.hook_out(self.w_o(out.transpose(1, 2).reshape(B, Tq, D)))  # heads concatenated, then W_o
 
 
 class FeedForward(nn.Module):
     """FFN(x) = W_2 act(W_1 x + b_1) + b_2, applied to each position separately."""
 
-    def __init__(self, d_model: int, d_ff: int, activation: str, dropout: float) -> None:
+    def __init__(self, d_model: int, d_ff: int, activation: str, dropout: float, name: str = "ffn") -> None:
         super().__init__()
         self.w_1 = nn.Linear(d_model, d_ff)
         self.w_2 = nn.Linear(d_ff, d_model)
         self.act = nn.ReLU() if activation == "relu" else nn.GELU()
         self.drop = nn.Dropout(dropout)
+        self.hook_out = HookPoint(f"{name}.out")
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w_2(self.drop(self.act(self.w_1(x))))
+        return self.hook_out(self.w_2(self.drop(self.act(self.w_1(x)))))
+
+
+class Norm(nn.Module):
+    """Hook points around a LayerNorm: {name}.in and {name}.out (the norm's own weights stay on the block)."""
+
+    def __init__(self, name: str, label: str) -> None:
+        super().__init__()
+        self.name, self.label = name, label
+        self.hook_in, self.hook_out = HookPoint(f"{name}.in"), HookPoint(f"{name}.out")
+
+    def forward(self, ln: nn.LayerNorm, x: Tensor) -> Tensor:
+        return self.hook_out(ln(self.hook_in(x)))
+
+
+@dataclass
+class LayerCache:
+    """Keys and values of one block's attention layers: those of earlier steps (past), this call's (new)."""
+
+    past: dict = field(default_factory=dict)
+    new: dict = field(default_factory=dict)
 
 
 class Block(nn.Module):
-    """One layer: self-attention, optional cross-attention, feed-forward; each wrapped in residual + LayerNorm."""
+    """One layer: self-attention, optional cross-attention, feed-forward; each wrapped in residual + LayerNorm.
 
-    def __init__(self, cfg: TransformerConfig, self_key: str, cross: bool = False) -> None:
+    Post-LN (the paper): x = LN(x + Sublayer(x)). Pre-LN: x = x + Sublayer(LN(x)).
+    """
+
+    def __init__(self, cfg: TransformerConfig, prefix: str, label: str, cross: bool = False) -> None:
         super().__init__()
-        self.self_key, self.pre = self_key, cfg.norm == "pre"
-        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.h, cfg.dropout)
+        self.pre = cfg.norm == "pre"
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.h, cfg.dropout, f"{prefix}attn")
         self.ln_attn = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.h, cfg.dropout) if cross else None
+        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.h, cfg.dropout, f"{prefix}cross", cross=True) if cross else None
         self.ln_cross = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cross else None
-        self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.activation, cfg.dropout)
+        self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.activation, cfg.dropout, f"{prefix}ffn")
         self.ln_ffn = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
+        self.norms = nn.ModuleDict({s: Norm(f"{prefix}ln_{s}", f"{label}{w} LN") for s, w in
+                                    (("attn", "attention"), ("cross", "cross-attention"), ("ffn", "feed-forward"))
+                                    if s != "cross" or cross})
+        self.skips = nn.ModuleDict({s: HookPoint(f"{prefix}{s}.skip") for s in self.norms})
+        self.resid_pre, self.resid_post = HookPoint(f"{prefix}resid_pre"), HookPoint(f"{prefix}resid_post")
 
-    @staticmethod
-    def _norm(ln: nn.LayerNorm, x: Tensor, name: str, rec: _Recorder | None) -> Tensor:
-        y = ln(x)
-        if rec is not None:
-            rec.ln(name, ln, x, y)
-        return y
+    def residual(self, x: Tensor, sub: str, f: Callable[[Tensor], Tensor], ln: nn.LayerNorm) -> Tensor:
+        """x + Sublayer(LN(x)) (pre-LN) or LN(x + Sublayer(x)) (post-LN); `skip` is the "x +" path."""
+        norm, skip = self.norms[sub], self.skips[sub]
+        if self.pre:
+            return skip(x) + self.drop(f(norm(ln, x)))
+        return norm(ln, skip(x) + self.drop(f(x)))
 
-    def _residual(self, x: Tensor, sublayer: Callable[[Tensor], Tensor], ln: nn.LayerNorm, name: str,
-                  rec: _Recorder | None, skip_ln: bool = False, skip_res: bool = False) -> Tensor:
-        if not (skip_ln or skip_res):
-            if self.pre:                                                     # x + Sublayer(LN(x))
-                return x + self.drop(sublayer(self._norm(ln, x, name, rec)))
-            return self._norm(ln, x + self.drop(sublayer(x)), name, rec)     # LN(x + Sublayer(x))
-        if self.pre:                                                         # intervened: LN and/or "x +" left out
-            s = self.drop(sublayer(x if skip_ln else self._norm(ln, x, name, rec)))
-            return s if skip_res else x + s
-        z = self.drop(sublayer(x))
-        z = z if skip_res else x + z
-        return z if skip_ln else self._norm(ln, z, name, rec)
-
-    def forward(self, x: Tensor, allowed: Tensor | None, *, is_causal: bool = False, memory: Tensor | None = None,
-                memory_allowed: Tensor | None = None, cache: dict | None = None, rec: _Recorder | None = None,
-                name: str = "", iv: Interventions | None = None, layer: int = 0,
-                q_valid: Tensor | None = None) -> tuple[Tensor, dict]:
-        new_cache: dict = {}
-        tracing = rec is not None
-        key = self.self_key
-        opt = {} if iv is None else dict(head_mode=iv.head_mode, q_valid=q_valid,
-                                         scale=1.0 if iv.no_scale else None)
-
-        def skips(sub: str) -> dict:
-            if iv is None:
-                return {}
-            return dict(skip_ln=(key, layer, sub) in iv.skip_layernorm, skip_res=(key, layer, sub) in iv.skip_residual)
-
-        def self_sub(y: Tensor) -> Tensor:
-            out, kv, at = self.self_attn(y, y, allowed, is_causal=is_causal,
-                                         past_kv=cache.get("self") if cache else None, trace=tracing,
-                                         **({} if iv is None else dict(ablate=iv.heads(key, layer), **opt)))
-            new_cache["self"] = kv
-            if at is not None:
-                rec.attn(self.self_key, at)
-            return out
-
-        x = self._residual(x, self_sub, self.ln_attn, f"{name}attention LN", rec, **skips("attn"))
+    def forward(self, x: Tensor, mask: Mask, memory: Tensor | None = None, memory_mask: Mask | None = None,
+                cache: LayerCache | None = None) -> Tensor:
+        x = self.residual(self.resid_pre(x), "attn", lambda y: self.self_attn(y, y, mask, cache), self.ln_attn)
         if self.cross_attn is not None:
-            def cross_sub(y: Tensor) -> Tensor:
-                out, kv, at = self.cross_attn(y, memory, memory_allowed,
-                                              static_kv=cache.get("cross") if cache else None, trace=tracing,
-                                              **({} if iv is None else dict(ablate=iv.heads("cross", layer), **opt)))
-                new_cache["cross"] = kv
-                if at is not None:
-                    rec.attn("cross", at)
-                return out
-
-            x = self._residual(x, cross_sub, self.ln_cross, f"{name}cross-attention LN", rec, **skips("cross"))
-        x = self._residual(x, self.ffn, self.ln_ffn, f"{name}feed-forward LN", rec, **skips("ffn"))
-        return x, new_cache
+            x = self.residual(x, "cross", lambda y: self.cross_attn(y, memory, memory_mask, cache), self.ln_cross)
+        return self.resid_post(self.residual(x, "ffn", self.ffn, self.ln_ffn))
 
 
 class Stack(nn.Module):
@@ -343,6 +387,7 @@ class Stack(nn.Module):
                  cross: bool = False) -> None:
         super().__init__()
         self.cfg, self.key, self.label = cfg, key, label
+        p = stack_prefix(key)
         self.tok_emb = nn.Embedding(vocab_size, cfg.d_model)
         nn.init.normal_(self.tok_emb.weight, std=cfg.d_model ** -0.5)     # x sqrt(d_model) -> unit scale
         if cfg.pos_encoding == "learned":
@@ -352,8 +397,10 @@ class Stack(nn.Module):
             self.pos_emb = None
             self.register_buffer("pe", sinusoidal_encoding(cfg.max_len, cfg.d_model), persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg, key, cross) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, f"{p}blocks.{i}.", f"{label}L{i + 1} ", cross) for i in range(n_layers))
         self.ln_final = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.norm == "pre" else None
+        self.final_norm = Norm(f"{p}ln_final", f"{label}final LN")
+        self.hook_pos = HookPoint(f"{p}pos")
 
     def positional_table(self) -> Tensor | None:
         """(max_len, d_model): what is added to the token embeddings at each position (None if nothing)."""
@@ -363,33 +410,73 @@ class Stack(nn.Module):
             return self.pos_emb.weight
         return self.pe
 
-    def forward(self, ids: Tensor, allowed: Tensor | None, *, is_causal: bool = False, offset: int = 0,
-                memory: Tensor | None = None, memory_allowed: Tensor | None = None, past: list | None = None,
-                rec: _Recorder | None = None, iv: Interventions | None = None,
-                q_valid: Tensor | None = None) -> tuple[Tensor, list]:
+    def forward(self, ids: Tensor, mask: Mask, *, offset: int = 0, memory: Tensor | None = None,
+                memory_mask: Mask | None = None, past: list | None = None) -> tuple[Tensor, list]:
         T = ids.size(1)
         if offset + T > self.cfg.max_len:
             raise ValueError(f"sequence of {offset + T} tokens is longer than the model's context of "
                              f"{self.cfg.max_len} tokens")
         x = self.tok_emb(ids) * math.sqrt(self.cfg.d_model)                 # (B, T, D)
         table = self.positional_table()
-        if table is not None and not (iv is not None and iv.no_positions):
-            x = x + table[offset: offset + T]
+        if table is not None:
+            x = x + self.hook_pos(table[offset: offset + T])
         x = self.drop(x)
-        if rec is not None:
-            rec.stack = self.key
-            rec.hidden(self.key, x)
-        new_past = []
-        for i, block in enumerate(self.blocks):
-            x, kv = block(x, allowed, is_causal=is_causal, memory=memory, memory_allowed=memory_allowed,
-                          cache=past[i] if past else None, rec=rec, name=f"{self.label}L{i + 1} ",
-                          **({} if iv is None else dict(iv=iv, layer=i, q_valid=q_valid)))
-            new_past.append(kv)
-            if rec is not None:
-                rec.hidden(self.key, x)
-        if self.ln_final is not None and not (iv is not None and (self.key, -1, "final") in iv.skip_layernorm):
-            x = Block._norm(self.ln_final, x, f"{self.label}final LN", rec)
-        return x, new_past
+        caches = [LayerCache(dict(past[i]) if past else {}) for i in range(len(self.blocks))]
+        for block, cache in zip(self.blocks, caches):
+            x = block(x, mask, memory, memory_mask, cache)
+        if self.ln_final is not None:
+            x = self.final_norm(self.ln_final, x)
+        return x, [c.new for c in caches]
+
+    def norm_modules(self) -> dict[str, tuple[Norm, nn.LayerNorm]]:
+        """Hook name of each norm -> (its hook points, the LayerNorm)."""
+        out = {}
+        for b in self.blocks:
+            for sub, norm in b.norms.items():
+                out[norm.name] = (norm, getattr(b, f"ln_{sub}"))
+        if self.ln_final is not None:
+            out[self.final_norm.name] = (self.final_norm, self.ln_final)
+        return out
+
+
+# ----------------------------------------------------------------------------- traces from hook points
+
+_TRACED = (".scores", ".weights", ".allowed", ".in", ".out", "resid_pre", "resid_post")
+
+
+def trace_run() -> HookRun:
+    """A run that records what a `Trace` shows: attention scores and weights, norms, the residual stream."""
+    return HookRun(record=lambda name: name.endswith(_TRACED) and not name.endswith((".attn.out", ".cross.out",
+                                                                                         ".ffn.out")))
+
+
+def build_trace(cache: dict[str, Tensor], stacks: list[Stack], skipped: set[str] = frozenset()) -> Trace:
+    """A Trace (every tensor detached, float32, on the CPU) from a trace run's recordings."""
+    tr = Trace()
+    cpu = lambda t: t.detach().float().cpu()
+    norms = {}
+    for st in stacks:
+        norms.update(st.norm_modules())
+        p = stack_prefix(st.key)
+        for i in range(len(st.blocks)):
+            for sub, role in (("attn", st.key), ("cross", "cross")):
+                name = f"{p}blocks.{i}.{sub}"
+                if f"{name}.weights" in cache:
+                    tr.attention.setdefault(role, []).append(AttentionTrace(
+                        weights=cpu(cache[f"{name}.weights"]), scores=cpu(cache[f"{name}.scores"]),
+                        allowed=cache[f"{name}.allowed"].detach().cpu()))
+        if f"{p}blocks.0.resid_pre" in cache:
+            tr.hidden[st.key] = [cpu(cache[f"{p}blocks.0.resid_pre"])] + [
+                cpu(cache[f"{p}blocks.{i}.resid_post"]) for i in range(len(st.blocks))]
+    for name in cache:                                                       # forward order
+        base = name[:-len(".out")]
+        if name.endswith(".out") and base in norms and base not in skipped:
+            norm, ln = norms[base]
+            stack = next(st.key for st in stacks if norm in st.modules())
+            tr.layernorms.append(LayerNormTrace(
+                name=norm.label, x_in=cpu(cache[f"{base}.in"]), x_out=cpu(cache[name]),
+                gamma=ln.weight.detach().float().cpu(), beta=ln.bias.detach().float().cpu(), stack=stack))
+    return tr
 
 
 @dataclass
@@ -399,18 +486,25 @@ class TransformerOutput:
     past: list | None = None       # key/value cache, only when use_cache=True
 
 
-def _self_allowed(T: int, offset: int, pad: Tensor | None, causal: bool, need: bool) -> tuple[Tensor | None, bool]:
-    """Build the (B|1, T, offset+T) allowed-mask, or return (None, is_causal) for the fused fast path."""
-    if pad is None and not need:
+def self_mask(T: int, offset: int, pad: Tensor | None, causal: bool, explicit: bool) -> Mask:
+    """The decoder's self-attention mask; without padding and unless asked to spell it out, the fused kernel's
+    own causal rule (or no mask for one query)."""
+    if pad is None and not explicit:
         if not causal or T == 1:
-            return None, False
+            return Mask()
         if offset == 0:
-            return None, True
+            return Mask(causal=True)
     allowed = subsequent_mask(T, offset) if causal else torch.ones(T, offset + T, dtype=torch.bool)
     allowed = allowed[None]                                                  # (1, T, Tk)
     if pad is not None:                                                      # pad: (B, Tk) True = real token
         allowed = allowed.to(pad.device) & pad[:, None, :]
-    return allowed, False
+    return Mask(allowed)
+
+
+def _run(hooks: HookRun | None, iv: Interventions | None, q_valid: dict, trace: HookRun | None) -> HookRun | None:
+    """The calling thread's run, then the interventions' edits, the caller's hooks, and the trace last (it
+    records what the edits left)."""
+    return merged(current(), iv.run(q_valid) if iv is not None else None, hooks, trace)
 
 
 class _VocabHead(nn.Module):
@@ -440,24 +534,23 @@ class TransformerLM(_VocabHead):
         self._make_head(cfg)
 
     def forward(self, ids: Tensor, *, pad_mask: Tensor | None = None, past: list | None = None,
-                use_cache: bool = False, trace: bool = False,
-                interventions: Interventions | None = None) -> TransformerOutput:
+                use_cache: bool = False, trace: bool = False, interventions: Interventions | None = None,
+                hooks: HookRun | None = None) -> TransformerOutput:
         """ids: (B, T) token ids; pad_mask: (B, T_total) bool, True for real tokens (None = no padding).
 
         interventions: what to break in this call only (see `Interventions`); None = the intact model.
+        hooks: a run that records or replaces activations at named hook points (model/hooks.py).
         """
         offset = 0 if not past else past[0]["self"][0].size(2)
-        rec = _Recorder() if trace else None
         iv = _active(interventions)
-        if iv is None:
-            allowed, is_causal = _self_allowed(ids.size(1), offset, pad_mask, causal=True, need=trace)
-            x, new_past = self.decoder(ids, allowed, is_causal=is_causal, offset=offset, past=past, rec=rec)
-        else:
-            allowed, is_causal = _self_allowed(ids.size(1), offset, pad_mask, causal=not iv.no_causal_mask, need=True)
-            q_valid = None if pad_mask is None else pad_mask[:, -ids.size(1):]
-            x, new_past = self.decoder(ids, allowed, is_causal=is_causal, offset=offset, past=past, rec=rec,
-                                       iv=iv, q_valid=q_valid)
-        return TransformerOutput(self.lm_head(x), rec.trace if rec else None, new_past if use_cache else None)
+        tr = trace_run() if trace else None
+        run = _run(hooks, iv, {"self": None if pad_mask is None else pad_mask[:, -ids.size(1):]}, tr)
+        mask = self_mask(ids.size(1), offset, pad_mask, causal=not (iv and iv.no_causal_mask), explicit=run is not None)
+        with active(run):
+            x, new_past = self.decoder(ids, mask, offset=offset, past=past)
+            logits = self.lm_head(x)
+        trace_ = build_trace(tr.cache, [self.decoder], iv.skipped_norms() if iv else set()) if tr else None
+        return TransformerOutput(logits, trace_, new_past if use_cache else None)
 
 
 class Seq2SeqTransformer(_VocabHead):
@@ -471,44 +564,39 @@ class Seq2SeqTransformer(_VocabHead):
         self.decoder = Stack(cfg, cfg.vocab_size, cfg.n_layers, key="decoder", label="dec ", cross=True)
         self._make_head(cfg)
 
-    def encode(self, src: Tensor, src_pad: Tensor | None = None, rec: _Recorder | None = None,
-               interventions: Interventions | None = None) -> Tensor:
-        allowed = None if src_pad is None else src_pad[:, None, :]          # (B, 1, Ts): mask padded keys
-        if allowed is None and rec is not None:
-            allowed = torch.ones(1, 1, src.size(1), dtype=torch.bool, device=src.device)
+    def encode(self, src: Tensor, src_pad: Tensor | None = None, *, interventions: Interventions | None = None,
+               hooks: HookRun | None = None) -> Tensor:
         iv = _active(interventions)
-        if iv is None:
-            memory, _ = self.encoder(src, allowed, rec=rec)
-        else:
-            memory, _ = self.encoder(src, allowed, rec=rec, iv=iv, q_valid=src_pad)
+        run = _run(hooks, iv, {"encoder": src_pad}, None)
+        with active(run):                                                    # (B, 1, Ts): padded keys masked
+            memory, _ = self.encoder(src, Mask(None if src_pad is None else src_pad[:, None, :]))
         return memory
 
     def decode(self, tgt: Tensor, memory: Tensor, *, src_pad: Tensor | None = None, tgt_pad: Tensor | None = None,
-               past: list | None = None, rec: _Recorder | None = None,
-               interventions: Interventions | None = None) -> tuple[Tensor, list]:
+               past: list | None = None, interventions: Interventions | None = None,
+               hooks: HookRun | None = None) -> tuple[Tensor, list]:
         offset = 0 if not past else past[0]["self"][0].size(2)
         iv = _active(interventions)
-        allowed, is_causal = _self_allowed(tgt.size(1), offset, tgt_pad, causal=not (iv and iv.no_causal_mask),
-                                           need=rec is not None or iv is not None)
-        mem_allowed = None if src_pad is None else src_pad[:, None, :]
-        if mem_allowed is None and rec is not None:
-            mem_allowed = torch.ones(1, 1, memory.size(1), dtype=torch.bool, device=memory.device)
-        if iv is None:
-            x, new_past = self.decoder(tgt, allowed, is_causal=is_causal, offset=offset, memory=memory,
-                                       memory_allowed=mem_allowed, past=past, rec=rec)
-        else:
-            q_valid = None if tgt_pad is None else tgt_pad[:, -tgt.size(1):]
-            x, new_past = self.decoder(tgt, allowed, is_causal=is_causal, offset=offset, memory=memory,
-                                       memory_allowed=mem_allowed, past=past, rec=rec, iv=iv, q_valid=q_valid)
-        return self.lm_head(x), new_past
+        q_valid = None if tgt_pad is None else tgt_pad[:, -tgt.size(1):]
+        run = _run(hooks, iv, {"decoder": q_valid, "cross": q_valid}, None)
+        mask = self_mask(tgt.size(1), offset, tgt_pad, causal=not (iv and iv.no_causal_mask), explicit=run is not None)
+        memory_mask = Mask(None if src_pad is None else src_pad[:, None, :])
+        with active(run):
+            x, new_past = self.decoder(tgt, mask, offset=offset, memory=memory, memory_mask=memory_mask, past=past)
+            logits = self.lm_head(x)
+        return logits, new_past
 
     def forward(self, src: Tensor, tgt: Tensor, *, src_pad: Tensor | None = None, tgt_pad: Tensor | None = None,
-                trace: bool = False, interventions: Interventions | None = None) -> TransformerOutput:
+                trace: bool = False, interventions: Interventions | None = None,
+                hooks: HookRun | None = None) -> TransformerOutput:
         """src: (B, Ts) source ids; tgt: (B, Tt) target ids starting with [BOS] (teacher forcing)."""
-        rec = _Recorder() if trace else None
-        memory = self.encode(src, src_pad, rec, interventions=interventions)
-        logits, _ = self.decode(tgt, memory, src_pad=src_pad, tgt_pad=tgt_pad, rec=rec, interventions=interventions)
-        return TransformerOutput(logits, rec.trace if rec else None)
+        tr = trace_run() if trace else None
+        run = merged(hooks, tr)
+        memory = self.encode(src, src_pad, interventions=interventions, hooks=run)
+        logits, _ = self.decode(tgt, memory, src_pad=src_pad, tgt_pad=tgt_pad, interventions=interventions, hooks=run)
+        iv = _active(interventions)
+        trace_ = build_trace(tr.cache, [self.encoder, self.decoder], iv.skipped_norms() if iv else set()) if tr else None
+        return TransformerOutput(logits, trace_)
 
 
 def build_transformer(cfg: TransformerConfig) -> nn.Module:

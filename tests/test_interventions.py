@@ -4,9 +4,11 @@ import math
 import pytest
 import torch
 
+from model import hooks
+from model.hooks import HookRun
 from model.interventions import Interventions, shuffle_permutation, word_order_demo
 from model.transformer import (MultiHeadAttention, Seq2SeqTransformer, TransformerConfig, TransformerLM,
-                               attention)
+                               ablate_heads_edit, attention)
 
 
 def lm(**kw):
@@ -51,24 +53,31 @@ def _head_contribution(mha: MultiHeadAttention, x: torch.Tensor, head: int) -> t
     return out[:, head] @ mha.w_o.weight[:, head * d:(head + 1) * d].T
 
 
+def _ablated(mha: MultiHeadAttention, x: torch.Tensor, heads: tuple[int, ...], mode: str = "zero") -> torch.Tensor:
+    """The layer's output with `heads` ablated through its head_out hook point."""
+    run = HookRun({"attn.head_out": ablate_heads_edit(heads, mode, None)})
+    with hooks.active(run):
+        return mha(x, x)
+
+
 def test_ablating_a_head_removes_exactly_its_contribution():
     torch.manual_seed(1)
     mha = MultiHeadAttention(32, 4, 0.0).eval()
     x = torch.randn(2, 6, 32)
     with torch.no_grad():
-        full = mha(x, x, None)[0]
+        full = mha(x, x)
         for h in range(4):
-            abl = mha(x, x, None, ablate=(h,))[0]
+            abl = _ablated(mha, x, (h,))
             torch.testing.assert_close(full - abl, _head_contribution(mha, x, h), atol=1e-5, rtol=1e-5)
         # ablating head 0 as well only removes head 0's contribution more: the others are untouched
-        one, two = mha(x, x, None, ablate=(1,))[0], mha(x, x, None, ablate=(0, 1))[0]
+        one, two = _ablated(mha, x, (1,)), _ablated(mha, x, (0, 1))
         torch.testing.assert_close(one - two, _head_contribution(mha, x, 0), atol=1e-5, rtol=1e-5)
         # mean mode: the head's output is the same at every position
         q, k, v = (mha._heads(w(x)) for w in (mha.w_q, mha.w_k, mha.w_v))
         out, _, _ = attention(q, k, v)
         d = mha.d_k
         mean_contrib = out[:, 2].mean(1, keepdim=True) @ mha.w_o.weight[:, 2 * d:3 * d].T
-        got = mha(x, x, None, ablate=(2,), head_mode="mean")[0]
+        got = _ablated(mha, x, (2,), "mean")
         torch.testing.assert_close(got, full - _head_contribution(mha, x, 2) + mean_contrib, atol=1e-5, rtol=1e-5)
 
 
@@ -113,7 +122,7 @@ def test_no_positions_self_attention_is_equivariant_at_layer_level():
     x = torch.randn(1, 7, 32)
     perm = torch.randperm(7)
     with torch.no_grad():
-        torch.testing.assert_close(mha(x[:, perm], x[:, perm], None)[0], mha(x, x, None)[0][:, perm])
+        torch.testing.assert_close(mha(x[:, perm], x[:, perm]), mha(x, x)[:, perm])
 
 
 def test_no_causal_mask_lets_early_positions_see_later_tokens():
