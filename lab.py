@@ -29,7 +29,7 @@ def home() -> None:
         "beside a Transformer. Pick a model and type a sentence in the sidebar; every page uses them. "
         "Hugging Face models (GPT-2, BERT, T5, Marian …) work too.")
     m = c.load_or_stop()
-    left, right = st.columns([1.15, 1])
+    left, right = st.columns([1, 1])
     with left:
         st.subheader(f"The map of {c.md_escape(m.name)}")
         st.caption("Every block opens the page that shows it, with this model and text. Read from the bottom up.")
@@ -41,7 +41,8 @@ def home() -> None:
                          query_params={**stop.params, "stop": str(i)})
         st.subheader("Every page")
         for key, page in PAGES.items():
-            st.page_link(page, label=f"**{page.title}**: {BLURBS[key]}", icon=page.icon)
+            st.page_link(page, label=f"**{page.title}**", icon=page.icon)
+            st.caption(BLURBS[key])       # the blurb wraps under its link (a link's own label is one line, cut)
     st.subheader("A first look")
     if not isinstance(m, TracedRun):
         st.info("This model cannot be traced here.")

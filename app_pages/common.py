@@ -52,7 +52,7 @@ def hints(page: str, m: LabModel) -> None:
         return
     with st.expander(f"Try: what {md_escape(m.name)} shows here ({len(found)})", expanded=len(found) <= 3 and not presenting()):
         for i, lesson in enumerate(found):
-            a, b = st.columns([5, 1])
+            a, b = st.columns([3, 1], vertical_alignment="center")
             a.markdown(f"{tokens_line([lesson.text])} — {md_escape(lesson.claim)}")
             if lesson.text != text():
                 b.button("Use this sentence", key=f"lesson_{page}_{i}", on_click=use_text, args=(lesson.text,))

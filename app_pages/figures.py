@@ -63,7 +63,8 @@ def export(key: str, data: Callable[[], dict], title: str = "") -> None:
     """CSV and JSON downloads of exactly the numbers drawn (computed only when clicked)."""
     from viz.export import to_csv
 
-    a, b, _ = st.columns([1, 1, 6])
+    row = st.container(horizontal=True, gap="small")      # the buttons as wide as their labels, never cut
+    a = b = row
     a.download_button("CSV", lambda: to_csv(data()), file_name=f"{key}.csv", mime="text/csv", key=f"{key}_csv", on_click="ignore",
                       icon=":material/download:", type="tertiary", help=f"The numbers drawn in “{title or key}”, as CSV")
     b.download_button("JSON", lambda: json.dumps(data(), ensure_ascii=False), file_name=f"{key}.json",

@@ -39,7 +39,7 @@ def banner(page: str) -> None:
     i, stop = got
     with st.container(border=True):
         st.markdown(f"**Lesson, stop {i + 1} of {len(LESSON)}: {stop.title}** · about {stop.minutes} min  \n{stop.say}")
-        a, b, _ = st.columns([1, 1, 3])
+        a = b = st.container(horizontal=True, gap="medium")      # links as wide as their labels, never cut
         if i > 0:
             a.page_link(f"app_pages/{LESSON[i - 1].page}.py", label=f"Previous: {LESSON[i - 1].title}",
                         icon=":material/arrow_back:", query_params={**LESSON[i - 1].params, "stop": str(i)})

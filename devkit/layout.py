@@ -224,9 +224,6 @@ def resize(page, width: int, height: int, settle_ms: int = 700) -> None:
         .every(p => !p._transitioning && p.querySelector('.main-svg'))""", timeout=15_000)
 
 
-AXE_FOLDERS = ("node_modules/axe-core/axe.min.js",)
-
-
 def axe_source() -> str:
     """axe-core's browser script, from the PyPI package axe-playwright-python (requirements-dev.txt)."""
     from importlib import resources
@@ -244,6 +241,9 @@ def axe(page, impacts: tuple[str, ...] = ("serious", "critical")) -> list[dict]:
     res = page.evaluate("""async () => {
         const r = await axe.run(document, {resultTypes: ['violations']});
         return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
-                                       nodes: v.nodes.slice(0, 5).map(n => n.target.join(' '))}));
+                                       nodes: v.nodes.slice(0, 5).map(n => n.target.join(' ')),
+                                       html: v.nodes.slice(0, 5).map(n => n.html.slice(0, 160)),
+                                       data: v.nodes.slice(0, 5).map(n => JSON.stringify(
+                                           ((n.any || [])[0] || {}).data || null))}));
     }""")
     return [v for v in res if v["impact"] in impacts]

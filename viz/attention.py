@@ -11,8 +11,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 
-from .common import (LONG_AXIS, SEQUENTIAL, apply_theme, as_array, check_labels, esc, index_axis, position_labels,
-                     token_axis)
+from .common import (LONG_AXIS, MAGNITUDE, SEQUENTIAL, apply_theme, as_array, check_labels, esc, index_axis,
+                     position_labels, token_axis)
 
 HOVER = "query: %{y}<br>key: %{x}<br>weight: %{z:.3f}<extra></extra>"
 EXACT_HEAD_CELLS = 256 * 256    # one head above this many cells is sent as 255 levels (1 byte a cell), not float32
@@ -253,7 +253,7 @@ def token_attention(weights, query_index: int | None, k_labels: Sequence[str], q
                                              ": %{x}<br>weight: %{z:.3f}<extra></extra>"))
     fig.update_xaxes((index_axis if long else token_axis)(k_labels, side="top", tickangle=-45))
     fig.update_yaxes(autorange="reversed", type="category")
-    return apply_theme(fig, height=min(1400, 120 + 22 * L * H), title=f"From “{q_label}”" if q_label else None)
+    return apply_theme(fig, height=min(1400, 120 + 26 * L * H), title=f"From “{q_label}”" if q_label else None)
 
 
 def logit_lens(top_tokens: Sequence[Sequence[str]], top_probs, token_labels: Sequence[str],
@@ -267,7 +267,7 @@ def logit_lens(top_tokens: Sequence[Sequence[str]], top_probs, token_labels: Seq
         raise ValueError(f"top_tokens must be {n_layers} rows of {T} tokens")
     text = [[esc(t) for t in row] for row in top_tokens]
     fig = go.Figure(go.Heatmap(z=p, x=position_labels(token_labels), y=list(layer_names), text=text,
-                               texttemplate="%{text}", textfont=dict(size=13), colorscale="Greens", zmin=0, zmax=1,
+                               texttemplate="%{text}", textfont=dict(size=13), colorscale=MAGNITUDE, zmin=0, zmax=1,
                                hovertemplate="after: %{x}<br>%{y}<br>top next token: %{text} (%{z:.3f})<extra></extra>",
                                colorbar=dict(title="prob", thickness=14)))
     fig.update_xaxes(token_axis(token_labels, side="top", tickangle=-45, title="position (predicting the next token)"))

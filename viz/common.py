@@ -42,9 +42,13 @@ def _remember_property_paths() -> None:
 
 _remember_property_paths()
 FONT = 16                      # base font size: readable on a projector
-SEQUENTIAL = "Blues"           # weights in [0, 1]
-DIVERGING = "RdBu_r"           # signed values, centred at 0 (blue negative, red positive)
-KEPT, CUT_K, CUT_P, RAW = "#1f77b4", "#d62728", "#ff7f0e", "#c7c7c7"
+# Colour scales readable with deuteranopia and protanopia: perceptually uniform sequential scales, and a
+# ColorBrewer diverging scale marked colour-blind safe (its two ends differ in hue blue/red and in lightness).
+SEQUENTIAL = "Cividis"         # attention weights in [0, 1] (cividis: optimised for colour-vision deficiency)
+MAGNITUDE = "Viridis"          # other values >= 0: gates, spreads, probabilities, changes
+DIVERGING = "RdBu_r"           # signed values, centred at 0 (blue negative, white 0, red positive)
+# Okabe-Ito colours (distinct under every common colour-vision deficiency): kept, cut by top-k, cut by top-p
+KEPT, CUT_K, CUT_P, RAW = "#0072B2", "#D55E00", "#E69F00", "#c7c7c7"
 
 
 def as_array(x, ndim: int, name: str, shape_doc: str) -> np.ndarray:
@@ -104,32 +108,57 @@ def index_axis(tokens: Sequence[str], max_ticks: int = MAX_TICKS, **extra) -> di
                 **extra)
 
 
+TOOLBAR = 34    # px: the toolbar (always shown, PLOT_CONFIG) gets its own row at the top of every figure
+
+
 def apply_theme(fig: go.Figure, height: int | None = None, title: str | None = None) -> go.Figure:
-    fig.update_layout(font=dict(size=FONT), margin=dict(l=10, r=10, t=50 if title else 20, b=10),
-                      hoverlabel=dict(font_size=FONT))
+    """Type, margins and title of every figure. The top margin is measured, not guessed: a row for the toolbar,
+    then the title, then the subplot titles and any tick labels drawn above the plot, so none of them collide."""
+    fig.update_layout(font=dict(size=FONT), margin=dict(l=10, r=10, b=10), hoverlabel=dict(font_size=FONT))
     if title:
         title = esc(title)                 # titles may quote a token; Plotly would read <a>, <b> ... as markup
         fig.update_layout(title=dict(text=title, x=0.0, xanchor="left", font=dict(size=FONT + 2)))
-        room = _top_tick_room(fig)
-        if room:       # tick labels on top: title pinned to the very top, the labels in the space below it
-            fig.update_layout(title=dict(yref="container", y=1, yanchor="top", pad=dict(t=8)),
-                              margin=dict(t=44 + room))
+    fit_top(fig, FONT)
     if height:
         fig.update_layout(height=height)
     return fig
 
 
-def _top_tick_room(fig: go.Figure) -> int:
+def _subplot_titles(fig: go.Figure) -> list:
+    """The annotations that title a subplot of the top row (make_subplots puts them just above the plot)."""
+    return [a for a in (fig.layout.annotations or ()) if a.yref == "paper" and a.yanchor == "bottom"
+            and a.y is not None and a.y >= 0.98 and a.xref == "paper"]
+
+
+def fit_top(fig: go.Figure, font: int) -> go.Figure:
+    """Pin the title under the toolbar's row and make the top margin hold title, subplot titles and top ticks."""
+    top = TOOLBAR
+    if fig.layout.title and fig.layout.title.text:
+        size = (fig.layout.title.font.size if fig.layout.title.font and fig.layout.title.font.size else font + 2)
+        lines = str(fig.layout.title.text).count("<br>") + 1
+        fig.update_layout(title=dict(yref="container", y=1, yanchor="top", pad=dict(t=TOOLBAR, b=0)))
+        top += int(size * 1.3 * lines) + 6
+    subs = _subplot_titles(fig)
+    if subs:
+        size = max((a.font.size if a.font and a.font.size else font) for a in subs)
+        top += int(size * 1.4)
+    tick = fig.layout.xaxis.tickfont.size if fig.layout.xaxis.tickfont and fig.layout.xaxis.tickfont.size else font
+    top += _top_tick_room(fig, tick)
+    fig.update_layout(margin=dict(t=top + 4))
+    return fig
+
+
+def _top_tick_room(fig: go.Figure, font: int = FONT) -> int:
     """Pixels that the x tick labels (and axis title) drawn above the plot need; 0 when the axis is below."""
     ax = fig.layout.xaxis
     if ax.side != "top":
         return 0
     labels = [str(t) for t in (ax.ticktext or ax.tickvals or [])]
     longest = max((len(html.unescape(t)) for t in labels), default=3)
-    text_px = longest * FONT * 0.6
-    room = text_px * 0.72 + FONT if ax.tickangle not in (None, 0) else FONT * 1.4
+    text_px = longest * font * 0.6
+    room = text_px * 0.72 + font if ax.tickangle not in (None, 0) else font * 1.4
     if ax.title and ax.title.text:
-        room += FONT * 1.6
+        room += font * 1.6
     return int(room)
 
 
@@ -143,17 +172,22 @@ PROJECTOR_FONT = 22            # projector mode: readable from the back of a cla
 
 
 def projector(fig: go.Figure) -> go.Figure:
-    """The same figure for a projector: larger type everywhere, thicker lines, taller by the same ratio."""
+    """The same figure for a projector: larger type everywhere (titles, subplot titles, ticks, cell labels),
+    thicker lines, taller by the same ratio, and the top margin measured again for the larger type."""
     scale = PROJECTOR_FONT / FONT
     fig = go.Figure(fig)
     fig.update_layout(font=dict(size=PROJECTOR_FONT), hoverlabel=dict(font_size=PROJECTOR_FONT))
     if fig.layout.title and fig.layout.title.text:
         fig.update_layout(title_font_size=PROJECTOR_FONT + 4)
-    fig.update_xaxes(tickfont_size=PROJECTOR_FONT - 2, linewidth=2)
-    fig.update_yaxes(tickfont_size=PROJECTOR_FONT - 2, linewidth=2)
+    for ax in [*fig.select_xaxes(), *fig.select_yaxes()]:
+        size = ax.tickfont.size if ax.tickfont and ax.tickfont.size else None
+        ax.update(tickfont_size=round(size * scale) if size else PROJECTOR_FONT - 2, linewidth=2)
+    for a in fig.layout.annotations or ():
+        a.update(font_size=round((a.font.size if a.font and a.font.size else FONT) * scale))
+    for t in fig.data:
+        if t.type == "heatmap" and t.texttemplate:
+            t.update(textfont_size=round((t.textfont.size if t.textfont and t.textfont.size else FONT) * scale))
     fig.update_traces(selector=dict(type="scatter"), line_width=4)
     if fig.layout.height:
         fig.update_layout(height=int(fig.layout.height * min(scale, 1.25)))
-    if fig.layout.margin and fig.layout.margin.t:
-        fig.update_layout(margin_t=int(fig.layout.margin.t * scale))
-    return fig
+    return fit_top(fig, PROJECTOR_FONT)

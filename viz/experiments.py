@@ -10,10 +10,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import SEQUENTIAL, apply_theme, as_array, check_labels, esc, position_labels, token_axis
+from .common import DIVERGING, MAGNITUDE, SEQUENTIAL, apply_theme, as_array, check_labels, esc, position_labels, token_axis
 
 INTACT, BROKEN = "#1f77b4", "#d62728"
 MODEL_COLOURS = {"Transformer": "#1f77b4", "LSTM": "#2ca02c", "RNN (tanh)": "#d62728"}
+LEGEND_RIGHT = dict(orientation="v", x=1.02, xanchor="left", y=1, yanchor="top")   # beside the plot, with margin
 _OTHER = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
@@ -37,7 +38,7 @@ def distribution_pair(words: Sequence[str], p_intact, p_broken, title: str = "")
                      go.Bar(x=x, y=b, name="intervened", marker_color=BROKEN,
                             hovertemplate="%{x}<br>intervened: %{y:.3f}<extra></extra>")])
     fig.update_layout(barmode="group", yaxis=dict(title="probability", range=[0, 1]),
-                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+                      legend=LEGEND_RIGHT)
     fig.update_xaxes(token_axis(words))
     return apply_theme(fig, height=360, title=title)
 
@@ -47,7 +48,7 @@ def head_change_grid(change, title: str = "") -> go.Figure:
     c = as_array(change, 2, "change", "(layers, heads)").astype(float)
     L, H = c.shape
     fig = go.Figure(go.Heatmap(z=c, x=[f"head {h + 1}" for h in range(H)], y=[f"layer {l + 1}" for l in range(L)],
-                               colorscale="Reds", zmin=0, zmax=max(1e-6, float(c.max())),
+                               colorscale=MAGNITUDE, zmin=0, zmax=max(1e-6, float(c.max())),
                                text=[[f"{v:.3f}" for v in row] for row in c], texttemplate="%{text}",
                                hovertemplate="%{y}, %{x}<br>max |Δ weight|: %{z:.4f}<extra></extra>",
                                colorbar=dict(title="max |Δ|", thickness=14)))
@@ -63,18 +64,22 @@ def attention_pair(a, b, q_labels: Sequence[str], k_labels: Sequence[str], title
         raise ValueError(f"the two maps differ in shape: {a.shape} vs {b.shape}")
     q = check_labels(q_labels, a.shape[0], "query")
     k = check_labels(k_labels, a.shape[1], "key")
-    fig = make_subplots(1, 3, subplot_titles=("intact", "intervened", "difference"), horizontal_spacing=0.06)
+    fig = make_subplots(1, 3, subplot_titles=("intact", "intervened", "difference (intervened − intact)"),
+                        horizontal_spacing=0.06)
     xs, ys = position_labels(k), position_labels(q)
     hov = "query: %{y}<br>key: %{x}<br>%{z:.3f}<extra></extra>"
     fig.add_trace(go.Heatmap(z=a, x=xs, y=ys, colorscale=SEQUENTIAL, zmin=0, zmax=1, showscale=False,
                              hovertemplate=hov), 1, 1)
     fig.add_trace(go.Heatmap(z=b, x=xs, y=ys, colorscale=SEQUENTIAL, zmin=0, zmax=1, showscale=False,
                              hovertemplate=hov), 1, 2)
-    fig.add_trace(go.Heatmap(z=b - a, x=xs, y=ys, colorscale="RdBu_r", zmid=0, zmin=-1, zmax=1,
-                             hovertemplate=hov, colorbar=dict(title="Δ", thickness=12)), 1, 3)
+    fig.add_trace(go.Heatmap(z=b - a, x=xs, y=ys, colorscale=DIVERGING, zmid=0, zmin=-1, zmax=1,
+                             hovertemplate=hov, colorbar=dict(title=dict(text="Δ", side="right"), thickness=12,
+                                                              tickfont=dict(size=12))), 1, 3)
+    small = dict(tickfont=dict(size=12))
     for col in (1, 2, 3):
-        fig.update_xaxes(token_axis(k, tickangle=-45), row=1, col=col)
-        fig.update_yaxes(token_axis(q, autorange="reversed", showticklabels=col == 1), row=1, col=col)
+        fig.update_xaxes(token_axis(k, max_ticks=24, tickangle=-90, **small), row=1, col=col)
+        fig.update_yaxes(token_axis(q, max_ticks=24, autorange="reversed", showticklabels=col == 1, **small),
+                         row=1, col=col)
     return apply_theme(fig, height=min(640, 260 + 26 * len(q)), title=title)
 
 
@@ -90,7 +95,7 @@ def loss_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], title: str 
             fig.add_trace(go.Scatter(x=list(c["heldout_steps"]), y=list(c["heldout"]), name=f"{esc(name)} held-out",
                                      mode="lines+markers", line=dict(color=col, width=3)))
     fig.update_layout(xaxis_title="step", yaxis_title="cross-entropy (nats/token)",
-                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+                      legend=LEGEND_RIGHT)
     return apply_theme(fig, height=420, title=title)
 
 
@@ -103,9 +108,13 @@ def gradient_profiles(profiles: Mapping[str, tuple[np.ndarray, np.ndarray]], tit
         fig.add_trace(go.Scatter(x=d, y=np.maximum(g, 1e-30), name=esc(name), mode="lines+markers",
                                  line=dict(color=_colour(name, i), width=3),
                                  hovertemplate="%{x} words back<br>‖∂loss/∂h‖ = %{y:.2e}<extra></extra>"))
-    fig.update_layout(xaxis_title="words back from the prediction", yaxis=dict(type="log", title="‖∂ loss / ∂ h‖",
-                      exponentformat="power"),
-                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+    lows = [float(np.log10(max(float(np.min(g)), 1e-30))) for _, g in profiles.values() if len(g)]
+    highs = [float(np.log10(max(float(np.max(g)), 1e-30))) for _, g in profiles.values() if len(g)]
+    decades = (max(highs) - min(lows)) if lows else 1
+    fig.update_layout(xaxis_title="words back from the prediction",
+                      yaxis=dict(type="log", title="‖∂ loss / ∂ h‖", exponentformat="power",
+                                 dtick=max(1, int(np.ceil(decades / 6)))),     # whole decades, at most ~7 labels
+                      legend=LEGEND_RIGHT)
     return apply_theme(fig, height=420, title=title)
 
 
@@ -119,7 +128,7 @@ def accuracy_by_distance(distances, accuracy: Mapping[str, np.ndarray], title: s
     fig.add_hline(y=0.5, line_dash="dot", line_color="grey", annotation_text="chance")
     fig.update_layout(xaxis_title="words between the subject and the verb",
                       yaxis=dict(title="agreement accuracy", range=[0, 1.02], tickformat=".0%"),
-                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+                      legend=LEGEND_RIGHT)
     return apply_theme(fig, height=420, title=title)
 
 
@@ -133,5 +142,5 @@ def time_per_token(lengths, seconds: Mapping[str, np.ndarray], title: str = "") 
                                  hovertemplate="length %{x}<br>%{y:.1f} µs per token<extra></extra>"))
     fig.update_layout(xaxis=dict(title="sequence length (tokens)", type="log", tickvals=list(L)),
                       yaxis=dict(title="training time per token (µs)", type="log"),
-                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+                      legend=LEGEND_RIGHT)
     return apply_theme(fig, height=420, title=title)

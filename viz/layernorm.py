@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import DIVERGING, apply_theme, as_array, check_labels, esc, position_labels, token_axis
+from .common import DIVERGING, MAGNITUDE, apply_theme, as_array, check_labels, esc, position_labels, token_axis
 
 
 def layernorm_stats(ln_names: Sequence[str], mean_in, std_in, mean_out, std_out,
@@ -23,16 +23,18 @@ def layernorm_stats(ln_names: Sequence[str], mean_in, std_in, mean_out, std_out,
     x = position_labels(token_labels)
     y = [f"{i + 1}. {esc(n)}" for i, n in enumerate(names)]
     titles = ("mean of input", "std of input", "mean of output", "std of output")
-    fig = make_subplots(rows=2, cols=2, subplot_titles=titles, horizontal_spacing=0.12, vertical_spacing=0.2)
+    fig = make_subplots(rows=2, cols=2, subplot_titles=titles, horizontal_spacing=0.14, vertical_spacing=0.2)
     for k, (a, t) in enumerate(zip(arrays, titles)):
         r, c = divmod(k, 2)
         if "mean" in t:
             m = float(np.abs(a).max()) or 1.0
             kw = dict(colorscale=DIVERGING, zmid=0, zmin=-m, zmax=m)
         else:
-            kw = dict(colorscale="Viridis", zmin=0)
-        fig.add_trace(go.Heatmap(z=a, x=x, y=y, colorbar=dict(thickness=10, len=0.42, x=0.45 if c == 0 else 1.0,
-                                                              y=0.79 if r == 0 else 0.21),
+            kw = dict(colorscale=MAGNITUDE, zmin=0)
+        dom = fig.get_subplot(r + 1, c + 1)
+        bar = dict(thickness=10, len=(dom.yaxis.domain[1] - dom.yaxis.domain[0]) * 0.95, yanchor="middle",
+                   y=sum(dom.yaxis.domain) / 2, x=dom.xaxis.domain[1] + 0.01, xanchor="left", tickfont=dict(size=13))
+        fig.add_trace(go.Heatmap(z=a, x=x, y=y, colorbar=bar,
                                  hovertemplate=f"{t}<br>%{{y}}<br>token %{{x}}<br>%{{z:.3f}}<extra></extra>", **kw),
                       r + 1, c + 1)
         fig.update_xaxes(token_axis(token_labels, tickangle=-45), row=r + 1, col=c + 1)

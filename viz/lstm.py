@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import DIVERGING, KEPT, apply_theme, as_array, check_labels, esc, position_labels, token_axis, top_indices
+from .common import DIVERGING, MAGNITUDE, KEPT, apply_theme, as_array, check_labels, esc, position_labels, token_axis, top_indices
 
 SIGNED = {"candidate", "cell state", "hidden state", "cell", "hidden"}
 UNIT_TICKS = 16        # all units shown: label about this many of them, evenly spaced
@@ -28,7 +28,7 @@ def _scale(v: np.ndarray, signed: bool) -> dict:
     if signed:
         m = float(np.abs(v).max()) or 1.0
         return dict(colorscale=DIVERGING, zmid=0, zmin=-m, zmax=m)
-    return dict(colorscale="Viridis", zmin=0, zmax=1)
+    return dict(colorscale=MAGNITUDE, zmin=0, zmax=1)
 
 
 def most_changing_units(states, n: int) -> np.ndarray:
@@ -57,7 +57,7 @@ def lstm_gates_panel(gates: Mapping[str, object], token_labels: Sequence[str],
             raise ValueError(f"units must be a non-empty list of unit numbers in 0..{U - 1}")
     names = list(arrays)
     rows = (len(names) + 1) // 2
-    fig = make_subplots(rows=rows, cols=2, subplot_titles=names, horizontal_spacing=0.16, vertical_spacing=0.16)
+    fig = make_subplots(rows=rows, cols=2, subplot_titles=names, horizontal_spacing=0.2, vertical_spacing=0.16)
     x = position_labels(token_labels)
     y = None if units is None else [f"unit {u}" for u in units]
     for k, name in enumerate(names):
@@ -65,8 +65,11 @@ def lstm_gates_panel(gates: Mapping[str, object], token_labels: Sequence[str],
         a = arrays[name] if units is None else arrays[name][:, units]
         signed = name in SIGNED or float(arrays[name].min()) < 0
         dom = fig.get_subplot(r + 1, c + 1).yaxis.domain            # each panel its own colour bar, beside it
+        # the bar just right of its panel; a gate's ends are named on the bar itself (no title to collide)
         bar = dict(thickness=10, len=(dom[1] - dom[0]) * 0.9, y=(dom[0] + dom[1]) / 2, yanchor="middle",
-                   x=0.435 if c == 0 else 1.0, title=dict(text="" if signed else "open", side="right"))
+                   x=fig.get_subplot(r + 1, c + 1).xaxis.domain[1] + 0.01, xanchor="left", tickfont=dict(size=13))
+        if not signed:
+            bar.update(tickvals=[0, 0.5, 1], ticktext=["0 shut", "0.5", "1 open"])
         fig.add_trace(go.Heatmap(z=a.T, x=x, y=y, colorbar=bar, **_scale(a, signed),
                                  hovertemplate=f"{name}<br>token %{{x}}<br>unit %{{y}}<br>%{{z:.3f}}<extra></extra>"),
                       r + 1, c + 1)

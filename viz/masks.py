@@ -7,9 +7,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import SEQUENTIAL, apply_theme, as_array, check_labels, esc, position_labels, token_axis
+from .common import DIVERGING, SEQUENTIAL, apply_theme, as_array, check_labels, esc, position_labels, token_axis
 
 MASKED_GREY = "#9e9e9e"
+CELL_MARKS_MAX = 16      # up to this many keys a masked cell is written "−∞"; beyond, the cells are too narrow
+PANEL_TICK_FONT = 12     # tick labels of the three side-by-side panels (projector mode scales them with the type)
 
 
 def mask_matrix(allowed, q_labels: Sequence[str], k_labels: Sequence[str], title: str = "") -> go.Figure:
@@ -18,9 +20,11 @@ def mask_matrix(allowed, q_labels: Sequence[str], k_labels: Sequence[str], title
     check_labels(q_labels, a.shape[0], "query")
     check_labels(k_labels, a.shape[1], "key")
     z = a.astype(np.uint8)
+    marks = dict(text=np.where(a, "", "−∞"), texttemplate="%{text}", textfont=dict(size=13)) \
+        if a.shape[1] <= CELL_MARKS_MAX else {}
     fig = go.Figure(go.Heatmap(z=z, x=position_labels(k_labels), y=position_labels(q_labels),
                                colorscale=[[0, MASKED_GREY], [1, "#4a90d9"]], zmin=0, zmax=1, showscale=False,
-                               text=np.where(a, "", "−∞"), texttemplate="%{text}", xgap=1, ygap=1,
+                               xgap=1, ygap=1, **marks,
                                hovertemplate="query %{y} → key %{x}: %{customdata}<extra></extra>",
                                customdata=np.where(a, "may attend", "masked (−∞)")))
     fig.update_xaxes(token_axis(k_labels, side="top", tickangle=-45))
@@ -28,7 +32,7 @@ def mask_matrix(allowed, q_labels: Sequence[str], k_labels: Sequence[str], title
     return apply_theme(fig, height=min(700, 200 + 30 * len(q_labels)), title=title or "blue: may attend · grey: masked")
 
 
-SCORES = "PRGn"     # signed scores: purple negative, green positive (never blue, which means "weight" here)
+SCORES = DIVERGING  # signed scores (blue negative, red positive; colour-blind safe), centred at 0
 
 
 def masking_stages(scores, allowed, weights, q_labels: Sequence[str], k_labels: Sequence[str]) -> go.Figure:
@@ -43,28 +47,34 @@ def masking_stages(scores, allowed, weights, q_labels: Sequence[str], k_labels: 
     check_labels(q_labels, w.shape[0], "query")
     check_labels(k_labels, w.shape[1], "key")
     x, y = position_labels(k_labels), position_labels(q_labels)
-    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.09,
+    # panels 1 and 2 share the score scale: one colour bar, in the gap after panel 2, its title beside it
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.13, column_widths=[0.3, 0.3, 0.3],
                         subplot_titles=("1. scores q·k/√d_k" if s is not None else "1. scores: not available",
-                                        "2. masked: −∞ where not allowed", "3. softmax weights"))
+                                        "2. masked (grey = −∞)", "3. softmax weights"))
     hover = "query %{y}<br>key %{x}<br>"
+    right_of = lambda col: fig.get_subplot(1, col).xaxis.domain[1] + 0.01         # noqa: E731
+    bar = dict(thickness=12, len=0.9, xanchor="left", tickfont=dict(size=PANEL_TICK_FONT),
+               title=dict(side="right", font=dict(size=PANEL_TICK_FONT + 1)))
     if s is not None:
         m = float(np.abs(s).max()) or 1.0
-        bar = dict(title="score", thickness=12, x=0.285, len=0.9)
-        fig.add_trace(go.Heatmap(z=s, x=x, y=y, colorscale=SCORES, zmid=0, zmin=-m, zmax=m, colorbar=bar,
+        fig.add_trace(go.Heatmap(z=s, x=x, y=y, colorscale=SCORES, zmid=0, zmin=-m, zmax=m, showscale=False,
                                  hovertemplate=hover + "score %{z:.3f}<extra></extra>"), 1, 1)
     fig.add_trace(go.Heatmap(z=np.where(a, np.nan, 0.0), x=x, y=y, colorscale=[[0, MASKED_GREY], [1, MASKED_GREY]],
-                             showscale=False, text=np.where(a, "", "−∞"), texttemplate="%{text}", hoverongaps=False,
+                             showscale=False, hoverongaps=False,
                              hovertemplate=hover + "−∞ (masked)<extra></extra>"), 1, 2)
     if s is not None:
         fig.add_trace(go.Heatmap(z=np.where(a, s, np.nan), x=x, y=y, colorscale=SCORES, zmid=0, zmin=-m, zmax=m,
-                                 showscale=False, hoverongaps=False,
+                                 hoverongaps=False, colorbar={**bar, "x": right_of(2), "title": {**bar["title"],
+                                                                                                 "text": "score"}},
                                  hovertemplate=hover + "score %{z:.3f}<extra></extra>"), 1, 2)
     fig.add_trace(go.Heatmap(z=w, x=x, y=y, colorscale=SEQUENTIAL, zmin=0, zmax=1,
-                             colorbar=dict(title="weight", thickness=12, x=1.0, len=0.9),
+                             colorbar={**bar, "x": right_of(3), "title": {**bar["title"], "text": "weight"}},
                              hovertemplate=hover + "weight %{z:.3f}<extra></extra>"), 1, 3)
+    small = dict(tickfont=dict(size=PANEL_TICK_FONT))
     for col in (1, 2, 3):
-        fig.update_xaxes(token_axis(k_labels, tickangle=-45), row=1, col=col)
-        fig.update_yaxes(token_axis(q_labels, autorange="reversed", showticklabels=col == 1), row=1, col=col)
+        fig.update_xaxes(token_axis(k_labels, max_ticks=24, tickangle=-90, **small), row=1, col=col)
+        fig.update_yaxes(token_axis(q_labels, max_ticks=24, autorange="reversed", showticklabels=col == 1, **small),
+                         row=1, col=col)
     return apply_theme(fig, height=min(720, 260 + 26 * len(q_labels)))
 
 
