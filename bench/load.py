@@ -115,6 +115,7 @@ class Session:
         self.reader: asyncio.Task | None = None
         self.finished: asyncio.Queue[str] = asyncio.Queue()
         self.page_hash = ""
+        self.session_id = ""                    # the server's id for this session (new_session), e.g. for uploads
         self.query = ""
         self.page = ""
         self.widgets: dict[str, Widget] = {}
@@ -153,6 +154,7 @@ class Session:
                     self._delta(msg.delta)
                 elif kind == "new_session":
                     self.page_hash = msg.new_session.page_script_hash
+                    self.session_id = msg.new_session.initialize.session_id or self.session_id
                 elif kind == "navigation":       # st.navigation: the page that ran (new_session names app.py)
                     self.page_hash = msg.navigation.page_script_hash
                 elif kind == "page_info_changed":

@@ -10,16 +10,26 @@ from model.jobs import JobLimitError, JobManager, open_trained, save_trained
 
 
 def _wait(job, timeout=120):
+    """Wait for the job's thread to end; fail after `timeout` s."""
     job.join(timeout)
-    assert not job.alive
+    assert not job.alive, f"the job was still running {timeout} s after it was asked to stop (step {job.snapshot().step})"
+
+
+def _until(job, done, what: str, timeout: float = 120, every: float = 0.05) -> None:
+    """Send the job heartbeats (as its page would) until done() is true; fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            s = job.snapshot()
+            pytest.fail(f"{what}: not after {timeout} s (status {s.status!r}, step {s.step} of {s.steps})")
+        job.heartbeat()
+        time.sleep(every)
 
 
 def test_job_runs_and_its_loss_falls():
     mgr = JobManager(max_running=1)
     job = mgr.start("t", preset="tiny")
-    while job.alive:
-        job.heartbeat()
-        time.sleep(0.05)
+    _until(job, lambda: not job.alive, "the tiny training did not finish")
     s = job.snapshot()
     assert s.status == "done" and s.step == s.steps == 40
     for k, c in s.curves.items():
@@ -33,17 +43,14 @@ def test_job_runs_and_its_loss_falls():
 def test_stop_and_resume():
     mgr = JobManager(max_running=1)
     job = mgr.start("t", preset="quick")
-    while job.snapshot().step < 2:
-        job.heartbeat()
-        time.sleep(0.02)
+    _until(job, lambda: job.snapshot().step >= 2, "the training did not reach step 2", every=0.02)
     job.stop()
     _wait(job)
     s = job.snapshot()
     assert s.status == "stopped" and 2 <= s.step < s.steps
     mgr.resume(job)
-    while job.snapshot().step < s.step + 2:
-        job.heartbeat()
-        time.sleep(0.02)
+    _until(job, lambda: job.snapshot().step >= s.step + 2, f"the resumed training did not reach step {s.step + 2}",
+           every=0.02)
     job.stop()
     _wait(job)
     assert job.snapshot().step >= s.step + 2 and job.snapshot().status == "stopped"
@@ -78,9 +85,7 @@ def test_saved_model_opens_like_a_builtin(tmp_path):
     job = mgr.start("t", preset="tiny", kinds=("rnn", "transformer"))
     with pytest.raises(LabError):
         save_trained(job, "lstm")                       # not trained in this job
-    while job.alive:
-        job.heartbeat()
-        time.sleep(0.05)
+    _until(job, lambda: not job.alive, "the tiny training did not finish")
     ids = torch.tensor([[job.tok.bos_id] + job.tok.encode("the keys to the old cabinet").ids])
     for kind in ("rnn", "transformer"):
         lab = open_trained(save_trained(job, kind, tmp_path / kind), "cpu")
@@ -134,9 +139,7 @@ def test_train_page_starts_stops_and_reports_the_cap():
     job = at.session_state["train_job"]
     try:
         assert job.alive
-        while job.snapshot().step < 2:
-            time.sleep(0.1)
-            job.heartbeat()
+        _until(job, lambda: job.snapshot().step >= 2, "the training started by the page did not reach step 2", every=0.1)
         at.button(key="train_stop").click().run()
         _wait(job)
         assert job.snapshot().status == "stopped"

@@ -1,4 +1,6 @@
 """The views layer: traces turned into numpy objects ready to draw, checked against the traces they come from."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -88,13 +90,42 @@ def test_norm_groups_follow_the_stack_not_the_name(tr):
     np.testing.assert_allclose(g["encoder"].x_in[0], ln0.x_in[0].numpy())
 
 
-def test_residual_trend_is_read_from_the_numbers(lm, tr):
+def _hidden_with_norms(norms_per_layer):
+    """A stand-in run whose residual stream has these exact L2 norms: layer l, token t is norms[l][t] * e_t."""
+    hidden = []
+    for row in norms_per_layer:
+        h = torch.zeros(1, len(row), 8)
+        for t, n in enumerate(row):
+            h[0, t, t % 8] = n
+        hidden.append(h)
+    trace = SimpleNamespace(hidden={"self": hidden})
+    return SimpleNamespace(trace=trace, tokens=[f"w{t}" for t in range(len(norms_per_layer[0]))], target_tokens=None)
+
+
+@pytest.mark.parametrize("norms,trend", [
+    ([[5, 5], [1, 1], [2, 2], [3, 4]], "grows"),       # the embeddings' size does not count: blocks 1 -> 3 grow
+    ([[1, 1], [3, 3], [2, 2], [1, 1]], "shrinks"),
+    ([[1, 1], [1, 1], [3, 3], [2, 2]], "mixed"),
+    ([[1, 1], [1, 1], [1, 1], [1, 1]], "mixed"),       # flat is neither
+    ([[1, 1], [2, 2]], "grows"),                       # one block: embeddings -> block 1
+    ([[2, 2], [1, 1]], "shrinks"),
+])
+def test_residual_trend_on_hand_made_streams_of_known_norms(norms, trend):
+    rv = views.residual_view(_hidden_with_norms(norms), "self")
+    np.testing.assert_allclose(rv.norms, np.array(norms, dtype=np.float32))
+    assert rv.trend == trend
+    assert rv.layer_names == ["embeddings"] + [f"after block {i}" for i in range(1, len(norms))]
+    assert rv.heading == {"grows": "The residual stream grows through the layers",
+                          "shrinks": "The residual stream shrinks through the layers"}.get(
+        trend, "The size of the residual stream through the layers")
+
+
+def test_residual_view_norms_are_the_traced_stream_and_transformer_lm_grows(lm, tr):
     r = lm.run(TEXT)
     rv = views.residual_view(r, "self")
-    means = rv.norms.mean(1)
-    steps = np.diff(means[1:])
-    assert rv.trend == ("grows" if (steps > 0).all() else "shrinks" if (steps < 0).all() else "mixed")
-    assert ("grows" in rv.heading) == (rv.trend == "grows")
+    want = np.stack([np.linalg.norm(h[0].double().numpy(), axis=-1) for h in r.trace.hidden["self"]])
+    np.testing.assert_allclose(rv.norms, want, rtol=1e-5)
+    assert rv.trend == "grows"                         # measured: mean norm 13.5, 25.4, 41.4, 73.3 on this text
     rt = tr.run("the black cat")
     assert views.residual_view(rt, "encoder").norms.shape[0] == 3
 
