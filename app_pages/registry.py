@@ -47,7 +47,8 @@ class Stop:
 
     title: str
     page: str                 # a page key
-    params: dict              # query parameters the page reads (model, text, and the page's own settings)
+    params: dict              # query parameters the page reads: the model, the text, and the page's own settings
+                              # (a stop resets every other page setting; each stop names its model)
     say: str                  # two sentences for the class
     minutes: int
 
@@ -61,7 +62,7 @@ LESSON: list[Stop] = [
     Stop("LSTM gates", "lstm", {"model": "lstm-lm", "text": "the keys to the old cabinet are on the table", "units": "few"},
          "Three gates between 0 and 1 decide what to forget, what to write and what to show; the cell state is the "
          "memory they protect. Find a unit whose forget gate stays open (near 1) while the cell holds its value.", 4),
-    Stop("Embeddings and positional encoding", "positional", {"d": "128", "len": "64"},
+    Stop("Embeddings and positional encoding", "positional", {"model": "transformer-lm", "d": "128", "len": "64"},
          "Attention alone ignores word order, so each position adds a vector of sine and cosine waves to its word's "
          "embedding. Fast waves tell neighbours apart, slow ones tell the start from the end.", 5),
     Stop("Self-attention and multi-head", "attention", {"model": "transformer-lm",

@@ -47,6 +47,49 @@ def test_wrapper_clamps_initial_settings_into_the_slider_ranges():
     assert settings == [{"temperature": 3.0, "top_k": 12, "top_p": 0.05}]
 
 
+def test_wrapper_sends_the_browser_the_ranges_of_sampling_settings():
+    from model.sampling import SamplingSettings
+
+    data, _ = _mounted(case="ties_kth")
+    assert data["ranges"] == SamplingSettings.ranges(data["n"])
+    assert data["ranges"]["top_k"]["max"] == data["n"] == 12
+
+
+def _js_clamp(settings: dict, V: int, ranges: dict) -> dict:
+    """The component's own clampSettings, run by Node on the shipped live_sampling.js."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js is not installed")
+    src = Path(__file__).resolve().parent.parent / "components" / "live_sampling" / "live_sampling.js"
+    with tempfile.TemporaryDirectory() as tmp:
+        mod = Path(tmp) / "live_sampling.mjs"
+        mod.write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
+        script = (f"import {{ clampSettings }} from {json.dumps(mod.as_uri())};"
+                  f"console.log(JSON.stringify(clampSettings({json.dumps(settings)}, {V}, {json.dumps(ranges)})));")
+        out = subprocess.run([node, "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("given", [dict(temperature=9, top_k=99, top_p=0.01), dict(temperature=0.01, top_k=-2, top_p=2),
+                                   dict(temperature=0.7, top_k=4.6, top_p=0.9), dict(temperature=None, top_k="x")])
+def test_browser_clamps_like_sampling_settings_with_the_ranges_it_is_given(given):
+    from model.sampling import SamplingSettings
+
+    V = 10
+    want = SamplingSettings.clamped(V, **given).as_kwargs()
+    assert _js_clamp(given, V, SamplingSettings.ranges(V)) == pytest.approx(want)
+    narrow = SamplingSettings.ranges(V)                      # other ranges in the data: the browser follows them
+    narrow["temperature"].update(min=0.5, max=1.5)
+    narrow["top_p"].update(min=0.2, max=0.8)
+    got = _js_clamp(dict(temperature=9, top_k=3, top_p=0.01), V, narrow)
+    assert got == {"temperature": 1.5, "top_k": 3, "top_p": 0.2}
+
+
 def test_top_order_puts_ties_higher_id_first_like_the_browser():
     assert top_order(np.array([1.0, 3.0, 2.0, 3.0, 2.0], np.float32), 5).tolist() == [3, 1, 4, 2, 0]
 

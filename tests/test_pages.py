@@ -7,6 +7,8 @@ from conftest import ROOT, charts
 
 from app_pages.registry import KEYS as PAGES
 
+pytestmark = pytest.mark.apptest
+
 
 def open_page(page: str | None = None, **state) -> AppTest:
     at = AppTest.from_file(str(ROOT / "lab.py"), default_timeout=120)
@@ -212,7 +214,7 @@ def test_break_it_toggles_on_masks_positional_and_attention_pages_compute_the_in
     with one head off the next-word distributions are drawn beside the intact ones (at a choice point, where they
     differ); an LSTM is offered none. After a whole sentence, the last word already sees every word, so without
     the mask its prediction hardly moves: the page says so from the numbers."""
-    at = open_with_link("masks", text="the bear ate the", brk_mask="1", layer="2", head="3")
+    at = open_with_link("masks", text="the bear ate the", brk_mask="true", layer="2", head="3")
     pair = chart_with(at, "Layer 2, head 3: intact, intervened")
     intact, broken = (np.asarray(pair["data"][i]["z"], dtype=float) for i in (0, 1))
     above = np.triu(np.ones_like(intact, dtype=bool), 1)
@@ -223,12 +225,12 @@ def test_break_it_toggles_on_masks_positional_and_attention_pages_compute_the_in
         return len(dist["data"]) == 2 and np.abs(a - b).max() > 1e-3
 
     assert changed(chart_with(at, "intact vs intervened"))
-    at = open_with_link("positional", text="the bear ate the", brk_pos="1")
+    at = open_with_link("positional", text="the bear ate the", brk_pos="true")
     assert changed(chart_with(at, "intact vs intervened"))
-    at = open_with_link("masks", brk_mask="1")
+    at = open_with_link("masks", brk_mask="true")
     assert any("hardly changes" in c.value for c in at.caption)
-    at = open_with_link("attention", brk_head="1")
+    at = open_with_link("attention", brk_head="true")
     assert chart_with(at, "intact vs intervened")
-    at = open_with_link("positional", model="lstm-lm", brk_pos="1")
+    at = open_with_link("positional", model="lstm-lm", brk_pos="true")
     assert not [t for t in at.toggle if "Break it" in t.label]
     assert not [c for c in charts(at) if "intervened" in str((c.get("layout", {}).get("title") or {}).get("text"))]

@@ -7,6 +7,8 @@ from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWa
 
 from model.sampling import SamplingError, distribution, sample, sample_counts
 
+pytestmark = pytest.mark.unit
+
 
 def hf_processed(logits, t, k, p):
     """What transformers does: temperature, then top-k, then top-p (each only when active)."""
@@ -157,3 +159,52 @@ def test_bad_settings_raise_clear_errors(kw, msg):
 def test_bad_logits_raise_clear_errors(logits, msg):
     with pytest.raises(SamplingError, match=msg):
         distribution(logits)
+
+
+# ----------------------------------------------------------------------------- SamplingSettings: the ranges, once
+def test_sampling_settings_defaults_are_off_for_top_k_and_top_p_and_temperature_one():
+    from model.sampling import SamplingSettings
+
+    s = SamplingSettings()
+    assert s.as_kwargs() == {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
+    assert [k.default for k in SamplingSettings.KNOBS] == [1.0, 0, 1.0]
+    assert torch.equal(distribution(torch.randn(8, generator=torch.Generator().manual_seed(1)), **s.as_kwargs()).keep,
+                       torch.ones(8, dtype=torch.bool))                     # the defaults cut nothing
+
+
+@pytest.mark.parametrize("given,want", [
+    (dict(temperature=9.0, top_k=99, top_p=0.01), dict(temperature=3.0, top_k=10, top_p=0.05)),     # above / below
+    (dict(temperature=0.0, top_k=-3, top_p=2.0), dict(temperature=0.05, top_k=0, top_p=1.0)),
+    (dict(temperature=0.7, top_k=4.6, top_p=0.9), dict(temperature=0.7, top_k=5, top_p=0.9)),       # k: whole
+    (dict(temperature=float("nan"), top_k="x", top_p=None), dict(temperature=1.0, top_k=0, top_p=1.0)),
+    (dict(temperature=True, top_k=float("inf"), top_p=float("-inf")), dict(temperature=1.0, top_k=0, top_p=1.0)),
+])
+def test_sampling_settings_clamp_into_the_ranges_and_fall_back_to_defaults(given, want):
+    from model.sampling import SamplingSettings
+
+    assert SamplingSettings.clamped(10, **given).as_kwargs() == want
+
+
+def test_sampling_settings_ranges_are_the_knobs_with_top_k_up_to_the_vocabulary():
+    from model.sampling import SamplingSettings
+
+    r = SamplingSettings.ranges(50257)
+    assert list(r) == ["temperature", "top_k", "top_p"]
+    assert (r["temperature"]["min"], r["temperature"]["max"]) == (0.05, 3.0)
+    assert (r["top_k"]["min"], r["top_k"]["max"], r["top_k"]["step"]) == (0, 50257, 1)
+    assert (r["top_p"]["min"], r["top_p"]["max"]) == (0.05, 1.0)
+    assert all(r[k.name]["label"] == k.label and r[k.name]["default"] == k.default for k in SamplingSettings.KNOBS)
+    T = SamplingSettings.TEMPERATURE
+    assert T.valid(0.05) and T.valid(3.0) and not T.valid(3.01) and not T.valid(float("nan")) and not T.valid("1")
+    assert SamplingSettings.TOP_K.valid(7, 10) and not SamplingSettings.TOP_K.valid(7.5, 10)
+
+
+def test_every_clamped_setting_is_accepted_by_distribution():
+    from model.sampling import SamplingSettings
+
+    x = torch.randn(10, generator=torch.Generator().manual_seed(0))
+    for t in (-1.0, 0.0, 0.05, 1.0, 3.0, 100.0):
+        for k in (-1, 0, 3, 10, 11):
+            for p in (0.0, 0.05, 0.5, 1.0, 2.0):
+                d = distribution(x, **SamplingSettings.clamped(10, t, k, p).as_kwargs())
+                assert float(d.probs.sum()) == pytest.approx(1.0, abs=1e-6)
