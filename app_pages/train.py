@@ -6,7 +6,8 @@ import streamlit as st
 from app_pages import common as c
 from model import LabError
 from model.forgetting import agreement_by_distance, gradient_profiles, time_per_token
-from model.jobs import KINDS, LABELS, MANAGER, PRESETS, VISIBLE_PRESETS, JobLimitError, save_trained, tokenizer
+from model.jobs import (KINDS, LABELS, MANAGER, PRESETS, VISIBLE_PRESETS, JobLimitError, estimate_seconds,
+                        measured_tokens_per_s, save_trained, tokenizer)
 from viz.experiments import accuracy_by_distance, gradient_profiles as gradient_figure, loss_curves
 from viz.experiments import time_per_token as time_figure
 
@@ -26,7 +27,7 @@ preset = cols[0].radio("Preset", VISIBLE_PRESETS, format_func=lambda p: f"{p}: {
 kinds = cols[1].multiselect("Models", list(KINDS), format_func=LABELS.get,
                             **c.labelled("models", list(KINDS), options=list(KINDS)))
 b1, b2, b3, _ = st.columns([1, 1, 1, 3])
-running = job is not None and job.alive
+running = job is not None and job.alive                 # queued or running
 if b1.button("Start a new training", type="primary", disabled=running or not kinds, key="train_start"):
     try:
         job = MANAGER.start(st.session_state.train_owner, preset=preset, kinds=tuple(kinds))
@@ -34,17 +35,39 @@ if b1.button("Start a new training", type="primary", disabled=running or not kin
         running = True
     except JobLimitError as e:
         st.warning(c.md_escape(str(e)))
-if b2.button("Stop", disabled=not running, key="train_stop"):
+queued = running and job.snapshot().status == "queued"
+if b2.button("Leave the queue" if queued else "Stop", disabled=not running, key="train_stop"):
     job.stop()
-if b3.button("Resume", disabled=job is None or running or job.snapshot().step >= job.snapshot().steps,
-             key="train_resume"):
+    running = job.alive
+if b3.button("Resume", disabled=job is None or running or job.snapshot().step >= job.snapshot().steps
+             or job.snapshot().status == "failed", key="train_resume"):
     try:
         MANAGER.resume(job)
         running = True
     except LabError as e:
         st.warning(c.md_escape(str(e)))
-st.caption(f"Training runs in the background on the server, at most {MANAGER.max_running} at a time. It stops by "
-           "itself about a minute after you leave this page (resume continues it).")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown until a first training of this preset has run on this server"
+    if seconds < 90:
+        return f"about {max(1, round(seconds)):,} s"
+    return f"about {seconds / 60:,.0f} min"
+
+
+busy = MANAGER.busy()
+pace = measured_tokens_per_s(preset, tuple(kinds))
+st.caption(f"Trainings run in the background on the server, {busy['workers']} at a time, one per student; "
+           f"others wait their turn in a queue. A training stops by itself about a minute after you leave "
+           f"this page (resume continues it). The **{preset}** preset with {len(kinds)} model"
+           f"{'s' if len(kinds) != 1 else ''} takes {_duration(estimate_seconds(preset, tuple(kinds)))}"
+           + (f" at {pace:,.0f} tokens/s, measured on this server." if pace else "."))
+if busy["busy"]:
+    load = f"load {busy['load']:.1f} on {busy['cores']} cores" if busy["load"] is not None else ""
+    st.warning(f"The server is busy ({busy['running']} training{'s' if busy['running'] != 1 else ''} running, "
+               f"{busy['queued']} waiting" + (f", {load}" if load else "") + "): a training may wait for its "
+               "turn and run slower than the estimate.")
 
 
 def show_progress() -> None:
@@ -53,14 +76,23 @@ def show_progress() -> None:
         return
     job.heartbeat()
     snap = job.snapshot()
+    if snap.status == "queued":
+        st.info(f"Waiting for a free training worker: you are **number {snap.place}** in the queue; estimated "
+                f"start: {_duration(snap.starts_in) if snap.starts_in else 'as soon as a training ends'}"
+                f"{' from now' if snap.starts_in else ''}. Keep this page open to keep your place.")
+    elif snap.status == "starting":
+        st.info("Starting a training worker…")
+    left = f"; {_duration(snap.remaining)} left" if snap.status in ("running", "stopping") and snap.remaining else ""
     st.progress(snap.progress, text=f"step {snap.step} of {snap.steps} ({snap.status}, {snap.seconds:.0f} s "
-                                     f"of training, preset {snap.preset})")
+                                     f"of training{left}, preset {snap.preset})")
     if snap.message:
-        st.warning(snap.message)
+        st.warning(c.md_escape(snap.message))
+    if snap.running and not any(cv.heldout for cv in snap.curves.values()):
+        return                                   # nothing measured yet
     st.table({"model": [r[0] for r in snap.latest()], "tokens / s": [r[1] for r in snap.latest()],
               "training loss": [r[2] for r in snap.latest()], "held-out loss": [r[3] for r in snap.latest()]})
-    st.caption("Tokens per second: each model's own compute time (the three take turns on the same CPU). Losses "
-               "in nats per token; held-out: 100 sentences never trained on.")
+    st.caption("Tokens per second: each model's own compute time (the three take turns on one core of the "
+               "server). Losses in nats per token; held-out: 100 sentences never trained on.")
     c.plot(loss_curves(snap.curve_table(), title="Loss while training"), key="train_curves")
     st.markdown("**Sampled sentences** (temperature 0.8, seeded), newest first")
     for k in snap.kinds:
@@ -76,14 +108,18 @@ if running:
 else:
     show_progress()
 
-if job is not None and not job.alive and job.snapshot().step > 0:
+has_weights = job is not None and not job.alive and bool(job.saved_step)   # a worker that died saved nothing
+if has_weights:
     st.subheader("Keep a trained model")
     kept = st.session_state.setdefault("trained_models", {})
     cols = st.columns(len(job.kinds))
     for col, k in zip(cols, job.kinds):
         if col.button(f"Save the {LABELS[k]}", key=f"train_save_{k}"):
-            folder = save_trained(job, k)
-            kept[f"{LABELS[k]} trained live ({job.job_id})"] = str(folder)
+            try:
+                folder = save_trained(job, k)
+                kept[f"{LABELS[k]} trained live ({job.job_id})"] = str(folder)
+            except LabError as e:
+                st.warning(c.md_escape(str(e)))
     for name, folder in kept.items():
         st.markdown(f"**{c.md_escape(name)}**: saved as safetensors in")
         st.code(folder, language=None)
@@ -98,7 +134,7 @@ st.markdown("An RNN carries everything it knows in one vector, rewritten at ever
             "its cell state with a gate instead of rewriting it; a Transformer attends to every earlier word "
             "directly.")
 
-trained = job is not None and not job.alive and job.snapshot().step > 0
+trained = has_weights
 builtin = {}
 for name in ("lstm-lm", "transformer-lm"):
     got = c.try_load(name)

@@ -1,22 +1,32 @@
-"""Train small models live, in a background thread, while a page watches.
+"""Train small models live, in worker processes, while a page watches.
 
 One job trains a Transformer, an LSTM and a vanilla RNN side by side on the built-in English
 corpus, each on the same batches, one optimiser step each in turn. The page never trains: it
 starts a job, reads `job.snapshot()` from a poller, and refreshes `job.heartbeat()`.
 
     from model.jobs import MANAGER, JobLimitError
-    job = MANAGER.start(owner="session-id", preset="quick")     # raises JobLimitError over the cap
-    snap = job.snapshot()                                       # plain copy: curves, tokens/s, samples
+    job = MANAGER.start(owner="session-id", preset="quick")     # queued; JobLimitError if the owner has one
+    snap = job.snapshot()                                       # plain copy: curves, tokens/s, samples, place
     job.heartbeat()                                             # the page calls this on every poll
     job.stop(); MANAGER.resume(job)
     lab = trained_lab(job, "lstm")                              # usable like a built-in LabModel
 
+For a class: each job runs in its own worker process (started by 'forkserver', or 'spawn'; never a fork
+of the threaded server), at most `MANAGER.max_running` at once (env LAB_TRAIN_WORKERS; default every
+core but one), each under an address-space limit (LAB_TRAIN_WORKER_MB, default 4096) with
+LAB_TRAIN_THREADS torch threads (default 1). Other jobs wait in a fair queue (one job per session,
+first asked first served, at most LAB_TRAIN_QUEUE waiting), each with its place and an estimated
+start from the pace measured on this server. The worker sends its progress as JSON over a pipe and
+keeps its state (weights and optimiser as safetensors, the rest as JSON) in the job's temporary
+folder when it stops: the server never unpickles anything a worker wrote. A worker that dies
+(out of memory, kill -9) fails its job with a message and frees its place for the next.
+
 A job stops by itself when its steps are done, when stopped (the flag is checked every step),
-or when its heartbeat is older than `heartbeat_timeout` seconds (its page was closed). The
-server runs at most `MANAGER.max_running` jobs at once (env LAB_MAX_TRAININGS, default 1).
+or when its heartbeat is older than `heartbeat_timeout` seconds (its page was closed).
 """
 from __future__ import annotations
 
+import atexit
 import copy
 import json
 import os
@@ -170,7 +180,229 @@ def sample_text(module: nn.Module, tok: WordTokenizer, seed: int, max_words: int
     return tok.decode(ids[1:])
 
 
-# ----------------------------------------------------------------------------- the job
+# ----------------------------------------------------------------------------- settings
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _env_int(names: tuple[str, ...], default: int) -> int:
+    for n in names:
+        v = os.environ.get(n, "").strip()
+        if v:
+            try:
+                return max(0, int(v))
+            except ValueError:
+                raise LabError(f"{n}={v!r} is not a whole number.") from None
+    return default
+
+
+def pool_size() -> int:
+    """Training worker processes at once: env LAB_TRAIN_WORKERS (old name LAB_MAX_TRAININGS); by default
+    every core but one, so the app keeps a core for its pages."""
+    return max(1, _env_int(("LAB_TRAIN_WORKERS", "LAB_MAX_TRAININGS"), max(1, _cores() - 1)))
+
+
+def worker_memory_mb() -> int:
+    """Address-space limit of one training worker in MiB (env LAB_TRAIN_WORKER_MB; 0: no limit)."""
+    return _env_int(("LAB_TRAIN_WORKER_MB",), 4096)
+
+
+def worker_threads() -> int:
+    """torch's intra-op threads in one worker (env LAB_TRAIN_THREADS, default 1: one core per training)."""
+    return max(1, _env_int(("LAB_TRAIN_THREADS",), 1))
+
+
+def start_method() -> str:
+    """'forkserver' where the platform has it (a clean single-threaded parent forks each worker, with torch
+    and the models imported once), else 'spawn'. Never 'fork': the server is threaded. Env LAB_TRAIN_START."""
+    import multiprocessing as mp
+
+    want = os.environ.get("LAB_TRAIN_START", "").strip()
+    methods = mp.get_all_start_methods()
+    if want:
+        if want not in ("spawn", "forkserver") or want not in methods:
+            raise LabError(f"LAB_TRAIN_START={want!r}: choose spawn or forkserver ({', '.join(methods)} here).")
+        return want
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+# ----------------------------------------------------------------------------- state on disk (no pickle)
+STATE_FILE, STATE_META = "state.safetensors", "state.json"
+
+
+def _state_tensors(models: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer]) -> tuple[dict, dict]:
+    """Weights and optimiser moments as named tensors; the rest of the optimiser state as JSON."""
+    tensors, groups = {}, {}
+    for k, m in models.items():
+        for name, t in m.state_dict().items():
+            tensors[f"model.{k}.{name}"] = t.detach().cpu().clone()       # tied weights: one copy each
+        sd = opts[k].state_dict()
+        for i, st in sd["state"].items():
+            for name, t in st.items():
+                tensors[f"opt.{k}.{i}.{name}"] = torch.as_tensor(t).detach().cpu().clone()
+        groups[k] = [{kk: (list(v) if isinstance(v, tuple) else v) for kk, v in g.items()} for g in sd["param_groups"]]
+    return tensors, groups
+
+
+def _split(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {n[len(prefix):]: t for n, t in tensors.items() if n.startswith(prefix)}
+
+
+def _atomic_write(path: Path, write) -> None:
+    """write(tmp_path) then rename onto path: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _load_weights(folder: Path, configs: dict[str, dict]) -> dict[str, nn.Module]:
+    """The job's models from its state file: tensors read by safetensors (never unpickled), strictly matched."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(folder / STATE_FILE))
+    out = {}
+    for k, cfg in configs.items():
+        m = _from_config(k, cfg)
+        m.load_state_dict(_split(tensors, f"model.{k}."), strict=True)
+        out[k] = m.eval()
+    return out
+
+
+def _from_config(kind: str, cfg: dict) -> nn.Module:
+    if kind == "transformer":
+        return TransformerLM(TransformerConfig.from_dict(cfg))
+    if kind == "lstm":
+        return LSTMLM(LSTMConfig.from_dict(cfg))
+    return RNNLM(RNNConfig.from_dict(cfg))
+
+
+# ----------------------------------------------------------------------------- the worker process
+def _limit_memory(mb: int) -> None:
+    if mb <= 0:
+        return
+    import resource
+
+    limit = mb * 1024 * 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _worker_main(conn, spec_json: str) -> None:
+    """Entry of a training worker process. Talks to the server only in JSON bytes over `conn`; keeps its
+    state (weights, optimiser, data order) in spec['folder'] when it ends, for resume and saving."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)             # Ctrl-C in the server's terminal: the server stops us
+    spec = json.loads(spec_json)
+
+    def send(**msg) -> None:
+        conn.send_bytes(json.dumps(msg).encode())
+
+    folder = Path(spec["folder"])
+    final, message, ready, step = "done", "", False, 0
+    try:
+        _limit_memory(int(spec["memory_mb"]))
+        torch.set_num_threads(int(spec["threads"]))
+        p, kinds, seed = PRESETS[spec["preset"]], tuple(spec["kinds"]), int(spec["seed"])
+        tok = tokenizer()
+        torch.manual_seed(seed)
+        models, opts = {}, {}
+        for k in kinds:
+            m, _ = build_model(k, p, tok.vocab_size, tok.pad_id)
+            models[k] = m.train()
+            opts[k] = torch.optim.AdamW(m.parameters(), lr=p.lr[k], betas=(0.9, 0.98), weight_decay=0.0)
+        rng = random.Random(seed)
+        step = 0
+        if (folder / STATE_META).exists():                   # resume
+            from safetensors.torch import load_file
+
+            meta = json.loads((folder / STATE_META).read_text())
+            tensors = load_file(str(folder / STATE_FILE))
+            step = int(meta["step"])
+            v, internal, gauss = meta["rng"]
+            rng.setstate((v, tuple(internal), gauss))
+            for k in kinds:
+                models[k].load_state_dict(_split(tensors, f"model.{k}."), strict=True)
+                ostate: dict = {}
+                for name, t in _split(tensors, f"opt.{k}.").items():
+                    i, field_ = name.split(".", 1)
+                    ostate.setdefault(int(i), {})[field_] = t
+                opts[k].load_state_dict({"state": ostate, "param_groups": meta["groups"][k]})
+        ready = True
+        train_docs, held_docs = corpus()
+        send(t="started", step=step)
+
+        def evaluate() -> None:
+            send(t="heldout", step=step, values={k: heldout_loss(m, held_docs, tok.pad_id) for k, m in models.items()})
+
+        def sample() -> None:
+            send(t="sample", step=step, texts={k: sample_text(m, tok, seed=seed * 1000 + step + i)
+                                               for i, (k, m) in enumerate(models.items())})
+
+        if step == 0:
+            evaluate()
+        while step < p.steps:
+            if conn.poll():
+                msg = json.loads(conn.recv_bytes())
+                if msg.get("op") == "stop":
+                    final = msg.get("status", "stopped")
+                    break
+            t_step = time.perf_counter()
+            batch = windows(train_docs, p.seq_len, p.batch, rng)
+            lr_scale = min(1.0, (step + 1) / p.warmup)
+            losses, compute = {}, {}
+            for k in kinds:
+                for g in opts[k].param_groups:
+                    g["lr"] = p.lr[k] * lr_scale
+                t0 = time.perf_counter()
+                losses[k] = train_step(models[k], opts[k], batch, tok.pad_id)
+                compute[k] = time.perf_counter() - t0
+            step += 1
+            send(t="step", step=step, losses=losses, compute=compute, tokens=p.batch * p.seq_len,
+                 seconds=time.perf_counter() - t_step)
+            if step % p.eval_every == 0 or step == p.steps:
+                evaluate()
+            if step % p.sample_every == 0 or step == p.steps:
+                sample()
+    except (BrokenPipeError, EOFError, ConnectionResetError):
+        return                                               # the server is gone: nothing to report to
+    except MemoryError:
+        final, message = "failed", (f"The training ran out of the memory a training may use "
+                                    f"({spec['memory_mb']:,} MiB, LAB_TRAIN_WORKER_MB).")
+    except Exception as e:                                   # shown on the page, never a silent death
+        final, message = "failed", f"{type(e).__name__}: {e}"
+        if any(w in str(e).lower() for w in ("allocate", "memory", "map segment")):
+            message += (f" (probably out of the memory a training may use: {spec['memory_mb']:,} MiB, "
+                        f"LAB_TRAIN_WORKER_MB)")
+    try:
+        if ready:
+            from safetensors.torch import save_file
+
+            tensors, groups = _state_tensors(models, opts)
+            g, internal, gauss = rng.getstate()
+            _atomic_write(folder / STATE_FILE, lambda t: save_file(tensors, str(t)))
+            _atomic_write(folder / STATE_META, lambda t: t.write_text(json.dumps(
+                {"step": step, "rng": [g, list(internal), gauss], "groups": groups})))
+        send(t="exit", status=final, message=message, step=step)
+    except (BrokenPipeError, EOFError, ConnectionResetError):
+        return
+    except Exception as e:                                   # e.g. the temp disk is full
+        try:
+            send(t="exit", status="failed", message=f"Could not keep the trained state: {type(e).__name__}: {e}", step=step)
+        except OSError:
+            pass
+
+
+# ----------------------------------------------------------------------------- the job, as the server sees it
 @dataclass
 class Curve:
     steps: list[int] = field(default_factory=list)
@@ -184,7 +416,7 @@ class JobSnapshot:
     """A copy of a job's progress, safe to read while it trains."""
 
     job_id: str
-    status: str                          # "ready", "running", "stopping", "stopped", "done", "abandoned", "failed"
+    status: str          # "queued", "starting", "running", "stopping", "stopped", "done", "abandoned", "failed"
     step: int
     steps: int
     preset: str
@@ -194,6 +426,9 @@ class JobSnapshot:
     samples: dict[str, list[tuple[int, str]]]
     seconds: float                       # wall time spent training so far
     message: str = ""
+    place: int | None = None             # 1 = next to start; None unless queued
+    starts_in: float | None = None       # estimated seconds until it starts (queued; None = no measurement yet)
+    remaining: float | None = None       # estimated seconds of training left (None = no measurement yet)
 
     @property
     def progress(self) -> float:
@@ -201,7 +436,7 @@ class JobSnapshot:
 
     @property
     def running(self) -> bool:
-        return self.status in ("running", "stopping")
+        return self.status in ("queued", "starting", "running", "stopping")
 
     def curve_table(self) -> dict[str, dict[str, list]]:
         """Model label -> {"steps", "train", "heldout_steps", "heldout"} for viz.experiments.loss_curves."""
@@ -217,11 +452,15 @@ class JobSnapshot:
         return out
 
 
+ACTIVE = ("queued", "starting", "running", "stopping")
+
+
 class TrainingJob:
-    """Trains the chosen models in a background thread. All state changes are under self._lock."""
+    """One training: queued, then run by a worker process; its progress arrives as JSON messages, its
+    weights as a safetensors file in its own temporary folder. All state changes are under self._lock."""
 
     def __init__(self, owner: str, preset: str = "quick", kinds: tuple[str, ...] = KINDS, seed: int = 0,
-                 heartbeat_timeout: float = 60.0) -> None:
+                 heartbeat_timeout: float = 60.0, root: Path | None = None) -> None:
         if preset not in PRESETS:
             raise LabError(f"Unknown preset {preset!r}; choose from {', '.join(PRESETS)}.")
         bad = [k for k in kinds if k not in KINDS]
@@ -230,50 +469,82 @@ class TrainingJob:
         self.job_id, self.owner = uuid.uuid4().hex[:8], owner
         self.preset, self.kinds, self.seed = PRESETS[preset], tuple(kinds), seed
         self.heartbeat_timeout = heartbeat_timeout
+        self.tok = tokenizer()
+        self.configs = {k: build_model(k, self.preset, self.tok.vocab_size, self.tok.pad_id)[1] for k in self.kinds}
+        self.folder = Path(tempfile.mkdtemp(prefix=f"job-{self.job_id}-", dir=root))
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+        self._done.set()
         self._beat = time.monotonic()
-        tok = self.tok = tokenizer()
-        torch.manual_seed(seed)
-        self.models, self.configs, self.opts = {}, {}, {}
-        for k in self.kinds:
-            m, cfg = build_model(k, self.preset, tok.vocab_size, tok.pad_id)
-            self.models[k], self.configs[k] = m.train(), cfg
-            self.opts[k] = torch.optim.AdamW(m.parameters(), lr=self.preset.lr[k], betas=(0.9, 0.98), weight_decay=0.0)
-        self.rng = random.Random(seed)
+        self._proc = None
+        self._conn = None
+        self._reader: threading.Thread | None = None
+        self._models: tuple[int, dict[str, nn.Module]] | None = None
         self.status, self.step, self.message, self.seconds = "ready", 0, "", 0.0
+        self.saved_step: int | None = None                  # the step of the state file, if any
         self.curves = {k: Curve() for k in self.kinds}
         self._compute = {k: 0.0 for k in self.kinds}
         self._tokens = 0
         self.samples: dict[str, list[tuple[int, str]]] = {k: [] for k in self.kinds}
+        self.place: int | None = None
+        self.starts_in: float | None = None
+        self.pid: int | None = None                          # the worker's process id while it runs
 
     # -- called by pages
     def heartbeat(self) -> None:
         with self._lock:
             self._beat = time.monotonic()
 
-    def stop(self) -> None:
-        """Ask the worker to stop after its current step."""
-        self._stop.set()
+    def stop(self, status: str = "stopped", message: str = "") -> None:
+        """Ask the worker to stop after its current step (a queued job leaves the queue)."""
         with self._lock:
-            if self.status == "running":
-                self.status = "stopping"
+            if self.status == "queued":
+                self.status, self.message, self.place = status, message, None
+                self._done.set()
+                return
+            if self.status not in ("starting", "running"):
+                return
+            self.status = "stopping"
+            if message:
+                self.message = message
+            conn = self._conn
+        try:
+            conn.send_bytes(json.dumps({"op": "stop", "status": status}).encode())
+        except (OSError, AttributeError):
+            pass                                             # the worker is gone; its reader reports it
 
-    def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the job is neither queued nor running; True if it is not."""
+        return self._done.wait(timeout)
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return not self._done.is_set()
 
     def snapshot(self) -> JobSnapshot:
         with self._lock:
+            remaining = None
+            if self.step and self.seconds:
+                remaining = (self.preset.steps - self.step) * self.seconds / self.step
+            else:
+                whole = estimate_seconds(self.preset.name, self.kinds)
+                remaining = whole * (1 - self.step / self.preset.steps) if whole is not None else None
             return JobSnapshot(self.job_id, self.status, self.step, self.preset.steps, self.preset.name, self.kinds,
                                {k: copy.deepcopy(c) for k, c in self.curves.items()},
                                {k: (self._tokens / t if t > 0 else 0.0) for k, t in self._compute.items()},
-                               {k: list(v) for k, v in self.samples.items()}, self.seconds, self.message)
+                               {k: list(v) for k, v in self.samples.items()}, self.seconds, self.message,
+                               self.place, self.starts_in, remaining)
+
+    @property
+    def models(self) -> dict[str, nn.Module]:
+        """Kind -> the job's model as its worker last saved it (weights read from safetensors)."""
+        with self._lock:
+            saved = self.saved_step
+        if saved is None:
+            raise LabError("This training has no trained weights yet: let it run, then stop it or let it finish.")
+        if self._models is None or self._models[0] != saved:
+            self._models = (saved, _load_weights(self.folder, self.configs))
+        return self._models[1]
 
     def trained_modules(self) -> dict[str, nn.Module]:
         """Label -> the job's model (in eval mode), for measurements; only once the job is not running."""
@@ -281,140 +552,362 @@ class TrainingJob:
             raise LabError("The training is still running: stop it (or let it finish) first.")
         return {f"{LABELS[k]} (trained live)": m.eval() for k, m in self.models.items()}
 
-    # -- the worker
-    def _launch(self) -> None:
-        self._stop.clear()
-        for m in self.models.values():
-            m.train()
-        with self._lock:
-            self.status, self.message, self._beat = "running", "", time.monotonic()
-        self._thread = threading.Thread(target=self._run, name=f"lab-train-{self.job_id}", daemon=True)
-        self._thread.start()
+    def expected_seconds(self) -> float | None:
+        """Estimated seconds of training left, from this job's own pace or this server's last measurement."""
+        return self.snapshot().remaining
+
+    def cleanup(self) -> None:
+        """Remove the job's temporary folder (its weights are gone afterwards)."""
+        if not self.alive:
+            import shutil
+
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def _stale(self) -> bool:
         with self._lock:
             return time.monotonic() - self._beat > self.heartbeat_timeout
 
-    def _run(self) -> None:
-        p, pad = self.preset, self.tok.pad_id
-        train_docs, held_docs = corpus()
-        final = "done"
-        try:
-            if self.step == 0:
-                self._evaluate()
-            while self.step < p.steps:
-                if self._stop.is_set():
-                    final = "stopped"
-                    break
-                if self._stale():
-                    final = "abandoned"
-                    break
-                t_step = time.perf_counter()
-                batch = windows(train_docs, p.seq_len, p.batch, self.rng)
-                lr_scale = min(1.0, (self.step + 1) / p.warmup)
-                losses = {}
-                for k in self.kinds:
-                    for g in self.opts[k].param_groups:
-                        g["lr"] = p.lr[k] * lr_scale
-                    t0 = time.perf_counter()
-                    losses[k] = train_step(self.models[k], self.opts[k], batch, pad)
-                    dt = time.perf_counter() - t0
-                    with self._lock:
-                        self._compute[k] += dt
-                with self._lock:
-                    self.step += 1
-                    self._tokens += p.batch * p.seq_len
-                    self.seconds += time.perf_counter() - t_step
-                    for k, v in losses.items():
-                        self.curves[k].steps.append(self.step)
-                        self.curves[k].train.append(v)
-                if self.step % p.eval_every == 0 or self.step == p.steps:
-                    self._evaluate()
-                if self.step % p.sample_every == 0 or self.step == p.steps:
-                    self._sample()
-        except Exception as e:                                   # shown on the page, never a silent death
-            final = "failed"
-            with self._lock:
-                self.message = f"{type(e).__name__}: {e}"
+    def _abandon_message(self) -> str:
+        return (f"Stopped: its page sent no heartbeat for {self.heartbeat_timeout:.0f} s "
+                f"(the page was closed or left).")
+
+    # -- the server side of the worker
+    def _launch(self, ctx, on_exit, on_tick=None) -> None:
+        spec = {"folder": str(self.folder), "preset": self.preset.name, "kinds": list(self.kinds), "seed": self.seed,
+                "memory_mb": worker_memory_mb(), "threads": worker_threads()}
+        parent, child = ctx.Pipe(duplex=True)
+        proc = ctx.Process(target=_worker_main, args=(child, json.dumps(spec)), name=f"lab-train-{self.job_id}",
+                           daemon=True)
         with self._lock:
-            self.status = final
-            if final == "abandoned":
-                self.message = (f"Stopped: its page sent no heartbeat for {self.heartbeat_timeout:.0f} s "
-                                f"(the page was closed or left).")
-        for m in self.models.values():
-            m.eval()
+            self.status, self.place, self.starts_in = "starting", None, None
+            self._conn, self._proc = parent, proc
+        proc.start()
+        child.close()                                        # so the reader sees EOF when the worker dies
+        self.pid = proc.pid
+        self._reader = threading.Thread(target=self._read, args=(on_exit, on_tick),
+                                        name=f"lab-train-read-{self.job_id}", daemon=True)
+        self._reader.start()
 
-    def _evaluate(self) -> None:
-        _, held = corpus()
-        for k, m in self.models.items():
-            v = heldout_loss(m, held, self.tok.pad_id)
-            with self._lock:
-                self.curves[k].heldout_steps.append(self.step)
-                self.curves[k].heldout.append(v)
+    def _read(self, on_exit, on_tick=None) -> None:
+        conn, proc = self._conn, self._proc
+        ended, ticked = None, time.monotonic()
+        try:
+            while True:
+                if on_tick is not None and time.monotonic() - ticked > 0.5:
+                    on_tick()                                # the queue's places and estimates, twice a second
+                    ticked = time.monotonic()
+                if self._stale() and self.status in ("starting", "running"):
+                    self.stop("abandoned", self._abandon_message())
+                if not conn.poll(0.25):
+                    if not proc.is_alive() and not conn.poll(0):
+                        break
+                    continue
+                msg = json.loads(conn.recv_bytes())
+                if msg["t"] == "exit":
+                    ended = msg
+                    break
+                self._apply(msg)
+        except (EOFError, OSError, ValueError):
+            pass
+        proc.join(30)
+        if proc.is_alive():                                  # said goodbye but does not exit: end it
+            proc.kill()
+            proc.join(5)
+        code = proc.exitcode
+        with self._lock:
+            if ended is not None:
+                self.status = ended["status"]
+                if ended["status"] == "abandoned":
+                    self.message = self._abandon_message()
+                elif ended["message"]:
+                    self.message = ended["message"]
+                if ended["status"] != "failed" or (self.folder / STATE_META).exists():
+                    self.saved_step = int(ended["step"])
+            else:
+                how = (f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}")
+                hint = (" It may have run out of memory (the server's limit per training is "
+                        f"{worker_memory_mb():,} MiB) or been stopped by an administrator." if code == -9 else "")
+                self.status = "failed"
+                self.message = (f"The training worker stopped unexpectedly ({how}) at step {self.step} of "
+                                f"{self.preset.steps}.{hint} Its progress since the last stop is lost: start a new "
+                                f"training.")
+            self._conn = self._proc = None
+            self.pid = None
+        try:
+            conn.close()
+        except OSError:
+            pass
+        self._done.set()
+        on_exit(self)
 
-    def _sample(self) -> None:
-        for i, (k, m) in enumerate(self.models.items()):
-            text = sample_text(m, self.tok, seed=self.seed * 1000 + self.step + i)
-            with self._lock:
-                self.samples[k].append((self.step, text))
+    def _apply(self, msg: dict) -> None:
+        with self._lock:
+            t = msg["t"]
+            if t == "started":
+                if self.status == "starting":
+                    self.status = "running"
+            elif t == "step":
+                self.step = int(msg["step"])
+                self._tokens += int(msg["tokens"])
+                self.seconds += float(msg["seconds"])
+                for k, v in msg["losses"].items():
+                    self.curves[k].steps.append(self.step)
+                    self.curves[k].train.append(float(v))
+                    self._compute[k] += float(msg["compute"][k])
+                total = sum(self._compute.values())
+                if total > 0 and self._tokens:                # wall seconds per token, shared out by compute
+                    for k in self.kinds:
+                        _PACE[_pace_key(self.preset, k)] = self.seconds * self._compute[k] / total / self._tokens
+            elif t == "heldout":
+                for k, v in msg["values"].items():
+                    self.curves[k].heldout_steps.append(int(msg["step"]))
+                    self.curves[k].heldout.append(float(v))
+            elif t == "sample":
+                for k, v in msg["texts"].items():
+                    self.samples[k].append((int(msg["step"]), str(v)))
+
+
+# wall seconds per training token of each model (kind and size), last measured on this server
+_PACE: dict[tuple[str, str], float] = {}
+
+
+def _pace_key(preset: Preset, kind: str) -> tuple[str, str]:
+    return kind, json.dumps(preset.models[kind], sort_keys=True)
+
+
+def estimate_seconds(preset: str, kinds: tuple[str, ...] = KINDS) -> float | None:
+    """Seconds a whole training of `preset` would take at the pace last measured on this server for its
+    models (None before any training of these models ran here)."""
+    p = PRESETS[preset]
+    paces = [_PACE.get(_pace_key(p, k)) for k in kinds]
+    if not kinds or None in paces:
+        return None
+    return p.steps * p.batch * p.seq_len * sum(paces)
+
+
+def measured_tokens_per_s(preset: str, kinds: tuple[str, ...] = KINDS) -> float | None:
+    """Training tokens per second of the models of `preset` taking turns, as last measured on this server."""
+    whole = estimate_seconds(preset, kinds)
+    p = PRESETS[preset]
+    return p.steps * p.batch * p.seq_len / whole if whole else None
 
 
 class JobManager:
-    """Starts jobs, at most max_running at once on this server."""
+    """A pool of at most `max_running` worker processes and a fair queue: one job per session at a time, in
+    the order asked. With max_queued=0 there is no queue: a start over the cap is refused."""
 
-    def __init__(self, max_running: int = 1) -> None:
-        self.max_running = max_running
-        self._lock = threading.Lock()
+    def __init__(self, max_running: int | None = None, max_queued: int = 0, root: str | Path | None = None) -> None:
+        self.max_running = pool_size() if max_running is None else max(1, max_running)
+        self.max_queued = max_queued
+        self._lock = threading.RLock()
         self._jobs: dict[str, TrainingJob] = {}
+        self._queue: list[TrainingJob] = []
+        self._ctx = None
+        self.root = Path(root) if root else None
+
+    # -- the pool
+    def _context(self):
+        if self._ctx is None:
+            import multiprocessing as mp
+
+            method = start_method()
+            self._ctx = mp.get_context(method)
+            if method == "forkserver":
+                self._ctx.set_forkserver_preload(["model.jobs"])
+        return self._ctx
+
+    def _root(self) -> Path:
+        if self.root is None:
+            self.root = Path(tempfile.mkdtemp(prefix=f"lab-train-{os.getpid()}-"))
+        self.root.mkdir(parents=True, exist_ok=True)
+        return self.root
 
     def running(self) -> int:
         with self._lock:
-            return sum(j.alive for j in self._jobs.values())
+            return sum(j.status in ("starting", "running", "stopping") for j in self._jobs.values())
 
-    def _check_cap(self) -> None:
-        n = sum(j.alive for j in self._jobs.values())
-        if n >= self.max_running:
+    def queued(self) -> list[TrainingJob]:
+        with self._lock:
+            return list(self._queue)
+
+    def busy(self) -> dict:
+        """What a page shows about the server: pool size, running and waiting trainings, CPU load."""
+        with self._lock:
+            self._housekeep()
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+            return {"workers": self.max_running, "running": self.running(), "queued": len(self._queue),
+                    "cores": _cores(), "load": load, "busy": bool(self._queue) or (load is not None and load > _cores())}
+
+    def _dispatch(self) -> None:
+        """Start queued jobs while a worker is free (under self._lock)."""
+        self._housekeep()
+        free = self.max_running - self.running()
+        starting, self._queue = self._queue[:max(0, free)], self._queue[max(0, free):]
+        self._estimate()                                     # the places move up before anyone starts
+        for job in starting:
+            job._launch(self._context(), self._on_exit, self._on_tick)
+
+    def _housekeep(self) -> None:
+        for j in list(self._queue):
+            if j._stale():
+                self._queue.remove(j)
+                j.stop("abandoned", j._abandon_message())
+
+    def _estimate(self) -> None:
+        """Each queued job's place and estimated start: workers free up as the running jobs finish."""
+        free = sorted((j.expected_seconds() for j in self._jobs.values()
+                       if j.status in ("starting", "running", "stopping")), key=lambda v: (v is None, v or 0))
+        slots: list[float | None] = [0.0] * (self.max_running - len(free)) + free
+        for i, j in enumerate(self._queue):
+            slots.sort(key=lambda v: (v is None, v or 0))
+            start = slots.pop(0)
+            dur = estimate_seconds(j.preset.name, j.kinds)
+            with j._lock:
+                j.place, j.starts_in = i + 1, start
+            slots.append(None if start is None or dur is None else start + dur)
+
+    def _on_tick(self) -> None:
+        with self._lock:
+            self._housekeep()
+            self._estimate()
+
+    def _on_exit(self, job: TrainingJob) -> None:
+        with self._lock:
+            self._dispatch()
+
+    def _admit(self, job: TrainingJob) -> None:
+        """Queue a job (its owner has no other job queued or running) and start what can start."""
+        mine = [j for j in self._jobs.values() if j.owner == job.owner and j.alive and j is not job]
+        if mine:
+            raise JobLimitError("You already have a training queued or running: stop it before starting another "
+                                "(one training per student at a time, so that everyone gets a turn).")
+        if self.running() >= self.max_running and len(self._queue) >= self.max_queued:
+            n = self.running()
+            if self.max_queued:
+                raise JobLimitError(f"{len(self._queue)} trainings are already waiting on this server (the limit is "
+                                    f"{self.max_queued}). Try again in a few minutes.")
             raise JobLimitError(f"{n} training{'s are' if n != 1 else ' is'} already running on this server "
                                 f"(the limit is {self.max_running}, so the app stays responsive). Wait until it "
                                 f"finishes or is stopped, then try again.")
+        with job._lock:
+            job.status, job.message, job._beat = "queued", "", time.monotonic()
+            job._done.clear()
+        self._jobs[job.job_id] = job
+        self._queue.append(job)
+        self._dispatch()
 
     def start(self, owner: str, preset: str = "quick", kinds: tuple[str, ...] = KINDS, seed: int = 0,
               heartbeat_timeout: float = 60.0) -> TrainingJob:
+        """A new job for `owner`: started now if a worker is free, else queued (JobLimitError when its owner
+        already has one, or the queue is full)."""
         with self._lock:
-            self._check_cap()
-            job = TrainingJob(owner, preset, kinds, seed, heartbeat_timeout)
-            self._jobs = {k: j for k, j in self._jobs.items() if j.alive}      # forget finished jobs
-            self._jobs[job.job_id] = job
-            job._launch()
+            job = TrainingJob(owner, preset, kinds, seed, heartbeat_timeout, root=self._root())
+            try:
+                self._admit(job)
+            except LabError:
+                job.cleanup()
+                raise
+            for k, j in list(self._jobs.items()):           # forget this owner's finished jobs (and their files)
+                if j.owner == owner and j is not job and not j.alive:
+                    del self._jobs[k]
+                    j.cleanup()
         return job
 
     def resume(self, job: TrainingJob) -> None:
-        """Continue a stopped (or abandoned) job from where it was, within the cap."""
+        """Continue a stopped (or abandoned) job from its saved state, queued like a new one."""
         with self._lock:
             if job.alive:
                 return
             if job.step >= job.preset.steps:
                 raise LabError("This training has finished all its steps.")
-            self._check_cap()
-            self._jobs[job.job_id] = job
-            job._launch()
+            if job.saved_step is None or job.saved_step != job.step:
+                raise LabError("This training cannot be resumed (its worker stopped without saving): start a new one.")
+            self._admit(job)
+
+    def shutdown(self) -> None:
+        """Stop every worker and remove every temporary folder (the server is exiting)."""
+        import shutil
+
+        with self._lock:
+            jobs = list(self._jobs.values())
+            self._queue.clear()
+        for j in jobs:
+            j.stop()
+        for j in jobs:
+            j.join(10)
+            p = j._proc
+            if p is not None and p.is_alive():
+                p.kill()
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
-MANAGER = JobManager(max_running=int(os.environ.get("LAB_MAX_TRAININGS", "1")))
+def _clean_orphans() -> None:
+    """Remove the temporary folders of servers that are gone (a server killed with -9 cannot clean up)."""
+    import shutil
+
+    tmp = Path(tempfile.gettempdir())
+    for d in tmp.glob("lab-train-*-*"):
+        try:
+            pid = int(d.name.split("-")[2])
+        except (IndexError, ValueError):
+            continue
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            pass
+
+
+MANAGER = JobManager(max_queued=_env_int(("LAB_TRAIN_QUEUE",), 60))
+_clean_orphans()
+atexit.register(MANAGER.shutdown)
 
 
 # ----------------------------------------------------------------------------- trained models as lab models
+_SAVED_ROOT: Path | None = None
+
+
+def _saved_root() -> Path:
+    global _SAVED_ROOT
+    if _SAVED_ROOT is None:
+        _SAVED_ROOT = Path(tempfile.mkdtemp(prefix=f"lab-train-{os.getpid()}-saved-"))
+        atexit.register(lambda: __import__("shutil").rmtree(_SAVED_ROOT, ignore_errors=True))
+    return _SAVED_ROOT
+
+
+def _save_error(e: OSError, folder: Path) -> LabError:
+    import errno
+
+    if e.errno == errno.ENOSPC:
+        why = "the disk is full"
+    elif e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        why = "that place is read-only for the server" if e.errno == errno.EROFS else "the server may not write there"
+    elif e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+        why = "a folder of that name already exists and is not empty"
+    else:
+        why = e.strerror or str(e)
+    return LabError(f"Could not save the model in {folder}: {why}. Nothing was written there.")
+
+
 def save_trained(job: TrainingJob, kind: str, folder: str | Path | None = None) -> Path:
     """Write one of the job's models as a checkpoint folder (config.json, model.safetensors,
-    tokenizer.json) in the built-in format. Returns the folder (a new temporary one by default)."""
-    if kind not in job.models:
+    tokenizer.json) in the built-in format. Returns the folder (a new temporary one by default).
+
+    Written in full to a temporary sibling folder, then renamed onto `folder`: a full or read-only disk
+    raises LabError and leaves nothing behind."""
+    import shutil
+
+    if kind not in job.kinds:
         raise LabError(f"This training has no {kind} model.")
     if job.alive:
         raise LabError("Stop the training (or let it finish) before saving a model.")
-    folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix=f"lab-trained-{kind}-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    snap = job.snapshot()
     module = job.models[kind].eval()
+    folder = Path(folder) if folder else _saved_root() / f"trained-{kind}-{job.job_id}-{uuid.uuid4().hex[:4]}"
+    snap = job.snapshot()
     name = f"trained-{kind}-{job.job_id}"
     cfg = {"lab_format": 1, "name": name, "type": TYPES[kind],
            "description": f"{LABELS[kind]} trained live in the lab ({snap.step} steps, preset {job.preset.name})",
@@ -422,10 +915,30 @@ def save_trained(job: TrainingJob, kind: str, folder: str | Path | None = None) 
            "train": {"steps": snap.step, "preset": job.preset.name, "seconds": round(snap.seconds, 1),
                      "loss_curve": [[s, round(v, 4)] for s, v in zip(snap.curves[kind].steps, snap.curves[kind].train)][::10],
                      "final_heldout_loss": snap.curves[kind].heldout[-1] if snap.curves[kind].heldout else None}}
+    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:6]}.partial")
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        _write_checkpoint(tmp, module, cfg, job.tok)
+        os.rename(tmp, folder)                               # atomic; onto an empty folder too
+    except OSError as e:
+        raise _save_error(e, folder) from None
+    except Exception as e:                                   # safetensors reports a full disk as its own error
+        import errno
+
+        if any(w in str(e) for w in ("No space", "os error 28", "code: 28", "StorageFull")):
+            raise _save_error(OSError(errno.ENOSPC, "No space left on device"), folder) from None
+        raise LabError(f"Could not save the model in {folder}: {type(e).__name__}: {e}. Nothing was written there."
+                       ) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _write_checkpoint(folder: Path, module: nn.Module, cfg: dict, tok: WordTokenizer) -> None:
     save_model(module, str(folder / "model.safetensors"))
     (folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    job.tok.save(str(folder / "tokenizer.json"))
-    return folder
+    tok.save(str(folder / "tokenizer.json"))
 
 
 def open_trained(folder: str | Path, device: str | torch.device | None = "cpu"):
