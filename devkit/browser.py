@@ -19,7 +19,23 @@ from pathlib import Path
 from app_pages.registry import KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+def find_chromium() -> str:
+    """$CHROMIUM if set; else Debian's /usr/bin/chromium; else the Chromium that `python -m playwright install
+    chromium` downloaded (tests/install_chromium.sh's fallback where there is no apt); else /usr/bin/chromium."""
+    if os.environ.get("CHROMIUM"):
+        return os.environ["CHROMIUM"]
+    if Path("/usr/bin/chromium").exists():
+        return "/usr/bin/chromium"
+    cache = Path(os.environ.get("PLAYWRIGHT_BROWSERS_PATH") or Path.home() / (
+        "Library/Caches/ms-playwright" if sys.platform == "darwin" else ".cache/ms-playwright"))
+    found = sorted(cache.glob("chromium-*/chrome-*/chrome")) + sorted(
+        cache.glob("chromium-*/chrome-mac*/*.app/Contents/MacOS/*"))
+    return str(found[-1]) if found else "/usr/bin/chromium"
+
+
+CHROMIUM = find_chromium()
 CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 PAGES = {"home": "", **{k: k for k in KEYS}}                 # name -> url path

@@ -1,6 +1,20 @@
 #!/bin/sh
-# Installs Debian's Chromium for the real-browser test, if it is not there yet (needs root or sudo).
-command -v chromium >/dev/null 2>&1 && exit 0
-SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+# Chromium for the real-browser tests, if it is not there yet.
+#   - where apt-get exists (Debian, Ubuntu): Debian's `chromium` package, /usr/bin/chromium (root or sudo);
+#   - else, or if that fails: Playwright's own Chromium, `python3 -m playwright install chromium` (into
+#     ~/.cache/ms-playwright; needs the Python packages first: pip install -r requirements-dev.txt).
+# The tests use $CHROMIUM if set, else /usr/bin/chromium, else Playwright's (devkit/browser.py, find_chromium).
+if [ -n "${CHROMIUM:-}" ]; then
+    [ -x "$CHROMIUM" ] && exit 0
+    echo "CHROMIUM=$CHROMIUM is not an executable" >&2; exit 1
+fi
+[ -x /usr/bin/chromium ] && exit 0
+if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    if $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null && [ -x /usr/bin/chromium ]; then
+        exit 0
+    fi
+    echo "apt-get could not install chromium; trying Playwright's own Chromium" >&2
+fi
+exec python3 -m playwright install chromium

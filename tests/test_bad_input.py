@@ -12,6 +12,8 @@ from streamlit.testing.v1 import AppTest
 from app_pages.registry import KEYS as PAGES
 from conftest import ROOT
 
+pytestmark = pytest.mark.apptest
+
 MD = "x` ![p](http://example.invalid/p.png) [click](http://example.invalid/) `y"
 HTML = "<img src=http://example.invalid/h.png onerror=alert(1)><a href='http://example.invalid/'>a</a>"
 TEXTS = {

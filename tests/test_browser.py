@@ -14,8 +14,9 @@ import pytest
 from devkit.browser import CHROMIUM, PAGES, browser_page, open_page, open_url, serve_app, wait_idle
 from conftest import ROOT
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
-                                reason=f"no Chromium at {CHROMIUM} (run tests/install_chromium.sh)")
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
+                                 reason=f"no Chromium at {CHROMIUM} (run tests/install_chromium.sh, or set CHROMIUM)")]
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 
 
@@ -138,13 +139,17 @@ def test_export_downloads_exactly_the_numbers_drawn(app_url):
         with page.expect_download() as dj:
             download(page, "JSON").nth(1).click()
         data = json.loads(open(dj.value.path()).read())
+        names = dl.value.suggested_filename, dj.value.suggested_filename
+        exceptions = page.locator("[data-testid='stException']").count()      # a download reruns nothing
+    assert "layer 3, head 1" in data["title"], data["title"]                  # the one head drawn, not the grid
+    assert names[0].endswith(".csv") and names[1] == names[0][:-len(".csv")] + ".json", names
+    assert exceptions == 0
     z = [[float(v) for v in r[1:]] for r in rows[2:]]
     assert rows[1][1:] == [str(x) for x in data["traces"][0]["x"]]        # key labels as the reader sees them
     import numpy as np
 
     np.testing.assert_allclose(z, np.asarray(drawn["z"], dtype=float), atol=1e-7)
     np.testing.assert_allclose(np.asarray(data["traces"][0]["z"], float), z, atol=1e-7)
-    assert page is not None
 
 
 def test_projector_mode_has_large_type_and_a_closed_sidebar(app_url):

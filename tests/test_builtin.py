@@ -14,6 +14,8 @@ from model.evaluate import (agreement_accuracy, it_head_stats, lm_cross_entropy,
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def lm():

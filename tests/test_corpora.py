@@ -2,8 +2,12 @@
 import math
 from collections import defaultdict
 
+import pytest
+
 from model import corpora as C
 from model.tokenizer import SPECIALS, WordTokenizer, build_word_tokenizer
+
+pytestmark = pytest.mark.unit
 
 
 def test_deterministic_from_seed():

@@ -1,5 +1,6 @@
 """Why RNNs forget: gradients through time, agreement by distance, time per token."""
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -8,6 +9,8 @@ from model.forgetting import (agreement_accuracy, agreement_by_distance, distanc
 from model.lstm import LSTMConfig, LSTMLM
 from model.rnn import RNNConfig, RNNLM
 from model.transformer import TransformerConfig, TransformerLM
+
+pytestmark = pytest.mark.unit
 
 
 def small_rnn(scale: float) -> RNNLM:

@@ -73,6 +73,7 @@ def norm_formula(mod, x):
 
 
 # ----------------------------------------------------------------------------- families and capabilities
+@pytest.mark.unit
 def test_each_family_loads_as_its_class_with_its_capabilities(loaded):
     want = {"gpt2": HFCausalLM, "llama": HFCausalLM, "mistral": HFCausalLM, "qwen2": HFCausalLM,
             "gemma": HFCausalLM, "bert": HFMaskedLM, "roberta": HFMaskedLM, "distilbert": HFMaskedLM,
@@ -96,6 +97,7 @@ def test_each_family_loads_as_its_class_with_its_capabilities(loaded):
         assert isinstance(m, PaddedBatch) == (f in SELF) and isinstance(m, MaskedFill) == (f in MLM)
 
 
+@pytest.mark.unit
 def test_grouped_query_fixtures_have_fewer_kv_heads_than_query_heads(loaded):
     for f in ROTARY:
         a = loaded[f].arch
@@ -105,6 +107,7 @@ def test_grouped_query_fixtures_have_fewer_kv_heads_than_query_heads(loaded):
     assert loaded["gemma"].arch.n_kv_heads == 1                     # multi-query: one key head for all four
 
 
+@pytest.mark.unit
 def test_headless_bert_is_an_encoder_without_predictions(tiny, loaded):
     m = loaded["bert-base"]
     assert json.loads(open(f"{tiny['bert-base']}/config.json").read())["architectures"] == ["BertModel"]
@@ -115,6 +118,7 @@ def test_headless_bert_is_an_encoder_without_predictions(tiny, loaded):
     assert not any(n.name.startswith("head") for n in r.trace.layernorms)
 
 
+@pytest.mark.unit
 def test_masked_lm_config_whose_weights_lack_the_head_loads_as_encoder(tiny, tmp_path):
     """architectures says BertForMaskedLM but the weights have no cls.* keys: never a random head."""
     import shutil
@@ -128,6 +132,7 @@ def test_masked_lm_config_whose_weights_lack_the_head_loads_as_encoder(tiny, tmp
 
 
 # ----------------------------------------------------------------------------- attention and norms
+@pytest.mark.unit
 @pytest.mark.parametrize("family", FAMILIES)
 def test_attention_and_norms_equal_transformers(tiny, loaded, family):
     m = loaded[family]
@@ -165,6 +170,7 @@ def test_attention_and_norms_equal_transformers(tiny, loaded, family):
         assert ln.stack != "decoder" or ln.name.startswith("dec ")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("family", FAMILIES)
 def test_scores_on_every_layer_or_none_and_they_reproduce_the_weights(loaded, family):
     r = loaded[family].run(text_for(family))
@@ -180,6 +186,7 @@ def test_scores_on_every_layer_or_none_and_they_reproduce_the_weights(loaded, fa
             assert not any(have)               # encoder-decoders: weights only
 
 
+@pytest.mark.unit
 def test_gpt2_scores_equal_q_dot_k_recomputed_from_the_weights(tiny, loaded):
     m = loaded["gpt2"]
     r = m.run(LM_TEXT)
@@ -199,6 +206,7 @@ def test_gpt2_scores_equal_q_dot_k_recomputed_from_the_weights(tiny, loaded):
             torch.testing.assert_close(w, out.attentions[i][0], atol=1e-5, rtol=0)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("family", ROTARY)
 def test_rotary_scores_equal_q_dot_k_recomputed_from_the_weights(tiny, loaded, family):
     """q/k projections, rotary embedding from the config's theta, K repeated over the query heads (GQA),
@@ -231,6 +239,7 @@ def test_rotary_scores_equal_q_dot_k_recomputed_from_the_weights(tiny, loaded, f
             torch.testing.assert_close(w, out.attentions[i][0], atol=1e-5, rtol=0)
 
 
+@pytest.mark.unit
 def test_mistral_sliding_window_is_in_the_mask_and_the_scores_still_verify(loaded):
     m = loaded["mistral"]                                    # fixture: sliding_window 48, 64 positions
     words = (LM_TEXT + " ") * 10
@@ -245,6 +254,7 @@ def test_mistral_sliding_window_is_in_the_mask_and_the_scores_still_verify(loade
         torch.testing.assert_close(again, a.weights, atol=1e-5, rtol=0)
 
 
+@pytest.mark.unit
 def test_concurrent_runs_do_not_see_each_others_hooks(loaded):
     from concurrent.futures import ThreadPoolExecutor
 
@@ -262,6 +272,7 @@ def test_concurrent_runs_do_not_see_each_others_hooks(loaded):
 
 
 # ----------------------------------------------------------------------------- positions
+@pytest.mark.unit
 def test_positions_are_tagged_by_kind_from_the_architecture_table(tiny, loaded):
     kinds = {f: [(p.kind, p.stack, p.layout, p.table is None) for p in loaded[f].positions()] for f in FAMILIES}
     assert kinds["gpt2"] == [("learned", "", "interleaved", False)]
@@ -288,6 +299,7 @@ def test_positions_are_tagged_by_kind_from_the_architecture_table(tiny, loaded):
 
 
 # ----------------------------------------------------------------------------- tokens, predictions, generation
+@pytest.mark.unit
 def test_tokens_are_readable_and_specials_marked(loaded):
     for f, m in loaded.items():
         toks = m.tokenize(text_for(f))
@@ -302,6 +314,7 @@ def test_tokens_are_readable_and_specials_marked(loaded):
     assert ll.tokens[0] == "<s>" and ll.special[0] and not any(ll.special[1:])
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("family", [*CAUSAL, *SEQ2SEQ])
 def test_generation_with_cache_equals_without(loaded, family):
     m = loaded[family]
@@ -317,6 +330,7 @@ def test_generation_with_cache_equals_without(loaded, family):
     assert c.new_tokens == d.new_tokens
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("family", CAUSAL)
 def test_causal_next_logits_hidden_states_and_logit_lens(tiny, loaded, family):
     m = loaded[family]
@@ -336,6 +350,7 @@ def test_causal_next_logits_hidden_states_and_logit_lens(tiny, loaded, family):
     assert toks[-1][-1] == m.vocab[int(out.logits[0, -1].argmax())]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("family", MLM)
 def test_masked_lm_predicts_at_the_mask(tiny, loaded, family):
     m = loaded[family]
@@ -350,6 +365,7 @@ def test_masked_lm_predicts_at_the_mask(tiny, loaded, family):
     assert m.run("the bear ate the honey").next_logits is None     # no mask: nothing to predict
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
 def test_padding_mask(loaded, family):
     m = loaded[family]
@@ -366,6 +382,7 @@ def test_padding_mask(loaded, family):
 
 
 # ----------------------------------------------------------------------------- long inputs
+@pytest.mark.unit
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_long_runs_are_compact_with_scores_on_demand(tmp_path, family):
     m = model.load(str(make_tiny(family, tmp_path / family, positions=2048)), "cpu")
@@ -390,6 +407,7 @@ def test_long_runs_are_compact_with_scores_on_demand(tmp_path, family):
         m.tokenize(" ".join([LM_TEXT] * 200))                         # past 1024 tokens: refused in words
 
 
+@pytest.mark.unit
 def test_scores_on_demand_equal_the_stored_scores_for_short_runs(loaded):
     m = loaded["mistral"]
     r = m.run(LM_TEXT)
@@ -400,6 +418,7 @@ def test_scores_on_demand_equal_the_stored_scores_for_short_runs(loaded):
 
 
 # ----------------------------------------------------------------------------- failures, in words
+@pytest.mark.unit
 def test_empty_attentions_fail_loudly(tiny):
     m = model.load(tiny["gpt2"], "cpu")
     m.hf.set_attn_implementation("sdpa")
@@ -407,6 +426,7 @@ def test_empty_attentions_fail_loudly(tiny):
         m.check_attentions()
 
 
+@pytest.mark.unit
 def test_clear_messages_for_bad_names(tmp_path, monkeypatch, tiny):
     with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):
         model.load("no-such-user/no-such-model-xyz", "cpu")
@@ -425,6 +445,7 @@ def test_clear_messages_for_bad_names(tmp_path, monkeypatch, tiny):
         model.load(tiny["gpt2"], "cpu")
 
 
+@pytest.mark.unit
 def test_hub_probe_uses_the_endpoint_host_and_port(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://mirror.local:8080/hf")
     assert hfload.hub_address() == ("mirror.local", 8080)
@@ -434,6 +455,7 @@ def test_hub_probe_uses_the_endpoint_host_and_port(monkeypatch):
     assert hfload.hub_address() == ("plain.example", 80)
 
 
+@pytest.mark.unit
 def test_unknown_architecture_gets_one_message_naming_the_supported_families(tmp_path):
     from transformers import ViTConfig
 
@@ -446,6 +468,7 @@ def test_unknown_architecture_gets_one_message_naming_the_supported_families(tmp
         assert fam in msg
 
 
+@pytest.mark.unit
 def test_config_without_model_type_is_not_called_custom_code(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 32, "num_attention_heads": 2}))
     with pytest.raises(ModelLoadError, match="not a transformers model folder: its config.json lacks `model_type`") as e:
@@ -456,6 +479,7 @@ def test_config_without_model_type_is_not_called_custom_code(tmp_path):
 from app_pages.registry import KEYS as PAGES
 
 
+@pytest.mark.apptest
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_page_runs_on_each_family(tiny, family, monkeypatch):
     monkeypatch.setenv("LAB_ALLOW_FOLDERS", "1")             # the fixtures are folders on this machine

@@ -27,6 +27,7 @@ def s2s(**kw):
 IDS = torch.tensor([[1, 5, 9, 3, 7, 12, 4, 8]])
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("kw", [dict(pos_encoding="learned", norm="pre"), dict()])
 def test_no_intervention_is_bit_identical(kw):
     m = lm(**kw)
@@ -60,6 +61,7 @@ def _ablated(mha: MultiHeadAttention, x: torch.Tensor, heads: tuple[int, ...], m
         return mha(x, x)
 
 
+@pytest.mark.unit
 def test_ablating_a_head_removes_exactly_its_contribution():
     torch.manual_seed(1)
     mha = MultiHeadAttention(32, 4, 0.0).eval()
@@ -81,6 +83,7 @@ def test_ablating_a_head_removes_exactly_its_contribution():
         torch.testing.assert_close(got, full - _head_contribution(mha, x, 2) + mean_contrib, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.unit
 def test_head_ablation_in_the_model_leaves_earlier_computation_alone():
     m = lm(pos_encoding="learned", norm="pre")
     iv = Interventions(ablate_heads={("self", 1, 2)})
@@ -93,6 +96,7 @@ def test_head_ablation_in_the_model_leaves_earlier_computation_alone():
     assert not torch.allclose(a.trace.attention["self"][2].weights, b.trace.attention["self"][2].weights)
 
 
+@pytest.mark.unit
 def test_ablating_all_heads_of_a_layer_changes_the_logits():
     m = lm()
     with torch.no_grad():
@@ -101,6 +105,7 @@ def test_ablating_all_heads_of_a_layer_changes_the_logits():
     assert (a - b).abs().max() > 1e-3
 
 
+@pytest.mark.unit
 def test_no_positions_and_no_mask_make_the_model_permutation_equivariant():
     m = lm(pos_encoding="learned", norm="pre")
     perm = torch.tensor([0, 3, 1, 6, 2, 5, 4, 7])
@@ -116,6 +121,7 @@ def test_no_positions_and_no_mask_make_the_model_permutation_equivariant():
         assert (m(xp, interventions=only).logits - m(x, interventions=only).logits[:, perm]).abs().max() > 1e-3
 
 
+@pytest.mark.unit
 def test_no_positions_self_attention_is_equivariant_at_layer_level():
     torch.manual_seed(2)
     mha = MultiHeadAttention(32, 4, 0.0).eval()
@@ -125,6 +131,7 @@ def test_no_positions_self_attention_is_equivariant_at_layer_level():
         torch.testing.assert_close(mha(x[:, perm], x[:, perm]), mha(x, x)[:, perm])
 
 
+@pytest.mark.unit
 def test_no_causal_mask_lets_early_positions_see_later_tokens():
     m = lm()
     x2 = IDS.clone()
@@ -137,6 +144,7 @@ def test_no_causal_mask_lets_early_positions_see_later_tokens():
     assert (w[0, :, 0, 1:] > 0).all()                         # the first token now attends to later ones
 
 
+@pytest.mark.unit
 def test_no_scale_multiplies_first_layer_scores_by_sqrt_dk():
     m = lm()
     with torch.no_grad():
@@ -148,6 +156,7 @@ def test_no_scale_multiplies_first_layer_scores_by_sqrt_dk():
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)   # fused and spelled-out paths agree
 
 
+@pytest.mark.unit
 def test_skip_final_layernorm_and_residual():
     m = lm(norm="pre")
     with torch.no_grad():
@@ -162,6 +171,7 @@ def test_skip_final_layernorm_and_residual():
         torch.testing.assert_close(ln_ffn_intact - ln_ffn_in, emb, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.unit
 def test_seq2seq_without_positions_ignores_source_order():
     t = s2s()
     src = torch.tensor([[3, 4, 5, 6, 7, 2]])
@@ -176,6 +186,7 @@ def test_seq2seq_without_positions_ignores_source_order():
         assert (t(src[:, perm], tgt).logits - t(src, tgt).logits).abs().max() > 1e-3
 
 
+@pytest.mark.unit
 def test_shuffle_permutation():
     p = shuffle_permutation(8, seed=3, keep_first=1)
     assert sorted(p) == list(range(8)) and p[0] == 0 and p != list(range(8))
@@ -184,6 +195,7 @@ def test_shuffle_permutation():
     assert q[-1] == 5 and sorted(q) == list(range(6))
 
 
+@pytest.mark.unit
 def test_word_order_demo_on_builtin_models():
     import model
 
@@ -197,6 +209,7 @@ def test_word_order_demo_on_builtin_models():
     assert trans["no positional encoding"][0] == trans["no positional encoding"][1]
 
 
+@pytest.mark.unit
 def test_hf_gpt2_head_ablation_and_no_positions(tmp_path):
     pytest.importorskip("transformers")
     from devkit.hf_fixtures import make_tiny
@@ -217,6 +230,7 @@ def test_hf_gpt2_head_ablation_and_no_positions(tmp_path):
         compare(lab, "the bear", Interventions(no_causal_mask=True))
 
 
+@pytest.mark.unit
 def test_comparison_and_figures_for_the_builtin_lm():
     import model
     from model.interventions import build, compare, heldout, layout
@@ -259,6 +273,7 @@ def _page(page: str, **state):
     return at
 
 
+@pytest.mark.apptest
 def test_experiments_page_shows_real_differences():
     from conftest import charts
 
@@ -273,6 +288,7 @@ def test_experiments_page_shows_real_differences():
     assert order[-1][0] == "no positions and no causal mask" and order[-1][-1] == "yes" and order[0][-1] == "no"
 
 
+@pytest.mark.apptest
 def test_experiments_page_on_the_translator_and_the_lstm():
     at = _page("experiments", model_choice="translator-en-fr", text="the black cat ate the mouse")
     assert not at.error
@@ -284,6 +300,7 @@ def test_experiments_page_on_the_translator_and_the_lstm():
     assert "Transformers" in at.info[0].value
 
 
+@pytest.mark.unit
 def test_break_it_hint_no_causal_mask_lowers_agreement_on_transformer_lm():
     """The page's hint 'remove the causal mask and watch agreement accuracy fall' holds on the shipped model."""
     import model

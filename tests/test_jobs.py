@@ -8,6 +8,8 @@ import torch
 from model.api import LabError
 from model.jobs import JobLimitError, JobManager, open_trained, save_trained
 
+pytestmark = pytest.mark.slow                                        # trainings, seconds each
+
 
 def _wait(job, timeout=120):
     """Wait for the job's thread to end; fail after `timeout` s."""
@@ -26,6 +28,7 @@ def _until(job, done, what: str, timeout: float = 120, every: float = 0.05) -> N
         time.sleep(every)
 
 
+@pytest.mark.unit
 def test_job_runs_and_its_loss_falls():
     mgr = JobManager(max_running=1)
     job = mgr.start("t", preset="tiny")
@@ -40,6 +43,7 @@ def test_job_runs_and_its_loss_falls():
         assert s.samples[k] and isinstance(s.samples[k][-1][1], str)
 
 
+@pytest.mark.unit
 def test_stop_and_resume():
     mgr = JobManager(max_running=1)
     job = mgr.start("t", preset="quick")
@@ -56,6 +60,7 @@ def test_stop_and_resume():
     assert job.snapshot().step >= s.step + 2 and job.snapshot().status == "stopped"
 
 
+@pytest.mark.unit
 def test_cap_is_enforced():
     mgr = JobManager(max_running=1)
     job = mgr.start("a", preset="quick")
@@ -72,6 +77,7 @@ def test_cap_is_enforced():
         mgr.start("c", preset="no-such-preset")
 
 
+@pytest.mark.unit
 def test_stale_heartbeat_stops_the_job():
     mgr = JobManager(max_running=1)
     job = mgr.start("gone", preset="quick", heartbeat_timeout=0.3)     # nobody calls heartbeat()
@@ -80,6 +86,7 @@ def test_stale_heartbeat_stops_the_job():
     assert s.status == "abandoned" and s.step < s.steps and "heartbeat" in s.message
 
 
+@pytest.mark.apptest
 def test_saved_model_opens_like_a_builtin(tmp_path):
     mgr = JobManager(max_running=1)
     job = mgr.start("t", preset="tiny", kinds=("rnn", "transformer"))
@@ -116,6 +123,7 @@ def test_saved_model_opens_like_a_builtin(tmp_path):
         assert bool(charts(at)) == drawn or page == "positional", page       # the sidebar's trained model opens
 
 
+@pytest.mark.apptest
 def test_train_page_starts_stops_and_reports_the_cap():
     from streamlit.testing.v1 import AppTest
 

@@ -4,6 +4,8 @@ import pytest
 import model
 from model import lessons
 
+pytestmark = pytest.mark.unit
+
 _cache: dict = {}
 
 
@@ -13,7 +15,11 @@ def _model(name):
     return _cache[name]
 
 
-@pytest.mark.parametrize("lesson", lessons.LESSONS, ids=lambda l: l.key)
+SLOW = {"attention.translator_it"}                 # about 10 s alone: every held-out contrast pair through the translator
+
+
+@pytest.mark.parametrize("lesson", [pytest.param(l, id=l.key, marks=pytest.mark.slow if l.key in SLOW else ())
+                                    for l in lessons.LESSONS])
 def test_lesson_claim_holds_on_shipped_checkpoint(lesson):
     ok, measured = lesson.check(_model(lesson.model))
     assert ok, f"{lesson.key}: claim “{lesson.claim}” does not hold: {measured}"

@@ -33,6 +33,7 @@ def _mounted(**params):
     return json.loads(at.get("bidi_component")[0].proto.json), json.loads(at.code[0].value)
 
 
+@pytest.mark.apptest
 def test_wrapper_sends_float32_logits_and_only_the_labels_the_chart_shows():
     data, settings = _mounted(case="random50257", t="0.7", k="40", p="0.9")
     x = case("random50257")
@@ -42,11 +43,13 @@ def test_wrapper_sends_float32_logits_and_only_the_labels_the_chart_shows():
     assert settings == [{"temperature": 0.7, "top_k": 40, "top_p": 0.9}] and data["settings"] == settings[0]
 
 
+@pytest.mark.apptest
 def test_wrapper_clamps_initial_settings_into_the_slider_ranges():
     data, settings = _mounted(case="ties_kth", t="9", k="99", p="0.01")
     assert settings == [{"temperature": 3.0, "top_k": 12, "top_p": 0.05}]
 
 
+@pytest.mark.apptest
 def test_wrapper_sends_the_browser_the_ranges_of_sampling_settings():
     from model.sampling import SamplingSettings
 
@@ -75,6 +78,7 @@ def _js_clamp(settings: dict, V: int, ranges: dict) -> dict:
     return json.loads(out.stdout)
 
 
+@pytest.mark.unit                                         # the component's JS under Node, no browser
 @pytest.mark.parametrize("given", [dict(temperature=9, top_k=99, top_p=0.01), dict(temperature=0.01, top_k=-2, top_p=2),
                                    dict(temperature=0.7, top_k=4.6, top_p=0.9), dict(temperature=None, top_k="x")])
 def test_browser_clamps_like_sampling_settings_with_the_ranges_it_is_given(given):
@@ -90,10 +94,12 @@ def test_browser_clamps_like_sampling_settings_with_the_ranges_it_is_given(given
     assert got == {"temperature": 1.5, "top_k": 3, "top_p": 0.2}
 
 
+@pytest.mark.unit
 def test_top_order_puts_ties_higher_id_first_like_the_browser():
     assert top_order(np.array([1.0, 3.0, 2.0, 3.0, 2.0], np.float32), 5).tolist() == [3, 1, 4, 2, 0]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("logits,labels,msg", [
     (np.zeros((2, 3)), None, "1-D"), (np.array([]), None, "1-D"), (np.array([1.0, np.nan]), None, "finite"),
     (np.array([-np.inf, -np.inf]), None, "finite"), (np.zeros(3), ["a", "b"], "labels has 2 entries"),
@@ -153,6 +159,8 @@ def mass64(x, t, keep) -> float:
     return float(q[keep].sum() / q.sum())
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_browser_maths_equal_model_sampling_distribution(app, name):
     url, page, errors = app
@@ -182,6 +190,8 @@ def test_browser_maths_equal_model_sampling_distribution(app, name):
     assert not errors
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_rendered_numbers_equal_python_after_setting_sliders(app):
     url, page, errors = app
     x = torch.from_numpy(case("random50257"))
@@ -199,6 +209,8 @@ def test_rendered_numbers_equal_python_after_setting_sliders(app):
         assert bars[0] == f"{top[0][1] * 100:.1f}%"
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_vocabulary_labels_render_as_text_not_markup(app):
     url, page, errors = app
     open_component(page, f"{url}/?case=ties_kth")
@@ -216,6 +228,8 @@ def _python_settings(page):
     return json.loads(page.locator("[data-testid='stCode'] code").first.inner_text())
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_chart_changes_during_temperature_drag_and_python_gets_settings_on_release(app):
     url, page, errors = app
     open_component(page, f"{url}/?case=random50257&t=1.0")
@@ -244,6 +258,8 @@ def test_chart_changes_during_temperature_drag_and_python_gets_settings_on_relea
     assert not errors
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_initial_settings_from_python_show_in_the_controls(app):
     url, page, errors = app
     open_component(page, f"{url}/?case=random50257&t=0.65&k=40&p=0.85")
@@ -256,6 +272,8 @@ def test_initial_settings_from_python_show_in_the_controls(app):
     assert page.evaluate(f"() => {root_js()}.dataset.kept") == str(int(d.keep.sum()))
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_three_compact_instances_are_independent(app):
     url, page, errors = app
     open_component(page, f"{url}/?case=random50257&layout=three", n=3)
@@ -272,6 +290,8 @@ def test_three_compact_instances_are_independent(app):
                                       {"temperature": 1.5, "top_k": 0, "top_p": 0.9}]
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 @pytest.mark.parametrize("size,query", [((1600, 1000), "layout=one"), ((1280, 720), "layout=one"),
                                         ((1600, 1000), "layout=three"), ((1280, 720), "layout=three"),
                                         ((1280, 720), "layout=one&large=1")])
@@ -300,6 +320,8 @@ def test_layout_fits_its_column_with_readable_text(app, size, query):
         page.set_viewport_size({"width": 1600, "height": 1000})
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_png_button_downloads_the_chart_with_its_settings_and_colours(app):
     """The live chart is SVG drawn by the component (no plotly toolbar): its PNG button saves an image at twice
     the chart's size, with the settings line and legend above the bars, drawn in the chart's own colours."""

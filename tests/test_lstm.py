@@ -1,7 +1,10 @@
 """The LSTM trace against torch.nn.LSTM with the same weights."""
+import pytest
 import torch
 
 from model.lstm import LSTMConfig, LSTMLM, lstm_layer_steps
+
+pytestmark = pytest.mark.unit
 
 
 def test_layer_steps_equal_torch_lstm():

@@ -1,7 +1,10 @@
 """The vanilla RNN: its step-by-step trace equals torch.nn.RNN, and the state carries on."""
+import pytest
 import torch
 
 from model.rnn import RNNConfig, RNNLM, rnn_layer_steps
+
+pytestmark = pytest.mark.unit
 
 
 def test_layer_steps_equal_torch_rnn():

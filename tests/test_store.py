@@ -7,6 +7,8 @@ import torch
 from model.errors import ModelLoadError
 from model.store import LinkPolicy, ModelStore, TraceCache, trace_bytes
 
+pytestmark = pytest.mark.unit
+
 BUILTIN = ("transformer-lm", "lstm-lm", "translator-en-fr")
 
 

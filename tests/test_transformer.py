@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from model.transformer import (Seq2SeqTransformer, TransformerConfig, TransformerLM, attention,
                                sinusoidal_encoding, subsequent_mask)
 
+pytestmark = pytest.mark.unit
+
 torch.manual_seed(0)
 
 

@@ -9,6 +9,8 @@ import model
 from model import views
 from model.api import NextToken, PaddedBatch, PositionTable, Recurrent, Translates
 
+pytestmark = pytest.mark.unit
+
 TEXT = "the bear ate the honey because it was hungry"
 
 

@@ -12,6 +12,8 @@ from viz.masks import mask_matrix, masking_stages, padding_mask
 from viz.positional import pe_heatmap, pe_similarity, pe_waves
 from viz.sampling import distribution_stages, final_distribution, generation_steps, sample_histogram
 
+pytestmark = pytest.mark.unit
+
 rng = np.random.default_rng(0)
 TOKS = ["[BOS]", "the", "<b>cat</b>", "saw", "the", "dog"]          # repeated token and HTML on purpose
 
