@@ -132,9 +132,10 @@ def link_version() -> int:
     return st.session_state.get("_url_applied", 0)
 
 
-def reset_for_stop(named: Sequence[str]) -> None:
-    """A lesson stop opens on its own settings: every page setting this session has that the stop does not name
-    goes back to its default (no `layer` left from another page)."""
-    for key in st.session_state.get("_settings", set()) - set(named):
+def reset_settings() -> None:
+    """Every page setting this session has goes back to its default (a lesson stop then takes its own from its
+    link). Streamlit keeps a bound widget's value when its page is left, so without this a `layer` set on one page
+    would open the next page that has a `layer`."""
+    for key in st.session_state.get("_settings", set()):
         st.session_state.pop(key, None)
         st.session_state.pop(f"_url_{key}", None)

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.address import reset_for_stop
+from app_pages.address import reset_settings
 from app_pages.registry import LESSON, Stop
-
-KEPT = ("model", "text", "present", "stop")            # what every stop keeps or sets besides its page's settings
-
 
 def current(page: str) -> tuple[int, Stop] | None:
     """The stop this address opens on this page (0-based), or None."""
@@ -22,12 +19,12 @@ def current(page: str) -> tuple[int, Stop] | None:
 
 
 def open_stop(page: str) -> None:
-    """On arriving at a stop, every page setting it does not name goes back to its default (no `layer` left over
-    from another page); its own come from its link. Done once per arrival, so the class can then move them."""
+    """On arriving at a stop, every page setting goes back to its default (no `layer` left over from another page),
+    and the stop's own come from its link. Done once per arrival, so the class can then move them."""
     got = current(page)
     arrived = None if got is None else (page, got[0])
     if arrived is not None and st.session_state.get("_stop_opened") != arrived:
-        reset_for_stop([*got[1].params, *KEPT])
+        reset_settings()
     st.session_state["_stop_opened"] = arrived
 
 

@@ -234,3 +234,76 @@ def test_break_it_toggles_on_masks_positional_and_attention_pages_compute_the_in
     at = open_with_link("positional", model="lstm-lm", brk_pos="true")
     assert not [t for t in at.toggle if "Break it" in t.label]
     assert not [c for c in charts(at) if "intervened" in str((c.get("layout", {}).get("title") or {}).get("text"))]
+
+
+# ----------------------------------------------------------------------------- the address through Streamlit
+def test_a_link_sets_the_bound_widgets_and_the_figure_follows():
+    at = open_with_link("attention", layer="2", head="3", grid="false")
+    assert at.selectbox(key="layer").value == 2 and at.selectbox(key="head").value == 3
+    assert chart_with(at, "layer 2, head 3")
+    at = open_with_link("positional", d="32", len="16", dims=["0", "3"])
+    assert at.slider(key="d").value == 32 and at.multiselect(key="dims").value == [0, 3]
+    assert np.asarray(chart_with(at, "Position × dimension")["data"][0]["z"]).shape == (16, 32)
+    at = open_with_link("sampling", text="the bear ate the", gt="0.5", gk="3", n="100")
+    assert (at.slider(key="gt").value, at.number_input(key="gk").value, at.select_slider(key="n").value) == (0.5, 3, 100)
+    assert not at.warning
+
+
+def test_a_link_sets_the_labelled_widgets_kept_by_hand():
+    at = open_with_link("attention", model="translator-en-fr", text="the black cat ate the mouse", stack="cross",
+                        q="2")
+    assert at.radio(key="stack").value == "cross" and at.selectbox(key="q").value == 2
+    assert at.query_params["stack"] == "cross" and at.query_params["q"] == "2"     # the address keeps the short value
+
+
+@pytest.mark.parametrize("page,query,key,value", [
+    ("attention", {"head": "x", "layer": "2"}, "head", 1), ("masks", {"layer": "9"}, "layer", 1),
+    ("positional", {"d": "7"}, "d", 128), ("sampling", {"gp": "1.5"}, "gp", 0.9),
+    ("attention", {"brk_head": "1"}, "brk_head", False), ("attention", {"q": "99"}, "q", 7),
+])
+def test_a_bad_value_in_a_link_is_named_and_the_widget_keeps_its_default(page, query, key, value):
+    at = open_with_link(page, **query)
+    bad = next(iter(query)).replace("_", "\\_")                         # as markdown shows it, escaped
+    assert [w.value for w in at.warning if f"{bad}=" in w.value and "not valid" in w.value], [w.value for w in at.warning]
+    assert at.session_state[key] == value
+    if "layer" in query and key != "layer":
+        assert at.session_state["layer"] == int(query["layer"])          # the good value beside it still applies
+
+
+def _widget_values(at) -> dict:
+    """Every keyed widget on the page (not the sidebar's) and its value."""
+    kinds = ("selectbox", "slider", "select_slider", "radio", "number_input", "multiselect", "toggle", "text_input")
+    side = {"model_choice", "model_custom", "device", "text", "present"}
+    return {w.key: w.value for kind in kinds for w in at.get(kind) if w.key and w.key not in side
+            and not w.key.startswith("lesson_")}
+
+
+def test_each_lesson_stop_opens_on_its_model_and_settings_whatever_other_pages_were_left_at():
+    """Settings left on other pages (layer 1 and head 2 on Attention, layer 3 on Masks, d_model 32 on Positional,
+    every unit on the LSTM, the LSTM chosen) must not reach a stop: each opens on the model it names and the same
+    settings as the stop opened in a fresh session, with the values its link names."""
+    from app_pages.registry import LESSON
+
+    for i, stop in enumerate(LESSON, 1):
+        fresh = open_with_link(stop.page, **stop.params, stop=str(i))
+        at = open_page("attention")
+        at.selectbox(key="layer").set_value(1).run()
+        at.selectbox(key="head").set_value(2).run()
+        at.switch_page("app_pages/masks.py").run()
+        at.selectbox(key="layer").set_value(3).run()
+        at.switch_page("app_pages/positional.py").run()
+        at.slider(key="d").set_value(32).run()
+        at.switch_page("app_pages/lstm.py").run()
+        at.radio(key="units").set_value("all").run()
+        at.sidebar.selectbox(key="model_choice").set_value("lstm-lm").run()
+        at.query_params.clear()
+        at.query_params.update({**stop.params, "stop": str(i)})
+        at.switch_page(f"app_pages/{stop.page}.py").run()
+        assert not at.exception, (stop.title, [e.message for e in at.exception])
+        assert at.session_state["model_choice"] == stop.params["model"], stop.title
+        got, want = _widget_values(at), _widget_values(fresh)
+        assert got == want, (stop.title, got, want)
+        for key, value in stop.params.items():
+            if key in got:
+                assert str(got[key]) == value, (stop.title, key)
+    assert [s.params["model"] for s in LESSON][2] == "transformer-lm"         # stop 3: the Transformer's positions
