@@ -27,7 +27,8 @@ if r.target_tokens:
                 f"{c.tokens_line(r.target_tokens)}")
 L, H = v.n_layers, v.n_heads
 
-st.subheader(f"All {L} layers × {H} heads")
+if not c.presenting():              # projector mode: the grid (the key figure) right under the heading
+    st.subheader(f"All {L} layers × {H} heads")
 show_grid = True
 if L * H > 48:
     show_grid = st.toggle(f"Draw all {L * H} heads", help="Large models have many heads; the grid is drawn on demand.",

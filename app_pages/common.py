@@ -230,10 +230,11 @@ PRESENT_CSS = """
 <style>
 html, body, [data-testid="stAppViewContainer"] { font-size: 21px; }
 [data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li { font-size: 1.15rem; }
-h1 { font-size: 2.3rem !important; } h2, h3 { font-size: 1.7rem !important; }
+h1 { font-size: 2.1rem !important; padding: 0 0 0.6rem 0 !important; } h2, h3 { font-size: 1.7rem !important; }
 [data-testid="stCaptionContainer"] { font-size: 1.0rem !important; }
 [data-testid="stWidgetLabel"] p { font-size: 1.05rem !important; font-weight: 600; }
-.block-container { padding-top: 2.2rem; max-width: 100%; }
+.block-container { padding-top: 1rem; max-width: 100%; }   /* the key figure starts on the first screen */
+[data-testid="stHeader"] { background: transparent; }        /* so the title may sit beside the sidebar button */
 </style>
 """
 

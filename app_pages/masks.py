@@ -20,23 +20,34 @@ role = views.masked_role(r)
 att = views.attention_views(r)[role]
 first = views.masking_view(r, role, 0, 0)
 
-st.subheader("The mask for this text")
-if not att.causal:
-    st.markdown(f"**{c.md_escape(m.name)}** reads the whole sentence at once (an encoder, BERT-like), so there is no "
-                "causal mask: every token may look at every other one. That is why it can fill in a blank but "
-                "cannot write text word by word.")
-elif role == "decoder":
-    st.markdown("The translator's **decoder** uses the causal mask on the French it has written so far; its "
-                "encoder and its cross-attention see the whole English sentence.")
+def mask_section() -> None:
+    st.subheader("The mask for this text")
+    mask_words()
+    c.plot(c.cached_figure(m, "mask_m", seen, lambda: mask_matrix(first.allowed, first.query_tokens, first.key_tokens,
+                                                                 title="Allowed (query row may look at key column)")),
+           key="mask_m")
+
+
+def mask_words() -> None:
+    if not att.causal:
+        st.markdown(f"**{c.md_escape(m.name)}** reads the whole sentence at once (an encoder, BERT-like), so there is "
+                    "no causal mask: every token may look at every other one. That is why it can fill in a blank but "
+                    "cannot write text word by word.")
+    elif role == "decoder":
+        st.markdown("The translator's **decoder** uses the causal mask on the French it has written so far; its "
+                    "encoder and its cross-attention see the whole English sentence.")
+
+
 seen = (role, *c.run_key(r))        # with the model, what every figure below is computed from
-c.plot(c.cached_figure(m, "mask_m", seen, lambda: mask_matrix(first.allowed, first.query_tokens, first.key_tokens,
-                                                             title="Allowed (query row may look at key column)")),
-       key="mask_m")
 
 
 @st.fragment
 def stages() -> None:
-    st.subheader("Scores → masked → softmax")
+    # projector mode: this is the page's key figure, on the first screen: no heading (its panels are titled),
+    # the figure above its layer / head boxes
+    above = st.container() if c.presenting() else None
+    if above is None:
+        st.subheader("Scores → masked → softmax")
     c1, c2 = st.columns(2)
     layers = list(range(1, att.n_layers + 1))
     heads = list(range(1, att.n_heads + 1))
@@ -46,16 +57,22 @@ def stages() -> None:
     if v.scores is None:
         st.info(f"{c.md_escape(m.name)} does not give its raw scores here (its attention adds a position term inside "
                 "the layer that the lab does not recompute), so only the weights after softmax are drawn.")
-    c.plot(c.cached_figure(m, "mask_stages", (layer, head, *seen),
-                           lambda: masking_stages(v.scores, v.allowed, v.weights, v.query_tokens, v.key_tokens)),
-           key="mask_stages")
+    with above if above is not None else st.container():
+        c.plot(c.cached_figure(m, "mask_stages", (layer, head, *seen),
+                               lambda: masking_stages(v.scores, v.allowed, v.weights, v.query_tokens, v.key_tokens)),
+               key="mask_stages")
     st.caption("Left: q·k/√d_k for every pair. Middle: the mask puts −∞ where a query may not look. "
                "Right: softmax of each row; the −∞ cells become exactly 0.")
     if att.causal:
         break_it(m, "mask", "Break it: run without the causal mask", "brk_mask", head=(role, layer - 1, head - 1))
 
 
-stages()
+if c.presenting():                  # projector mode: the key figure first, the simple mask after it
+    stages()
+    mask_section()
+else:
+    mask_section()
+    stages()
 
 st.subheader("Padding: a batch of sentences of different lengths")
 if not isinstance(m, PaddedBatch):

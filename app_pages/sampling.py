@@ -56,7 +56,8 @@ def live_panel(prefix: str, preset: SamplingSettings, **kw) -> SamplingSettings:
 
 @st.fragment
 def live() -> None:
-    s = live_panel("", SamplingSettings(), title="Raw → temperature → top-k / top-p → final").as_kwargs()
+    s = live_panel("", SamplingSettings(), title="Raw → temperature → top-k / top-p → final",
+                   top_n=10 if c.presenting() else None).as_kwargs()        # projector: the chart fits one screen
     d = views.sampling_view(logits, **s)
     c.export("samp_stages", lambda: {"word": [vocab[i] for i in d.top(V)], "raw": [float(d.raw[i]) for i in d.top(V)],
                                       "after temperature": [float(d.scaled[i]) for i in d.top(V)],

@@ -108,7 +108,21 @@ def index_axis(tokens: Sequence[str], max_ticks: int = MAX_TICKS, **extra) -> di
                 **extra)
 
 
-TOOLBAR = 34    # px: the toolbar (always shown, PLOT_CONFIG) gets its own row at the top of every figure
+TOOLBAR = 40    # px: the toolbar (always shown, PLOT_CONFIG) gets its own row at the top of every figure
+TITLE_WRAP = 44  # characters: a longer title is broken into two lines (a half-width figure cuts a long one)
+
+
+def wrap_title(title: str, width: int = TITLE_WRAP) -> str:
+    """An escaped title over `width` characters broken at the word boundary nearest its middle (after ':' or ','
+    where there is one), so that a figure in a half-width column shows all of it."""
+    if len(title) <= width or "<br>" in title:
+        return title
+    cuts = [i for i, ch in enumerate(title) if ch == " " and 0 < i < len(title) - 1]
+    if not cuts:
+        return title
+    mid = len(title) / 2
+    best = min(cuts, key=lambda i: abs(i - mid) - (6 if title[i - 1] in ":,;·" else 0))
+    return title[:best] + "<br>" + title[best + 1:]
 
 
 def apply_theme(fig: go.Figure, height: int | None = None, title: str | None = None) -> go.Figure:
@@ -116,7 +130,7 @@ def apply_theme(fig: go.Figure, height: int | None = None, title: str | None = N
     then the title, then the subplot titles and any tick labels drawn above the plot, so none of them collide."""
     fig.update_layout(font=dict(size=FONT), margin=dict(l=10, r=10, b=10), hoverlabel=dict(font_size=FONT))
     if title:
-        title = esc(title)                 # titles may quote a token; Plotly would read <a>, <b> ... as markup
+        title = wrap_title(esc(title))     # titles may quote a token; Plotly would read <a>, <b> ... as markup
         fig.update_layout(title=dict(text=title, x=0.0, xanchor="left", font=dict(size=FONT + 2)))
     fit_top(fig, FONT)
     if height:
@@ -145,7 +159,13 @@ def fit_top(fig: go.Figure, font: int) -> go.Figure:
     tick = fig.layout.xaxis.tickfont.size if fig.layout.xaxis.tickfont and fig.layout.xaxis.tickfont.size else font
     top += _top_tick_room(fig, tick)
     fig.update_layout(margin=dict(t=top + 4))
+    if fig.layout.legend and fig.layout.legend.yref == "container":       # a legend row under the x axis
+        bottom = font * 1.5 + (font * 1.6 if fig.layout.xaxis.title and fig.layout.xaxis.title.text else 0)
+        fig.update_layout(margin=dict(b=int(bottom + font * 1.8 + 8)))
     return fig
+
+
+LEGEND_BELOW = dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left")  # under the axis
 
 
 def _top_tick_room(fig: go.Figure, font: int = FONT) -> int:
@@ -169,6 +189,7 @@ def top_indices(values: np.ndarray, n: int) -> np.ndarray:
 
 
 PROJECTOR_FONT = 22            # projector mode: readable from the back of a classroom
+PROJECTOR_SCREEN = 640         # px: projector mode enlarges a figure up to this height (a 720 px screen, less the heading)
 
 
 def projector(fig: go.Figure) -> go.Figure:
@@ -188,6 +209,7 @@ def projector(fig: go.Figure) -> go.Figure:
         if t.type == "heatmap" and t.texttemplate:
             t.update(textfont_size=round((t.textfont.size if t.textfont and t.textfont.size else FONT) * scale))
     fig.update_traces(selector=dict(type="scatter"), line_width=4)
-    if fig.layout.height:
-        fig.update_layout(height=int(fig.layout.height * min(scale, 1.25)))
+    if fig.layout.height:          # taller by the type's ratio, but a figure shorter than a screen stays one
+        h = fig.layout.height
+        fig.update_layout(height=int(min(h * min(scale, 1.25), max(h, PROJECTOR_SCREEN))))
     return fit_top(fig, PROJECTOR_FONT)
