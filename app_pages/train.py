@@ -26,7 +26,7 @@ preset = cols[0].radio("Preset", VISIBLE_PRESETS, format_func=lambda p: f"{p}: {
                        **c.labelled("preset", VISIBLE_PRESETS[0], options=list(VISIBLE_PRESETS)))
 kinds = cols[1].multiselect("Models", list(KINDS), format_func=LABELS.get,
                             **c.labelled("models", list(KINDS), options=list(KINDS)))
-b1, b2, b3, _ = st.columns([1, 1, 1, 3])
+b1 = b2 = b3 = st.container(horizontal=True)          # one row of buttons as wide as their labels (never cut)
 running = job is not None and job.alive                 # queued or running
 if b1.button("Start a new training", type="primary", disabled=running or not kinds, key="train_start"):
     try:
