@@ -5,6 +5,7 @@ The address (settings in the URL) is address.py, Break it's toggles breakit.py, 
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Sequence
 
 import streamlit as st
@@ -22,9 +23,15 @@ MAX_TEXT = 10_000                                 # characters (1,024 tokens of 
 
 
 # ----------------------------------------------------------------------------- words
+WORD_JOINER = "\u2060"                              # invisible; breaks a web address so markdown cannot link it
+_AUTOLINK = re.compile(r"(?i)(?<=[a-z])(?=:/)|(?<=www)(?=\.)|(?<=@)")   # scheme://, www., user@host
+
+
 def md_escape(text: Any) -> str:
-    """Any user-given string (text, model id, token, error quoting them) made literal for markdown."""
-    return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~$&:" else ch for ch in str(text))
+    """Any user-given string (text, model id, token, error quoting them) made literal for markdown, and never a
+    link: markdown turns a bare `http://…`, `www.…` or `user@host` into a live link even with its punctuation
+    escaped, so an invisible word joiner goes before the colon of `scheme:/`, after `www` and after `@`."""
+    return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~$&:" else ch for ch in _AUTOLINK.sub(WORD_JOINER, str(text)))
 
 
 def tokens_line(tokens: Sequence[str]) -> str:
@@ -122,7 +129,7 @@ def load_or_stop(name: str | None = None) -> LabModel:
         st.info("Type a Hugging Face model id (like `gpt2`) or a local folder in the sidebar.")
         st.stop()
     try:
-        with st.spinner(f"Opening {name[:80]}…"):
+        with st.spinner(f"Opening {md_escape(name[:80])}…"):
             return store().get(resolve(name), device_name())
     except LabError as e:
         st.error(f"**Could not open the model “{md_escape(name[:200])}”.** {md_escape(e)}")
@@ -141,9 +148,26 @@ def try_load(name: str) -> LabModel | None:
 
 
 def get_run(m: LabModel, text_: str, target: str | tuple[int, ...] | None = None) -> Run:
-    """The traced forward pass of `text`, cached per (model, text, target) under the server's byte budget."""
-    return traces().get(("run", model_key(m), text_, target),
-                        lambda: m.run(text_) if target is None else m.run(text_, target))
+    """The traced forward pass of `text`, cached per (model, text, target) under the server's byte budget: computed
+    once however many sessions ask (the others wait for it), at most LAB_MAX_TRACES at once, its estimated bytes
+    reserved while it runs. While it waits its place in the queue is shown; a session that goes away stops waiting
+    (the callback's Streamlit call raises), and work nobody waits for is dropped."""
+    from model.store import run_estimate
+
+    shown: list = []
+
+    def waiting(w) -> None:
+        if not shown:
+            shown.append(st.empty())
+        shown[0].info(str(w), icon=":material/hourglass_top:")
+
+    try:
+        return traces().get(("run", model_key(m), text_, target),
+                            lambda: m.run(text_) if target is None else m.run(text_, target),
+                            estimate=run_estimate(m, text_, target), heavy=True, on_wait=waiting)
+    finally:
+        if shown:
+            shown[0].empty()
 
 
 def cached(m: LabModel, what: str, args: tuple, compute: Callable) -> Any:

@@ -102,3 +102,38 @@ def test_out_of_range_numbers_in_a_link_are_named_and_ignored(page, query):
     assert not at.exception, [e.message for e in at.exception]
     key = next(iter(query))
     assert any("not valid" in w and key in w for w in messages(at)), messages(at)
+
+
+URL = "http://evil.invalid/x"
+LINKY = f"see {URL} and HTTPS://evil.invalid/y www.evil.invalid me@evil.invalid"
+AUTOLINKABLE = re.compile(r"(?i)(https?://|www\.|[\w.+-]@[a-z0-9])")   # what GFM markdown turns into a link
+
+
+def assert_no_autolink(at, where: str) -> None:
+    """No markdown the page sent contains a bare address that Streamlit's markdown would make a live link (a
+    backslash escape does not stop it; code spans are never linked)."""
+    for b in bodies(at):
+        plain = CODE_SPAN.sub("", b).replace("\\", "")
+        assert not AUTOLINKABLE.search(plain), f"{where}: an autolinkable address in {b[:200]!r}"
+
+
+@pytest.mark.parametrize("page", ["home"] + PAGES)
+def test_addresses_in_link_parameters_never_become_links(page):
+    """The warnings that quote a user's value: the model that cannot be opened (?model=), the unknown words of
+    the text (?text=), a link setting that is not valid (?t=, ?layer=, ...): none of them gives a live link."""
+    queries = [{"model": URL}, {"text": LINKY}, {"t": URL, "layer": URL, "head": URL, "k": URL, "d": URL, "step": URL}]
+    for query in queries:
+        at = open_at(None if page == "home" else page, query=query)
+        where = f"{page} / {next(iter(query))}"
+        assert not at.exception, (where, [e.message for e in at.exception])
+        assert_no_autolink(at, where)
+        if "model" in query and page in ("home", "attention", "sampling"):      # pages that open the sidebar model
+            assert any("evil" in m for m in messages(at)), (where, messages(at))   # the value is quoted, defused
+
+
+def test_md_escape_breaks_every_autolink_and_keeps_the_text_readable():
+    from app_pages.common import WORD_JOINER, md_escape
+
+    out = md_escape(LINKY)
+    assert not AUTOLINKABLE.search(out.replace("\\", ""))
+    assert out.replace("\\", "").replace(WORD_JOINER, "") == LINKY       # the same characters a person reads
