@@ -24,7 +24,7 @@ def open_page(page: str | None = None, **state) -> AppTest:
 
 def chart_with(at, title_part: str) -> dict:
     for c in charts(at):
-        t = (c.get("layout", {}).get("title") or {}).get("text", "")
+        t = ((c.get("layout", {}).get("title") or {}).get("text") or "").replace("<br>", " ")   # titles may wrap
         if title_part in t:
             return c
     raise AssertionError(f"no chart titled like {title_part!r}; titles: "
