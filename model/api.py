@@ -13,6 +13,7 @@ inherits, and pages ask `isinstance(m, Capability)`, never a kind string:
   PaddedBatch    run_padded(texts): several texts in one batch with a padding mask
   LogitLens      logit_lens(run): each layer's residual stream read out through the vocabulary head
   Recurrent      an RNN/LSTM: its trace holds gates and states over time, no attention
+  Hooked         named hook points (model/hooks.py): interventions and activation patching act through them
 
 No class claims a capability it refuses at run time. Errors a user can cause raise `LabError`
 subclasses (model/errors.py) whose message can be shown as text.
@@ -32,7 +33,7 @@ from .trace import Trace
 
 __all__ = ["LabError", "InputError", "ModelLoadError", "NotSupported", "Tokens", "Run", "Step", "Generation",
            "Architecture", "PositionInfo", "LabModel", "TracedRun", "NextToken", "Generates", "Translates",
-           "MaskedFill", "PositionTable", "PaddedBatch", "LogitLens", "RawScores", "Recurrent", "PaddedRun"]
+           "MaskedFill", "PositionTable", "PaddedBatch", "LogitLens", "RawScores", "Recurrent", "PaddedRun", "Hooked"]
 
 
 @dataclass
@@ -356,3 +357,17 @@ class Recurrent(TracedRun):
 
 CAPABILITIES = (TracedRun, NextToken, Generates, Translates, MaskedFill, PositionTable, PaddedBatch, LogitLens,
                 RawScores, Recurrent)
+
+
+class Hooked:
+    """A model whose activations pass through named hook points (model/hooks.py), so that one call may record
+    or replace them: Break it's interventions and activation patching act through these names.
+
+    hook_layout(): stack -> {"layers", "heads", "sublayers" (whose LayerNorm / residual can be skipped),
+    "final_ln"}; intervention_kinds(): the keys of model.interventions.NEEDS this model supports."""
+
+    def hook_layout(self) -> dict[str, dict]:
+        raise NotImplementedError
+
+    def intervention_kinds(self) -> frozenset[str]:
+        raise NotImplementedError

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import Tensor
 
-from .api import (Architecture, Generates, LabModel, LogitLens, NextToken, PaddedBatch, PaddedRun, PositionInfo,
+from .api import (Architecture, Generates, Hooked, LabModel, LogitLens, NextToken, PaddedBatch, PaddedRun, PositionInfo,
                   PositionTable, Recurrent, Run, Tokens, TracedRun, Translates)
 from .checkpoint import CONFIG, CheckpointConfig, read_config
 from .errors import ModelLoadError
@@ -94,6 +94,24 @@ def _params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in module.parameters()}.values())
 
 
+class _BuiltinTransformer(Hooked):
+    """A built-in Transformer: its hook points (model/transformer.py) take every intervention the lab has."""
+
+    KINDS = frozenset({"heads", "positions", "mask", "layernorm", "residual", "scale", "shuffle"})
+
+    def intervention_kinds(self) -> frozenset[str]:
+        return self.KINDS
+
+    def hook_layout(self) -> dict[str, dict]:
+        c = self.module.cfg
+        pre = c.norm == "pre"
+        if isinstance(self.module, Seq2SeqTransformer):
+            return {"encoder": dict(layers=c.n_encoder_layers, heads=c.h, sublayers=["attn", "ffn"], final_ln=pre),
+                    "decoder": dict(layers=c.n_layers, heads=c.h, sublayers=["attn", "cross", "ffn"], final_ln=pre),
+                    "cross": dict(layers=c.n_layers, heads=c.h, sublayers=[], final_ln=False)}
+        return {"self": dict(layers=c.n_layers, heads=c.h, sublayers=["attn", "ffn"], final_ln=pre)}
+
+
 class _WordModel(LabModel):
     source = "builtin"
 
@@ -134,7 +152,7 @@ class BuiltinLM(_WordModel, TracedRun, NextToken, Generates):
         return self._finish(t, self.module(self._ids(t.ids), trace=True))
 
 
-class BuiltinTransformerLM(BuiltinLM, PositionTable, PaddedBatch, LogitLens):
+class BuiltinTransformerLM(BuiltinLM, PositionTable, PaddedBatch, LogitLens, _BuiltinTransformer):
     """The decoder-only Transformer LM (GPT-like)."""
 
     def __init__(self, *a, **kw):
@@ -214,7 +232,7 @@ class BuiltinRNNLM(BuiltinLM):
     _advance = BuiltinLSTMLM._advance
 
 
-class BuiltinTranslator(_WordModel, Translates, PositionTable, LogitLens):
+class BuiltinTranslator(_WordModel, Translates, PositionTable, LogitLens, _BuiltinTransformer):
     """The encoder-decoder: English source in, French target out."""
 
     lens_stack = "decoder"

@@ -16,7 +16,6 @@ stored on a module.
 """
 from __future__ import annotations
 
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from torch import Tensor
 
 from .lstm import LSTMLM
 from .rnn import RNNLM
+from .hooks import HookRun
 from .transformer import TransformerLM
 
 
@@ -86,18 +86,9 @@ def hidden_gradients(module: nn.Module, ids: Tensor, layer: int = 0) -> np.ndarr
             top, hs = _unroll_lstm(module, module.embed(x_ids), layer)
             logits = module.head(top[:, -1])
         elif isinstance(module, TransformerLM):
-            st = module.decoder
-            x0 = st.tok_emb(x_ids) * math.sqrt(st.cfg.d_model)
-            table = st.positional_table()
-            if table is not None:
-                x0 = x0 + table[: x_ids.size(1)]
-            x = x0
-            for block in st.blocks:
-                x, _ = block(x, None, is_causal=True)
-            if st.ln_final is not None:
-                x = st.ln_final(x)
-            logits = module.lm_head(x[:, -1])
-            hs = [x0]
+            run = HookRun(record={"blocks.0.resid_pre"})               # the residual stream after the embeddings
+            logits = module(x_ids, hooks=run).logits[:, -1]
+            hs = [run.cache["blocks.0.resid_pre"]]
         else:
             raise TypeError(f"no gradient profile for {type(module).__name__}")
         loss = F.cross_entropy(logits.float(), target, reduction="sum")   # sentences independent: per-row grads

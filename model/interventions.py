@@ -12,15 +12,14 @@ figures on a fixed small slice) so pages only lay them out.
     heldout(lab, iv)                                                        # [(figure, intact, broken), ...]
 
 Shuffling the word order is an intervention on the input (seeded), not on the model.
-Hugging Face GPT-2-style models support head ablation and removing the position table, through
-forward hooks that act only for the calling thread and are removed in a finally block.
+Every model with hook points (the `Hooked` capability) says which interventions it supports: the built-in
+Transformers all of them; Hugging Face families head ablation and no positions, at the hook points their
+architecture table places (W_o's input, the position module), for the calling thread only.
 """
 from __future__ import annotations
 
 import random
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -28,63 +27,52 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .api import InputError, NextToken
-from .lstm import LSTMLM
-from .rnn import RNNLM
+from . import hooks
+from .api import Hooked, InputError, MaskedFill, NextToken, Recurrent, Translates
+from .hooks import HookRun
 from .transformer import Interventions, Seq2SeqTransformer, TransformerLM
 
 __all__ = ["Interventions", "Comparison", "compare", "heldout", "word_order_demo", "shuffle_permutation",
-           "supported", "describe", "HF_SUPPORTED"]
-
-HF_SUPPORTED = ("head ablation", "no positional encoding")
+           "supported", "describe", "kinds", "offers", "layout", "hooked_run"]
 N_CE, N_AGREE, N_TRANSLATE = 200, 300, 100        # the fixed evaluation slice (a few seconds on 2 CPU cores)
 
 
 # ----------------------------------------------------------------------------- what applies
-def _is_builtin_transformer(lab) -> bool:
-    return isinstance(getattr(lab, "module", None), (TransformerLM, Seq2SeqTransformer))
-
-
-def _hf_blocks(lab) -> list | None:
-    """GPT-2-style blocks (transformer.h[i].attn.c_proj) of a Hugging Face causal LM, else None."""
-    hf = getattr(lab, "hf", None)
-    tr = getattr(hf, "transformer", None)
-    blocks = getattr(tr, "h", None)
-    if blocks is None or not isinstance(lab, NextToken):
-        return None
-    if not all(hasattr(getattr(b, "attn", None), "c_proj") for b in blocks):
-        return None
-    return list(blocks)
-
-
-def supported(lab) -> list[str] | str:
-    """The interventions that apply to this model, or a sentence saying why none do."""
-    if _is_builtin_transformer(lab):
-        names = ["head ablation", "no positional encoding", "no causal mask", "skip a LayerNorm",
-                 "skip a residual connection", "no 1/sqrt(d_k) scaling", "shuffled word order"]
-        if isinstance(lab.module, Seq2SeqTransformer):
-            names[2] = "no causal mask (decoder)"
-        return names
-    if _hf_blocks(lab) is not None:
-        return list(HF_SUPPORTED)
-    if isinstance(getattr(lab, "module", None), (LSTMLM, RNNLM)):
-        return ("Interventions on attention heads, positions, masks and LayerNorms apply to Transformers; "
-                "a recurrent network has none of these. Pick transformer-lm or translator-en-fr.")
-    return ("For this model the lab supports no interventions (supported: the built-in Transformers, and head "
-            "ablation or no positional encoding for GPT-2-style Hugging Face models).")
-
-
 NEEDS = {"heads": "head ablation", "positions": "no positional encoding", "mask": "no causal mask",
          "layernorm": "skip a LayerNorm", "residual": "skip a residual connection", "scale": "no 1/sqrt(d_k) scaling",
          "shuffle": "shuffled word order"}
 
 
+def _is_builtin_transformer(lab) -> bool:
+    return isinstance(getattr(lab, "module", None), (TransformerLM, Seq2SeqTransformer))
+
+
+def kinds(lab) -> frozenset[str]:
+    """The keys of NEEDS this model supports (its `Hooked` capability says which)."""
+    return lab.intervention_kinds() if isinstance(lab, Hooked) else frozenset()
+
+
+def supported(lab) -> list[str] | str:
+    """The interventions that apply to this model, in words, or a sentence saying why none do."""
+    have = kinds(lab)
+    if have:
+        names = [NEEDS[k] for k in NEEDS if k in have]
+        if _is_builtin_transformer(lab) and isinstance(lab.module, Seq2SeqTransformer):
+            names = [n + " (decoder)" if n == NEEDS["mask"] else n for n in names]
+        return names
+    if not isinstance(lab, (NextToken, MaskedFill, Translates)):
+        return ("This model has no prediction head, so there is no output to compare before and after an "
+                "intervention. Pick a model that predicts words.")
+    if isinstance(lab, Recurrent) or getattr(lab, "source", "") == "builtin":     # the LSTM and the vanilla RNN
+        return ("Interventions on attention heads, positions, masks and LayerNorms apply to Transformers; "
+                "a recurrent network has none of these. Pick transformer-lm or translator-en-fr.")
+    return ("For this model the lab supports no interventions: its architecture table names no attention output "
+            "projection or position module (see model/hf/architectures.py).")
+
+
 def offers(lab, what: str, stack: str | None = None) -> bool:
     """Whether this model supports the intervention `what` (a key of NEEDS), on `stack` when one is named."""
-    applies = supported(lab)
-    if isinstance(applies, str) or not any(a.startswith(NEEDS[what]) for a in applies):
-        return False
-    return stack is None or stack in layout(lab)
+    return what in kinds(lab) and (stack is None or stack in layout(lab))
 
 
 def describe(iv: Interventions, shuffle_seed: int | None = None) -> str:
@@ -117,18 +105,7 @@ def describe(iv: Interventions, shuffle_seed: int | None = None) -> str:
 
 def layout(lab) -> dict[str, dict]:
     """What can be switched off where: stack -> {"layers", "heads", "sublayers", "final_ln"}."""
-    if _is_builtin_transformer(lab):
-        m = lab.module
-        pre = m.cfg.norm == "pre"
-        if isinstance(m, Seq2SeqTransformer):
-            return {"encoder": dict(layers=m.cfg.n_encoder_layers, heads=m.cfg.h, sublayers=["attn", "ffn"], final_ln=pre),
-                    "decoder": dict(layers=m.cfg.n_layers, heads=m.cfg.h, sublayers=["attn", "cross", "ffn"],
-                                    final_ln=pre),
-                    "cross": dict(layers=m.cfg.n_layers, heads=m.cfg.h, sublayers=[], final_ln=False)}
-        return {"self": dict(layers=m.cfg.n_layers, heads=m.cfg.h, sublayers=["attn", "ffn"], final_ln=pre)}
-    if _hf_blocks(lab) is not None:
-        return {"self": dict(layers=lab.arch.n_layers, heads=lab.arch.n_heads, sublayers=[], final_ln=False)}
-    return {}
+    return lab.hook_layout() if isinstance(lab, Hooked) else {}
 
 
 SUBLAYER_NAMES = {"attn": "self-attention", "cross": "cross-attention", "ffn": "feed-forward", "final": "final"}
@@ -176,56 +153,22 @@ def _shuffled(ids: list[int], seed: int, keep_first: int, keep_last: int) -> lis
     return [ids[i] for i in perm]
 
 
-# ----------------------------------------------------------------------------- HF hooks
-@contextmanager
-def _hf_hooks(lab, iv: Interventions):
-    """Apply head ablation / no positions to a GPT-2-style HF model for this thread only."""
-    blocks = _hf_blocks(lab)
-    extra = [n for n, on in (("no causal mask", iv.no_causal_mask), ("skip a LayerNorm", iv.skip_layernorm),
-                              ("skip a residual connection", iv.skip_residual), ("no 1/sqrt(d_k)", iv.no_scale)) if on]
-    if blocks is None:
-        raise InputError(supported(lab) if isinstance(supported(lab), str) else "No interventions apply.")
-    if extra:
-        raise InputError(f"For {lab.name} the lab supports only {' and '.join(HF_SUPPORTED)}; "
-                         f"not: {', '.join(extra)}.")
-    me = threading.get_ident()
-    handles = []
-    H = lab.arch.n_heads
-    try:
-        for s, l, h in iv.ablate_heads:
-            if s != "self" or not 0 <= l < len(blocks) or not 0 <= h < H:
-                raise InputError(f"No head {h + 1} in layer {l + 1} of {lab.name}.")
-        for l, block in enumerate(blocks):
-            heads = iv.heads("self", l)
-            if not heads:
-                continue
-
-            def pre(_mod, args, heads=heads):
-                if threading.get_ident() != me:
-                    return None
-                x = args[0]                                        # (B, T, D): the heads concatenated
-                B, T, D = x.shape
-                per = x.view(B, T, H, D // H).transpose(1, 2)      # (B, H, T, d_k)
-                per = _ablate(per, heads, iv.head_mode)
-                return (per.transpose(1, 2).reshape(B, T, D),) + tuple(args[1:])
-            handles.append(block.attn.c_proj.register_forward_pre_hook(pre))
-        if iv.no_positions:
-            wpe = lab.hf.transformer.wpe
-
-            def zero(_mod, _inp, out):
-                return torch.zeros_like(out) if threading.get_ident() == me else None
-            handles.append(wpe.register_forward_hook(zero))
-        yield
-    finally:
-        for hd in handles:
-            hd.remove()
-
-
-def _ablate(per: torch.Tensor, heads: tuple[int, ...], mode: str) -> torch.Tensor:
-    per = per.clone()
-    idx = list(heads)
-    per[:, idx] = 0.0 if mode == "zero" else per[:, idx].mean(dim=-2, keepdim=True).expand_as(per[:, idx])
-    return per
+# ----------------------------------------------------------------------------- models with hook points
+def hooked_run(lab, iv: Interventions) -> HookRun:
+    """The edits of `iv` at the hook points of a Hugging Face model (placed from its architecture table); a
+    clear message for what this model does not support."""
+    asked = {"heads": bool(iv.ablate_heads), "positions": iv.no_positions, "mask": iv.no_causal_mask,
+             "layernorm": bool(iv.skip_layernorm), "residual": bool(iv.skip_residual), "scale": iv.no_scale}
+    missing = [NEEDS[k] for k, on in asked.items() if on and k not in kinds(lab)]
+    if missing:
+        applies = supported(lab)
+        only = applies if isinstance(applies, str) else f"For {lab.name} the lab supports {' and '.join(applies)}"
+        raise InputError(f"{only}; not: {', '.join(missing)}.")
+    lay = layout(lab)
+    for s, l, h in iv.ablate_heads:
+        if s not in lay or not 0 <= l < lay[s]["layers"] or not 0 <= h < lay[s]["heads"]:
+            raise InputError(f"No head {h + 1} in layer {l + 1} of the {s} stack of {lab.name}.")
+    return lab.intervention_run(iv)
 
 
 # ----------------------------------------------------------------------------- one text, side by side
@@ -296,10 +239,10 @@ def _unpermute(a: np.ndarray, perm_q: list[int] | None, perm_k: list[int] | None
 @torch.inference_mode()
 def compare(lab, text: str, iv: Interventions, shuffle_seed: int | None = None, top_k: int = 8) -> Comparison:
     """Intact vs intervened on one text: next-word distribution, attention maps, per-head change."""
-    if _hf_blocks(lab) is not None and not _is_builtin_transformer(lab):
-        return _compare_hf(lab, text, iv, shuffle_seed, top_k)
-    if not _is_builtin_transformer(lab):
+    if not kinds(lab):
         raise InputError(supported(lab))
+    if not _is_builtin_transformer(lab):
+        return _compare_hf(lab, text, iv, shuffle_seed, top_k)
     module, dev = lab.module, lab.device
     if isinstance(module, Seq2SeqTransformer):
         return _compare_translator(lab, text, iv, shuffle_seed, top_k)
@@ -371,17 +314,31 @@ def _compare_translator(lab, text, iv, shuffle_seed, top_k) -> Comparison:
 
 
 def _compare_hf(lab, text, iv, shuffle_seed, top_k) -> Comparison:
+    """A Hugging Face model run intact and with the intervention's edits at its hook points. An encoder-decoder
+    translates under the intervention too; its maps are of each run's own translation where they have the same
+    length, else only the distributions and translations are compared."""
     if shuffle_seed is not None:
-        raise InputError(f"For {lab.name} the lab supports only {' and '.join(HF_SUPPORTED)}.")
+        raise InputError(f"For {lab.name} the lab supports only {' and '.join(supported(lab))}.")
+    run = hooked_run(lab, iv)
     r_a = lab.run(text)
-    with _hf_hooks(lab, iv):
-        r_b = lab.run(text)
+    with hooks.active(run):
+        r_b = lab.run(text, r_a.target_ids) if isinstance(lab, Translates) else lab.run(text)
+    if r_a.next_logits is None:
+        raise InputError(f"{lab.name} predicts nothing for this text: put [MASK] where it should fill in a word.")
     words, pa, pb, kl, tv = _dist_rows(_probs(r_a.next_logits), _probs(r_b.next_logits), lab.vocab, top_k)
     maps_a, maps_b = _stack_maps(r_a.trace), _stack_maps(r_b.trace)
     att = {s: (maps_a[s], maps_b[s]) for s in maps_a}
     change = {s: np.abs(maps_a[s] - maps_b[s]).max(axis=(2, 3)) for s in maps_a}
-    return Comparison(r_a.tokens, r_b.tokens, words, pa, pb, kl, tv, att, change, {"self": r_a.tokens},
-                      {"self": r_a.tokens}, predicts="the next token")
+    stacks = r_a.trace.attention
+    extra = {}
+    if isinstance(lab, Translates):
+        with hooks.active(run):
+            broken = lab.translate(text, greedy=True)
+        extra = dict(translation_intact=lab.decode(r_a.target_ids[1:]), translation_broken=broken,
+                     predicts="the last word of the intact translation, teacher-forced")
+    return Comparison(r_a.tokens, r_b.tokens, words, pa, pb, kl, tv, att, change,
+                      {s: list(stacks[s].query_tokens) for s in stacks}, {s: list(stacks[s].key_tokens) for s in stacks},
+                      **({"predicts": "the next token"} | extra))
 
 
 # ----------------------------------------------------------------------------- held-out figures

@@ -226,9 +226,10 @@ class Interventions:
         return {f"{stack_prefix(s)}ln_final" if l < 0 else f"{stack_prefix(s)}blocks.{l}.ln_{sub}"
                 for s, l, sub in self.skip_layernorm}
 
-    def run(self, q_valid: dict[str, Tensor | None]) -> HookRun:
+    def run(self, q_valid: dict[str, Tensor | None], pos_edit: Callable = None) -> HookRun:
         """The edits of this intervention on the stacks named in q_valid (stack -> (B, Tq) bool of real query
-        positions, for mean ablation). The no-1/sqrt(d_k) option is the run's scale."""
+        positions, for mean ablation). The no-1/sqrt(d_k) option is the run's scale. pos_edit: how the `pos`
+        point loses its positions (default: nothing added)."""
         edits: dict = {}
         for s, l, _ in sorted(self.ablate_heads):
             if s in q_valid:
@@ -237,7 +238,7 @@ class Interventions:
                     self.heads(s, l), self.head_mode, q_valid[s])
         for s in q_valid:
             if self.no_positions and s != "cross":
-                edits[f"{stack_prefix(s)}pos"] = _zero
+                edits[f"{stack_prefix(s)}pos"] = pos_edit or _zero
         for name in self.skipped_norms():
             if any(name.startswith(stack_prefix(s)) for s in q_valid if s != "cross"):
                 _skip_norm(name, edits)

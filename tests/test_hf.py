@@ -504,7 +504,29 @@ def test_every_page_runs_on_each_family(tiny, family, monkeypatch):
         if family == "bert-base" and page == "sampling":  # no masked-LM head: says so, shows no made-up words
             assert any("no prediction head" in i.value for i in at.info), [i.value for i in at.info]
             assert not charts(at)
-        elif page == "experiments":                      # interventions apply to GPT-2-style models only
-            assert charts(at) or any("supports no interventions" in i.value for i in at.info), (family, page)
+        elif page == "experiments":                      # head ablation and no positions from the table, every family
+            if family == "bert-base":
+                assert any("no prediction head" in i.value for i in at.info), [i.value for i in at.info]
+            else:
+                assert len(charts(at)) >= 2, (family, page)
         elif page not in ("lstm", "train", "translate"):  # lstm and train show the built-in models
             assert charts(at), (family, page)
+
+
+@pytest.mark.apptest
+def test_break_it_ablates_heads_of_a_grouped_query_llama(tiny, monkeypatch):
+    """Break it on the Llama fixture (4 query heads, 2 kv heads): every head of layer 1 off changes the
+    next-token distribution the page draws."""
+    monkeypatch.setenv("LAB_ALLOW_FOLDERS", "1")
+    at = AppTest.from_file(str(ROOT / "lab.py"), default_timeout=120)
+    at.session_state["model_choice"] = "Other Hugging Face id or local folder…"
+    at.session_state["model_custom"] = tiny["llama"]
+    at.session_state["text"] = LM_TEXT
+    at.run()
+    at.switch_page("app_pages/experiments.py")
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="break").options == ["Ablate attention heads", "Remove the positional encoding"]
+    bars = [t for ch in charts(at) for t in ch["data"] if t.get("type") == "bar"]
+    intact, broken = (np.asarray(t["x"] if t.get("orientation") == "h" else t["y"], float) for t in bars[:2])
+    assert np.abs(intact - broken).max() > 1e-4                     # the ablation is visible in the chart

@@ -24,12 +24,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..api import (Architecture, RawScores, Generates, LabModel, LogitLens, MaskedFill, NextToken, PaddedBatch, PaddedRun,
-                   PositionInfo, PositionTable, Run, Tokens, TracedRun, Translates)
+from ..api import (Architecture, Generates, Hooked, LabModel, LogitLens, MaskedFill, NextToken, PaddedBatch, PaddedRun,
+                   PositionInfo, PositionTable, RawScores, Run, Tokens, TracedRun, Translates)
 from ..errors import InputError, ModelLoadError
 from ..trace import AttentionTrace, Trace, describe_stacks
 from .architectures import CAUSAL_LM, ENCODER, ENCODER_DECODER, MASKED_LM, ArchSpec, config_value
+from ..hooks import HookRun
 from .capture import Capture, is_norm, norm_label, raw_scores, resolve
+from .hookpoints import PREFIX, install, no_positions_edit
 
 MAX_LEN = 1024           # longest input the lab traces for a Hugging Face model
 COMPACT_ABOVE = 256      # longer runs keep float16 weights and lazy scores (see the module docstring)
@@ -73,11 +75,15 @@ def display_tokens(tok, ids: list[int]) -> list[str]:
     return out
 
 
-class HFModel(LabModel):
-    """What every Hugging Face family shares: tokens, the traced forward, positions, raw scores on demand."""
+class HFModel(LabModel, Hooked):
+    """What every Hugging Face family shares: tokens, the traced forward, positions, raw scores on demand, and
+    the lab's hook points placed from the architecture table (hookpoints.py)."""
 
     source = "hf"
     family_words = "Transformer"
+    causal = False           # queries see only earlier keys (and only the last position's logits are computed)
+    seq2seq = False          # an encoder and a decoder
+    headless = False         # no head on top of the base model: no predictions
 
     def __init__(self, name: str, hf: nn.Module, tok, spec: ArchSpec, head: str, device: torch.device,
                  n_params: int):
@@ -91,7 +97,7 @@ class HFModel(LabModel):
         positions = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or MAX_LEN
         tok_max = getattr(tok, "model_max_length", MAX_LEN) or MAX_LEN
         self.max_len = int(min(positions, MAX_LEN, tok_max))
-        out_emb = hf.get_output_embeddings() if head != ENCODER else None
+        out_emb = None if self.headless else hf.get_output_embeddings()
         n_out = out_emb.weight.shape[0] if out_emb is not None else len(tok)
         ids = list(range(min(n_out, len(tok))))
         self.vocab = display_tokens(tok, ids) + [f"<id {i}>" for i in range(len(ids), n_out)]
@@ -100,14 +106,13 @@ class HFModel(LabModel):
             self.max_len = min(self.max_len, resolve(self.base, path).shape[0] - spec.position.offset)
         self.final_norm = resolve(self.base, spec.final_norm) if spec.final_norm else None
         base_prefix = getattr(hf, "base_model_prefix", "")
-        seq2seq = head == ENCODER_DECODER
         self.norms = []                              # (label, stack, path, module) in module order
         for path, mod in hf.named_modules():
             if not is_norm(mod):
                 continue
-            in_base = self.base is hf or path.startswith(base_prefix + ".") or head == ENCODER
+            in_base = self.base is hf or path.startswith(base_prefix + ".") or self.headless
             rel = path[len(base_prefix) + 1:] if self.base is not hf and path.startswith(base_prefix + ".") else path
-            label, stack = norm_label(rel, in_base, seq2seq)
+            label, stack = norm_label(rel, in_base, self.seq2seq)
             self.norms.append((label, stack, path, mod))
         self.arch = Architecture(
             f"{self.family_words} ({spec.label})",
@@ -117,7 +122,32 @@ class HFModel(LabModel):
             d_model=int(config_value(cfg, spec.d_model)), norm=spec.norm, norm_kind=spec.norm_kind,
             position=self.position_kind(), parameters=n_params)
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (self.eos_id or 0)
+        self.hook_names = frozenset(install(hf, spec, n_heads))
         self.check_attentions()
+
+    # ----------------------------------------------------------------- hook points (from the table)
+    def hook_layout(self) -> dict[str, dict]:
+        """Stacks whose heads can be switched off: every one whose W_o the table names."""
+        out = {}
+        for stack in self.spec.attention:
+            n = self.arch.n_encoder_layers if stack == "encoder" else self.arch.n_layers
+            p, sub = PREFIX[stack], "cross" if stack == "cross" else "attn"
+            if n and f"{p}blocks.0.{sub}.head_out" in self.hook_names:
+                out[stack] = dict(layers=n, heads=self.n_heads, sublayers=[], final_ln=False)
+        return out
+
+    def intervention_kinds(self) -> frozenset[str]:
+        kinds = set()
+        if self.hook_layout():
+            kinds.add("heads")
+        if any(name.endswith("pos") for name in self.hook_names):
+            kinds.add("positions")
+        return frozenset(kinds)
+
+    def intervention_run(self, iv) -> HookRun:
+        """The edits of `iv` (model.transformer.Interventions) at this model's hook points."""
+        return iv.run({s: None for s in self.hook_layout()} or {"self": None},
+                      pos_edit=no_positions_edit(self.position_kind()))
 
     # ----------------------------------------------------------------- tokens
     def tokenize(self, text: str, side: str = "source") -> Tokens:
@@ -164,7 +194,7 @@ class HFModel(LabModel):
             kw["decoder_input_ids"] = decoder_ids
         if attention_mask is not None:
             kw["attention_mask"] = attention_mask
-        if self.head == CAUSAL_LM:
+        if self.causal:
             kw["use_cache"] = False
             kw["logits_to_keep"] = 1             # only the last position's logits are used
         with self._capture(want_qk, half) as cap:
@@ -173,9 +203,9 @@ class HFModel(LabModel):
 
     def check_attentions(self) -> None:
         ids = self.tokenize("hello world").ids
-        dec = self._t([self.bos_id]) if self.head == ENCODER_DECODER else None
+        dec = self._t([self.bos_id]) if self.seq2seq else None
         out, _ = self._forward(self._t(ids), decoder_ids=dec, want_qk=False)
-        att = out.encoder_attentions if self.head == ENCODER_DECODER else out.attentions
+        att = out.encoder_attentions if self.seq2seq else out.attentions
         if not att or any(a is None for a in att):
             raise ModelLoadError(f"`{self.name}` returned no attention weights (empty `attentions`): this model "
                                  "does not support eager attention with output_attentions, so the lab cannot show it.")
@@ -263,13 +293,13 @@ class HFModel(LabModel):
         out, cap = self._forward(self._t(right), attention_mask=valid.long().to(self.device), half=n > COMPACT_ABOVE)
         padded = [Tokens(r, t.tokens + ["[PAD]"] * (n - len(t.ids)), t.special + [True] * (n - len(t.ids)), t.unknown)
                   for r, t in zip(right, toks)]
-        tr = self._self_trace(out, cap, valid, self.head == CAUSAL_LM, padded[0].tokens)
+        tr = self._self_trace(out, cap, valid, self.causal, padded[0].tokens)
         return PaddedRun(padded, [v.tolist() for v in valid], tr)
 
     def _traced(self, ids: list[int], tokens: list[str]):
         valid = torch.ones(1, len(ids), dtype=torch.bool)
         out, cap = self._forward(self._t(ids), half=len(ids) > COMPACT_ABOVE)
-        return out, self._self_trace(out, cap, valid, self.head == CAUSAL_LM, tokens)
+        return out, self._self_trace(out, cap, valid, self.causal, tokens)
 
     # ----------------------------------------------------------------- positions
     def position_kind(self) -> str:
@@ -287,7 +317,7 @@ class HFModel(LabModel):
         for stack, path in p.tables:
             table = resolve(self.base, path).detach().float().cpu().numpy()[p.offset:p.offset + self.max_len]
             if kind == "sinusoidal":
-                label = "sinusoidal (fixed, both stacks)" if self.head == ENCODER_DECODER else "sinusoidal (fixed)"
+                label = "sinusoidal (fixed, both stacks)" if self.seq2seq else "sinusoidal (fixed)"
             else:
                 label = f"learned ({stack or self.spec.label})"
             out.append(PositionInfo(kind, label, table, stack=stack, layout=p.layout))
@@ -303,6 +333,7 @@ class HFCausalLM(HFModel, RawScores, TracedRun, NextToken, Generates, PositionTa
     """A decoder-only causal LM: GPT-2, Llama, Mistral, Qwen2, Gemma."""
 
     family_words = "decoder-only Transformer"
+    causal = True
 
     def run(self, text: str) -> Run:
         t = self.tokenize(text)
@@ -360,6 +391,10 @@ class HFEncoder(HFModel, RawScores, TracedRun, PositionTable, PaddedBatch):
     hidden states; no predictions (`Run.next_logits` is None)."""
 
     family_words = "encoder-only Transformer without a head"
+    headless = True
+
+    def intervention_kinds(self) -> frozenset[str]:
+        return frozenset()                     # no prediction to compare before and after
 
     def run(self, text: str) -> Run:
         t = self.tokenize(text)
@@ -371,6 +406,7 @@ class HFEncoderDecoder(HFModel, Translates, PositionTable):
     """T5, BART, Marian: the encoder reads the source, the decoder writes the target. Weights only (no scores)."""
 
     family_words = "encoder-decoder Transformer"
+    seq2seq = True
 
     def __init__(self, name, hf, tok, spec, head, device, n_params):
         cfg = hf.config
