@@ -180,6 +180,14 @@ def from_link() -> None:
         st.session_state["present"] = p in ("1", "true")
 
 
+# Text contrast of at least 4.5:1 (axe-core, WCAG AA): Streamlit's captions (60% of the text colour, 3.9:1) and the
+# labels of disabled widgets (40%, 2.3:1) drawn darker; a disabled widget still looks lighter than an active one.
+A11Y_CSS = """<style>
+[data-testid="stCaptionContainer"] { color: rgba(47, 45, 43, 0.8) !important; }
+label[data-testid="stWidgetLabel"][disabled] { color: rgba(47, 45, 43, 0.72) !important; }
+</style>"""
+
+
 def to_link() -> None:
     """The address always names the model, text and projector mode in use (left out while they are the defaults)."""
     keep_in_url("model", c.model_name() if c.model_name() != "transformer-lm" else None)
@@ -196,6 +204,7 @@ lesson.open_stop(nav.url_path)
 page_default_text(nav.url_path)
 clean_text()
 sidebar()
+st.html(A11Y_CSS)
 c.present_style()
 to_link()
 url_errors()

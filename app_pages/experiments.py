@@ -79,14 +79,14 @@ c.unknown_warning(m, c.get_run(m, c.text()).unknown, c.example_for(m))
 
 left, right = st.columns(2)
 left.markdown("**Intact model reads**")
-left.code(" ".join(cmp.tokens), language=None)
+left.code(" ".join(cmp.tokens), language=None, wrap_lines=True)
 right.markdown("**Intervened model reads**")
-right.code(" ".join(cmp.tokens_broken), language=None)
+right.code(" ".join(cmp.tokens_broken), language=None, wrap_lines=True)
 if cmp.translation_intact is not None:
     left.markdown("**Intact translation**")
-    left.code(cmp.translation_intact or "(empty)", language=None)
+    left.code(cmp.translation_intact or "(empty)", language=None, wrap_lines=True)
     right.markdown("**Intervened translation**")
-    right.code(cmp.translation_broken or "(empty)", language=None)
+    right.code(cmp.translation_broken or "(empty)", language=None, wrap_lines=True)
 
 st.subheader("Next-word distribution")
 c.plot(c.cached_figure(m, "exp_dist", seen,
@@ -163,7 +163,7 @@ if m.source == "builtin":
     except LabError as e:
         st.info(c.md_escape(str(e)))
     else:
-        st.code(f"A: {demo.a}\nB: {demo.b}", language=None)
+        st.code(f"A: {demo.a}\nB: {demo.b}", language=None, wrap_lines=True)
         st.table({"condition": [r[0] for r in demo.rows],
                   "largest |logit difference|": [f"{r[1]:.2e}" for r in demo.rows],
                   "largest |attention difference|": [f"{r[2]:.2e}" for r in demo.rows],

@@ -98,7 +98,7 @@ def show_progress() -> None:
     for k in snap.kinds:
         lines = [f"step {step:>5}: {text}" for step, text in reversed(snap.samples[k][-4:])]
         st.markdown(f"*{LABELS[k]}*")
-        st.code("\n".join(lines) or "(the first sample comes after a few steps)", language=None)
+        st.code("\n".join(lines) or "(the first sample comes after a few steps)", language=None, wrap_lines=True)
     if running and not snap.running:
         st.rerun(scope="app")                    # finished: refresh the buttons
 
@@ -122,7 +122,7 @@ if has_weights:
                 st.warning(c.md_escape(str(e)))
     for name, folder in kept.items():
         st.markdown(f"**{c.md_escape(name)}**: saved as safetensors in")
-        st.code(folder, language=None)
+        st.code(folder, language=None, wrap_lines=True)
     if kept:
         st.caption("Saved for this session: pick it in the sidebar's Model list to open it on every other page.")
 

@@ -21,7 +21,7 @@ import collections
 LAYOUT_JS = r"""
 (opts) => {
   const TOL = (opts && opts.tol) || 1.0;           // pixels of overlap forgiven
-  const TICK_GAP = 2, CELL_GAP = 4;                // tick / cell labels closer than this (px) read as one word
+  const TICK_GAP = 0, CELL_GAP = 4;                // tick labels collide when their boxes meet; cell labels read as one word when closer than 4 px
   const out = [];
   const short = (s) => (s || '').replace(/\s+/g, ' ').trim().slice(0, 60);
   // grow < 0: shrink (touching boxes do not count); grow > 0: labels closer than 2*grow px run together
@@ -97,7 +97,7 @@ LAYOUT_JS = r"""
     const tickGroups = new Map();
     plot.querySelectorAll('.xtick text, .ytick text').forEach(el => {
       if (!visible(el) || !(el.textContent || '').trim()) return;
-      const q = quad(el, TICK_GAP / 2); if (!q) return;
+      const q = quad(el, TICK_GAP ? TICK_GAP / 2 : undefined); if (!q) return;
       const layer = el.closest('[class*="axislayer"], .cbaxis, .colorbar') || el.parentNode.parentNode;
       const cls = el.parentNode.classList.contains('xtick') ? 'x' : 'y';
       const key = layer;
@@ -179,7 +179,8 @@ LAYOUT_JS = r"""
 }
 """
 
-# The first screen: where the key figure (the largest Plotly chart on the page, by area) starts.
+# The first screen: where the key figure starts (the largest element matching the selector, by area; by default
+# the largest Plotly chart on the page).
 FIRST_SCREEN_JS = r"""
 (sel) => {
   const els = [...document.querySelectorAll(sel || '[data-testid="stPlotlyChart"]')];

@@ -185,7 +185,14 @@ def test_mask_figures():
     assert [t.colorscale is not None for t in no_scores.data] and len(no_scores.data) == 2
     np.testing.assert_allclose(z_of(no_scores.data[1]), w, rtol=1e-6)
     assert "not available" in no_scores.layout.annotations[0].text
-    assert st.data[0].colorbar.title.text == "score" and st.data[3].colorbar.title.text == "weight"
+    # one score bar (panels 1 and 2 share the scale) in the gap right of panel 2, the weight bar right of panel 3,
+    # each title beside its bar; the masked cells are grey, with no run-together "−∞" written in them
+    bars = {t.colorbar.title.text: t for t in st.data if t.showscale is not False and t.colorbar.title.text}
+    assert set(bars) == {"score", "weight"} and st.data[0].showscale is False
+    p2, p3 = st.layout.xaxis2.domain, st.layout.xaxis3.domain
+    assert p2[1] < bars["score"].colorbar.x < p3[0] and bars["weight"].colorbar.x > p3[1]
+    assert all(b.colorbar.title.side == "right" for b in bars.values())
+    assert all(t.texttemplate is None for t in st.data)
     pad = padding_mask([["a", "b", "c"], ["d", "<pad>", "<pad>"]], valid=[[1, 1, 1], [1, 0, 0]])
     np.testing.assert_array_equal(z_of(pad.data[0]), [[1, 1, 1], [1, 0, 0]])
     with pytest.raises(ValueError, match="equally long"):
@@ -334,3 +341,99 @@ def test_remembered_plotly_property_paths_parse_exactly_as_plotly_does():
             assert got == fast.original(path) and isinstance(got[1], list)
         got[1].append(99)                                              # a caller changing its list changes no other
         assert fast(path) == fast.original(path)
+
+
+# ----------------------------------------------------------------------------- layout (tests/test_layout.py measures
+# the same in a browser; these check the builders' decisions without one)
+def test_every_titled_figure_leaves_the_toolbar_its_own_row_above_the_title():
+    from viz.common import TOOLBAR
+
+    figs = [attention_heatmap(softmax_rows(rng.normal(size=(6, 6))), TOKS, TOKS, title="a title"),
+            pe_similarity(rng.normal(size=(8, 4)), title="Dot product between positions"),
+            final_distribution(np.full(5, 0.2), list("abcde"), title="Step 3: next-word distribution")]
+    for fig in figs:
+        t = fig.layout.title
+        assert (t.yref, t.y, t.yanchor) == ("container", 1, "top") and t.pad.t >= TOOLBAR
+        assert fig.layout.margin.t >= TOOLBAR + t.font.size          # the title's line below the toolbar's row
+
+
+def test_top_row_subplot_titles_sit_below_the_toolbar_row():
+    from viz.common import TOOLBAR
+
+    v = rng.uniform(size=(6, 4))
+    for fig in (lstm_gates_panel({"input gate": v, "forget gate": v}, TOKS),
+                layernorm_stats(["a", "b"], *[rng.normal(size=(2, 6))] * 4, TOKS),
+                masking_stages(rng.normal(size=(6, 6)), np.tril(np.ones((6, 6), bool)),
+                               softmax_rows(rng.normal(size=(6, 6))), TOKS, TOKS)):
+        size = max(a.font.size for a in fig.layout.annotations)
+        assert fig.layout.margin.t >= TOOLBAR + size
+
+
+def test_projector_mode_scales_subplot_titles_ticks_and_keeps_the_toolbar_row():
+    from viz.common import PROJECTOR_FONT, TOOLBAR, projector
+
+    fig = masking_stages(rng.normal(size=(6, 6)), np.tril(np.ones((6, 6), bool)), softmax_rows(rng.normal(size=(6, 6))),
+                         TOKS, TOKS)
+    big = projector(fig)
+    assert big.layout.annotations[0].font.size > fig.layout.annotations[0].font.size
+    assert big.layout.xaxis.tickfont.size > fig.layout.xaxis.tickfont.size
+    assert big.layout.font.size == PROJECTOR_FONT
+    assert big.layout.margin.t >= TOOLBAR + big.layout.annotations[0].font.size
+
+
+def test_masked_cells_are_written_only_where_they_fit():
+    small = mask_matrix(np.tril(np.ones((6, 6), bool)), TOKS, TOKS)
+    assert small.data[0].text[0][1] == "−∞"
+    n = 40
+    long = mask_matrix(np.tril(np.ones((n, n), bool)), [f"w{i}" for i in range(n)], [f"w{i}" for i in range(n)])
+    assert long.data[0].text is None          # 40 keys: grey cells, no "−∞−∞−∞" run together
+
+
+def test_lstm_gate_bars_name_their_ends_and_sit_beside_their_panel():
+    v = rng.uniform(size=(6, 4))
+    fig = lstm_gates_panel({"input gate": v, "forget gate": v}, TOKS)
+    for k, t in enumerate(fig.data):
+        assert not (t.colorbar.title and t.colorbar.title.text)           # no title to collide with unit labels
+        assert list(t.colorbar.ticktext) == ["0 shut", "0.5", "1 open"]
+        right_of = (fig.layout.xaxis if k == 0 else fig.layout.xaxis2).domain[1]
+        assert right_of < t.colorbar.x < (fig.layout.xaxis2.domain[0] if k == 0 else 1.1)
+
+
+def test_legends_of_the_training_figures_are_beside_the_plot_not_over_the_title():
+    from viz.experiments import accuracy_by_distance, gradient_profiles, loss_curves, time_per_token
+
+    d = np.arange(1, 6)
+    figs = [loss_curves({"LSTM": {"steps": [1, 2], "train": [3, 2], "heldout_steps": [2], "heldout": [2.5]}}, "loss"),
+            gradient_profiles({"LSTM": (d, 10.0 ** -d)}, "grad"), accuracy_by_distance(d, {"LSTM": d / 6}, "acc"),
+            time_per_token(d, {"LSTM": d * 1e-6}, "time")]
+    for fig in figs:
+        lg = fig.layout.legend
+        assert lg.x > 1 and lg.xanchor == "left" and lg.yanchor == "top" and lg.y <= 1
+
+
+def test_log_gradient_axis_labels_whole_decades_only():
+    from viz.experiments import gradient_profiles
+
+    d = np.arange(1, 31)
+    fig = gradient_profiles({"RNN (tanh)": (d, 10.0 ** -d)}, "grad")
+    assert fig.layout.yaxis.dtick >= 5                                   # 30 decades: at most ~7 labels
+
+
+def test_long_titles_break_into_two_lines_at_a_word():
+    from viz.common import wrap_title
+
+    assert wrap_title("Dot product between positions") == "Dot product between positions"
+    two = wrap_title("learned (transformer-lm): similarity between positions")
+    assert two == "learned (transformer-lm):<br>similarity between positions"
+
+
+def test_colour_scales_are_perceptually_uniform_or_colour_blind_safe():
+    from viz import common
+
+    assert common.SEQUENTIAL in ("Cividis", "Viridis") and common.MAGNITUDE in ("Cividis", "Viridis")
+    assert common.DIVERGING == "RdBu_r"
+    w = softmax_rows(rng.normal(size=(6, 6)))
+    scale = [c for _, c in attention_heatmap(w, TOKS, TOKS).data[0].colorscale]
+    from plotly.colors import sequential
+
+    assert scale == list(sequential.Cividis)

@@ -206,6 +206,11 @@ def projector(fig: go.Figure) -> go.Figure:
     for a in fig.layout.annotations or ():
         a.update(font_size=round((a.font.size if a.font and a.font.size else FONT) * scale))
     for t in fig.data:
+        bar = getattr(t, "colorbar", None)
+        if bar is not None and bar.tickfont and bar.tickfont.size:       # a bar's own small type grows too
+            bar.update(tickfont_size=round(bar.tickfont.size * scale))
+        if bar is not None and bar.title and bar.title.font and bar.title.font.size:
+            bar.update(title_font_size=round(bar.title.font.size * scale))
         if t.type == "heatmap" and t.texttemplate:
             t.update(textfont_size=round((t.textfont.size if t.textfont and t.textfont.size else FONT) * scale))
     fig.update_traces(selector=dict(type="scatter"), line_width=4)

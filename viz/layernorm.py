@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import DIVERGING, MAGNITUDE, apply_theme, as_array, check_labels, esc, position_labels, token_axis
+from .common import DIVERGING, LEGEND_BELOW, MAGNITUDE, apply_theme, as_array, check_labels, esc, position_labels, token_axis
 
 
 def layernorm_stats(ln_names: Sequence[str], mean_in, std_in, mean_out, std_out,
@@ -53,7 +53,7 @@ def feature_distribution(x_in, x_out, title: str = "") -> go.Figure:
         fig.add_trace(go.Histogram(x=arr, name=f"{name}: mean {arr.mean():.2f}, std {arr.std():.2f}", opacity=0.6,
                                    marker_color=color, nbinsx=40,
                                    hovertemplate=f"{name}<br>value %{{x}}<br>%{{y}} features<extra></extra>"))
-    fig.update_layout(barmode="overlay", legend=dict(orientation="h", y=-0.2))
+    fig.update_layout(barmode="overlay", legend=LEGEND_BELOW)
     fig.update_xaxes(title="feature value")
     fig.update_yaxes(title="features")
     return apply_theme(fig, height=380, title=title)
@@ -74,7 +74,7 @@ def gamma_beta(gamma, beta=None, title: str = "") -> go.Figure:
     fig.add_hline(y=1, line_dash="dot", line_color="#888")
     fig.add_hline(y=0, line_dash="dot", line_color="#888")
     fig.update_xaxes(title="feature")
-    fig.update_layout(legend=dict(orientation="h", y=-0.2))
+    fig.update_layout(legend=LEGEND_BELOW)
     return apply_theme(fig, height=380, title=title)
 
 

@@ -75,6 +75,7 @@ def lstm_gates_panel(gates: Mapping[str, object], token_labels: Sequence[str],
                       r + 1, c + 1)
         fig.update_xaxes(token_axis(token_labels, tickangle=-45), row=r + 1, col=c + 1)
         fig.update_yaxes(title="unit" if c == 0 and units is None else None, row=r + 1, col=c + 1,
+                         tickfont=dict(size=12),
                          autorange="reversed" if units is not None else True,
                          dtick=max(1, -(-U // UNIT_TICKS)) if units is None else None)
     return apply_theme(fig, height=320 * rows + 80)
