@@ -16,6 +16,9 @@ import streamlit as st
 
 
 def _import_ahead() -> None:
+    from model.store import apply_torch_threads
+
+    apply_torch_threads()     # LAB_TORCH_THREADS (default 1): script threads started after this use it
     import app_pages.common  # noqa: F401  (imports model, hence torch)
     import viz.attention  # noqa: F401
 

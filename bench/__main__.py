@@ -311,9 +311,64 @@ def bench_cold(repeat: int) -> None:
         row(*r)
 
 
+def bench_threads(repeat: int) -> None:
+    """torch's intra-op threads for a server: a 128-token trace of a GPT-2-small-sized Hugging Face model (random
+    weights) with 1 and with 2 threads, interleaved (1, 2, 2, 1, ...), first on this machine as it is, then while a
+    second process keeps one core busy. Medians; the load average is printed with each row (LAB_TORCH_THREADS)."""
+    import subprocess
+    import sys
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    import model
+    from devkit.hf_fixtures import save_word_tokenizer
+
+    torch.manual_seed(0)
+    before = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as d:
+        GPT2LMHeadModel(GPT2Config(attn_implementation="eager")).save_pretrained(d)
+        save_word_tokenizer(d, vocab_size=50257)
+        m = model.load(d, "cpu")
+        text = " ".join(f"w{i}" for i in range(128))
+        assert len(m.tokenize(text).ids) == 128
+
+        def measure() -> dict[int, list[float]]:
+            times: dict[int, list[float]] = {1: [], 2: []}
+            for i in range(max(repeat, 2)):
+                for n in ((1, 2) if i % 2 == 0 else (2, 1)):       # interleaved, alternating which goes first
+                    torch.set_num_threads(n)
+                    t0 = time.perf_counter()
+                    m.run(text)
+                    times[n].append(time.perf_counter() - t0)
+            return times
+
+        try:
+            torch.set_num_threads(1)
+            m.run(text)                                            # warm-up
+            for label, busy in (("machine as it is", 0), ("a second process busy on one core", 1)):
+                procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
+                try:
+                    time.sleep(1.0 if busy else 0.0)
+                    load0 = os.getloadavg()[0]
+                    times = measure()
+                    load1 = os.getloadavg()[0]
+                finally:
+                    for p in procs:
+                        p.kill()
+                        p.wait()
+                t1, t2 = statistics.median(times[1]), statistics.median(times[2])
+                row(f"GPT-2-small-sized trace, 128 tokens, {label}: 1 / 2 torch threads (n = {len(times[1])} each, "
+                    f"interleaved; load average {load0:.1f} -> {load1:.1f} on {os.cpu_count()} cores)",
+                    f"{ms(t1)} / {ms(t2)} (2 threads: {t2 / t1:.2f}x the time of 1; ranges "
+                    f"{ms(min(times[1]))}-{ms(max(times[1]))} / {ms(min(times[2]))}-{ms(max(times[2]))})")
+        finally:
+            torch.set_num_threads(before)
+
+
 SECTIONS = {"builtin": bench_builtin, "generation": bench_generation, "gpt2": bench_gpt2, "hf": bench_hf_trace,
             "sampling": bench_sampling, "viz": bench_viz, "tokens": bench_tokens, "training": bench_training,
-            "browser": bench_browser, "load": bench_load, "load2": bench_load2, "cold": bench_cold}
+            "browser": bench_browser, "load": bench_load, "load2": bench_load2, "cold": bench_cold,
+            "threads": bench_threads}
 SLOW = ("browser", "load", "load2", "cold")          # run only with --browser / --only
 
 

@@ -594,3 +594,31 @@ class TraceCache:
         with self._lock:
             f = self._flights.get(key)
             return None if f is None else self._status(f)
+
+
+# ----------------------------------------------------------------------------- torch's threads in a shared server
+DEFAULT_TORCH_THREADS = 1    # measured: `python -m bench --only threads` (README: one trace at a time, busy cores)
+_threads_applied: list[int] = []
+
+
+def torch_threads() -> int:
+    """Intra-op threads for torch in the server: LAB_TORCH_THREADS (a whole number >= 1; 0 or "auto" keeps
+    torch's own default), else DEFAULT_TORCH_THREADS. Many sessions on few cores: each trace using every core
+    makes them fight for the cores with each other and with the server's own Python thread."""
+    raw = os.environ.get("LAB_TORCH_THREADS", "").strip().lower()
+    if raw in ("0", "auto"):
+        return 0
+    try:
+        return max(1, int(raw)) if raw else DEFAULT_TORCH_THREADS
+    except ValueError:
+        return DEFAULT_TORCH_THREADS
+
+
+def apply_torch_threads() -> int:
+    """Set torch's intra-op threads for this process once (start-up); returns the number in use."""
+    if not _threads_applied:
+        n = torch_threads()
+        if n:
+            torch.set_num_threads(n)
+        _threads_applied.append(torch.get_num_threads())
+    return _threads_applied[0]

@@ -158,3 +158,31 @@ def test_cached_figure_is_built_once_counted_in_the_budget_and_drawn_by_many_ses
     with ThreadPoolExecutor(8) as ex:
         specs = set(ex.map(draw, range(200)))
     assert len(specs) == 1 and '"type":"heatmap"' in specs.pop()
+
+
+@pytest.mark.parametrize("raw,expected", [("", 1), ("1", 1), ("2", 2), ("auto", 0), ("0", 0), ("x", 1), ("-3", 1)])
+def test_torch_threads_setting_reads_lab_torch_threads(monkeypatch, raw, expected):
+    from model.store import torch_threads
+
+    monkeypatch.setenv("LAB_TORCH_THREADS", raw)
+    assert torch_threads() == expected
+
+
+def test_apply_torch_threads_sets_the_threads_new_script_threads_use():
+    """In a fresh interpreter (this one's threads are left alone): applied from a start-up thread, as app.py does,
+    a thread started afterwards (as Streamlit starts one per script run) runs torch with that many threads."""
+    import subprocess
+    import sys
+
+    code = ("import threading, torch\n"
+            "from model.store import apply_torch_threads\n"
+            "t = threading.Thread(target=apply_torch_threads); t.start(); t.join()\n"
+            "out = []\n"
+            "def run():\n"
+            "    torch.ones(64, 64) @ torch.ones(64, 64); out.append(torch.get_num_threads())\n"
+            "t = threading.Thread(target=run); t.start(); t.join(); print(out[0])\n")
+    env = {**os.environ, "LAB_TORCH_THREADS": "1"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
