@@ -297,3 +297,20 @@ def test_the_gpt2_small_estimate_matches_the_measured_trace_sizes():
     a = Architecture("decoder-only Transformer", n_layers=12, n_heads=12, d_model=768)
     assert 37 <= trace_estimate(a, 128) / 2**20 <= 45
     assert 475 <= trace_estimate(a, 1024) / 2**20 <= 560
+
+
+def test_max_tokens_for_is_the_longest_input_whose_estimate_fits_and_no_more_than_the_positions():
+    from types import SimpleNamespace
+
+    from model.api import Architecture
+    from model.store import COMPACT_ABOVE, max_tokens_for
+
+    arch = Architecture("decoder-only Transformer", n_layers=12, n_heads=12, d_model=768)
+    m = SimpleNamespace(arch=arch, source="hf", max_len=1024,
+                        hf=SimpleNamespace(config=SimpleNamespace(max_position_embeddings=4096)))
+    budget = 1024 * 2**20
+    n = max_tokens_for(m, budget)
+    assert trace_estimate(arch, n, None, COMPACT_ABOVE) <= budget < trace_estimate(arch, n + 1, None, COMPACT_ABOVE)
+    assert 1024 < n < 4096                                  # beyond the old 1,024 cap, short of the positions
+    assert max_tokens_for(m, 10**15) == 4096                # a generous budget: the model's positions decide
+    assert max_tokens_for(m, budget, positions=512) == 512
