@@ -1,22 +1,27 @@
-"""Past one process: N Streamlit replicas of the lab behind nginx, on this machine.
+"""Past one process: N Streamlit replicas of the lab behind nginx on one host, under `supervisord`.
 
-    python -m deploy --replicas 2            # or: deploy/run.sh 2
-    python -m deploy --replicas 3 --port 8080
+    python -m deploy --replicas 2                                  # or: deploy/run.sh 2
+    python -m deploy --replicas 3 --port 8080 --replica-ports 8501,8502,8503 --logs /var/log/lab
 
-Starts N `streamlit run app.py` replicas on free loopback ports, writes an nginx config into a
-temporary folder (see deploy/nginx.conf.template) and runs nginx in the foreground in front of
-them. Ctrl-C (or SIGTERM) stops nginx and every replica. What nginx does:
+Writes a supervisord config (and nginx's, from deploy/nginx.conf.template) into a run folder and
+runs `supervisord` in front of four kinds of program:
 
-- sticky sessions by a cookie (`lab_replica`): a browser's first request goes to the replica with
-  the fewest open connections (least_conn: websockets are long-lived, so this counts sessions) and
-  the answer sets the cookie to that replica's address; all later requests with the cookie (the
-  websocket, /_stcore/upload_file, /media/ files, cached-message fetches) reach that replica, which
-  holds the session; if it is down, another replica answers (and the cookie follows). Not
-  ip_hash: a whole classroom behind one school NAT would share one replica.
-- websocket upgrade for /_stcore/stream, long read timeouts, no buffering.
-- /_stcore/health answered by a replica (nginx open source has no active health checks: a replica
-  that refuses or times out is marked failed for 10 s and the request goes to the next one); this
-  launcher also polls each replica's /_stcore/health and restarts one whose process has exited.
+- `replica-PORT`: `streamlit run app.py` on 127.0.0.1:PORT (ports by flag; 0 picks free ones).
+  Restarted whenever it exits (autorestart); a start that fails is retried with supervisor's
+  growing back-off (1 s, 2 s, 3 s ... up to --start-retries times).
+- `nginx` in front of them (sticky sessions by cookie, websockets; see the template).
+- `health`: `python -m deploy.health`, which asks every replica for /_stcore/health each
+  --health-every seconds; a replica that does not answer --health-fails times in a row (hung,
+  SIGSTOP'd, stuck in a loop) has its process group killed with SIGKILL, and supervisor starts it
+  again. A program that supervisor gave up on (FATAL) is logged and started again after a
+  doubling pause (10 s to 5 min): the launcher never gives up silently.
+- logs: every program's output goes to --logs (kept after stop), rotated by supervisor at
+  --log-max-mb with --log-backups old files; nginx's access and error logs go to its output.
+
+SIGTERM, SIGINT and SIGHUP (closing the terminal) stop everything: the launcher asks supervisord to
+stop (each program's whole process group, SIGKILL after --stop-wait s) and waits for it; supervisord
+itself dies with the launcher (Linux parent-death signal), so nothing is orphaned even by kill -9 of
+the launcher.
 
 All replicas share one cookie secret (XSRF tokens stay valid whichever replica signed them), and
 each gets OMP_NUM_THREADS = cores // N (unless set) so that torch's thread pools do not oversubscribe
@@ -28,6 +33,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +47,12 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TEMPLATE = HERE / "nginx.conf.template"
 NGINX = os.environ.get("NGINX", shutil.which("nginx") or "/usr/sbin/nginx")
+
+
+def supervisord_path() -> str | None:
+    """The supervisord next to this Python (pip install supervisor), else on PATH."""
+    here = Path(sys.executable).parent / "supervisord"
+    return str(here) if here.exists() else shutil.which("supervisord")
 
 
 def free_port() -> int:
@@ -59,17 +71,6 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def wait_healthy(url: str, timeout: float, procs: list[subprocess.Popen]) -> None:
-    deadline = time.time() + timeout
-    while not healthy(url):
-        dead = [p for p in procs if p.poll() is not None]
-        if dead:
-            raise RuntimeError(f"process {dead[0].args[0]} exited with {dead[0].returncode} before {url} was healthy")
-        if time.time() > deadline:
-            raise RuntimeError(f"{url} not healthy after {timeout:.0f} s")
-        time.sleep(0.2)
-
-
 def render_config(replica_ports: list[int], listen: str, workdir: Path) -> str:
     servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=10s;" for p in replica_ports)
     picks = "\n".join(f'        "127.0.0.1:{p}" replica_{p};' for p in replica_ports)
@@ -82,54 +83,168 @@ def render_config(replica_ports: list[int], listen: str, workdir: Path) -> str:
 
 
 @dataclass
+class Options:
+    replicas: int = 2
+    port: int = 8080                       # nginx's; 0: a free one
+    host: str = "127.0.0.1"
+    replica_ports: list[int] = field(default_factory=list)    # empty: first_port, first_port + 1, ...
+    first_port: int = 8501                 # 0: free ones
+    logs: Path | None = None               # None: <run folder>/logs
+    log_max_mb: int = 10
+    log_backups: int = 5
+    health_every: float = 5.0
+    health_timeout: float = 3.0
+    health_fails: int = 3
+    health_grace: float = 60.0             # seconds after a (re)start before the health check counts failures
+    start_retries: int = 20                # supervisor's back-off: 1 + 2 + ... + 20 s, then the health program
+    stop_wait: float = 10.0
+
+    def ports(self) -> list[int]:
+        if self.replica_ports:
+            if len(self.replica_ports) != self.replicas:
+                raise ValueError(f"{len(self.replica_ports)} replica ports given for {self.replicas} replicas")
+            return list(self.replica_ports)
+        if self.first_port == 0:
+            return [free_port() for _ in range(self.replicas)]
+        return [self.first_port + i for i in range(self.replicas)]
+
+
+def _q(v: object) -> str:
+    """A value for supervisor's ini file ('%' is its interpolation character)."""
+    return str(v).replace("%", "%%")
+
+
+def render_supervisor(o: Options, ports: list[int], run: Path, logs: Path, nginx_port: int) -> str:
+    log = lambda name: (f"stdout_logfile={_q(logs / f'{name}.log')}\nstdout_logfile_maxbytes={o.log_max_mb}MB\n"   # noqa: E731
+                        f"stdout_logfile_backups={o.log_backups}\nredirect_stderr=true\n")
+    common = (f"autostart=true\nautorestart=true\nstartretries={o.start_retries}\nstopasgroup=true\n"
+              f"killasgroup=true\nstopwaitsecs={int(o.stop_wait)}\n")
+    out = [f"""[supervisord]
+nodaemon=true
+logfile={_q(logs / 'supervisord.log')}
+logfile_maxbytes={o.log_max_mb}MB
+logfile_backups={o.log_backups}
+pidfile={_q(run / 'supervisord.pid')}
+childlogdir={_q(logs)}
+loglevel=info
+
+[unix_http_server]
+file={_q(run / 'supervisor.sock')}
+chmod=0700
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{_q(run / 'supervisor.sock')}
+"""]
+    for p in ports:
+        cmd = (f"{sys.executable} -m streamlit run {ROOT / 'app.py'} --server.port {p} --server.address 127.0.0.1 "
+               f"--server.headless true --browser.gatherUsageStats false")
+        out.append(f"[program:replica-{p}]\ncommand={_q(cmd)}\ndirectory={_q(ROOT)}\nstartsecs=5\npriority=10\n"
+                   + common + log(f"replica-{p}"))
+    out.append(f"[program:nginx]\ncommand={_q(NGINX)} -p {_q(run)} -c {_q(run / 'nginx.conf')}\nstartsecs=1\n"
+               f"priority=20\nstopsignal=TERM\n" + common + log("nginx"))
+    health = (f"{sys.executable} -m deploy.health --socket {run / 'supervisor.sock'} --ports "
+              f"{','.join(map(str, ports))} --every {o.health_every} --timeout {o.health_timeout} "
+              f"--fails {o.health_fails} --grace {o.health_grace}")
+    out.append(f"[program:health]\ncommand={_q(health)}\ndirectory={_q(ROOT)}\nstartsecs=1\npriority=30\n"
+               + common + log("health"))
+    return "\n".join(out)
+
+
+def server_proxy(sock: str | Path):
+    """XML-RPC to supervisord over its unix socket (supervisor.getProcessInfo, signalProcess, ...)."""
+    import xmlrpc.client
+
+    from supervisor.xmlrpc import SupervisorTransport
+
+    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=SupervisorTransport(None, None, f"unix://{sock}"))
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the launcher dies (Linux), and its own session."""
+    os.setsid()
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)      # PR_SET_PDEATHSIG
+
+
+@dataclass
 class Replica:
     port: int
-    proc: subprocess.Popen
-    log: Path
-    restarts: int = 0
+    name: str
+    cluster: "Cluster"
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return int(self.cluster.rpc().supervisor.getProcessInfo(self.name)["pid"])
 
 
 @dataclass
 class Cluster:
     url: str                                    # nginx's address
     replicas: list[Replica]
-    nginx: subprocess.Popen
-    workdir: Path
+    supervisord: subprocess.Popen
+    workdir: Path                               # the run folder: configs, supervisor's socket
+    logs: Path
     env: dict[str, str] = field(default_factory=dict)
+
+    def rpc(self):
+        return server_proxy(self.workdir / "supervisor.sock")
 
     @property
     def pids(self) -> list[int]:
         """The replicas' pids (nginx's own memory is a few MiB and not counted)."""
-        return [r.proc.pid for r in self.replicas]
+        return [r.pid for r in self.replicas]
 
-    def check(self, max_restarts: int = 3) -> list[str]:
-        """One round of health checks; restarts a replica whose process exited. Returns notes."""
-        notes = []
-        for r in self.replicas:
-            if r.proc.poll() is not None:
-                if r.restarts >= max_restarts:
-                    notes.append(f"replica :{r.port} is down (exit {r.proc.returncode}), not restarted again")
-                    continue
-                code = r.proc.returncode
-                r.restarts += 1
-                r.proc = start_replica(r.port, r.log, self.env)
-                notes.append(f"replica :{r.port} had exited ({code}); restarted")
-            elif not healthy(r.url):
-                notes.append(f"replica :{r.port} does not answer /_stcore/health")
-        return notes
+    def states(self) -> dict[str, dict]:
+        return {i["name"]: i for i in self.rpc().supervisor.getAllProcessInfo()}
 
 
-def start_replica(port: int, log: Path, env: dict[str, str]) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-           "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT)
+def start_supervisor(o: Options, run: Path | None = None, env: dict[str, str] | None = None
+                     ) -> tuple[subprocess.Popen, Path, Path, list[int], int]:
+    """Write the configs and start supervisord (its own session; it dies with this process).
+    Returns (supervisord, run folder, logs folder, replica ports, nginx port)."""
+    sd = supervisord_path()
+    if sd is None:
+        raise RuntimeError("supervisord not found: pip install -r deploy/requirements.txt (the PyPI package "
+                           "'supervisor')")
+    if not Path(NGINX).exists():
+        raise RuntimeError("nginx not found: apt-get install nginx-light (or nginx), or set NGINX=/path/to/nginx")
+    run = Path(run) if run else Path(tempfile.mkdtemp(prefix="lab-deploy-"))
+    run.mkdir(parents=True, exist_ok=True)
+    os.chmod(run, 0o755)
+    logs = Path(o.logs) if o.logs else run / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    ports = o.ports()
+    port = o.port or free_port()
+    nginx_conf = render_config(ports, f"{o.host}:{port}", run)
+    (run / "nginx.conf").write_text(nginx_conf)
+    test = subprocess.run([NGINX, "-t", "-p", str(run), "-c", str(run / "nginx.conf")], capture_output=True, text=True)
+    if test.returncode:
+        raise RuntimeError(f"nginx rejected the config:\n{test.stderr}")
+    (run / "supervisord.conf").write_text(render_supervisor(o, ports, run, logs, port))
+    env = {**os.environ, **(env or {})}
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("STREAMLIT_BROWSER_GATHER_USAGE_STATS", "false")
+    env.setdefault("STREAMLIT_SERVER_COOKIE_SECRET", secrets.token_hex(32))
+    # torch's thread pool per replica: the cores shared out, so N replicas do not oversubscribe them
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(ports))))
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    proc = subprocess.Popen([sd, "-n", "-c", str(run / "supervisord.conf")], cwd=ROOT, env=env,
+                            stdout=open(logs / "supervisord.out", "a"), stderr=subprocess.STDOUT,
+                            preexec_fn=_die_with_parent)
+    return proc, run, logs, ports, port
 
 
-def stop(proc: subprocess.Popen, grace: float = 10) -> None:
+def stop(proc: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM, then SIGKILL after `grace` s (supervisord: it stops every program first)."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -139,43 +254,32 @@ def stop(proc: subprocess.Popen, grace: float = 10) -> None:
             proc.wait(5)
 
 
+def wait_healthy(url: str, timeout: float, procs: list[subprocess.Popen]) -> None:
+    deadline = time.monotonic() + timeout
+    while not healthy(url):
+        dead = [p for p in procs if p.poll() is not None]
+        if dead:
+            raise RuntimeError(f"process {dead[0].args[0]} exited with {dead[0].returncode} before {url} was healthy")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} not healthy after {timeout:.0f} s")
+        time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def cluster(replicas: int = 2, port: int | None = None, host: str = "127.0.0.1", timeout: float = 120,
-            keep_dir: bool = False) -> Iterator[Cluster]:
-    """Start `replicas` Streamlit replicas and nginx in front; yield a Cluster; stop all afterwards."""
-    if not Path(NGINX).exists():
-        raise RuntimeError("nginx not found: apt-get install nginx-light (or nginx), or set NGINX=/path/to/nginx")
-    workdir = Path(tempfile.mkdtemp(prefix="lab-deploy-"))
-    os.chmod(workdir, 0o755)
-    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
-           "STREAMLIT_SERVER_COOKIE_SECRET": os.environ.get("STREAMLIT_SERVER_COOKIE_SECRET", secrets.token_hex(32)),
-           # torch's thread pool per replica: the cores shared out, so N replicas do not oversubscribe them
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // replicas)))}
-    reps: list[Replica] = []
-    nginx: subprocess.Popen | None = None
+            keep_dir: bool = False, options: Options | None = None) -> Iterator[Cluster]:
+    """Start `replicas` Streamlit replicas and nginx under supervisord (free ports unless `options` say);
+    yield a Cluster once all answer; stop everything afterwards (logs kept only with keep_dir)."""
+    o = options or Options(replicas=replicas, port=port or 0, host=host, first_port=0)
+    proc, run, logs, ports, nport = start_supervisor(o)
     try:
-        for _ in range(replicas):
-            p = free_port()
-            log = workdir / f"replica-{p}.log"
-            reps.append(Replica(p, start_replica(p, log, env), log))
-        for r in reps:
-            wait_healthy(r.url, timeout, [r.proc])
-        port = port or free_port()
-        conf = workdir / "nginx.conf"
-        conf.write_text(render_config([r.port for r in reps], f"{host}:{port}", workdir))
-        test = subprocess.run([NGINX, "-t", "-p", str(workdir), "-c", str(conf)], capture_output=True, text=True)
-        if test.returncode:
-            raise RuntimeError(f"nginx rejected the config:\n{test.stderr}")
-        nginx = subprocess.Popen([NGINX, "-p", str(workdir), "-c", str(conf)],          # daemon off in the config
-                                 stdout=open(workdir / "nginx.out", "w"), stderr=subprocess.STDOUT)
-        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
-        wait_healthy(url, 30, [nginx])
-        yield Cluster(url, reps, nginx, workdir, env)
+        c = Cluster(f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{nport}", [], proc, run, logs)
+        c.replicas = [Replica(p, f"replica-{p}", c) for p in ports]
+        for r in c.replicas:
+            wait_healthy(r.url, timeout, [proc])
+        wait_healthy(c.url, 30, [proc])
+        yield c
     finally:
-        if nginx is not None:
-            stop(nginx)                       # SIGTERM: fast shutdown of master and workers
-        for r in reps:
-            stop(r.proc)
+        stop(proc)
         if not keep_dir:
-            shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(run, ignore_errors=True)

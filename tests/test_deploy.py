@@ -1,0 +1,180 @@
+"""deploy/: replicas and nginx under supervisord heal on one host (a killed replica comes back, a hung one is
+restarted by the health check), SIGHUP to the launcher leaves no process behind and keeps the logs; and the
+Kubernetes manifest is valid. Every wait has a deadline; how long things take is not asserted beyond it."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import deploy
+from deploy import Options, free_port, healthy, render_supervisor, server_proxy
+
+ROOT = Path(__file__).resolve().parent.parent
+BACK_WITHIN = 90            # s: a replica restarted by supervisord answers again (torch imports on 2 busy cores)
+GRACE = 20                  # s: the health check's grace after a start, in this test's launcher
+
+
+def _need_tools() -> None:
+    if not Path(deploy.NGINX).exists():
+        pytest.skip(f"nginx is not installed at {deploy.NGINX}: apt-get install nginx-light (CI installs it)")
+    if deploy.supervisord_path() is None:
+        pytest.skip("supervisord is not installed: pip install -r deploy/requirements.txt")
+
+
+def _until(done, what: str, timeout: float, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = done()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout} s")
+        time.sleep(every)
+
+
+def _sid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _descendants(pid: int) -> set[int]:
+    kids: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(d.name))
+    out, todo = set(), [pid]
+    while todo:
+        for k in kids.get(todo.pop(), []):
+            out.add(k)
+            todo.append(k)
+    return out
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory):
+    """`python -m deploy` with 2 replicas on ports given by flag, a fast health check, logs in a chosen folder."""
+    _need_tools()
+    tmp = tmp_path_factory.mktemp("deploy")
+    ports = [free_port(), free_port()]
+    port = free_port()
+    cmd = [sys.executable, "-m", "deploy", "--replicas", "2", "--port", str(port),
+           "--replica-ports", ",".join(map(str, ports)), "--logs", str(tmp / "logs"), "--run-dir", str(tmp / "run"),
+           "--health-every", "1", "--health-timeout", "2", "--health-fails", "2", "--health-grace", str(GRACE)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=open(tmp / "launcher.out", "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _until(lambda: all(healthy(f"http://127.0.0.1:{p}") for p in ports) and healthy(url),
+               "the replicas and nginx did not answer /_stcore/health", 180)
+        yield {"proc": proc, "ports": ports, "url": url, "tmp": tmp,
+               "rpc": server_proxy(tmp / "run" / "supervisor.sock").supervisor}
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_replicas_listen_on_the_ports_given_and_nginx_answers(launched):
+    info = {i["name"]: i for i in launched["rpc"].getAllProcessInfo()}
+    assert {f"replica-{p}" for p in launched["ports"]} | {"nginx", "health"} == set(info)
+    assert all(i["statename"] == "RUNNING" for i in info.values())
+    assert healthy(launched["url"])
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_replica_is_restarted_and_answers_again(launched):
+    rpc, p = launched["rpc"], launched["ports"][0]
+    old = rpc.getProcessInfo(f"replica-{p}")["pid"]
+    os.kill(old, signal.SIGKILL)
+    _until(lambda: rpc.getProcessInfo(f"replica-{p}")["pid"] not in (0, old) and healthy(f"http://127.0.0.1:{p}"),
+           f"replica-{p} back after kill -9", BACK_WITHIN)
+    assert healthy(launched["url"])
+
+
+@pytest.mark.slow
+def test_sigstopped_replica_is_restarted_by_the_health_check(launched):
+    rpc, p = launched["rpc"], launched["ports"][1]
+    info = rpc.getProcessInfo(f"replica-{p}")
+    _until(lambda: (lambda i: i["now"] - i["start"] > GRACE + 1)(rpc.getProcessInfo(f"replica-{p}")),
+           "the replica's grace period to pass", GRACE + 30)
+    old = info["pid"]
+    os.kill(old, signal.SIGSTOP)
+    try:
+        _until(lambda: rpc.getProcessInfo(f"replica-{p}")["pid"] not in (0, old), "the hung replica restarted",
+               30)
+        _until(lambda: healthy(f"http://127.0.0.1:{p}"), "the restarted replica answering", BACK_WITHIN)
+    finally:
+        try:
+            os.kill(old, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    log = (launched["tmp"] / "logs" / "health.log").read_text()
+    assert f"replica-{p} is hung: killing its process group (pid {old})" in log
+
+
+@pytest.mark.slow
+def test_sighup_to_the_launcher_stops_everything_and_keeps_the_logs(launched):
+    proc = launched["proc"]
+    tree = _descendants(proc.pid)
+    sd = launched["rpc"].getPID()
+    assert sd in tree and len(tree) >= 5                       # supervisord, 2 replicas, nginx (+ worker), health
+    os.kill(proc.pid, signal.SIGHUP)
+    assert proc.wait(90) == 0
+    left = lambda: [p for p in tree if _alive(p)] + [int(d.name) for d in Path("/proc").iterdir()      # noqa: E731
+                                                     if d.name.isdigit() and _sid(int(d.name)) == sd]
+    _until(lambda: not left(), "every process of the deployment gone", 30)
+    logs = launched["tmp"] / "logs"
+    assert {f"replica-{p}.log" for p in launched["ports"]} | {"nginx.log", "health.log"} <= {f.name for f in logs.iterdir()}
+    assert "SIGHUP: stopping" in (launched["tmp"] / "launcher.out").read_text()
+
+
+def test_supervisor_config_restarts_rotates_logs_and_stops_process_groups(tmp_path):
+    o = Options(replicas=2, replica_ports=[9001, 9002], log_max_mb=7, log_backups=3, start_retries=11)
+    conf = render_supervisor(o, o.ports(), tmp_path / "run", tmp_path / "logs", 8080)
+    for p in (9001, 9002):
+        assert f"[program:replica-{p}]" in conf and f"--server.port {p}" in conf
+    assert conf.count("autorestart=true") == 4 and conf.count("killasgroup=true") == 4
+    assert conf.count("stdout_logfile_maxbytes=7MB") == 4 and conf.count("stdout_logfile_backups=3") == 4
+    assert "startretries=11" in conf and f"stdout_logfile={tmp_path / 'logs' / 'nginx.log'}" in conf
+    assert Options(replicas=3, first_port=8600).ports() == [8600, 8601, 8602]
+    with pytest.raises(ValueError):
+        Options(replicas=3, replica_ports=[1, 2]).ports()
+
+
+def test_kubernetes_manifest_is_valid_offline():
+    kv = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate (in requirements-dev.txt)")
+    import yaml
+
+    path = ROOT / "deploy" / "k8s.yaml"
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    kinds = {d["kind"]: d for d in docs}
+    assert set(kinds) == {"Deployment", "Service", "Ingress"}
+    for d in docs:
+        kv.validate(d, "1.32", strict=True)                    # raises ValidationError on any schema problem
+    c = kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"]["path"] == "/_stcore/health"
+    ann = kinds["Ingress"]["metadata"]["annotations"]
+    assert ann["nginx.ingress.kubernetes.io/affinity"] == "cookie"
