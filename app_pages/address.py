@@ -19,9 +19,11 @@ def _esc(text: Any) -> str:
     return md_escape(text)
 
 
-def parse(raw: str | list[str], default: Any, options: Sequence | None = None, lo=None, hi=None) -> Any:
+def parse(raw: str | list[str], default: Any, options: Sequence | None = None, lo=None, hi=None,
+          commas: bool = True) -> Any:
     """A link's value for a setting like `default`, checked against its options or range; ValueError names why.
-    Lists come as repeated parameters (`?dims=0&dims=1`, as Streamlit writes them) or comma-separated."""
+    Lists come as repeated parameters (`?dims=0&dims=1`, as Streamlit writes them), or comma-separated where
+    `commas` (the settings kept by hand write them so)."""
     def one(x: str) -> Any:
         if options is not None:
             match = [o for o in options if str(o) == x]
@@ -40,14 +42,15 @@ def parse(raw: str | list[str], default: Any, options: Sequence | None = None, l
         return v
 
     if isinstance(default, list):
-        return [one(x) for part in ([raw] if isinstance(raw, str) else raw) for x in part.split(",") if x.strip()]
+        parts = [raw] if isinstance(raw, str) else raw
+        return [one(x) for part in parts for x in (part.split(",") if commas else [part]) if x.strip()]
     return one(raw[-1] if isinstance(raw, list) else raw)
 
 
-def name_bad(key: str, raw, default: Any, options=None, lo=None, hi=None) -> bool:
+def name_bad(key: str, raw, default: Any, options=None, lo=None, hi=None, commas: bool = True) -> bool:
     """Warn, naming it, when a link's value for `key` is not valid; True when it was bad."""
     try:
-        parse(raw, default, options, lo, hi)
+        parse(raw, default, options, lo, hi, commas)
         return False
     except (ValueError, TypeError) as e:
         shown = raw if isinstance(raw, str) else ",".join(raw)
@@ -72,7 +75,7 @@ def bound(key: str, default: Any, *, options: Sequence | None = None, lo=None, h
     (guessed: "default" for a list, "index" with options, else "value"; a select_slider says "value")."""
     raw = st.query_params.get_all(key)
     if raw:                                 # Streamlit drops a bad bound value without a word: name it here
-        name_bad(key, raw, default, options, lo, hi)
+        name_bad(key, raw, default, options, lo, hi, commas=False)
     if key in st.session_state and not _valid(st.session_state[key], options, lo, hi):
         del st.session_state[key]           # kept from another model's choices (e.g. head 4 of 2): the default
     remember(key)
