@@ -1,4 +1,4 @@
 """Streamlit components of the lab (components v2: inline HTML/CSS/JS, no build step, no network)."""
-from .live_sampling import Settings, live_sampling
+from .live_sampling import live_sampling
 
-__all__ = ["Settings", "live_sampling"]
+__all__ = ["live_sampling"]

@@ -42,7 +42,6 @@ _mount = st.components.v2.component(
 )
 
 
-Settings = SamplingSettings       # what the user set in the browser (or the initial settings until the first release)
 
 
 def _as_logits(logits) -> np.ndarray:
@@ -68,7 +67,7 @@ def top_order(x: np.ndarray, n: int) -> np.ndarray:
 
 def live_sampling(logits, labels: Sequence[str] | None, *, key: str, temperature: float = 1.0, top_k: int = 0,
                   top_p: float = 1.0, top_n: int | None = None, compact: bool = False, large: bool = False,
-                  title: str | None = None, on_change: Callable[[], None] | None = None) -> Settings:
+                  title: str | None = None, on_change: Callable[[], None] | None = None) -> SamplingSettings:
     """Mount (or update) one live sampling panel and return its current settings.
 
     logits: (V,) next-word logits (torch tensor, numpy array or list); float32 is what the browser gets.
@@ -80,7 +79,8 @@ def live_sampling(logits, labels: Sequence[str] | None, *, key: str, temperature
     top_n: words in the chart (default 25, 12 when compact). compact: controls stacked, for narrow
         columns. large: bigger fonts (projector). title: a heading inside the panel.
     on_change: called (as a Streamlit callback, before the rerun) when the user releases a slider.
-    Returns Settings(temperature, top_k, top_p): the settings as last released in the browser.
+    Returns SamplingSettings(temperature, top_k, top_p): the settings as last released in the browser (or the
+    initial settings until the first release).
     """
     x = _as_logits(logits)
     V = int(x.size)
