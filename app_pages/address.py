@@ -10,6 +10,8 @@ from typing import Any, Sequence
 
 import streamlit as st
 
+from model.sampling import SamplingSettings
+
 BIND = "query-params"
 
 
@@ -142,3 +144,24 @@ def reset_settings() -> None:
     for key in st.session_state.get("_settings", set()):
         st.session_state.pop(key, None)
         st.session_state.pop(f"_url_{key}", None)
+
+
+def number(label: str, key: str, default: int, lo: int, hi: int, container=None, **kw) -> int:
+    """A whole-number box in the address; a link's value out of range is named (and the box keeps its range)."""
+    container = container or st
+    return int(container.number_input(label, min_value=lo, max_value=hi, step=1, **bound(key, default, lo=lo, hi=hi),
+                                      **kw))
+
+
+def sampling_controls(prefix: str, vocab_size: int, default: SamplingSettings = SamplingSettings(), cols=None,
+                      **kw) -> SamplingSettings:
+    """Temperature, top-k and top-p as three widgets in the address (`?{prefix}t=`, `k`, `p`), with the ranges,
+    steps and labels of SamplingSettings."""
+    T, K, P = SamplingSettings.KNOBS
+    cols = cols or st.columns(3)
+    t = cols[0].slider(T.label, T.lo, T.hi, step=T.step, help=T.hint,
+                       **bound(prefix + T.key, default.temperature, lo=T.lo, hi=T.hi), **kw)
+    k = number(K.label, prefix + K.key, default.top_k, K.lo, vocab_size, container=cols[1], help=K.hint, **kw)
+    p = cols[2].slider(P.label, P.lo, P.hi, step=P.step, help=P.hint,
+                       **bound(prefix + P.key, default.top_p, lo=P.lo, hi=P.hi), **kw)
+    return SamplingSettings.clamped(vocab_size, float(t), k, float(p))

@@ -1,7 +1,8 @@
 """What every page shares: how a page opens (`open_page`: words, model, hints, capability, traced run), the
 server's model store and trace cache, the sidebar's choices, projector mode, figures with export, and messages
 that never interpret a user's string as markdown. Pages stay thin: widgets, layout, words.
-The address (settings in the URL) is address.py, Break it's toggles breakit.py, the lesson path lesson.py.
+The address (settings in the URL, its widget helpers) is address.py, Break it's toggles breakit.py, the lesson path
+and the pages' hints lesson.py, figures figures.py.
 """
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from typing import Any, Callable, Sequence
 
 import streamlit as st
 
-from app_pages.address import bound, labelled, link_version, set_setting, setting  # noqa: F401 (pages: c.bound …)
+from app_pages.address import (bound, labelled, link_version, number, sampling_controls, set_setting,  # noqa: F401
+                                setting)                     # pages: c.bound, c.number …
 from app_pages.figures import cached_figure, export, plot  # noqa: F401 (pages: c.plot …)
+from app_pages.lesson import example_for, hints  # noqa: F401 (pages: c.example_for …)
 from model import LabError, LabModel, Run, TracedRun
-from model.sampling import SamplingSettings
 from model.store import LinkPolicy, ModelStore, TraceCache
 
 DEFAULT_TEXT = "the bear ate the honey because it was hungry"
@@ -49,32 +51,9 @@ def intro(title: str, what: str) -> None:
             st.markdown(what)
 
 
-def hints(page: str, m: LabModel) -> None:
-    """What this page shows about this model: each line is a lesson in model/lessons.py whose check a test runs
-    on the model it names, so a hint only appears with the model it is true for. A button loads its sentence."""
-    from model import lessons
-
-    found = lessons.lessons_for(page, m.name)
-    if not found:
-        return
-    with st.expander(f"Try: what {md_escape(m.name)} shows here ({len(found)})", expanded=len(found) <= 3 and not presenting()):
-        for i, lesson in enumerate(found):
-            a, b = st.columns([3, 1], vertical_alignment="center")
-            a.markdown(f"{tokens_line([lesson.text])} — {md_escape(lesson.claim)}")
-            if lesson.text != text():
-                b.button("Use this sentence", key=f"lesson_{page}_{i}", on_click=use_text, args=(lesson.text,))
-
-
 def use_text(t: str) -> None:
     st.session_state["text"] = t
     st.session_state["_text_touched"] = True
-
-
-def example_for(m: LabModel, page: str = "home") -> str | None:
-    """A text this model knows (the page's own default), for the 'use a sentence it knows' button."""
-    from model import lessons
-
-    return lessons.default_text(page, m.name)
 
 
 # ----------------------------------------------------------------------------- server-wide caches
@@ -209,9 +188,9 @@ def open_page(page: str, title: str, what: str, *, needs: type | None = TracedRu
               fallback: str | None = None, example: str = "home", run: bool = True) -> tuple[LabModel, Run | None]:
     """How every page opens: its title and lesson (`what`), the sidebar's model (a spinner while it loads, a clear
     message if it cannot), the capability the page `needs` (without it: `message` and stop, or the built-in
-    `fallback` model with `message` as a note; "{name}" in it is the model's name), the page's hints, and the traced run of the text (a spinner
-    while it runs; unknown words named, with a sentence the model knows from `example`'s lesson).
-    Returns (model, run); run is None with run=False."""
+    `fallback` model with `message` as a note; "{name}" in it is the model's name), the page's hints, and the
+    traced run of the text (a spinner while it runs; unknown words named, with a sentence the model knows from
+    `example`'s lesson). Returns (model, run); run is None with run=False."""
     intro(title, what)
     m = load_or_stop()
     if needs is not None and not isinstance(m, needs):
@@ -221,28 +200,6 @@ def open_page(page: str, title: str, what: str, *, needs: type | None = TracedRu
         m = load_or_stop(fallback)
     hints(page, m)
     return m, run_or_stop(m, example=example_for(m, example)) if run else None
-
-
-# ----------------------------------------------------------------------------- settings
-def number(label: str, key: str, default: int, lo: int, hi: int, container=None, **kw) -> int:
-    """A whole-number box in the address; a link's value out of range is named (and the box keeps its range)."""
-    container = container or st
-    return int(container.number_input(label, min_value=lo, max_value=hi, step=1, **bound(key, default, lo=lo, hi=hi),
-                                      **kw))
-
-
-def sampling_controls(prefix: str, vocab_size: int, default: SamplingSettings = SamplingSettings(), cols=None,
-                      **kw) -> SamplingSettings:
-    """Temperature, top-k and top-p as three widgets in the address (`?{prefix}t=`, `k`, `p`), with the ranges,
-    steps and labels of SamplingSettings."""
-    T, K, P = SamplingSettings.KNOBS
-    cols = cols or st.columns(3)
-    t = cols[0].slider(T.label, T.lo, T.hi, step=T.step, help=T.hint,
-                       **bound(prefix + T.key, default.temperature, lo=T.lo, hi=T.hi), **kw)
-    k = number(K.label, prefix + K.key, default.top_k, K.lo, vocab_size, container=cols[1], help=K.hint, **kw)
-    p = cols[2].slider(P.label, P.lo, P.hi, step=P.step, help=P.hint,
-                       **bound(prefix + P.key, default.top_p, lo=P.lo, hi=P.hi), **kw)
-    return SamplingSettings.clamped(vocab_size, float(t), k, float(p))
 
 
 # ----------------------------------------------------------------------------- projector mode

@@ -1,5 +1,6 @@
-"""The lesson path on a page: a stop (`?stop=N`, opened from the home page or a banner) starts on its own model
-and settings, and shows what to say there with links to the previous and next stops."""
+"""The lessons on a page: the lesson path's stops (`?stop=N`, opened from the home page or a banner: a stop starts
+on its own model and settings and shows what to say there, with links to the previous and next stops), and each
+page's "Try:" hints, lessons from model/lessons.py checked on the model they name."""
 from __future__ import annotations
 
 import streamlit as st
@@ -43,3 +44,27 @@ def banner(page: str) -> None:
         if i + 1 < len(LESSON):
             b.page_link(f"app_pages/{LESSON[i + 1].page}.py", label=f"Next: {LESSON[i + 1].title}",
                         icon=":material/arrow_forward:", query_params={**LESSON[i + 1].params, "stop": str(i + 2)})
+
+
+def hints(page: str, m: LabModel) -> None:
+    """What this page shows about this model: each line is a lesson in model/lessons.py whose check a test runs
+    on the model it names, so a hint only appears with the model it is true for. A button loads its sentence."""
+    from app_pages.common import md_escape, presenting, text, tokens_line, use_text
+    from model import lessons
+
+    found = lessons.lessons_for(page, m.name)
+    if not found:
+        return
+    with st.expander(f"Try: what {md_escape(m.name)} shows here ({len(found)})", expanded=len(found) <= 3 and not presenting()):
+        for i, lesson in enumerate(found):
+            a, b = st.columns([3, 1], vertical_alignment="center")
+            a.markdown(f"{tokens_line([lesson.text])} — {md_escape(lesson.claim)}")
+            if lesson.text != text():
+                b.button("Use this sentence", key=f"lesson_{page}_{i}", on_click=use_text, args=(lesson.text,))
+
+
+def example_for(m: LabModel, page: str = "home") -> str | None:
+    """A text this model knows (the page's own default), for the 'use a sentence it knows' button."""
+    from model import lessons
+
+    return lessons.default_text(page, m.name)
