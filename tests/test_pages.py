@@ -307,3 +307,14 @@ def test_each_lesson_stop_opens_on_its_model_and_settings_whatever_other_pages_w
             if key in got:
                 assert str(got[key]) == value, (stop.title, key)
     assert [s.params["model"] for s in LESSON][2] == "transformer-lm"         # stop 3: the Transformer's positions
+
+
+def test_a_page_opens_on_its_fallback_model_and_says_so_or_stops_with_its_message():
+    at = open_page("lstm")                                          # the sidebar's Transformer is not recurrent
+    assert any("transformer\\-lm is not a recurrent network" in i.value for i in at.info)      # the name escaped
+    assert charts(at) and not at.error                              # the built-in LSTM is drawn instead
+    at = open_page("translate", model_choice="lstm-lm", text="the black cat ate the mouse")
+    assert any("Using the built-in translator" in i.value for i in at.info)
+    assert any("le chat noir a mangé la souris" in m.value for m in at.markdown)
+    at = open_page("masks", model_choice="lstm-lm")
+    assert any("The LSTM needs no mask" in i.value for i in at.info) and not charts(at)
