@@ -365,11 +365,84 @@ def bench_threads(repeat: int) -> None:
             torch.set_num_threads(before)
 
 
+def _flood(sessions: int, tokens: int, bounded: bool) -> None:
+    """One probe for bench_admission, in its own interpreter: `sessions` threads each ask the trace cache for a
+    different `tokens`-token trace of a GPT-2-small-sized model at once; prints JSON (peak RSS growth, seconds)."""
+    import json
+    import threading
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    import model
+    from devkit.hf_fixtures import save_word_tokenizer
+    from model.store import TraceCache, apply_torch_threads, run_estimate
+
+    def rss() -> int:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    apply_torch_threads()
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as d:
+        GPT2LMHeadModel(GPT2Config(attn_implementation="eager")).save_pretrained(d)
+        save_word_tokenizer(d, vocab_size=50257)
+        m = model.load(d, "cpu")
+        texts = [" ".join(f"w{(i * 7 + j) % 50000}" for j in range(tokens)) for i in range(sessions)]
+        m.run(" ".join(f"w{j}" for j in range(16)))                      # warm-up
+        # unbounded: as before issue 19 (every computation at once, sizes counted only afterwards)
+        cache = TraceCache(max_running=1 if bounded else sessions)
+        base, peak, stop = rss(), [0], threading.Event()
+
+        def sample():
+            while not stop.wait(0.2):
+                peak[0] = max(peak[0], rss())
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=cache.get, args=(("run", i), lambda t=t: m.run(t)),
+                                    kwargs=dict(estimate=run_estimate(m, t) if bounded else None, heavy=True))
+                   for i, t in enumerate(texts)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(1800)
+        secs = time.perf_counter() - t0
+        stop.set()
+        sampler.join()
+        print(json.dumps({"peak_mb": (max(peak[0], rss()) - base) / 2**20, "secs": secs,
+                          "held_mb": cache.used_bytes() / 2**20, "threads": torch.get_num_threads()}))
+
+
+def bench_admission(repeat: int, sessions: int = 6, tokens: int = 512) -> None:
+    """Memory under a class: `sessions` sessions ask for different long traces at once, in one server process.
+    Bounded (the trace cache's admission: one at a time, estimates reserved) vs unbounded (all at once, as before):
+    the growth of the process's resident memory (sampled every 0.2 s), and the time until all were done."""
+    import json
+    import subprocess
+    import sys
+
+    for bounded in (True, False):
+        code = f"from bench.__main__ import _flood; _flood({sessions}, {tokens}, {bounded})"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3600,
+                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        if out.returncode != 0:
+            row(f"admission probe ({'bounded' if bounded else 'unbounded'})", "failed: " + out.stderr[-300:])
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        row(f"{sessions} sessions at once, each a different {tokens}-token trace (GPT-2-small-sized, random weights), "
+            f"{'admission 1 at a time, estimates reserved' if bounded else 'unbounded (all at once)'}: "
+            f"RSS growth / all done (load average {os.getloadavg()[0]:.1f})",
+            f"{r['peak_mb']:,.0f} MB / {r['secs']:.1f} s (kept in the cache {r['held_mb']:,.0f} MB)")
+
+
 SECTIONS = {"builtin": bench_builtin, "generation": bench_generation, "gpt2": bench_gpt2, "hf": bench_hf_trace,
             "sampling": bench_sampling, "viz": bench_viz, "tokens": bench_tokens, "training": bench_training,
             "browser": bench_browser, "load": bench_load, "load2": bench_load2, "cold": bench_cold,
-            "threads": bench_threads}
-SLOW = ("browser", "load", "load2", "cold")          # run only with --browser / --only
+            "threads": bench_threads, "admission": bench_admission}
+SLOW = ("browser", "load", "load2", "cold", "admission")          # run only with --browser / --only
 
 
 def main(argv: list[str] | None = None) -> None:
