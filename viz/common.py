@@ -108,7 +108,8 @@ def index_axis(tokens: Sequence[str], max_ticks: int = MAX_TICKS, **extra) -> di
                 **extra)
 
 
-TOOLBAR = 40    # px: the toolbar (always shown, PLOT_CONFIG) gets its own row at the top of every figure
+TOOLBAR = 38    # px: the toolbar (always shown, PLOT_CONFIG) gets its own row at the top of every figure (36 px tall
+                # in projector mode, whose larger root font size scales it)
 TITLE_WRAP = 44  # characters: a longer title is broken into two lines (a half-width figure cuts a long one)
 
 
@@ -150,7 +151,10 @@ def fit_top(fig: go.Figure, font: int) -> go.Figure:
     if fig.layout.title and fig.layout.title.text:
         size = (fig.layout.title.font.size if fig.layout.title.font and fig.layout.title.font.size else font + 2)
         lines = str(fig.layout.title.text).count("<br>") + 1
-        fig.update_layout(title=dict(yref="container", y=1, yanchor="top", pad=dict(t=TOOLBAR, b=0)))
+        # Plotly puts a "top"-anchored title's first baseline about 0.3 em under the pad's edge and centres a
+        # multi-line title on it: the pad that makes its first line start just under the toolbar's row
+        pad = TOOLBAR + int(size * 0.3 + (lines - 1) * size * 0.65) + 1
+        fig.update_layout(title=dict(yref="container", y=1, yanchor="top", pad=dict(t=pad, b=0)))
         top += int(size * 1.3 * lines) + 6
     subs = _subplot_titles(fig)
     if subs:
@@ -202,7 +206,10 @@ def projector(fig: go.Figure) -> go.Figure:
         fig.update_layout(title_font_size=PROJECTOR_FONT + 4)
     for ax in [*fig.select_xaxes(), *fig.select_yaxes()]:
         size = ax.tickfont.size if ax.tickfont and ax.tickfont.size else None
-        ax.update(tickfont_size=round(size * scale) if size else PROJECTOR_FONT - 2, linewidth=2)
+        size = round(size * scale) if size else PROJECTOR_FONT - 2
+        if ax.tickangle not in (None, 0):          # slanted token labels: each needs a cell of ~1.4 x its size
+            size = min(size, PROJECTOR_FONT - 5)
+        ax.update(tickfont_size=size, linewidth=2)
     for a in fig.layout.annotations or ():
         a.update(font_size=round((a.font.size if a.font and a.font.size else FONT) * scale))
     for t in fig.data:

@@ -11,7 +11,7 @@ from .common import DIVERGING, SEQUENTIAL, apply_theme, as_array, check_labels, 
 
 MASKED_GREY = "#9e9e9e"
 CELL_MARKS_MAX = 16      # up to this many keys a masked cell is written "−∞"; beyond, the cells are too narrow
-PANEL_TICK_FONT = 12     # tick labels of the three side-by-side panels (projector mode scales them with the type)
+PANEL_TICK_FONT = 11     # tick labels of the three side-by-side panels (projector mode scales them with the type)
 
 
 def mask_matrix(allowed, q_labels: Sequence[str], k_labels: Sequence[str], title: str = "") -> go.Figure:
@@ -48,7 +48,7 @@ def masking_stages(scores, allowed, weights, q_labels: Sequence[str], k_labels: 
     check_labels(k_labels, w.shape[1], "key")
     x, y = position_labels(k_labels), position_labels(q_labels)
     # panels 1 and 2 share the score scale: one colour bar, in the gap after panel 2, its title beside it
-    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.13, column_widths=[0.3, 0.3, 0.3],
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.12,
                         subplot_titles=("1. scores q·k/√d_k" if s is not None else "1. scores: not available",
                                         "2. masked (grey = −∞)", "3. softmax weights"))
     hover = "query %{y}<br>key %{x}<br>"
