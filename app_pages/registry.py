@@ -31,6 +31,8 @@ PAGES: list[PageInfo] = [
              "encoder-decoder translation step by step, with cross-attention"),
     PageInfo("experiments", "Break it", ":material/build:",
              "ablate heads, remove positions or the causal mask: what changes, measured"),
+    PageInfo("patching", "Find the cause", ":material/biotech:",
+             "activation patching: which head or position carries the difference between two texts"),
     PageInfo("train", "Train it live", ":material/model_training:",
              "a Transformer, an LSTM and an RNN learning side by side; why RNNs forget"),
 ]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .api import (Architecture, Generates, Generation, LabModel, LogitLens, MaskedFill, NextToken, PaddedBatch,
+from .api import (Architecture, Generates, Generation, Hooked, LabModel, LogitLens, MaskedFill, NextToken, PaddedBatch,
                   PaddedRun, PositionInfo, PositionTable, RawScores, Recurrent, Run, Step, Tokens, TracedRun, Translates)
 from .device import DeviceError, available_devices, pick_device
 from .errors import InputError, LabError, ModelLoadError, NotSupported, SamplingError
@@ -21,7 +21,7 @@ from .errors import InputError, LabError, ModelLoadError, NotSupported, Sampling
 __all__ = ["load", "builtin_names", "LabModel", "LabError", "InputError", "ModelLoadError", "NotSupported",
            "SamplingError", "Run", "Tokens", "Step", "Generation", "Architecture", "PositionInfo", "PaddedRun",
            "TracedRun", "NextToken", "Generates", "Translates", "MaskedFill", "PositionTable", "PaddedBatch",
-           "LogitLens", "RawScores", "Recurrent", "pick_device", "available_devices", "DeviceError"]
+           "LogitLens", "RawScores", "Recurrent", "Hooked", "pick_device", "available_devices", "DeviceError"]
 
 
 def builtin_names() -> list[str]:

@@ -371,3 +371,9 @@ class Hooked:
 
     def intervention_kinds(self) -> frozenset[str]:
         raise NotImplementedError
+
+    def hooked_logits(self, ids: list[int], target: list[int] | None = None, n: int = 1) -> Tensor:
+        """(n, V) float32: the prediction the lab shows (next token; the decoder's next token after `target` for
+        a translator; the first [MASK] for a masked LM) for n copies of one input, under the calling thread's
+        hook run: row r of every hook point belongs to copy r, so one batched call can patch n things."""
+        raise NotImplementedError

@@ -190,6 +190,10 @@ class BuiltinTransformerLM(BuiltinLM, PositionTable, PaddedBatch, LogitLens, _Bu
     def _unembed(self, hidden: Tensor) -> Tensor:
         return self.module.unembed(hidden)
 
+    @torch.inference_mode()
+    def hooked_logits(self, ids: list[int], target: list[int] | None = None, n: int = 1) -> Tensor:
+        return self.module(self._ids(ids).expand(n, -1)).logits[:, -1].float()
+
     def positions(self) -> list[PositionInfo]:
         table = self.module.decoder.positional_table()
         kind = self.arch.position
@@ -293,6 +297,12 @@ class BuiltinTranslator(_WordModel, Translates, PositionTable, LogitLens, _Built
 
     def _unembed(self, hidden: Tensor) -> Tensor:
         return self.module.unembed(hidden)
+
+    @torch.inference_mode()
+    def hooked_logits(self, ids: list[int], target: list[int] | None = None, n: int = 1) -> Tensor:
+        memory = self.module.encode(self._ids(ids).expand(n, -1))
+        logits, _ = self.module.decode(self._ids(self._target_ids(target or [])).expand(n, -1), memory)
+        return logits[:, -1].float()
 
     def positions(self) -> list[PositionInfo]:
         kind = self.arch.position

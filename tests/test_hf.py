@@ -504,6 +504,8 @@ def test_every_page_runs_on_each_family(tiny, family, monkeypatch):
         if family == "bert-base" and page == "sampling":  # no masked-LM head: says so, shows no made-up words
             assert any("no prediction head" in i.value for i in at.info), [i.value for i in at.info]
             assert not charts(at)
+        elif page == "patching":                         # random weights may predict the same word for both texts
+            assert charts(at) or at.info, (family, page)
         elif page == "experiments":                      # head ablation and no positions from the table, every family
             if family == "bert-base":
                 assert any("no prediction head" in i.value for i in at.info), [i.value for i in at.info]

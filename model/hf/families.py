@@ -356,6 +356,11 @@ class HFCausalLM(HFModel, RawScores, TracedRun, NextToken, Generates, PositionTa
         return out.logits[0, -1].float().cpu(), (out.past_key_values, ids + [token_id])
 
     @torch.inference_mode()
+    def hooked_logits(self, ids: list[int], target: list[int] | None = None, n: int = 1) -> Tensor:
+        out = self.hf(input_ids=self._t(ids).expand(n, -1), use_cache=False, logits_to_keep=1, return_dict=True)
+        return out.logits[:, -1].float()
+
+    @torch.inference_mode()
     def _unembed(self, hidden: Tensor) -> Tensor:
         h = self.final_norm(hidden) if self.final_norm is not None else hidden
         return self.hf.get_output_embeddings()(h)
@@ -384,6 +389,13 @@ class HFMaskedLM(HFModel, RawScores, MaskedFill, PositionTable, PaddedBatch):
         pos = t.ids.index(mask_id) if mask_id in t.ids else None
         nxt = out.logits[0, pos].float().cpu() if pos is not None else None
         return Run(tokens=t.tokens, ids=t.ids, trace=tr, next_logits=nxt, predict_position=pos, unknown=t.unknown)
+
+    @torch.inference_mode()
+    def hooked_logits(self, ids: list[int], target: list[int] | None = None, n: int = 1) -> Tensor:
+        if self.tok.mask_token_id not in ids:
+            raise InputError(f"Put {self.mask_token} where {self.name} should fill in a word.")
+        pos = ids.index(self.tok.mask_token_id)
+        return self.hf(input_ids=self._t(ids).expand(n, -1), return_dict=True).logits[:, pos].float()
 
 
 class HFEncoder(HFModel, RawScores, TracedRun, PositionTable, PaddedBatch):
@@ -453,6 +465,13 @@ class HFEncoderDecoder(HFModel, Translates, PositionTable):
         tr.hidden["decoder"] = [h.detach().float().cpu() for h in out.decoder_hidden_states]
         return Run(tokens=src.tokens, ids=src.ids, trace=tr, target_tokens=tgt_tokens, target_ids=tgt_ids,
                    next_logits=out.logits[0, -1].float().cpu(), predict_position=tt - 1, unknown=src.unknown)
+
+    @torch.inference_mode()
+    def hooked_logits(self, ids: list[int], target: list[int] | None = None, n: int = 1) -> Tensor:
+        out = self.hf(input_ids=self._t(ids).expand(n, -1),
+                      decoder_input_ids=self._t(self._target_ids(target or [])).expand(n, -1), use_cache=False,
+                      return_dict=True)
+        return out.logits[:, -1].float()
 
     @torch.inference_mode()
     def _start(self, ids: list[int], use_cache: bool) -> tuple[Tensor, Any]:
