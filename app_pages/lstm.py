@@ -28,8 +28,8 @@ def gates() -> None:
     n_units = g["cell state"].shape[1]
     few = min(UNITS_SHOWN, n_units)
     which = st.radio("Units", ["few", "all"], horizontal=True,
-                     format_func=lambda w: f"the {few} whose memory changes most on this text" if w == "few"
-                     else f"all {n_units}", **c.labelled("units", "few", options=["few", "all"]))
+                     captions=[f"the {few} whose memory changes most on this text", f"all {n_units}"],
+                     **c.bound("units", "few", options=["few", "all"]))
     units = most_changing_units(g["cell state"], few) if which == "few" else None
     c.plot(c.cached_figure(lstm, "lstm_panel", (layer, which, *c.run_key(r)),
                            lambda: lstm_gates_panel(g, r.tokens, units)), key="lstm_panel")

@@ -70,8 +70,7 @@ def full() -> None:
     layers = list(range(1, v.n_layers + 1))
     heads = ["average"] + [str(h) for h in range(1, v.n_heads + 1)]
     layer = c1.selectbox("Layer", layers, **c.bound("tlayer", v.n_layers, options=layers))
-    head = c2.selectbox("Head", heads, format_func=lambda h: "average of heads" if h == "average" else f"head {h}",
-                        **c.labelled("thead", "average", options=heads))
+    head = c2.selectbox("Head (or the average of the heads)", heads, **c.bound("thead", "average", options=heads))
     w = v.head_mean(layer - 1) if head == "average" else v.head(layer - 1, int(head) - 1)
     c.plot(c.cached_figure(m, "tr_full", (layer, head, *seen), lambda: attention_heatmap(
         w, v.query_tokens, v.key_tokens,
