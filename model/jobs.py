@@ -374,7 +374,10 @@ def _worker_main(conn, spec_json: str) -> None:
             if step % p.sample_every == 0 or step == p.steps:
                 sample()
     except (BrokenPipeError, EOFError, ConnectionResetError):
-        return                                               # the server is gone: nothing to report to
+        import shutil                                        # the server is gone (killed): nobody will resume
+
+        shutil.rmtree(folder, ignore_errors=True)
+        return
     except MemoryError:
         final, message = "failed", (f"The training ran out of the memory a training may use "
                                     f"({spec['memory_mb']:,} MiB, LAB_TRAIN_WORKER_MB).")
@@ -692,6 +695,28 @@ def measured_tokens_per_s(preset: str, kinds: tuple[str, ...] = KINDS) -> float 
     return p.steps * p.batch * p.seq_len / whole if whole else None
 
 
+def _no_main_in_workers() -> None:
+    """Keep the server's __main__ out of the workers. Under `streamlit run`, __main__ is the page script
+    being run, and multiprocessing re-runs __main__ in every spawned child (and in the fork server):
+    a worker would execute a page. Our workers need only model.jobs, so the preparation data sent to
+    them (process names "lab-train-..." and the fork server's own, "ignore") leaves __main__ out."""
+    from multiprocessing import spawn
+
+    if getattr(spawn.get_preparation_data, "_lab", False):
+        return
+    original = spawn.get_preparation_data
+
+    def get_preparation_data(name):
+        d = original(name)
+        if name == "ignore" or str(name).startswith("lab-train-"):
+            d.pop("init_main_from_path", None)
+            d.pop("init_main_from_name", None)
+            d.pop("main_path", None)
+        return d
+    get_preparation_data._lab = True
+    spawn.get_preparation_data = get_preparation_data
+
+
 class JobManager:
     """A pool of at most `max_running` worker processes and a fair queue: one job per session at a time, in
     the order asked. With max_queued=0 there is no queue: a start over the cap is refused."""
@@ -710,6 +735,7 @@ class JobManager:
         if self._ctx is None:
             import multiprocessing as mp
 
+            _no_main_in_workers()
             method = start_method()
             self._ctx = mp.get_context(method)
             if method == "forkserver":
@@ -824,20 +850,27 @@ class JobManager:
                 raise LabError("This training cannot be resumed (its worker stopped without saving): start a new one.")
             self._admit(job)
 
-    def shutdown(self) -> None:
-        """Stop every worker and remove every temporary folder (the server is exiting)."""
+    def shutdown(self, grace: float = 1.0) -> None:
+        """End every worker and remove every temporary folder (the server is exiting: nobody will read the
+        workers' state, so they get `grace` seconds, not a clean stop)."""
         import shutil
 
         with self._lock:
             jobs = list(self._jobs.values())
+            for j in self._queue:
+                j.stop()
             self._queue.clear()
         for j in jobs:
             j.stop()
+        deadline = time.monotonic() + grace
         for j in jobs:
-            j.join(10)
             p = j._proc
-            if p is not None and p.is_alive():
-                p.kill()
+            if p is not None:
+                p.join(max(0.0, deadline - time.monotonic()))
+                if p.is_alive():
+                    p.kill()
+        for j in jobs:
+            j.join(5)
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -863,8 +896,9 @@ def _clean_orphans() -> None:
 
 
 MANAGER = JobManager(max_queued=_env_int(("LAB_TRAIN_QUEUE",), 60))
-_clean_orphans()
-atexit.register(MANAGER.shutdown)
+if __import__("multiprocessing").parent_process() is None:      # the server, not a worker or the fork server
+    _clean_orphans()
+    atexit.register(MANAGER.shutdown)
 
 
 # ----------------------------------------------------------------------------- trained models as lab models
