@@ -124,11 +124,14 @@ def test_saved_model_opens_like_a_builtin(tmp_path):
 
 
 @pytest.mark.apptest
-def test_train_page_starts_stops_and_reports_the_cap():
+def test_train_page_starts_stops_and_reports_the_cap(monkeypatch):
     from streamlit.testing.v1 import AppTest
 
+    import model.jobs
     from conftest import ROOT
-    from model.jobs import MANAGER
+
+    MANAGER = JobManager(max_running=1)                # one worker and no queue: a full server says so
+    monkeypatch.setattr(model.jobs, "MANAGER", MANAGER)    # (the queue's page test: test_training_queue.py)
 
     at = AppTest.from_file(str(ROOT / "lab.py"), default_timeout=180)
     at.run()
