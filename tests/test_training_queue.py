@@ -5,6 +5,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -212,3 +213,22 @@ def test_train_page_queues_a_second_student_and_shows_the_place(monkeypatch):
         _until(lambda: not job.alive, "the page's training did not stop", [job])
     finally:
         mgr.shutdown()
+
+
+def test_workers_do_not_rerun_the_servers_main_script(tmp_path):
+    """Under `streamlit run`, __main__ is the page script; multiprocessing would run it again in each worker."""
+    from conftest import ROOT
+
+    script = tmp_path / "page.py"                                # no `if __name__ == "__main__"` guard, like a page
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "print('MAIN RAN', flush=True)\n"
+        "from model.jobs import JobManager\n"
+        "m = JobManager(max_running=1)\n"
+        "j = m.start('x', preset='tiny', kinds=('rnn',), heartbeat_timeout=600)\n"
+        "print('finished' if j.join(240) else 'timed out', j.snapshot().status, flush=True)\n"
+        "m.shutdown()\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.stdout.count("MAIN RAN") == 1, r.stdout + r.stderr[-2000:]
+    assert "finished done" in r.stdout, r.stdout + r.stderr[-2000:]
