@@ -6,7 +6,8 @@ drawn page (devkit.browser.wait_idle): it returns a list of dicts {kind, chart, 
 Kinds:
 - ``overlap``: a legend, a toolbar (modebar) or a colour-bar title over a figure's title, a subplot title
   (annotation), a tick label of another axis, or over each other (legend and toolbar).
-- ``ticks``: two tick labels of one axis that collide (their rotated boxes intersect).
+- ``ticks``: two tick labels of one axis that collide (their rotated boxes intersect), in Plotly figures and in
+  the live sampling chart (plain SVG).
 - ``cell-text``: two text labels drawn in heatmap cells that run together ("−∞−∞").
 - ``clipped``: a Plotly label drawn partly outside its figure (cut by the figure's edge).
 - ``cut``: a Streamlit button, download button or page link whose label is cut (scrollWidth > clientWidth,
@@ -154,6 +155,19 @@ LAYOUT_JS = r"""
         add('clipped', `${it.kind} outside the figure`, `"${it.text}"`);
       }
     }
+  });
+
+  // the live sampling chart (plain SVG, components/live_sampling): its axis labels, per chart
+  const svgs = new Set([...document.querySelectorAll('svg .ls-tick')].map(t => t.ownerSVGElement));
+  [...svgs].forEach((svg, si) => {
+    const it = [...svg.querySelectorAll('.ls-tick')].filter(el => visible(el) && (el.textContent || '').trim())
+        .map(el => ({text: short(el.textContent), q: quad(el)})).filter(i => i.q);
+    let n = 0, first = '';
+    for (let i = 0; i < it.length; i++) for (let j = i + 1; j < it.length; j++) {
+      if (hit(it[i].q, it[j].q)) { n++; if (!first) first = `"${it[i].text}" / "${it[j].text}"`; }
+    }
+    if (n) out.push({kind: 'ticks', chart: `live sampling chart ${si + 1}`,
+                     what: `${n} colliding x tick label pair(s)`, detail: first});
   });
 
   // Streamlit buttons, download buttons and page links whose label is cut
