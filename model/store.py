@@ -64,7 +64,8 @@ class LinkPolicy:
             raise ModelLoadError("That model name is not valid: it is too long or contains control characters.")
         if name in self.builtin or name in self.suggested:
             return name
-        if self.allow_folders and (_looks_like_path(name) or Path(name).expanduser().exists()):
+        hub_id = self.allow_hub and _looks_like_hub_id(name)
+        if self.allow_folders and (not hub_id or _looks_like_path(name) or Path(name).expanduser().exists()):
             p = Path(name).expanduser()
             try:
                 real = p.resolve(strict=True)
@@ -75,7 +76,7 @@ class LinkPolicy:
                 raise ModelLoadError("There is no model folder at that path (a folder saved with `save_pretrained`, "
                                      "or one written by `python -m model.train`).")
             return str(real)
-        if self.allow_hub and _looks_like_hub_id(name):
+        if hub_id:
             return name
         raise ModelLoadError(self.refusal())
 

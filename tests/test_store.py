@@ -56,7 +56,7 @@ def test_default_policy_touches_no_file_for_any_name(monkeypatch):
 def test_allowed_folders_give_one_message_for_missing_and_non_model_folders(tmp_path):
     p = LinkPolicy(allow_folders=True, builtin=BUILTIN)
     messages = set()
-    for name in (str(tmp_path / "missing"), str(tmp_path), "/root/.ssh"):
+    for name in (str(tmp_path / "missing"), str(tmp_path), "/root/.ssh", "tests", "no-such-relative-folder"):
         with pytest.raises(ModelLoadError) as e:
             p.resolve(name)
         messages.add(str(e.value))
