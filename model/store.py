@@ -414,6 +414,7 @@ class _Flight:
     estimate: int
     state: str = "queued"            # queued -> admitted (a slot is held) -> running -> done
     waiters: int = 0
+    orphan_since: float | None = None  # when its last waiter left (a rerun of that session may come back for it)
     value: Any = None
     error: BaseException | None = None
 
@@ -435,14 +436,17 @@ class TraceCache:
     - a heavy computation's estimated bytes (from its shape, `trace_estimate`) are reserved against the budget
       while it runs; the cache evicts least recently used results to make room, and an estimate over the whole
       budget is refused before anything is computed;
-    - a queued computation whose every waiter has gone (its `on_wait` raised, e.g. the session stopped) is
-      dropped from the queue.
+    - a queued computation whose every waiter has gone (its `on_wait` raised, e.g. the session stopped or
+      reran) keeps its place for `orphan_grace` seconds (the same page rerun comes back for it), is never started
+      meanwhile, and is then dropped.
     """
 
     budget_bytes: int = int(float(os.environ.get("LAB_TRACE_BUDGET_MB", "1024")) * 2**20)
     max_running: int = _env_int("LAB_MAX_TRACES", 1)
     wait_timeout: float = float(os.environ.get("LAB_TRACE_WAIT_S", "300"))
     poll: float = 0.5                       # seconds between on_wait calls while waiting
+    orphan_grace: float = 3.0               # a queued job whose waiters all left keeps its place this long
+    clock: Callable[[], float] = time.monotonic
     _items: OrderedDict = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _flights: dict = field(default_factory=dict)
@@ -479,6 +483,8 @@ class TraceCache:
                 if heavy:
                     self._queue.append(f)
             f.waiters += 1
+            f.orphan_since = None
+        timed_out = False
         try:
             last, last_t = None, 0.0
             while True:
@@ -494,6 +500,7 @@ class TraceCache:
                         break
                     now = time.monotonic()
                     if now >= deadline:
+                        timed_out = True
                         raise InputError("The server is busy with other students' texts and this one did not start "
                                          "in time. Try again in a minute.")
                     status = self._status(f)
@@ -508,7 +515,9 @@ class TraceCache:
         finally:
             with self._cond:
                 f.waiters -= 1
-                if f.waiters == 0 and f.state in ("queued", "admitted"):
+                if f.waiters == 0 and f.state == "queued" and self.orphan_grace > 0 and not timed_out:
+                    f.orphan_since = self.clock()     # a rerun of the same page comes back within the grace
+                elif f.waiters == 0 and f.state in ("queued", "admitted"):
                     self._drop(f)
 
     def _run(self, f: _Flight, compute: Callable):
@@ -533,14 +542,19 @@ class TraceCache:
 
     # the methods below run under self._lock
     def _admit(self) -> None:
+        now = self.clock()
+        for f in [f for f in self._queue if f.orphan_since is not None and now - f.orphan_since >= self.orphan_grace]:
+            self._drop(f)                            # nobody came back for it
         admitted = False
-        while self._queue and self._running < self.max_running:
-            f = self._queue[0]
+        queued = [f for f in self._queue if f.orphan_since is None]     # an orphan keeps its place, runs only if claimed
+        while queued and self._running < self.max_running:
+            f = queued[0]
             while self._items and self._used + self._reserved + f.estimate > self.budget_bytes:
                 self._evict()
             if self._used + self._reserved + f.estimate > self.budget_bytes:
                 break                                # wait for a running computation to finish
-            self._queue.pop(0)
+            queued.pop(0)
+            self._queue.remove(f)
             f.state = "admitted"
             self._running += 1
             self._reserved += f.estimate
@@ -593,6 +607,7 @@ class TraceCache:
     def waiting(self, key) -> Waiting | None:
         """Where the computation of `key` stands (None: not queued or running)."""
         with self._lock:
+            self._admit()
             f = self._flights.get(key)
             return None if f is None else self._status(f)
 

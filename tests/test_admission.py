@@ -138,6 +138,8 @@ def test_queue_positions_are_told_in_order_and_shrink_as_work_finishes():
         release[i].set()
         if i < 3:
             assert started[i + 1].wait(DEADLINE)
+            if i < 2:                                      # job 3 is told its new place before the next finishes
+                _wait_until(lambda i=i: reports[3][-1:] == [1 - i], f"job 3 told {1 - i} ahead")
     _join(*threads)
     assert order == [0, 1, 2, 3]
     assert reports[3][0] == 2 and 1 in reports[3] and 0 in reports[3]          # 2, then 1, then 0 ahead
@@ -182,7 +184,7 @@ def test_cached_results_are_evicted_to_make_room_for_a_running_estimate():
 
 
 def test_a_waiter_that_stops_drops_its_queued_work():
-    c = TraceCache(budget_bytes=10**6, max_running=1, poll=0.01)
+    c = TraceCache(budget_bytes=10**6, max_running=1, poll=0.01, orphan_grace=0)
     release = threading.Event()
     calls = []
 
@@ -203,7 +205,7 @@ def test_a_waiter_that_stops_drops_its_queued_work():
 
 
 def test_a_queued_job_survives_when_one_of_two_waiters_stops():
-    c = TraceCache(budget_bytes=10**6, max_running=1, poll=0.01)
+    c = TraceCache(budget_bytes=10**6, max_running=1, poll=0.01, orphan_grace=0)
     release = threading.Event()
     calls = []
 
@@ -220,6 +222,34 @@ def test_a_queued_job_survives_when_one_of_two_waiters_stops():
     release.set()
     _join(t0, t1)
     assert o1["value"] == "v" and calls == [1]
+
+
+def test_a_rerun_that_comes_back_within_the_grace_keeps_its_place_and_an_orphan_is_never_started():
+    now = [0.0]
+    c = TraceCache(budget_bytes=10**6, max_running=1, poll=0.01, orphan_grace=3.0, clock=lambda: now[0])
+    release = threading.Event()
+    calls = []
+
+    class Rerun(BaseException):
+        pass
+
+    def rerun(w):
+        raise Rerun                                        # as Streamlit raises when the page reruns
+
+    t0, _ = _thread(c.get, "first", lambda: release.wait(DEADLINE), estimate=10)
+    _wait_until(lambda: c.reserved_bytes() == 10, "first running")
+    for key in ("a", "b"):
+        t, o = _thread(c.get, key, lambda key=key: calls.append(key) or key, estimate=10, on_wait=rerun)
+        _join(t)
+        assert isinstance(o["error"], Rerun)
+    assert [c.waiting(k).ahead for k in ("a", "b")] == [0, 1]           # both orphans keep their places
+    tb, ob = _thread(c.get, "b", lambda: calls.append("b") or "b", estimate=10)   # b's rerun comes back
+    _wait_until(lambda: c._flights["b"].orphan_since is None, "b claimed again")
+    now[0] = 3.0                                           # the grace is over for a: dropped, never started
+    assert c.waiting("a") is None and c.waiting("b").ahead == 0
+    release.set()
+    _join(t0, tb)
+    assert ob["value"] == "b" and calls == ["b"]
 
 
 def test_an_error_reaches_every_waiter_and_is_not_cached():
