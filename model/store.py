@@ -464,7 +464,8 @@ class TraceCache:
 
         heavy (default: an estimate was given): wait for an admission slot first. on_wait(Waiting) is called
         (outside any lock) when the caller's place changes and every `poll` seconds while it waits; if it raises,
-        the caller stops waiting and its queued computation is dropped unless another caller still waits for it.
+        the caller stops waiting, and its queued computation, if no other caller waits for it, keeps its place for
+        `orphan_grace` seconds without starting, then is dropped.
         Raises InputError when the estimate cannot fit the budget, or when no result came within `timeout`."""
         heavy = estimate is not None if heavy is None else heavy
         deadline = time.monotonic() + (self.wait_timeout if timeout is None else timeout)
