@@ -81,8 +81,8 @@ LESSON: list[Stop] = [
     Stop("Encoder-decoder and cross-attention", "translate", {"model": "translator-en-fr",
                                                              "text": "the black cat ate the mouse", "step": "3"},
          "The encoder reads the whole English sentence; the decoder writes French one word at a time and looks back "
-         "at the English through cross-attention. At *noir* it looks at *black*, although the words come in another "
-         "order.", 7),
+         "at the English through cross-attention. At step 3 it chooses *noir*: reading from *chat*, its last word so "
+         "far, every head looks at *black*, although the words come in another order.", 7),
     Stop("Inference and sampling", "sampling", {"model": "transformer-lm", "text": "the bear ate the"},
          "The model gives every word a probability; temperature, top-k and top-p decide which words may be drawn. "
          "Drag the temperature and watch the distribution sharpen and flatten.", 6),

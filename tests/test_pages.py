@@ -318,3 +318,20 @@ def test_a_page_opens_on_its_fallback_model_and_says_so_or_stops_with_its_messag
     assert any("le chat noir a mangé la souris" in m.value for m in at.markdown)
     at = open_page("masks", model_choice="lstm-lm")
     assert any("The LSTM needs no mask" in i.value for i in at.info) and not charts(at)
+
+
+def test_stop_7_says_what_its_cross_attention_figure_shows():
+    """The stop's sentence names the step's word, the row the figure reads from and the English word every head
+    looks at most; each is checked against the drawn numbers (rows are the decoder's inputs, not its outputs)."""
+    from app_pages.registry import LESSON
+
+    i, stop = next((i, s) for i, s in enumerate(LESSON, 1) if s.page == "translate")
+    at = open_with_link("translate", **stop.params, stop=str(i))
+    step = int(stop.params["step"])
+    said = next(md.value for md in at.markdown if f"stop {i} of" in md.value)
+    assert any(f"picks `noir`" in md.value and "`chat`" in md.value for md in at.markdown)       # step 3 writes noir
+    fig = chart_with(at, "From “chat”")                                     # the decoder's last word so far
+    z, keys = np.asarray(fig["data"][0]["z"], dtype=float), fig["data"][0]["x"]
+    looked = {keys[j].split(": ", 1)[1] for j in z.argmax(1)}                # per head, the key it weighs most
+    assert looked == {"black"}, looked
+    assert f"At step {step} it chooses *noir*: reading from *chat*" in said and "every head looks at *black*" in said
