@@ -106,7 +106,8 @@ def keep_in_url(key: str, value: str | None) -> None:
 def labelled(key: str, default: Any, *, options: Sequence | None = None, lo=None, hi=None) -> dict:
     """By hand, for what binding cannot carry: a widget that shows labels other than its values (binding would
     write the label, `?q=6%3A+it`, not `?q=6`) and the browser-side sliders (a component has no `bind`).
-    A link's value this session did not write sets the setting (checked); the address then follows it."""
+    A link's value this session did not write sets the setting (checked); the address then follows it.
+    A key is kept by hand on every page or bound on every page, never both: Streamlit refuses writes to a bound key."""
     raw = st.query_params.get(key)
     if raw is not None and raw != st.session_state.get(f"_url_{key}"):
         if not name_bad(key, raw, default, options, lo, hi):
