@@ -335,3 +335,19 @@ def test_stop_7_says_what_its_cross_attention_figure_shows():
     looked = {keys[j].split(": ", 1)[1] for j in z.argmax(1)}                # per head, the key it weighs most
     assert looked == {"black"}, looked
     assert f"At step {step} it chooses *noir*: reading from *chat*" in said and "every head looks at *black*" in said
+
+
+def test_no_address_key_is_both_bound_by_streamlit_and_kept_by_hand():
+    """Streamlit refuses a write to a key bound to a widget, and a bound key leaves the address on another page: a
+    key kept by hand (labelled widgets, the live sampling sliders, the sidebar's model and text) is never bound."""
+    import re
+
+    from model.sampling import SamplingSettings
+
+    src = "\n".join(p.read_text(encoding="utf-8") for p in sorted((ROOT / "app_pages").glob("*.py")))
+    bound = set(re.findall(r'bound\("(\w+)"', src))
+    by_hand = set(re.findall(r'labelled\("(\w+)"', src)) | {"model", "text", "present", "stop"}
+    by_hand |= {prefix + k.key for prefix in ("", "a", "b", "c") for k in SamplingSettings.KNOBS}     # live panels
+    bound |= {prefix + k.key for prefix in ("g", "d") for k in SamplingSettings.KNOBS}               # their sliders
+    assert {"layer", "head", "stack", "q", "t"} <= bound | by_hand
+    assert not bound & by_hand, bound & by_hand
