@@ -193,6 +193,8 @@ def open_page(page: str, title: str, what: str, *, needs: type | None = TracedRu
     `example`'s lesson). Returns (model, run); run is None with run=False."""
     intro(title, what)
     m = load_or_stop()
+    for note in m.training_notes():                # an extra loss or a planted head: always in sight, never folded
+        st.caption(f":material/info: {md_escape(note)}")
     if needs is not None and not isinstance(m, needs):
         st.info(message.replace("{name}", md_escape(m.name)))
         if fallback is None:

@@ -172,6 +172,11 @@ class LabModel:
     def capabilities(self) -> list[str]:
         return [c.__name__ for c in CAPABILITIES if isinstance(self, c)]
 
+    def training_notes(self) -> list[str]:
+        """What this model was trained to show beyond its task (an extra loss, a planted head), said in visible text
+        wherever it is shown."""
+        return []
+
     def info(self) -> dict:
         a = self.arch
         return {"name": self.name, "family": a.family, "source": self.source, "device": str(self.device),

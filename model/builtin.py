@@ -125,6 +125,14 @@ class _WordModel(LabModel):
     def _ids(self, ids: list[int]) -> Tensor:
         return torch.tensor([ids], dtype=torch.long, device=self.device)
 
+    def training_notes(self) -> list[str]:
+        sup = self.cfg.train.get("it_attention")
+        if not sup:
+            return []
+        return [f"Planted head: encoder layer {sup['layer']}, head {sup['head']} of {self.name} was trained by an extra "
+                f"loss term (weight {sup['weight']}) to point “it” at the noun it refers to. Its attention there is "
+                "taught, not emerged; the page Find the cause measures what the decoder does with it."]
+
 
 class BuiltinLM(_WordModel, TracedRun, NextToken, Generates):
     """A built-in language model: reads [BOS] + text, predicts the next word."""

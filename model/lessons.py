@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 
 from .api import Recurrent
@@ -66,8 +67,10 @@ FIGURES: dict[str, float] = {
     "transformer_hungry_one": 0.0951, "transformer_hungry_many": 0.0012,
     "lstm_states_one": 0.5001, "lstm_states_many": 0.0052,
     "lstm_hungry_one": 0.0878, "lstm_hungry_many": 0.0010,
-    "it_head_switch": 1.0, "pronoun_accuracy": 1.0, "pronoun_accuracy_head_off": 0.9621,
+    "it_head_switch": 1.0, "pronoun_accuracy": 1.0,
+    "it_head_patch_median": 0.7946, "it_head_patch_min": 0.7438, "it_head_patch_max": 0.8094,
 }
+IT_PATCH_PAIRS = 20                      # held-out opposite-gender pairs the patching figures are measured on
 MIN_ENTROPY = 1.0                       # nats: a real choice point
 
 
@@ -159,17 +162,22 @@ def _check_translation(src: str, want: str):
 
 
 def _check_it_head(m) -> tuple[bool, str]:
-    from .evaluate import pronoun_accuracy_without_head
+    from .patching import head_effects_on, pronoun_pairs
 
     a, b = it_head_weights(m, TRANSLATE_IT_EATER), it_head_weights(m, TRANSLATE_IT_FOOD)
     held = it_head_heldout(m)
-    off = pronoun_accuracy_without_head(m, *IT_HEAD)["pronoun_accuracy"]
+    pairs = pronoun_pairs(IT_PATCH_PAIRS)
+    eff = head_effects_on(m, pairs)                              # (pairs, L, H)
+    it = eff[:, IT_HEAD[0] - 1, IT_HEAD[1] - 1]
+    strongest = (eff.reshape(len(pairs), -1).argmax(1) == (IT_HEAD[0] - 1) * eff.shape[2] + IT_HEAD[1] - 1).mean()
     ok = a["cat"] > a["soup"] and b["soup"] > b["cat"] and _same(FIGURES["it_head_switch"], held["switch"], 0.005)
-    ok = ok and held["switch"] >= 0.8 and _same(FIGURES["pronoun_accuracy_head_off"], off, 0.005)
+    ok = ok and held["switch"] >= 0.8 and strongest == 1.0 and it.min() >= 0.5
+    ok = ok and all(_same(FIGURES[f"it_head_patch_{k}"], float(f(it)), 0.005)
+                    for k, f in (("median", np.median), ("min", np.min), ("max", np.max)))
     return ok, (f"hungry: cat {a['cat']:.2f}, soup {a['soup']:.2f}; hot: cat {b['cat']:.2f}, soup {b['soup']:.2f}; "
-                f"held-out contrast pairs switching: {_pct(held['switch'])} of {held['pairs']} "
-                f"(best head by that measure: layer {held['best_layer']}, head {held['best_head']}); "
-                f"pronoun accuracy with the head off: {off:.4f}")
+                f"held-out contrast pairs switching: {_pct(held['switch'])} of {held['pairs']}; patching the head on "
+                f"{len(pairs)} held-out pairs: median {np.median(it):.3f}, min {it.min():.3f}, max {it.max():.3f}, "
+                f"strongest encoder head in {_pct(strongest)}")
 
 
 def _check_causal(m) -> tuple[bool, str]:
@@ -219,15 +227,16 @@ EXAMPLES = ["the keys to the old cabinet are on the table", "the black cat ate t
 def _build() -> list[Lesson]:
     F = FIGURES
     out = [
-        Lesson("attention.translator_it", "translator-en-fr", ("attention", "translate"), TRANSLATE_IT_EATER,
+        Lesson("attention.translator_it", "translator-en-fr", ("attention", "translate", "patching"), TRANSLATE_IT_EATER,
                f"French needs to know what “it” refers to (il or elle). In encoder layer {IT_HEAD[0]}, head "
                f"{IT_HEAD[1]}, “it” looks at “cat” when the sentence ends in “hungry” and at “soup” when it ends in "
-               f"“hot”. This head was taught to do so by an extra loss term during training. On eater–food pairs "
-               f"never seen together in training it switches to the right noun in "
-               f"{_pct(F.get('it_head_switch', 0))} of hungry/tired vs delicious/fresh/hot/sweet sentence pairs, and "
-               f"switching the head off lowers the pronoun accuracy on those sentences from "
-               f"{_pct(F.get('pronoun_accuracy', 0))} to {_pct(F.get('pronoun_accuracy_head_off', 0))}: the decoder "
-               f"uses it, though not only it.",
+               f"“hot”. This head was planted: an extra loss term trained it to point at the referent. On eater–food "
+               f"pairs never seen together in training it switches to the right noun in "
+               f"{_pct(F.get('it_head_switch', 0))} of hungry/tired vs delicious/fresh/hot/sweet sentence pairs. Does "
+               f"the decoder use what it carries? Activation patching (*Find the cause*) says yes: copying this "
+               f"head's output from the “…hot” sentence into the “…hungry” one moves il/elle "
+               f"{_pct(F['it_head_patch_median'])} of the way (median over {IT_PATCH_PAIRS} held-out pairs, "
+               f"{_pct(F['it_head_patch_min'])}–{_pct(F['it_head_patch_max'])}), more than any other head.",
                _check_it_head, contrast=TRANSLATE_IT_FOOD),
         Lesson("translate.it_gender", "translator-en-fr", ("translate",), TRANSLATE_IT_EATER,
                "“it” becomes “qu'il” when it is the cat (masculine) and “qu'elle” when it is the soup (feminine): "

@@ -226,3 +226,28 @@ def agreement_pairs(lab, n: int = 40, seed: int = 778) -> list[tuple[str, str, t
         if len(out) == n:
             break
     return out
+
+
+def pronoun_pairs(n: int = 20) -> list[tuple[str, str]]:
+    """(clean, corrupted) held-out sentence pairs whose "it" changes gender with the last word: the clean text ends
+    in an eater's state ("...because it was hungry": il for a masculine eater), the corrupted one in a food's
+    property ("...because it was hot": elle for a feminine food). Eater and food never met in training."""
+    from collections import defaultdict
+
+    from .corpora import pronoun_heldout_pairs
+
+    groups: dict = defaultdict(lambda: {"eater": [], "food": []})
+    for en, _fr, info in pronoun_heldout_pairs():
+        if info["opposite_gender"]:
+            groups[(info["eater"], info["food"], en.split()[2])][info["referent"]].append(en)
+    both = [(k, g) for k, g in groups.items() if g["eater"] and g["food"]]
+    seen, first, rest = set(), [], []
+    for (eater, food, _verb), g in both:           # one pair per eater and food first, then the other verbs
+        (rest if (eater, food) in seen else first).append((g["eater"][0], g["food"][0]))
+        seen.add((eater, food))
+    return (first + rest)[:n]
+
+
+def head_effects_on(lab, pairs: list[tuple[str, str]], stack: str = "encoder") -> np.ndarray:
+    """(len(pairs), L, H): each head's patching effect on each pair (heads only)."""
+    return np.stack([patch(lab, a, b, heads=True, positions=False).heads[stack] for a, b in pairs])
