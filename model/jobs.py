@@ -492,6 +492,8 @@ class TrainingJob:
         self.place: int | None = None
         self.starts_in: float | None = None
         self.pid: int | None = None                          # the worker's process id while it runs
+        self._launched: float | None = None                  # monotonic time of the worker's start
+        self._first_step: tuple[float, int, int] | None = None   # (time, step, tokens) at its first step
 
     # -- called by pages
     def heartbeat(self) -> None:
@@ -584,6 +586,7 @@ class TrainingJob:
         with self._lock:
             self.status, self.place, self.starts_in = "starting", None, None
             self._conn, self._proc = parent, proc
+            self._launched, self._first_step = time.monotonic(), None
         proc.start()
         child.close()                                        # so the reader sees EOF when the worker dies
         self.pid = proc.pid
@@ -657,10 +660,17 @@ class TrainingJob:
                     self.curves[k].steps.append(self.step)
                     self.curves[k].train.append(float(v))
                     self._compute[k] += float(msg["compute"][k])
+                now = time.monotonic()
+                if self._first_step is None:
+                    self._first_step = (now, self.step, self._tokens)
+                    if self._launched is not None:
+                        _PACE["start"] = now - self._launched    # a worker's start, to its first step
                 total = sum(self._compute.values())
-                if total > 0 and self._tokens:                # wall seconds per token, shared out by compute
-                    for k in self.kinds:
-                        _PACE[_pace_key(self.preset, k)] = self.seconds * self._compute[k] / total / self._tokens
+                t0, s0, n0 = self._first_step
+                if self.step - s0 >= 3 and total > 0:        # wall clock (evaluations and samples included)
+                    per_token = (now - t0) / (self._tokens - n0)     # per token since the first step, shared
+                    for k in self.kinds:                     # out among the models by their compute time
+                        _PACE[_pace_key(self.preset, k)] = per_token * self._compute[k] / total
             elif t == "heldout":
                 for k, v in msg["values"].items():
                     self.curves[k].heldout_steps.append(int(msg["step"]))
@@ -670,8 +680,9 @@ class TrainingJob:
                     self.samples[k].append((int(msg["step"]), str(v)))
 
 
-# wall seconds per training token of each model (kind and size), last measured on this server
-_PACE: dict[tuple[str, str], float] = {}
+# wall seconds per training token of each model (kind and size) in the last job that trained it on this
+# server, and under "start" the seconds from a worker's start to its first step
+_PACE: dict = {}
 
 
 def _pace_key(preset: Preset, kind: str) -> tuple[str, str]:
@@ -685,14 +696,14 @@ def estimate_seconds(preset: str, kinds: tuple[str, ...] = KINDS) -> float | Non
     paces = [_PACE.get(_pace_key(p, k)) for k in kinds]
     if not kinds or None in paces:
         return None
-    return p.steps * p.batch * p.seq_len * sum(paces)
+    return _PACE.get("start", 0.0) + p.steps * p.batch * p.seq_len * sum(paces)
 
 
 def measured_tokens_per_s(preset: str, kinds: tuple[str, ...] = KINDS) -> float | None:
     """Training tokens per second of the models of `preset` taking turns, as last measured on this server."""
     whole = estimate_seconds(preset, kinds)
     p = PRESETS[preset]
-    return p.steps * p.batch * p.seq_len / whole if whole else None
+    return p.steps * p.batch * p.seq_len / (whole - _PACE.get("start", 0.0)) if whole else None
 
 
 def _no_main_in_workers() -> None:
