@@ -150,6 +150,7 @@ def test_sighup_to_the_launcher_stops_everything_and_keeps_the_logs(launched):
     assert "SIGHUP: stopping" in (launched["tmp"] / "launcher.out").read_text()
 
 
+@pytest.mark.unit
 def test_supervisor_config_restarts_rotates_logs_and_stops_process_groups(tmp_path):
     o = Options(replicas=2, replica_ports=[9001, 9002], log_max_mb=7, log_backups=3, start_retries=11)
     conf = render_supervisor(o, o.ports(), tmp_path / "run", tmp_path / "logs", 8080)
@@ -163,6 +164,7 @@ def test_supervisor_config_restarts_rotates_logs_and_stops_process_groups(tmp_pa
         Options(replicas=3, replica_ports=[1, 2]).ports()
 
 
+@pytest.mark.unit
 def test_kubernetes_manifest_is_valid_offline():
     kv = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate (in requirements-dev.txt)")
     import yaml

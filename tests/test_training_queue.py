@@ -188,6 +188,7 @@ def test_default_save_folders_live_under_one_server_folder_removed_at_exit():
     assert not [p for p in a.parent.iterdir() if p.name.endswith(".partial")]
 
 
+@pytest.mark.apptest
 def test_train_page_queues_a_second_student_and_shows_the_place(monkeypatch):
     from streamlit.testing.v1 import AppTest
 
