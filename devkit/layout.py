@@ -157,8 +157,12 @@ LAYOUT_JS = r"""
     }
   });
 
-  // the live sampling chart (plain SVG, components/live_sampling): its axis labels, per chart
-  const svgs = new Set([...document.querySelectorAll('svg .ls-tick')].map(t => t.ownerSVGElement));
+  // the live sampling chart (plain SVG, components/live_sampling, inside its shadow root): its axis labels
+  const roots = [document];
+  const walk = (root) => root.querySelectorAll('*').forEach(e => {
+    if (e.shadowRoot) { roots.push(e.shadowRoot); walk(e.shadowRoot); } });
+  walk(document);
+  const svgs = new Set(roots.flatMap(r => [...r.querySelectorAll('svg .ls-tick')]).map(t => t.ownerSVGElement));
   [...svgs].forEach((svg, si) => {
     const it = [...svg.querySelectorAll('.ls-tick')].filter(el => visible(el) && (el.textContent || '').trim())
         .map(el => ({text: short(el.textContent), q: quad(el)})).filter(i => i.q);
