@@ -68,38 +68,67 @@ def _descendants(pid: int) -> set[int]:
     return out
 
 
-@pytest.fixture(scope="module")
-def launched(tmp_path_factory):
-    """`python -m deploy` with 2 replicas on ports given by flag, a fast health check, logs in a chosen folder."""
-    _need_tools()
-    tmp = tmp_path_factory.mktemp("deploy")
-    ports = [free_port(), free_port()]
+def _launch(tmp: Path, replicas: int) -> dict:
+    """`python -m deploy` with replicas on ports given by flag, a fast health check, logs in a chosen folder;
+    returns once every replica and nginx answer /_stcore/health."""
+    ports = [free_port() for _ in range(replicas)]
     port = free_port()
-    cmd = [sys.executable, "-m", "deploy", "--replicas", "2", "--port", str(port),
+    cmd = [sys.executable, "-m", "deploy", "--replicas", str(replicas), "--port", str(port),
            "--replica-ports", ",".join(map(str, ports)), "--logs", str(tmp / "logs"), "--run-dir", str(tmp / "run"),
            "--health-every", "1", "--health-timeout", "2", "--health-fails", "2", "--health-grace", str(GRACE)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=open(tmp / "launcher.out", "w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    got = {"proc": proc, "ports": ports, "url": url, "tmp": tmp}
     try:
         _until(lambda: all(healthy(f"http://127.0.0.1:{p}") for p in ports) and healthy(url),
                "the replicas and nginx did not answer /_stcore/health", 180)
-        yield {"proc": proc, "ports": ports, "url": url, "tmp": tmp,
-               "rpc": server_proxy(tmp / "run" / "supervisor.sock").supervisor}
+    except BaseException:
+        _end(got)
+        raise
+    got["rpc"] = server_proxy(tmp / "run" / "supervisor.sock").supervisor
+    return got
+
+
+def _end(launched: dict) -> None:
+    proc = launched["proc"]
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _gone_after(launched: dict, sig: int) -> None:
+    """Send `sig` to the launcher; every process it started (and anything in supervisord's session) ends."""
+    proc = launched["proc"]
+    tree = _descendants(proc.pid)
+    sd = launched["rpc"].getPID()
+    assert sd in tree and len(tree) >= 4                       # supervisord, replicas, nginx (+ worker), health
+    os.kill(proc.pid, sig)
+    proc.wait(90)
+    left = lambda: [p for p in tree if _alive(p)] + [int(d.name) for d in Path("/proc").iterdir()      # noqa: E731
+                                                     if d.name.isdigit() and _sid(int(d.name)) == sd]
+    _until(lambda: not left(), f"every process of the deployment gone after {signal.Signals(sig).name}", 60)
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory):
+    _need_tools()
+    got = _launch(tmp_path_factory.mktemp("deploy"), 2)
+    try:
+        yield got
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        _end(got)
 
 
 @pytest.mark.slow
 def test_replicas_listen_on_the_ports_given_and_nginx_answers(launched):
     info = {i["name"]: i for i in launched["rpc"].getAllProcessInfo()}
     assert {f"replica-{p}" for p in launched["ports"]} | {"nginx", "health"} == set(info)
-    assert all(i["statename"] == "RUNNING" for i in info.values())
+    _until(lambda: all(i["statename"] == "RUNNING" for i in launched["rpc"].getAllProcessInfo()),
+           "every program RUNNING (past supervisord's startsecs)", 30)
     assert healthy(launched["url"])
 
 
@@ -136,18 +165,27 @@ def test_sigstopped_replica_is_restarted_by_the_health_check(launched):
 
 @pytest.mark.slow
 def test_sighup_to_the_launcher_stops_everything_and_keeps_the_logs(launched):
-    proc = launched["proc"]
-    tree = _descendants(proc.pid)
-    sd = launched["rpc"].getPID()
-    assert sd in tree and len(tree) >= 5                       # supervisord, 2 replicas, nginx (+ worker), health
-    os.kill(proc.pid, signal.SIGHUP)
-    assert proc.wait(90) == 0
-    left = lambda: [p for p in tree if _alive(p)] + [int(d.name) for d in Path("/proc").iterdir()      # noqa: E731
-                                                     if d.name.isdigit() and _sid(int(d.name)) == sd]
-    _until(lambda: not left(), "every process of the deployment gone", 30)
+    _gone_after(launched, signal.SIGHUP)
+    assert launched["proc"].returncode == 0
     logs = launched["tmp"] / "logs"
     assert {f"replica-{p}.log" for p in launched["ports"]} | {"nginx.log", "health.log"} <= {f.name for f in logs.iterdir()}
     assert "SIGHUP: stopping" in (launched["tmp"] / "launcher.out").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=["SIGTERM", "SIGINT", "SIGKILL"])
+def test_sigterm_sigint_and_kill_9_of_the_launcher_leave_no_process(tmp_path, sig):
+    """SIGTERM and SIGINT stop it cleanly; after kill -9 of the launcher, supervisord (told by the kernel's
+    parent-death signal) still stops every program."""
+    _need_tools()
+    got = _launch(tmp_path, 1)
+    try:
+        _gone_after(got, sig)
+        if sig != signal.SIGKILL:
+            assert got["proc"].returncode == 0
+            assert f"{signal.Signals(sig).name}: stopping" in (tmp_path / "launcher.out").read_text()
+    finally:
+        _end(got)
 
 
 @pytest.mark.unit
