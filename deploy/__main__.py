@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, on_signal)
     proc, run, logs, ports, port = start_supervisor(o, a.run_dir)
-    print(f"lab at http://{a.host}:{port}  ({len(ports)} replicas on ports {', '.join(map(str, ports))}; "
+    print(f"lab at http://{a.host}:{port}  ({len(ports)} replica{'s' if len(ports) != 1 else ''} on port"
+          f"{'s' if len(ports) != 1 else ''} {', '.join(map(str, ports))}; "
           f"supervisord pid {proc.pid}; logs in {logs}; configs in {run}; "
           f"status: supervisorctl -c {run / 'supervisord.conf'} status)", flush=True)
     try:
