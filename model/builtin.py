@@ -159,6 +159,21 @@ class BuiltinLM(_WordModel, TracedRun, NextToken, Generates):
         t = self.tokenize(text)
         return self._finish(t, self.module(self._ids(t.ids), trace=True))
 
+    cache = "state"                  # the module's keyword and output field for what it carries between steps:
+                                     # an RNN's / LSTM's state; the Transformer's key/value cache ("past")
+
+    @torch.inference_mode()
+    def _start(self, ids: list[int], use_cache: bool) -> tuple[Tensor, Any]:
+        out = self.module(self._ids(ids), use_cache=use_cache)
+        return out.logits[0, -1].float().cpu().clone(), (getattr(out, self.cache) if use_cache else list(ids))
+
+    @torch.inference_mode()
+    def _advance(self, state: Any, token_id: int, use_cache: bool) -> tuple[Tensor, Any]:
+        if not use_cache:
+            return self._start(state + [token_id], use_cache=False)
+        out = self.module(self._ids([token_id]), use_cache=True, **{self.cache: state})
+        return out.logits[0, -1].float().cpu().clone(), getattr(out, self.cache)
+
 
 class BuiltinTransformerLM(BuiltinLM, PositionTable, PaddedBatch, LogitLens, _BuiltinTransformer):
     """The decoder-only Transformer LM (GPT-like)."""
@@ -183,17 +198,7 @@ class BuiltinTransformerLM(BuiltinLM, PositionTable, PaddedBatch, LogitLens, _Bu
         out.trace.attention = describe_stacks(out.trace.attention, padded[0].tokens, None, self_causal=True)
         return PaddedRun(padded, valid, out.trace)
 
-    @torch.inference_mode()
-    def _start(self, ids: list[int], use_cache: bool) -> tuple[Tensor, Any]:
-        out = self.module(self._ids(ids), use_cache=use_cache)
-        return out.logits[0, -1].float().cpu().clone(), (out.past if use_cache else list(ids))
-
-    @torch.inference_mode()
-    def _advance(self, state: Any, token_id: int, use_cache: bool) -> tuple[Tensor, Any]:
-        if not use_cache:
-            return self._start(state + [token_id], use_cache=False)
-        out = self.module(self._ids([token_id]), use_cache=True, past=state)
-        return out.logits[0, -1].float().cpu().clone(), out.past
+    cache = "past"                   # the key/value cache of every layer
 
     def _unembed(self, hidden: Tensor) -> Tensor:
         return self.module.unembed(hidden)
@@ -218,17 +223,6 @@ class BuiltinLSTMLM(BuiltinLM, Recurrent):
         self.arch = Architecture("LSTM", n_layers=m["n_layers"], d_model=m["d_hidden"],
                                  parameters=_params(self.module))
 
-    @torch.inference_mode()
-    def _start(self, ids: list[int], use_cache: bool) -> tuple[Tensor, Any]:
-        out = self.module(self._ids(ids), use_cache=use_cache)
-        return out.logits[0, -1].float().cpu().clone(), (out.state if use_cache else list(ids))
-
-    @torch.inference_mode()
-    def _advance(self, state: Any, token_id: int, use_cache: bool) -> tuple[Tensor, Any]:
-        if not use_cache:
-            return self._start(state + [token_id], use_cache=False)
-        out = self.module(self._ids([token_id]), use_cache=True, state=state)
-        return out.logits[0, -1].float().cpu().clone(), out.state
 
 
 class BuiltinRNNLM(BuiltinLM):
@@ -239,9 +233,6 @@ class BuiltinRNNLM(BuiltinLM):
         m = self.cfg.model
         self.arch = Architecture("vanilla RNN", n_layers=m["n_layers"], d_model=m["d_hidden"],
                                  parameters=_params(self.module))
-
-    _start = BuiltinLSTMLM._start
-    _advance = BuiltinLSTMLM._advance
 
 
 class BuiltinTranslator(_WordModel, Translates, PositionTable, LogitLens, _BuiltinTransformer):

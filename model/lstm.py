@@ -15,17 +15,18 @@ traced outputs equal torch.nn.LSTM's.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .config import DictConfig
 from .trace import LSTMLayerTrace, Trace
 
 
 @dataclass
-class LSTMConfig:
+class LSTMConfig(DictConfig):
     vocab_size: int = 256
     d_embed: int = 128        # token embedding width
     d_hidden: int = 256       # units per layer
@@ -33,14 +34,6 @@ class LSTMConfig:
     dropout: float = 0.1      # between layers, training only
     max_len: int = 64         # longest text the app feeds it (an LSTM itself has no hard limit)
     pad_id: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LSTMConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass

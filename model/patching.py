@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from . import hooks
-from .api import Hooked, InputError, Translates
+from .api import Hooked, InputError, MaskedFill, NextToken, Translates
 from .hooks import HookRun
 
 PREFIX = {"self": "", "encoder": "encoder.", "decoder": "decoder.", "cross": "decoder."}
@@ -128,6 +128,9 @@ def patch(lab, clean: str, corrupted: str, answers: tuple[str, str] | None = Non
     if not isinstance(lab, Hooked) or not lab.hook_layout():
         raise InputError(f"{lab.name} has no hook points to patch (the lab patches Transformers: the built-in "
                          "ones and the Hugging Face families of its architecture table).")
+    if not isinstance(lab, (NextToken, MaskedFill, Translates)):
+        raise InputError(f"{lab.name} has no prediction head, so there is no answer whose change patching could "
+                         "explain. Pick a model that predicts words.")
     ids_a, ids_b, target, pair, tokens, predicts = _inputs(lab, clean, corrupted, answers is not None)
     layout = lab.hook_layout()
     pstacks = _position_stacks(lab)

@@ -9,17 +9,18 @@ torch.nn.RNN). Nothing is stored on the module.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .config import DictConfig
 from .trace import Trace
 
 
 @dataclass
-class RNNConfig:
+class RNNConfig(DictConfig):
     vocab_size: int = 256
     d_embed: int = 128        # token embedding width
     d_hidden: int = 256       # units per layer
@@ -27,14 +28,6 @@ class RNNConfig:
     dropout: float = 0.1      # between layers and before the head, training only
     max_len: int = 64
     pad_id: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RNNConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass

@@ -21,7 +21,7 @@ is exactly the plain forward pass.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -29,12 +29,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .config import DictConfig
 from .hooks import HookPoint, HookRun, active, current, merged
 from .trace import AttentionTrace, LayerNormTrace, Trace
 
 
 @dataclass
-class TransformerConfig:
+class TransformerConfig(DictConfig):
     arch: str = "decoder"             # "decoder" (GPT-like LM) or "encoder-decoder" (translator)
     vocab_size: int = 256             # LM vocabulary, or the decoder's (target) vocabulary
     src_vocab_size: int = 0           # encoder (source) vocabulary; encoder-decoder only
@@ -67,14 +68,6 @@ class TransformerConfig:
     @property
     def d_k(self) -> int:
         return self.d_model // self.h
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TransformerConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 # ----------------------------------------------------------------------------- pure functions

@@ -81,8 +81,13 @@ def _block_pre_hook(name: str):
     return pre
 
 
-def _output_hook(name: str):
+def _output_hook(name: str, whole: bool = False):
+    """A module's output (or the first element of its tuple) through the point; whole: the tuple itself (a rotary
+    module's (cos, sin))."""
     def post(_mod, _args, output):
+        if whole:
+            run = hooks.current()
+            return run.visit(name, output) if run is not None and run.wants(name) else None
         return _visit_first(name, output)
     return post
 
@@ -116,17 +121,8 @@ def install(hf: nn.Module, spec: ArchSpec, n_heads: int) -> list[str]:
         for i, ffn in enumerate(_layers(base, st.ffn)):
             hook(ffn, f"{p}blocks.{i}.ffn.out", post=_output_hook(f"{p}blocks.{i}.ffn.out"))
     for stack, path in spec.position.modules:
-        hook(resolve(base, path), f"{PREFIX[stack]}pos", post=_positions_hook(f"{PREFIX[stack]}pos"))
+        hook(resolve(base, path), f"{PREFIX[stack]}pos", post=_output_hook(f"{PREFIX[stack]}pos", whole=True))
     return names
-
-
-def _positions_hook(name: str):
-    def post(_mod, _args, output):
-        run = hooks.current()
-        if run is None or not run.wants(name):
-            return None
-        return run.visit(name, output)                                # a tuple (cos, sin) for rotary modules
-    return post
 
 
 def no_positions_edit(kind: str):
