@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -180,12 +181,27 @@ def test_save_into_a_read_only_folder_gives_a_clear_message(tmp_path):
             ro.chmod(0o755)
 
 
-def test_default_save_folders_live_under_one_server_folder_removed_at_exit():
-    job = _finished_tiny()
-    a, b = save_trained(job, "rnn"), save_trained(job, "rnn")
-    assert a != b and a.parent == b.parent == jobs._saved_root()
-    assert sorted(p.name for p in a.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
-    assert not [p for p in a.parent.iterdir() if p.name.endswith(".partial")]
+def test_default_save_folders_and_job_folders_are_removed_when_the_server_exits(tmp_path):
+    from conftest import ROOT
+
+    script = tmp_path / "server.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from model.jobs import MANAGER, save_trained\n"
+        "if __name__ == '__main__':\n"
+        "    j = MANAGER.start('x', preset='tiny', kinds=('rnn',), heartbeat_timeout=600)\n"
+        "    assert j.join(240), 'the tiny training did not finish'\n"
+        "    a, b = save_trained(j, 'rnn'), save_trained(j, 'rnn')\n"
+        "    assert a != b and a.parent == b.parent\n"
+        "    print(sorted(p.name for p in a.iterdir()))\n"
+        "    print('FOLDERS', a, b, j.folder, MANAGER.root, flush=True)\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "['config.json', 'model.safetensors', 'tokenizer.json']" in r.stdout
+    folders = [Path(p) for p in r.stdout.split("FOLDERS", 1)[1].split()]
+    assert len(folders) == 4 and not [p for p in folders if p.exists()]          # all removed at exit
+    assert not [p for p in folders[0].parent.parent.glob(folders[0].parent.name + "*")]
 
 
 @pytest.mark.apptest
