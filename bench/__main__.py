@@ -219,6 +219,46 @@ def bench_viz(repeat: int) -> None:
     row("one head 128 x 128: build", f"{ms(t)}, {size / 1e6:.2f} MB payload", "< 2 MB")
 
 
+def bench_plotly_paths(repeat: int) -> None:
+    """viz/common.py remembers plotly's property-path parses (a patch of a private plotly function): is it worth
+    it? The Masks page's figures and the sampling panels built with the parser remembered and plotly's own,
+    interleaved in one run."""
+    import numpy as np
+    import plotly.basedatatypes as bd
+
+    from viz.masks import masking_stages
+    from viz.layernorm import layernorm_stats
+
+    fast = bd._str_to_dict_path_full
+    plain = getattr(fast, "original", None)
+    if plain is None:
+        row("plotly property paths", "this plotly has no such function: nothing is patched")
+        return
+    rng = np.random.default_rng(0)
+    T = 12
+    labels = [f"tok{i}" for i in range(T)]
+    s = rng.normal(size=(T, T)).astype(np.float32)
+    allowed = np.tril(np.ones((T, T), bool))
+    masked = np.where(allowed, s, -np.inf)
+    w = np.exp(masked - masked.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    names = [f"L{i} LN" for i in range(6)]
+    st = rng.random((6, T)).astype(np.float32)
+
+    def build():
+        masking_stages(s, allowed, w, labels, labels)
+        layernorm_stats(names, st, st + 1, st * 0, st * 0 + 1, labels)
+    times = {"remembered": [], "plotly's own": []}
+    for _ in range(max(5, repeat // 2)):
+        for name, fn in (("remembered", fast), ("plotly's own", plain)):
+            bd._str_to_dict_path_full = fn
+            times[name].append(timeit(build, 3, 1))
+    bd._str_to_dict_path_full = fast
+    a, b = (float(np.median(times[k])) for k in ("remembered", "plotly's own"))
+    row("Masks stages + layer-norm stats build, property paths remembered vs plotly's own (interleaved, median)",
+        f"{ms(a)} vs {ms(b)} ({b / a:.2f}x)")
+
+
 def bench_browser(repeat: int) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -441,7 +481,7 @@ def bench_admission(repeat: int, sessions: int = 6, tokens: int = 512) -> None:
 SECTIONS = {"builtin": bench_builtin, "generation": bench_generation, "gpt2": bench_gpt2, "hf": bench_hf_trace,
             "sampling": bench_sampling, "viz": bench_viz, "tokens": bench_tokens, "training": bench_training,
             "browser": bench_browser, "load": bench_load, "load2": bench_load2, "cold": bench_cold,
-            "threads": bench_threads, "admission": bench_admission}
+            "threads": bench_threads, "admission": bench_admission, "plotly": bench_plotly_paths}
 SLOW = ("browser", "load", "load2", "cold", "admission")          # run only with --browser / --only
 
 

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import base64
 import functools
-import struct
-import zlib
+import io
 from typing import Sequence
 
 import numpy as np
@@ -87,18 +86,13 @@ def _gap(Tq: int, Tk: int) -> int:
 
 def palette_png(index: np.ndarray, palette: np.ndarray) -> bytes:
     """An 8-bit indexed PNG (one byte per pixel) from a 2-D uint8 array and a (n <= 256, 3) uint8 palette."""
-    index = np.ascontiguousarray(index, dtype=np.uint8)
-    h, w = index.shape
-    raw = np.empty((h, w + 1), np.uint8)
-    raw[:, 0] = 0                                            # filter type 0 (none) on every row
-    raw[:, 1:] = index
+    from PIL import Image
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0))
-            + chunk(b"PLTE", np.ascontiguousarray(palette, dtype=np.uint8).tobytes())
-            + chunk(b"IDAT", zlib.compress(raw.tobytes(), 1)) + chunk(b"IEND", b""))
+    img = Image.fromarray(np.ascontiguousarray(index, dtype=np.uint8), mode="P")
+    img.putpalette(np.ascontiguousarray(palette, dtype=np.uint8).tobytes())
+    out = io.BytesIO()
+    img.save(out, format="PNG", compress_level=1)                # fast: the grid is built while a page waits
+    return out.getvalue()
 
 
 LEVELS = 255          # weights 0..1 quantised to 0..254 in the image grid; index 255 is the white gap
