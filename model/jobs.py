@@ -504,8 +504,8 @@ class TrainingJob:
     def stop(self, status: str = "stopped", message: str = "") -> None:
         """Ask the worker to stop after its current step (a queued job leaves the queue)."""
         with self._lock:
-            if self.status == "queued":
-                self.status, self.message, self.place = status, message, None
+            if self.status == "queued":                      # the manager drops it from its queue
+                self.status, self.message, self.place, self.starts_in = status, message, None, None
                 self._done.set()
                 return
             if self.status not in ("starting", "running"):
@@ -786,6 +786,7 @@ class JobManager:
             job._launch(self._context(), self._on_exit, self._on_tick)
 
     def _housekeep(self) -> None:
+        self._queue = [j for j in self._queue if j.status == "queued"]      # left the queue (stop) meanwhile
         for j in list(self._queue):
             if j._stale():
                 self._queue.remove(j)
@@ -858,7 +859,7 @@ class JobManager:
                 return
             if job.step >= job.preset.steps:
                 raise LabError("This training has finished all its steps.")
-            if job.saved_step is None or job.saved_step != job.step:
+            if job.step and job.saved_step != job.step:     # (step 0: it left the queue before starting)
                 raise LabError("This training cannot be resumed (its worker stopped without saving): start a new one.")
             self._admit(job)
 

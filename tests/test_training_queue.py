@@ -66,6 +66,23 @@ def test_three_sessions_with_a_pool_of_one_run_one_at_a_time_in_the_order_asked(
     mgr.shutdown()
 
 
+def test_a_student_who_leaves_the_queue_is_never_started_and_the_next_moves_up():
+    mgr = JobManager(max_running=1, max_queued=5)
+    a, b, c = all_ = [mgr.start(o, preset="quick", kinds=("rnn",)) for o in "abc"]
+    b.stop()                                                     # "Leave the queue"
+    assert b.snapshot().status == "stopped" and not b.alive
+    _until(lambda: c.snapshot().place == 1, "the third student moving up to place 1", all_)
+    _until(lambda: a.snapshot().step >= 1, "the first training running", all_)
+    a.stop()
+    _until(lambda: c.snapshot().step >= 1, "the third student's training starting", all_)
+    assert b.snapshot().status == "stopped" and b.snapshot().step == 0 and b.pid is None
+    c.stop()
+    _until(lambda: not c.alive, "the third training stopping", all_)
+    mgr.resume(b)                                                # back in the queue, from the start
+    _until(lambda: b.snapshot().step >= 1, "the resumed (re-queued) training starting", all_)
+    mgr.shutdown()
+
+
 def test_killed_worker_gives_its_student_a_message_and_the_next_job_starts():
     mgr = JobManager(max_running=1, max_queued=5)
     a = mgr.start("a", preset="quick", kinds=("transformer",))
