@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -30,3 +31,10 @@ def decode(obj):
 def charts(at) -> list[dict]:
     """Every plotly chart on an AppTest page, decoded (data and layout)."""
     return [decode(json.loads(el.proto.spec)) for el in at.get("plotly_chart")]
+
+
+def slow_except(values, fast) -> list:
+    """Parametrize values: those in `fast` run in the fast loop, every other one is also marked slow (the full
+    suite runs them all). For matrices (every page, every family) whose cases cost seconds each."""
+    assert set(fast) <= set(values), set(fast) - set(values)
+    return [v if v in fast else pytest.param(v, marks=pytest.mark.slow) for v in values]

@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app_pages.registry import KEYS as PAGES
-from conftest import ROOT
+from conftest import ROOT, slow_except
 
 pytestmark = pytest.mark.apptest
 
@@ -59,7 +59,7 @@ def assert_nothing_interpreted(at, where: str) -> None:
         assert not RAW_HTML.search(b), f"{where}: raw HTML in {b[:200]!r}"
 
 
-@pytest.mark.parametrize("page", ["home"] + PAGES)
+@pytest.mark.parametrize("page", slow_except(["home"] + PAGES, {"attention", "translate"}))
 def test_every_bad_text_gives_a_message_and_no_traceback(page):
     for name, text in TEXTS.items():
         at = open_at(None if page == "home" else page, {"text": text})
@@ -70,7 +70,7 @@ def test_every_bad_text_gives_a_message_and_no_traceback(page):
         assert_nothing_interpreted(at, where)
 
 
-@pytest.mark.parametrize("page", ["home", "attention", "sampling", "translate"])
+@pytest.mark.parametrize("page", slow_except(["home", "attention", "sampling", "translate"], {"sampling"}))
 def test_unknown_and_odd_model_ids_give_one_clear_error(page):
     for name, mid in MODELS.items():
         at = open_at(None if page == "home" else page, {"model_choice": "Other Hugging Face id or local folder…",
@@ -81,7 +81,7 @@ def test_unknown_and_odd_model_ids_give_one_clear_error(page):
         assert_nothing_interpreted(at, where)
 
 
-@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("page", slow_except(PAGES, {"attention", "sampling", "translate"}))
 def test_markdown_and_html_in_both_link_parameters_are_shown_as_text(page):
     for payload in (MD, HTML):
         at = open_at(page, query={"model": payload, "text": payload})
@@ -117,7 +117,7 @@ def assert_no_autolink(at, where: str) -> None:
         assert not AUTOLINKABLE.search(plain), f"{where}: an autolinkable address in {b[:200]!r}"
 
 
-@pytest.mark.parametrize("page", ["home"] + PAGES)
+@pytest.mark.parametrize("page", slow_except(["home"] + PAGES, {"attention", "translate"}))
 def test_addresses_in_link_parameters_never_become_links(page):
     """The warnings that quote a user's value: the model that cannot be opened (?model=), the unknown words of
     the text (?text=), a link setting that is not valid (?t=, ?layer=, ...): none of them gives a live link."""

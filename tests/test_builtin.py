@@ -44,6 +44,7 @@ def test_checkpoints_are_small_safetensors():
         assert cfg["train"]["loss_curve"] and cfg["eval"]                  # curves and figures stored as before
 
 
+@pytest.mark.slow                                  # a held-out evaluation
 @pytest.mark.parametrize("name", ["transformer-lm", "lstm-lm"])
 def test_language_models_reach_their_quality(name, lm, lstm):
     m = lm if name == "transformer-lm" else lstm
@@ -63,6 +64,7 @@ def test_language_models_agree_on_hand_written_probes(name, lm, lstm):
     assert acc >= 0.95, f"probe agreement accuracy {acc:.3f}"
 
 
+@pytest.mark.slow                                  # a held-out evaluation
 def test_translator_reaches_its_quality(tr):
     d = tr.cfg.data
     _, held = corpora.translation_datasets(d["n_train"], d["n_heldout"], d["seed"])
@@ -74,12 +76,14 @@ def test_translator_exact_on_hand_written_probes(tr):
     assert translator_exact_match(tr, probes.translation_probe_pairs()) >= 0.90
 
 
+@pytest.mark.slow                                  # a held-out evaluation
 def test_translator_picks_il_or_elle_on_unseen_eater_food_pairs(tr):
     acc = pronoun_accuracy(tr)
     assert acc["pronoun_accuracy"] >= 0.95, acc
     assert acc["pronoun_accuracy_opposite_gender"] >= 0.95, acc
 
 
+@pytest.mark.slow                                  # a held-out evaluation
 def test_translator_encoder_head_from_it_switches_to_the_referent(tr):
     """Some encoder head's attention from "it" puts more weight on the eater when the last word is
     hungry/tired and on the food when it is delicious/fresh/hot/sweet, on held-out eater/food pairs."""

@@ -151,6 +151,7 @@ def test_heldout_pronoun_pairs_never_meet_in_training():
     assert {i["pronoun"] for _, _, i in items} == {"qu'il", "qu'elle"}
 
 
+@pytest.mark.slow                                  # generates whole corpora
 def test_probes_are_never_in_training_data():
     from model import probes
 
@@ -164,6 +165,7 @@ def test_probes_are_never_in_training_data():
     assert not {e for e, _ in ptrain} & set(probes.translation_probe_sources())
 
 
+@pytest.mark.slow                                  # generates whole corpora
 def test_probe_words_are_known_and_french_is_consistent():
     from model import probes
     from model.train import build_french_tokenizer
@@ -205,6 +207,7 @@ OLD_SRC_WORDS = 'apple apples ate ball balls big black book books box boxes boy 
 OLD_TGT_WORDS = 'a aime aiment balle balles blanc blanche blanches blancs boîte boîtes brun brune brunes bruns canard canards chaise chaises chassé chat chats cheval chevaux chien chiens chèvre chèvres dans de femme femmes fille filles fromage fromages garçon garçons grand grande grandes grands gris grise grises gâteau gâteaux jardin jeune jeunes la lapin lapins le les livre livres loup loups maison mangé matin noir noire noires noirs ont petit petite petites petits poire poires pomme pommes près regarde regardent rouge rouges soupe soupes souris sur table tables trouvé vache vaches vert verte vertes verts vieille vieilles vieux voient voit vu'.split()
 
 
+@pytest.mark.slow                                  # generates whole corpora
 def test_every_word_known_before_is_still_known():
     from model.train import build_french_tokenizer
 

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
 
 import model
-from conftest import ROOT, charts
+from conftest import ROOT, charts, slow_except
 from devkit.hf_fixtures import FAMILIES, ROTARY, make_tiny
 from model import (Generates, LogitLens, MaskedFill, ModelLoadError, NextToken, PaddedBatch, PositionTable,
                    TracedRun, Translates, sampling)
@@ -480,7 +480,7 @@ from app_pages.registry import KEYS as PAGES
 
 
 @pytest.mark.apptest
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", slow_except(FAMILIES, {"llama"}))   # rotary, grouped-query heads
 def test_every_page_runs_on_each_family(tiny, family, monkeypatch):
     monkeypatch.setenv("LAB_ALLOW_FOLDERS", "1")             # the fixtures are folders on this machine
     for page in PAGES:

@@ -195,6 +195,7 @@ def test_shuffle_permutation():
     assert q[-1] == 5 and sorted(q) == list(range(6))
 
 
+@pytest.mark.slow
 @pytest.mark.unit
 def test_word_order_demo_on_builtin_models():
     import model
@@ -230,6 +231,7 @@ def test_hf_gpt2_head_ablation_and_no_positions(tmp_path):
         compare(lab, "the bear", Interventions(no_causal_mask=True))
 
 
+@pytest.mark.slow
 @pytest.mark.unit
 def test_comparison_and_figures_for_the_builtin_lm():
     import model
@@ -288,6 +290,7 @@ def test_experiments_page_shows_real_differences():
     assert order[-1][0] == "no positions and no causal mask" and order[-1][-1] == "yes" and order[0][-1] == "no"
 
 
+@pytest.mark.slow
 @pytest.mark.apptest
 def test_experiments_page_on_the_translator_and_the_lstm():
     at = _page("experiments", model_choice="translator-en-fr", text="the black cat ate the mouse")
@@ -300,6 +303,7 @@ def test_experiments_page_on_the_translator_and_the_lstm():
     assert "Transformers" in at.info[0].value
 
 
+@pytest.mark.slow
 @pytest.mark.unit
 def test_break_it_hint_no_causal_mask_lowers_agreement_on_transformer_lm():
     """The page's hint 'remove the causal mask and watch agreement accuracy fall' holds on the shipped model."""

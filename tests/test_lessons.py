@@ -15,7 +15,7 @@ def _model(name):
     return _cache[name]
 
 
-SLOW = {"attention.translator_it"}                 # about 10 s alone: every held-out contrast pair through the translator
+SLOW = {"attention.translator_it", "translate.it_gender"}      # seconds each: held-out sentences through the translator
 
 
 @pytest.mark.parametrize("lesson", [pytest.param(l, id=l.key, marks=pytest.mark.slow if l.key in SLOW else ())

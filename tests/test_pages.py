@@ -278,6 +278,7 @@ def _widget_values(at) -> dict:
             and not w.key.startswith("lesson_")}
 
 
+@pytest.mark.slow
 def test_each_lesson_stop_opens_on_its_model_and_settings_whatever_other_pages_were_left_at():
     """Settings left on other pages (layer 1 and head 2 on Attention, layer 3 on Masks, d_model 32 on Positional,
     every unit on the LSTM, the LSTM chosen) must not reach a stop: each opens on the model it names and the same

@@ -5,7 +5,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 import model
-from conftest import ROOT, charts
+from conftest import ROOT, charts, slow_except
 from model import hooks
 from model.hooks import HookRun
 from model.patching import _batched, agreement_pairs, patch, single_patch
@@ -100,7 +100,8 @@ def test_patching_page_names_why_for_the_lstm_and_for_texts_of_different_lengths
         patch(model.load("transformer-lm", "cpu"), "the key", "the keys to the")
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "qwen2", "bert", "t5", "bart"])
+@pytest.mark.parametrize("family", slow_except(["gpt2", "llama", "qwen2", "bert", "t5", "bart"],
+                                                {"gpt2", "llama", "qwen2", "bert", "bart"}))   # t5: seconds
 def test_patching_a_hugging_face_family_through_its_table(family, tmp_path):
     """Patching works from the table's hook points alone: the first block's input at the changed position is
     the whole effect, and every head and position has a finite effect."""

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from devkit.reference import compute, fingerprint
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.slow]                  # 3,208 tensors: seconds
 DATA = Path(__file__).parent / "data"
 
 
