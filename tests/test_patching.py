@@ -120,3 +120,16 @@ def test_patching_a_hugging_face_family_through_its_table(family, tmp_path):
     changed = res.changed[first]
     assert abs(row[changed].sum() - 1.0) < 1e-4, row
     assert all(np.isfinite(v).all() for v in res.heads.values())
+
+
+@pytest.mark.parametrize("clean", ["", "   ", "the key to the \x00 cabinet", "zzz qqq", "<b>the</b> [x](http://e.invalid)"])
+def test_patching_page_names_bad_texts_in_its_own_fields(clean):
+    at = AppTest.from_file(str(ROOT / "lab.py"), default_timeout=180)
+    at.run()
+    at.switch_page("app_pages/patching.py")
+    at.run()
+    at.text_input(key="clean").set_value(clean).run()
+    assert not at.exception, [e.message for e in at.exception]
+    said = [i.value for i in at.info] + [w.value for w in at.warning]
+    assert said, clean
+    assert not any("<b>" in s or "](http" in s for s in said)
