@@ -1,13 +1,15 @@
 """Live sampling component: slider drag -> redrawn chart latency, measured inside headless Chromium.
 
-`drag_latency(repeat)` starts tests/apps/live_sampling_app.py (V = 50,257 random logits), drags the
-temperature slider with real mouse moves and times, inside the page, each `input` event to the
-first task after the frame in which the component drew the new chart (requestAnimationFrame, then
-a message-channel task so the frame's paint is included; performance.now() clock).
+`drag_latency(repeat)` starts tests/apps/live_sampling_app.py (V = 50,257 random logits, four panels), drags
+the first panel's temperature slider with real mouse moves and times, inside the page, each `input` event
+to the first task after the frame in which the component drew the new chart (the component's "ls-drawn"
+signal, then a message-channel task so the frame's paint is included; performance.now() clock), quiet and
+under Chromium's CPU throttling at rate 4, with the drawing before issue 18 as a reference, interleaved.
 Also used by tests/test_live_sampling.py (serve_script, the drag and component helpers).
 """
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -39,27 +41,35 @@ def root_js(index: int = 0) -> str:
     return f"document.querySelectorAll(\"{HOST}\")[{index}].shadowRoot.querySelector('.ls-root')"
 
 
-# Installs a probe on one instance: every `input` event on its sliders is timed (capture phase, so
-# before the component's own listener) until the first task after the frame in which its draw
-# counter moved past the value it had at the event.
+# Installs a probe on one instance: every `input` event on its sliders (capture phase, so before the
+# component's own listener) waits for the component's own "ls-drawn" signal (dispatched at the end of the
+# draw, inside its requestAnimationFrame callback), then for the first task after that frame (a
+# message-channel task: the frame's style, layout and paint are done by then). Events that arrive in one
+# frame share one draw. Per event: lat (input -> frame painted), maths (the draw's compute), dom (the
+# draw's DOM writes), all in ms on performance.now(). (The probe before issue 18 registered its own
+# requestAnimationFrame at the input event, which ran before the component's in the same frame, saw no
+# draw yet and read one frame late.)
 PROBE_JS = """(index) => {
   const root = document.querySelectorAll("%s")[index].shadowRoot.querySelector('.ls-root');
-  const probe = {lat: [], changed: 0, signatures: []};
+  const probe = {lat: [], maths: [], dom: [], changed: 0};
   window.__dragProbe = probe;
   const sig = () => [...root.querySelectorAll('.ls-bar-final')].slice(0, 5).map(r => r.getAttribute('width')).join(',');
-  root.getRootNode().addEventListener('input', (ev) => {
-    const t0 = performance.now();
-    const before = Number(root.dataset.draws || 0);
-    const s0 = sig();
-    const wait = () => requestAnimationFrame(() => {
-      if (Number(root.dataset.draws || 0) > before) {
-        const ch = new MessageChannel();
-        ch.port1.onmessage = () => { probe.lat.push(performance.now() - t0); if (sig() !== s0) probe.changed++; };
-        ch.port2.postMessage(0);
-      } else if (performance.now() - t0 < 5000) wait();
-    });
-    wait();
-  }, true);
+  let waiting = [];
+  root.getRootNode().addEventListener('input', () => { waiting.push({t0: performance.now(), s0: sig()}); }, true);
+  root.addEventListener('ls-drawn', (ev) => {
+    const these = waiting, d = ev.detail;
+    waiting = [];
+    if (!these.length) return;
+    const ch = new MessageChannel();
+    ch.port1.onmessage = () => {
+      const t = performance.now(), s = sig();
+      for (const w of these) {
+        probe.lat.push(t - w.t0); probe.maths.push(d.maths); probe.dom.push(d.dom);
+        if (s !== w.s0) probe.changed++;
+      }
+    };
+    ch.port2.postMessage(0);
+  });
   return true;
 }""" % HOST
 
@@ -89,28 +99,61 @@ def drag(page, index: int = 0, slider: str = "temperature", steps: int = 60, bac
     page.mouse.up()
 
 
-def drag_latency(repeat: int = 5) -> list[tuple[str, str, str]]:
-    """Rows (what, measured, target): input event -> redrawn chart while dragging, V = 50,257."""
-    lat: list[float] = []
-    changed = total = 0
+def _q(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def drag_samples(repeat: int = 3, rates=(1, 4), drawings=("new", "old"), steps: int = 60) -> dict:
+    """{(rate, drawing): probe}: temperature drags on the first of four panels (the Sampling page's: one full chart
+    above three compact ones), V = 50,257, under Chromium's CPU throttling at each rate (CDP
+    Emulation.setCPUThrottlingRate), with this drawing ("new") and the one before issue 18 ("old", the component's
+    legacy hook), interleaved: each repeat drags once with each drawing, in alternating order."""
+    out = {(r, d): {"lat": [], "maths": [], "dom": [], "changed": 0} for r in rates for d in drawings}
     with serve_script() as url, browser_page(1600, 1000) as page:
-        open_component(page, f"{url}/?case=random50257")
+        open_component(page, f"{url}/?case=random50257&layout=four", n=4)
+        cdp = page.context.new_cdp_session(page)
         page.evaluate(PROBE_JS, 0)
-        drag(page, steps=20)                                      # warm-up (JIT)
-        page.wait_for_timeout(300)
-        page.evaluate("() => { window.__dragProbe.lat = []; window.__dragProbe.changed = 0; }")
-        for _ in range(repeat):
-            drag(page, steps=60)
-            page.wait_for_timeout(200)
-        probe = page.evaluate("() => window.__dragProbe")
-        lat, changed = probe["lat"], probe["changed"]
-        total = len(lat)
-    if not lat:
-        return [("live sampling: slider input event -> chart redrawn (V = 50,257)", "no input events measured", "<= 50 ms")]
-    return [("live sampling, Chromium, V = 50,257: temperature drag, input event -> chart redrawn and painted",
-             f"median {statistics.median(lat):.1f} ms, 95th percentile {sorted(lat)[int(0.95 * (total - 1))]:.1f} ms "
-             f"(max {max(lat):.1f} ms, n = {total}, chart changed in {changed})",
-             "<= 50 ms")]
+        for rate in rates:
+            cdp.send("Emulation.setCPUThrottlingRate", {"rate": rate})
+            for d in drawings:                                        # warm-up (JIT) in each drawing
+                page.evaluate(f"(on) => {root_js(0)}.__liveSampling.legacy(on)", d == "old")
+                drag(page, steps=20)
+            for i in range(repeat):
+                for d in (drawings if i % 2 == 0 else drawings[::-1]):
+                    page.evaluate(f"(on) => {root_js(0)}.__liveSampling.legacy(on)", d == "old")
+                    page.wait_for_timeout(200)
+                    page.evaluate("() => { const p = window.__dragProbe; p.lat = []; p.maths = []; p.dom = []; p.changed = 0; }")
+                    drag(page, steps=steps)
+                    page.wait_for_timeout(300)
+                    got = page.evaluate("() => window.__dragProbe")
+                    for k in ("lat", "maths", "dom"):
+                        out[(rate, d)][k] += got[k]
+                    out[(rate, d)]["changed"] += got["changed"]
+        cdp.send("Emulation.setCPUThrottlingRate", {"rate": 1})
+        page.evaluate(f"() => {root_js(0)}.__liveSampling.legacy(false)")
+    return out
+
+
+def drag_latency(repeat: int = 3) -> list[tuple[str, str, str]]:
+    """Rows (what, measured, target): input event -> frame painted while dragging, V = 50,257, four panels,
+    quiet and at CPU throttling 4, this drawing and the one before issue 18, with the maths / paint split."""
+    load = os.getloadavg()[0]
+    rows = []
+    for (rate, d), p in drag_samples(repeat).items():
+        lat, maths = p["lat"], p["maths"]
+        what = (f"live sampling, Chromium, V = 50,257, four panels, temperature drag: input event -> frame painted, "
+                f"{'no throttling' if rate == 1 else f'CPU throttled x{rate}'}, "
+                f"{'this drawing' if d == 'new' else 'drawing before issue 18 (reference)'} (load average {load:.1f})")
+        if not lat:
+            rows.append((what, "no input events measured", ""))
+            continue
+        paint = [t - m for t, m in zip(lat, maths)]
+        fig = (f"median {statistics.median(lat):.1f} ms, p95 {_q(lat, 0.95):.1f} ms (maths median {statistics.median(maths):.1f} / "
+               f"p95 {_q(maths, 0.95):.1f} ms; DOM writes median {statistics.median(p['dom']):.2f} ms; rest to painted frame "
+               f"median {statistics.median(paint):.1f} / p95 {_q(paint, 0.95):.1f} ms; n = {len(lat)}, chart changed in {p['changed']})")
+        rows.append((what, fig, ("p95 <= 16.7 ms" if rate == 1 else "p95 <= 50 ms") if d == "new" else ""))
+    return rows
 
 
 if __name__ == "__main__":                                        # python -m devkit.drag [repeat]

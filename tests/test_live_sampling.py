@@ -215,7 +215,10 @@ def test_vocabulary_labels_render_as_text_not_markup(app):
     url, page, errors = app
     open_component(page, f"{url}/?case=ties_kth")
     words = page.evaluate(f"() => [...{root_js()}.querySelectorAll('.ls-word')].map(e => e.textContent)")
-    tips = page.evaluate(f"() => [...{root_js()}.querySelectorAll('.ls-row > title')].map(e => e.textContent)")
+    tips = []
+    for i in range(len(words)):                                   # a row's tooltip is written when the pointer is on it
+        page.locator(".ls-row .ls-word").nth(i).hover()
+        tips.append(page.evaluate(f"(i) => {root_js()}.querySelectorAll('.ls-row > title')[i].textContent", i))
     assert "<b>bold</b>" in words and "↵" in words                # a newline label is shown as ↵
     assert any(t.startswith("<script>x</script>\n") for t in tips)  # long labels: full text in the tooltip
     inside = page.evaluate(f"() => {root_js()}.querySelectorAll('b, img, script').length")
@@ -344,4 +347,152 @@ def test_png_button_downloads_the_chart_with_its_settings_and_colours(app):
     final = np.array([0x1F, 0x5F, 0xBF])                                 # --ls-final, the kept words' bars
     assert (np.abs(px - final).sum(axis=1) <= 6).sum() > 500
     assert (px.sum(axis=1) < 200).sum() > 200                             # dark text: words, values, settings
+    assert not errors
+
+
+# A snapshot of everything the chart shows: its size, gridlines and ticks, each row's class, texts and bar widths,
+# the note and the stats.
+SNAPSHOT_JS = """(r) => {
+    const svg = r.querySelector('svg'), a = (e, n) => e.getAttribute(n);
+    return {size: [a(svg, 'width'), a(svg, 'height'), a(svg, 'viewBox'), svg.style.fontSize],
+            grid: [...svg.querySelectorAll('.ls-grid > *')].map(e => [e.tagName, a(e, 'class'), a(e, 'x1'), a(e, 'x2'),
+                   a(e, 'y1'), a(e, 'y2'), a(e, 'x'), a(e, 'y'), a(e, 'text-anchor'), e.textContent]),
+            rows: [...svg.querySelectorAll('.ls-row')].map(g => [a(g, 'class'), ...[...g.querySelectorAll('text, rect')]
+                   .map(e => e.tagName === 'rect' ? [a(e, 'x'), a(e, 'y'), a(e, 'height'), Number(a(e, 'width'))]
+                                                  : [a(e, 'x'), a(e, 'y'), a(e, 'text-anchor'), a(e, 'class'), e.textContent])]),
+            note: r.querySelector('.ls-note').textContent,
+            stats: [...r.querySelectorAll('.ls-stat-value')].map(e => e.textContent)};
+}"""
+
+# temperature moves the scale up and down (gridline counts 4, 5, 6), top-k / top-p move rows between kept and cut
+STEPS = [(1.0, 0, 1.0), (1.05, 0, 1.0), (0.3, 0, 1.0), (0.05, 0, 1.0), (0.31, 40, 0.9), (0.6, 5, 1.0),
+         (1.0, 12, 0.5), (3.0, 0, 1.0), (0.05, 0, 1.0), (0.8, 40, 0.9)]
+
+
+def _tips(page) -> list[str]:
+    """Each row's tooltip as the browser would show it: the pointer comes onto the row first."""
+    return page.evaluate(f"""() => [...{root_js()}.querySelectorAll('.ls-row')].map(g => {{
+        g.querySelector('.ls-word').dispatchEvent(new PointerEvent('pointerover', {{bubbles: true}}));
+        return g.querySelector('title').textContent; }})""")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_updated_chart_shows_what_the_rebuilt_chart_showed(app):
+    """The chart updated in place (widths, changed texts; gridlines only when the scale changes) shows after every
+    step exactly what the drawing before issue 18 (a full rewrite each time; the legacy hook) shows, tooltips too."""
+    url, page, errors = app
+    open_component(page, f"{url}/?case=random50257")
+    shots = {}
+    for legacy in (False, True):
+        page.evaluate(f"(on) => {root_js()}.__liveSampling.legacy(on)", legacy)
+        shots[legacy] = []
+        for i, (t, k, p) in enumerate(STEPS):
+            if i == len(STEPS) - 1 and not legacy:                # the pointer rests on row 2 while the settings move
+                page.evaluate(f"() => {root_js()}.querySelectorAll('.ls-row .ls-word')[2]"
+                              ".dispatchEvent(new PointerEvent('pointerover', {bubbles: true}))")
+            page.evaluate(f"([t, k, p]) => {root_js()}.__liveSampling.set(t, k, p)", [t, k, p])
+            shots[legacy].append(page.evaluate(f"() => ({SNAPSHOT_JS})({root_js()})"))
+        if not legacy:
+            hovered = page.evaluate(f"() => {root_js()}.querySelectorAll('.ls-row > title')[2].textContent")
+            tips_new = _tips(page)
+        else:
+            tips_old = page.evaluate(f"() => [...{root_js()}.querySelectorAll('.ls-row > title')].map(e => e.textContent)")
+    page.evaluate(f"() => {root_js()}.__liveSampling.legacy(false)")
+    assert len({len(s["grid"]) for s in shots[False]}) >= 2      # the scale changed (tick count) along the way
+    for step, new, old in zip(STEPS, shots[False], shots[True]):
+        assert new == old, f"the chart differs from the rebuilt one at {step}"
+    assert hovered == tips_old[2] and "final" in hovered          # the hovered row's tooltip follows the settings
+    assert tips_new == tips_old
+    assert not errors
+
+
+# Records every change made to the chart's SVG (and its tooltips) until collected.
+OBSERVE_JS = """(r) => {
+    const svg = r.querySelector('svg'), recs = [];
+    const obs = new MutationObserver((ms) => { for (const m of ms) recs.push(m); });
+    obs.observe(svg, {subtree: true, childList: true, attributes: true, characterData: true});
+    window.__chartMutations = () => {
+        for (const m of obs.takeRecords()) recs.push(m);
+        const where = (n) => (n.nodeType === 1 ? n : n.parentNode);
+        const out = recs.map(m => { const e = where(m.target);
+            return {type: m.type, attr: m.attributeName, tag: e.tagName, cls: e.getAttribute('class') || '',
+                    grid: !!e.closest('.ls-grid'), title: !!e.closest('title'),
+                    added: m.addedNodes ? m.addedNodes.length : 0, removed: m.removedNodes ? m.removedNodes.length : 0}; });
+        recs.length = 0;
+        return out;
+    };
+    return true;
+}"""
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_drag_writes_only_bar_widths_and_changed_labels(app):
+    """While the temperature slider is dragged (a real mouse drag, V = 50,257), the chart keeps its elements: no
+    element is created (gridlines and ticks come from a pool, only when the scale changes), no tooltip is written
+    (the pointer is on the slider, not on a row), the word labels are never rewritten; what changes is bar widths,
+    a row's class when it moves between kept and cut, a value text when it changed. The drawing before issue 18 (the
+    legacy hook), dragged the same way, rebuilds its gridlines and rewrites every tooltip: the check tells them apart."""
+    url, page, errors = app
+    open_component(page, f"{url}/?case=random50257&t=1.0&k=40&p=0.9")
+    root = root_js()
+    counts = {}
+    for legacy in (False, True):
+        page.evaluate(f"(on) => {root}.__liveSampling.legacy(on)", legacy)
+        page.evaluate(f"() => {{ const r = {root}, i = r.__liveSampling.instance;"
+                      " window.__known = new Set([...r.querySelectorAll('svg *'),"
+                      " ...(i.ticks || []).flatMap(t => [t.line, t.text])]); }")
+        page.evaluate(f"() => ({OBSERVE_JS})({root})")
+        draws0 = int(page.evaluate(f"() => {root}.dataset.draws"))
+        drag(page, steps=40, back=True)
+        draws = int(page.evaluate(f"() => {root}.dataset.draws")) - draws0
+        recs = page.evaluate("() => window.__chartMutations()")
+        new_nodes = page.evaluate(f"() => [...{root}.querySelectorAll('svg *')].filter(e => !window.__known.has(e)).length")
+        counts[legacy] = dict(draws=draws, new_nodes=new_nodes, recs=recs,
+                              tips=sum(r["title"] for r in recs),
+                              words=sum("ls-word" in r["cls"] for r in recs),
+                              grid=sum(r["grid"] and r["type"] == "childList" for r in recs))
+    page.evaluate(f"() => {root}.__liveSampling.legacy(false)")
+    new, old = counts[False], counts[True]
+    assert new["draws"] >= 20 and old["draws"] >= 20
+    assert new["new_nodes"] == 0 and new["tips"] == 0 and new["words"] == 0
+    for r in new["recs"]:
+        if r["type"] == "attributes":
+            assert (r["tag"], r["attr"]) in {("rect", "width"), ("g", "class"), ("line", "x1"), ("line", "x2"),
+                                              ("text", "x"), ("text", "text-anchor")}, r
+            assert r["tag"] != "g" or r["cls"].startswith("ls-row"), r
+            assert r["tag"] != "text" or r["grid"], r             # a text moves only if it is a tick
+        else:                                                    # a value text, a tick label, a gridline in or out
+            assert "ls-val" in r["cls"] or r["grid"], r
+    # fewer writes per draw than the full rewrite: at most three bar widths, a class and a value per row
+    assert len(new["recs"]) < len(old["recs"]) / 2
+    assert old["tips"] >= old["draws"] and old["grid"] >= old["draws"]      # the reference: it does rewrite them
+    assert not errors
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_drag_probe_times_each_input_to_the_frame_after_the_components_draw(app):
+    """The probe waits for the component's own "ls-drawn" signal (one per draw, from inside its frame callback) and
+    then for the first task after that frame: every input event of a drag gets one latency, with the draw's maths and
+    DOM-write times, and a latency is never shorter than the draw it waited for."""
+    url, page, errors = app
+    open_component(page, f"{url}/?case=random50257&layout=four", n=4)
+    page.evaluate(PROBE_JS, 0)
+    inputs = page.evaluate(f"""() => {{ window.__inputs = 0; {root_js()}.getRootNode()
+        .addEventListener('input', () => window.__inputs++, true); }}""")
+    draws0 = int(page.evaluate(f"() => {root_js()}.dataset.draws"))
+    others0 = [page.evaluate(f"() => {root_js(i)}.dataset.draws") for i in (1, 2, 3)]
+    drag(page, steps=30, back=False)
+    page.wait_for_timeout(300)
+    probe = page.evaluate("() => window.__dragProbe")
+    inputs = page.evaluate("() => window.__inputs")
+    draws = int(page.evaluate(f"() => {root_js()}.dataset.draws")) - draws0
+    assert inputs >= 10 and len(probe["lat"]) == inputs         # every input event timed, none twice
+    assert draws >= 5                                             # frames share draws; release and Python add some
+    assert all(lat >= m + d for lat, m, d in zip(probe["lat"], probe["maths"], probe["dom"]))
+    assert all(m > 0 for m in probe["maths"])                    # 50,257 exponentials take measurable time
+    assert probe["changed"] >= len(probe["lat"]) // 2
+    assert [page.evaluate(f"() => {root_js(i)}.dataset.draws") for i in (1, 2, 3)] == others0   # one panel redrew
     assert not errors

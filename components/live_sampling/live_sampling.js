@@ -203,6 +203,14 @@ function makeInstance(root, ranges) {
   inst.chartBox = el("div", "ls-chart", root);
   inst.svg = svgEl("svg", { role: "img" }, inst.chartBox);
   inst.note = el("div", "ls-note", root);
+  // tooltips: a row's is written when the pointer comes onto it (and kept current while it stays there)
+  inst.svg.addEventListener("pointerover", (ev) => {
+    if (inst.legacy || !inst.rows) return;
+    const g = ev.target.closest && ev.target.closest(".ls-row");
+    const row = g ? inst.rows[Number(g.dataset.row)] : null;
+    if (row && row.g === g && inst.hover !== row) { inst.hover = row; row.tip.textContent = tipText(row); }
+  });
+  inst.svg.addEventListener("pointerleave", () => { inst.hover = null; });
 
   // input: redraw on the next frame (many input events in one frame draw once); change: tell Python.
   const onInput = (ev) => {
@@ -228,6 +236,8 @@ function makeInstance(root, ranges) {
     result: (t, k, p) => full(inst.pre, t, k, p),
     set: (t, k, p) => { inst.settings = { temperature: t, top_k: k, top_p: p }; syncControls(inst); draw(inst); },
     settings: () => ({ ...inst.settings }),
+    // the drawing before issue 18 (bench reference): on/off, redraws at once
+    legacy: (on) => { inst.legacy = !!on; inst.chartKey = null; if (inst.pre) draw(inst); return inst.legacy; },
   };
   // redraw when the column changes width (no cleanup needed: it goes with the element)
   // (the width is read here, not in draw: reading it there would force a layout of the whole page)
@@ -264,26 +274,150 @@ function syncControls(inst) {
   if (document.activeElement !== inst.kNum && inst.root.getRootNode().activeElement !== inst.kNum) inst.kNum.value = String(s.top_k);
 }
 
+// One update. Every text is written only when it changes. When done, the root dispatches "ls-drawn" (not
+// bubbling) with {t0, maths, dom}: performance.now() at the start, the maths' and the DOM writes' ms.
 function draw(inst) {
+  const t0 = performance.now();
   const s = inst.settings, pre = inst.pre, V = pre.V;
   const r = compute(pre, s.temperature, s.top_k, s.top_p);
-  inst.t.val.textContent = s.temperature.toFixed(2);
-  inst.p.val.textContent = s.top_p >= 1 ? "1.00 (off)" : s.top_p.toFixed(2);
-  if (inst.root.getRootNode().activeElement !== inst.kNum) inst.kNum.value = String(s.top_k);
+  const t1 = performance.now();
+  const setText = inst.legacy ? setTextAlways : setTextIfChanged;
+  setText(inst.t.val, s.temperature.toFixed(2));
+  setText(inst.p.val, s.top_p >= 1 ? "1.00 (off)" : s.top_p.toFixed(2));
+  if (inst.root.getRootNode().activeElement !== inst.kNum && inst.kNum.value !== String(s.top_k)) inst.kNum.value = String(s.top_k);
   inst.k.box.classList.toggle("ls-off", !(s.top_k > 0 && s.top_k < V));
   inst.p.box.classList.toggle("ls-off", !(s.top_p < 1));
-  inst.sRaw.textContent = r.rawEntropy.toFixed(2) + " nats";
-  inst.sFin.textContent = r.entropy.toFixed(2) + " nats";
-  inst.sKept.textContent = fmtInt(r.kept) + " of " + fmtInt(V);
-  inst.sCut.textContent = fmtPct(r.removedMass);
-  inst.sCut.title = "top-k cut " + fmtPct(r.removedByTopK) + ", top-p cut " + fmtPct(r.removedByTopP);
+  setText(inst.sRaw, r.rawEntropy.toFixed(2) + " nats");
+  setText(inst.sFin, r.entropy.toFixed(2) + " nats");
+  setText(inst.sKept, fmtInt(r.kept) + " of " + fmtInt(V));
+  setText(inst.sCut, fmtPct(r.removedMass));
+  const cutTip = "top-k cut " + fmtPct(r.removedByTopK) + ", top-p cut " + fmtPct(r.removedByTopP);
+  if (inst.sCut.title !== cutTip) inst.sCut.title = cutTip;
   drawChart(inst, r);
   inst.draws += 1;
   inst.root.dataset.draws = String(inst.draws);
-  inst.root.dataset.kept = String(r.kept);
+  if (inst.root.dataset.kept !== String(r.kept)) inst.root.dataset.kept = String(r.kept);
+  const t2 = performance.now();
+  inst.root.dispatchEvent(new CustomEvent("ls-drawn", { detail: { t0, maths: t1 - t0, dom: t2 - t1, draws: inst.draws } }));
 }
 
+// The chart's geometry, from the column width and the instance's settings (not from the data).
+function geometry(inst) {
+  const cfg = inst.cfg;
+  const n = Math.min(cfg.top_n, inst.pre.V);
+  const fs = (cfg.large ? 1.45 : 1) * (cfg.compact ? 12 : 13);
+  const rowH = Math.round(fs * (cfg.compact ? 1.55 : 1.75));
+  if (!inst.width) inst.width = Math.floor(inst.chartBox.clientWidth);     // first draw only
+  const W = Math.max(240, inst.width || 600);
+  const labelW = Math.round(Math.min(W * 0.32, fs * (cfg.compact ? 7.5 : 10)));
+  const valueW = Math.round(fs * 4.6);
+  const top = Math.round(fs * 1.6);
+  const plotW = Math.max(60, W - labelW - valueW - 8);
+  return { n, fs, rowH, W, labelW, valueW, top, plotW, H: top + n * rowH + 4 };
+}
+
+const MAX_TICKS = 1 + Math.max(...SCALES.map(([m, step]) => Math.round(m / step)));
+
+// Build the chart's elements once per size and logits: rows (word label, three bars, value, an empty tooltip),
+// and a pool of gridlines with their tick labels. The words never change for given logits (they are the top
+// words by logit), so their labels are written here only.
+function buildChart(inst, g, key) {
+  const svg = inst.svg, pre = inst.pre;
+  inst.chartKey = key;
+  inst.hover = null;
+  svg.replaceChildren();
+  svg.setAttribute("width", g.W);
+  svg.setAttribute("height", g.H);
+  svg.setAttribute("viewBox", `0 0 ${g.W} ${g.H}`);
+  svg.style.fontSize = g.fs + "px";
+  svgEl("title", {}, svg).textContent = "Top " + g.n + " words: raw, after temperature, cut and final probability";
+  inst.grid = svgEl("g", { class: "ls-grid" }, svg);
+  inst.ticks = [];                                          // the pool: in the grid only while the scale uses them
+  for (let j = 0; j < MAX_TICKS; j++) {
+    const line = svgEl("line", { y1: g.top - 3, y2: g.H - 2, class: "ls-gridline" });
+    const text = svgEl("text", { y: g.top - g.fs * 0.45, class: "ls-tick" });
+    inst.ticks.push({ line, text, x: null, anchor: null, label: null });
+  }
+  inst.shownTicks = 0;
+  inst.scale = null;
+  inst.rows = [];
+  const maxChars = Math.max(6, Math.floor((g.labelW - 8) / (g.fs * 0.62)));
+  for (let i = 0; i < g.n; i++) {
+    const y = g.top + i * g.rowH, rowH = g.rowH;
+    const rg = svgEl("g", { class: "ls-row" }, svg);
+    rg.dataset.row = String(i);
+    const tip = svgEl("title", {}, rg);
+    const label = svgEl("text", { x: g.labelW - 6, y: y + rowH * 0.68, "text-anchor": "end", class: "ls-word" }, rg);
+    const scaled = svgEl("rect", { x: g.labelW, y: y + rowH * 0.08, height: rowH * 0.3, class: "ls-bar-scaled" }, rg);
+    const fin = svgEl("rect", { x: g.labelW, y: y + rowH * 0.4, height: rowH * 0.34, class: "ls-bar-final" }, rg);
+    const raw = svgEl("rect", { x: g.labelW, y: y + rowH * 0.78, height: Math.max(2, rowH * 0.1), class: "ls-bar-raw" }, rg);
+    const val = svgEl("text", { x: g.W - 4, y: y + rowH * 0.68, "text-anchor": "end", class: "ls-val" }, rg);
+    const id = pre.order[i];
+    const lab = inst.labels.has(id) ? inst.labels.get(id) : "#" + id;
+    label.textContent = fmtLabel(lab, maxChars);                       // text node: never parsed as markup
+    // what is drawn now: the DOM is written only where these change
+    inst.rows.push({ g: rg, tip, label, scaled, fin, raw, val, lab, status: null, text: null,
+                     ws: null, wf: null, wr: null, rp: 0, sp: 0, fp: 0 });
+  }
+}
+
+// A row's tooltip, from the numbers it shows now (written when the pointer is on the row, not on every update).
+function tipText(row) {
+  return `${row.lab}\nraw ${fmtPct(row.rp)} · after temperature ${fmtPct(row.sp)} · final ${fmtPct(row.fp)}` +
+    (row.status === "kept" ? "" : row.status === "cutp" ? " · cut by top-p" : " · cut by top-k");
+}
+
+function setTextIfChanged(node, text) { if (node.textContent !== text) node.textContent = text; }
+function setTextAlways(node, text) { node.textContent = text; }
+const setText = setTextIfChanged;
+
+// One update: only what changed is written (bar widths, a row's class and value when its status or value
+// moves, the gridlines only when the scale changes; tooltips on hover). Same picture as drawChartLegacy.
 function drawChart(inst, r) {
+  if (inst.legacy) return drawChartLegacy(inst, r);
+  const g = geometry(inst), pre = inst.pre, n = g.n;
+  const key = `${g.W}|${n}|${g.fs}|${inst.id}`;
+  if (inst.chartKey !== key) buildChart(inst, g, key);
+  let vmax = 0;
+  for (let i = 0; i < n; i++) vmax = Math.max(vmax, r.raw(i), r.scaled(i), r.final(i));
+  const [xmax, step] = niceScale(vmax);
+  const X = (p) => g.labelW + (g.plotW * Math.min(p, xmax)) / xmax;
+  if (inst.scale !== xmax) {                                 // gridlines and ticks: only when the scale changes
+    inst.scale = xmax;
+    const nTicks = Math.round(xmax / step);
+    for (let j = 0; j < MAX_TICKS; j++) {
+      const t = inst.ticks[j];
+      if (j > nTicks) { if (t.line.parentNode) { t.line.remove(); t.text.remove(); } continue; }
+      const p = step * j, x = X(p);
+      const anchor = j === 0 ? "start" : j === nTicks ? "end" : "middle", label = fmtTick(p, step);
+      if (t.x !== x) { t.x = x; t.line.setAttribute("x1", x); t.line.setAttribute("x2", x); t.text.setAttribute("x", x); }
+      if (t.anchor !== anchor) { t.anchor = anchor; t.text.setAttribute("text-anchor", anchor); }
+      if (t.label !== label) { t.label = label; t.text.textContent = label; }
+      if (!t.line.parentNode) { inst.grid.appendChild(t.line); inst.grid.appendChild(t.text); }
+    }
+    setText(inst.note, pre.V > n
+      ? `Top ${n} of ${fmtInt(pre.V)} words by logit; the scale ends at ${fmtPct(xmax)}.`
+      : `All ${fmtInt(pre.V)} words; the scale ends at ${fmtPct(xmax)}.`);
+  }
+  for (let i = 0; i < n; i++) {
+    const row = inst.rows[i];
+    const status = i < r.kept ? "kept" : i < r.keptTopK ? "cutp" : "cutk";
+    const sp = r.scaled(i), fp = r.final(i), rp = r.raw(i);
+    row.sp = sp; row.fp = fp; row.rp = rp;
+    if (row.status !== status) { row.status = status; row.g.setAttribute("class", "ls-row ls-" + status); }
+    const ws = Math.max(0, X(sp) - g.labelW), wf = Math.max(0, X(fp) - g.labelW), wr = Math.max(0, X(rp) - g.labelW);
+    if (row.ws !== ws) { row.ws = ws; row.scaled.setAttribute("width", ws); }
+    if (row.wf !== wf) { row.wf = wf; row.fin.setAttribute("width", wf); }
+    if (row.wr !== wr) { row.wr = wr; row.raw.setAttribute("width", wr); }
+    const text = status === "kept" ? fmtPct(fp) : status === "cutp" ? "cut (p)" : "cut (k)";
+    if (row.text !== text) { row.text = text; row.val.textContent = text; }
+  }
+  if (inst.hover) inst.hover.tip.textContent = tipText(inst.hover);   // the one tooltip being looked at
+}
+
+// The drawing before issue 18, kept reachable (root.__liveSampling.legacy(true)) as the benchmark's reference:
+// it rebuilds the gridlines and rewrites every row's class, texts and tooltip on each update.
+function drawChartLegacy(inst, r) {
   const pre = inst.pre, cfg = inst.cfg;
   const n = Math.min(cfg.top_n, pre.V);
   const large = cfg.large, compact = cfg.compact;
@@ -306,7 +440,7 @@ function drawChart(inst, r) {
   svg.setAttribute("height", H);
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.style.fontSize = fs + "px";
-  const key = `${W}|${n}|${fs}`;
+  const key = `legacy|${W}|${n}|${fs}`;
   if (inst.chartKey !== key) {                             // build the rows once per size
     inst.chartKey = key;
     svg.replaceChildren();

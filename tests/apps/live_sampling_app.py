@@ -1,4 +1,5 @@
-"""A tiny app for the live sampling browser tests: ?case=NAME&layout=one|three&large=1&t=&k=&p="""
+"""A tiny app for the live sampling browser tests: ?case=NAME&layout=one|three|four&large=1&t=&k=&p=
+(four: the Sampling page's panels, one full-width chart above three compact ones)"""
 import json
 import sys
 from pathlib import Path
@@ -13,14 +14,17 @@ st.set_page_config(page_title="live sampling test", layout="wide")
 q = st.query_params
 x = case(q.get("case", "random50257"))
 large = q.get("large") == "1"
-if q.get("layout", "one") == "three":
+layout = q.get("layout", "one")
+got = []
+if layout == "four":
+    got.append(live_sampling(x, labels(x.size), key="live", large=large, title="Raw → final"))
+if layout in ("three", "four"):
     cols = st.columns(3)
-    got = []
     for i, (t, k, p) in enumerate([(0.5, 0, 1.0), (1.0, 0, 1.0), (1.5, 0, 0.9)]):
         with cols[i]:
             got.append(live_sampling(x, labels(x.size), key=f"cmp{i}", temperature=t, top_k=k, top_p=p,
                                      compact=True, large=large, title=f"Setting {'ABC'[i]}"))
 else:
-    got = [live_sampling(x, labels(x.size), key="live", temperature=float(q.get("t", 1.0)),
+    got += [live_sampling(x, labels(x.size), key="live", temperature=float(q.get("t", 1.0)),
                          top_k=int(q.get("k", 0)), top_p=float(q.get("p", 1.0)), large=large)]
 st.code(json.dumps([s.as_kwargs() for s in got]), language=None)
