@@ -5,6 +5,7 @@
     python -m bench --browser        # also the in-browser timings (starts the app, drives Chromium)
     python -m bench --only load      # server load: N headless sessions, a large model loading, two trainings
     python -m bench --only load2,cold   # 2 replicas behind nginx; cold start and import breakdown
+    python -m bench --only serve        # a fresh server (and 2 replicas behind nginx) to a finished session
 
 Each line is a median over repeats after a warm-up, on this machine, printed as a markdown table
 that goes into the README's benchmark table.
@@ -344,6 +345,13 @@ def bench_load2(repeat: int) -> None:
         row(*r)
 
 
+def bench_serve(repeat: int) -> None:
+    from bench.load import serve_rows
+
+    for r in serve_rows(log=lambda m: print(m, flush=True)):
+        row(*r)
+
+
 def bench_cold(repeat: int) -> None:
     from bench.load import cold_rows
 
@@ -480,9 +488,9 @@ def bench_admission(repeat: int, sessions: int = 6, tokens: int = 512) -> None:
 
 SECTIONS = {"builtin": bench_builtin, "generation": bench_generation, "gpt2": bench_gpt2, "hf": bench_hf_trace,
             "sampling": bench_sampling, "viz": bench_viz, "tokens": bench_tokens, "training": bench_training,
-            "browser": bench_browser, "load": bench_load, "load2": bench_load2, "cold": bench_cold,
+            "browser": bench_browser, "load": bench_load, "load2": bench_load2, "serve": bench_serve, "cold": bench_cold,
             "threads": bench_threads, "admission": bench_admission, "plotly": bench_plotly_paths}
-SLOW = ("browser", "load", "load2", "cold", "admission")          # run only with --browser / --only
+SLOW = ("browser", "load", "load2", "serve", "cold", "admission")          # run only with --browser / --only
 
 
 def main(argv: list[str] | None = None) -> None:

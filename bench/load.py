@@ -833,3 +833,62 @@ def training_load_rows(n: int = 5, trainings: int = 2, reruns: int = 10, think: 
                  f"{busy.p50 * 1000:,.0f} / {busy.p95 * 1000:,.0f} ms; {busy.server_cpu_s / max(busy.wall_s, 1e-9):.2f} "
                  "CPU-s per s", "p95 <= 1 s"))
     return rows
+
+
+def serve_rows(log=print) -> list[tuple[str, str, str]]:
+    """The time bounds tests/test_load.py used to assert, measured instead: a fresh server to two sessions that
+    opened the Sampling page and moved its slider plus a 2-session load run; and, where nginx is installed,
+    2 replicas behind nginx to a session routed by its cookie, with each replica's CPU seconds for that visit."""
+    rows = []
+    t0 = time.perf_counter()
+    with serve() as srv:
+        up = time.perf_counter() - t0
+
+        async def one():
+            s = Session(srv.url, timeout=60)
+            try:
+                await s.open("sampling", "text=" + quote("the bear ate the"))
+                await s.change("Number of draws")
+            finally:
+                await s.close()
+
+        async def both():
+            await asyncio.gather(one(), one())
+
+        asyncio.run(both())
+        r = run_load(srv.url, 2, srv.pids, reruns=2, think=0.1, timeout=60)
+        total = time.perf_counter() - t0
+    log(f"  fresh server: healthy {up:.1f} s, everything {total:.1f} s ({len(r.errors)} errors)")
+    rows.append(("fresh server → 2 sessions open the Sampling page and move its slider, then a 2-session load run "
+                 "(tests/test_load.py's first test): health / everything", f"{up:.1f} / {total:.1f} s", "< 30 s"))
+    from deploy import NGINX, cluster
+
+    if not Path(NGINX).exists():
+        log(f"  nginx not installed at {NGINX}: no 2-replica row")
+        return rows
+    t0 = time.perf_counter()
+    with cluster(2) as c:
+        with urllib.request.urlopen(c.url + "/", timeout=30) as resp:
+            cookie = resp.headers["Set-Cookie"].split(";")[0]
+        addr = cookie.split("=", 1)[1]
+        mine = [f"127.0.0.1:{rep.port}" for rep in c.replicas].index(addr)
+        cpu0 = [cpu_seconds([p]) for p in c.pids]
+
+        async def routed():
+            s = Session(c.url, timeout=60, headers={"Cookie": cookie})
+            try:
+                await s.open("sampling", "text=" + quote("the bear ate the"))
+                await s.change("Number of draws")
+            finally:
+                await s.close()
+
+        asyncio.run(routed())
+        used = [cpu_seconds([p]) - c0 for p, c0 in zip(c.pids, cpu0)]
+        total = time.perf_counter() - t0
+    log(f"  2 replicas: {total:.1f} s; CPU used by the visit: cookie's replica {used[mine]:.2f} s, "
+        f"other {used[1 - mine]:.2f} s")
+    rows.append(("2 replicas behind nginx started → a session routed by its cookie opened the Sampling page and moved "
+                 "its slider (tests/test_load.py's nginx test)", f"{total:.1f} s", "< 30 s"))
+    rows.append(("same: CPU seconds of that visit on the cookie's replica / the other (both import torch at start-up)",
+                 f"{used[mine]:.2f} / {used[1 - mine]:.2f} s", ""))
+    return rows
