@@ -5,6 +5,7 @@
     python -m bench --browser        # also the in-browser timings (starts the app, drives Chromium)
     python -m bench --only load      # server load: N headless sessions, a large model loading, two trainings
     python -m bench --only load2,cold   # 2 replicas behind nginx; cold start and import breakdown
+    python -m bench --only drag      # live sampling drag: input -> painted frame, quiet and CPU-throttled x4
     python -m bench --only serve        # a fresh server (and 2 replicas behind nginx) to a finished session
 
 Each line is a median over repeats after a warm-up, on this machine, printed as a markdown table
@@ -281,6 +282,15 @@ def bench_browser(repeat: int) -> None:
                 row(what, figure, target)
 
 
+def bench_drag(repeat: int) -> None:
+    """Live sampling drag alone (also part of 'browser'): input event -> painted frame, V = 50,257, four panels,
+    quiet and under CPU throttling x4, the chart's drawing and the one before issue 18, interleaved."""
+    from devkit.drag import drag_latency
+
+    for r in drag_latency(max(3, repeat // 2)):
+        row(*r)
+
+
 def bench_tokens(repeat: int) -> None:
     """Attention at 128 / 256 / 512 / 1024 tokens on a random-weight GPT-2 small: trace bytes (float16 weights and
     q/k kept for scores on demand above 256 tokens), figure payloads and build times, run time."""
@@ -488,9 +498,9 @@ def bench_admission(repeat: int, sessions: int = 6, tokens: int = 512) -> None:
 
 SECTIONS = {"builtin": bench_builtin, "generation": bench_generation, "gpt2": bench_gpt2, "hf": bench_hf_trace,
             "sampling": bench_sampling, "viz": bench_viz, "tokens": bench_tokens, "training": bench_training,
-            "browser": bench_browser, "load": bench_load, "load2": bench_load2, "serve": bench_serve, "cold": bench_cold,
+            "browser": bench_browser, "drag": bench_drag, "load": bench_load, "load2": bench_load2, "serve": bench_serve, "cold": bench_cold,
             "threads": bench_threads, "admission": bench_admission, "plotly": bench_plotly_paths}
-SLOW = ("browser", "load", "load2", "serve", "cold", "admission")          # run only with --browser / --only
+SLOW = ("browser", "drag", "load", "load2", "serve", "cold", "admission")          # run only with --browser / --only
 
 
 def main(argv: list[str] | None = None) -> None:
