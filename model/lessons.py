@@ -34,6 +34,7 @@ COMPARE = "the keys to the old cabinet"                        # LSTM vs Transfo
 TRANSLATE_IT_EATER = "the cat ate the soup because it was hungry"
 TRANSLATE_IT_FOOD = "the cat ate the soup because it was hot"
 TRANSLATE_DEFAULT = TRANSLATE_IT_EATER
+BREAK_AGREEMENT = "the dog that the cats chased"          # Break it: the verb agrees with "dog", not "cats"
 
 # page -> built-in model -> the text the page opens on (until the user types their own)
 DEFAULTS: dict[str, dict[str, str]] = {
@@ -45,6 +46,7 @@ DEFAULTS: dict[str, dict[str, str]] = {
     "sampling": {"transformer-lm": CHOICE, "lstm-lm": CHOICE},
     "lstm": {"transformer-lm": COMPARE, "lstm-lm": COMPARE},
     "translate": {"translator-en-fr": TRANSLATE_DEFAULT},
+    "experiments": {"transformer-lm": BREAK_AGREEMENT, "translator-en-fr": TRANSLATE_IT_EATER},
 }
 
 # Exact translations the pages and the README show.
@@ -68,8 +70,10 @@ FIGURES: dict[str, float] = {
     "lstm_states_one": 0.5001, "lstm_states_many": 0.0052,
     "lstm_hungry_one": 0.0878, "lstm_hungry_many": 0.0010,
     "it_head_switch": 1.0, "pronoun_accuracy": 1.0,
+    "transformer_river_median": 0.0104, "lstm_river_median": 0.2424, "lstm_river_max": 0.5048,
     "it_head_patch_median": 0.7946, "it_head_patch_min": 0.7438, "it_head_patch_max": 0.8094,
 }
+MASK_FIGURES = {"agreement_masked": 1.0, "agreement_unmasked": 0.52, "ce_masked": 1.5798, "ce_unmasked": 2.2365}
 IT_PATCH_PAIRS = 20                      # held-out opposite-gender pairs the patching figures are measured on
 MIN_ENTROPY = 1.0                       # nats: a real choice point
 
@@ -120,6 +124,21 @@ def number_shift(m) -> dict[str, float]:
     return {"p_hungry_one": _p(m, one, ["hungry"]), "p_hungry_many": _p(m, many, ["hungry"]),
             "p_states_one": _p(m, one, STATES), "p_states_many": _p(m, many, STATES),
             "p_food_one": _p(m, one, FOOD_PROPS), "p_food_many": _p(m, many, FOOD_PROPS)}
+
+
+INSERTS = {"": "", "garden": " in the garden", "river": " near the river"}
+
+
+def number_shift_family(m) -> dict[str, np.ndarray]:
+    """P(animal words) after "the <animals><insert> ate the honey because it was", for every plural animal the
+    model knows, with nothing, "in the garden" or "near the river" between the eater and the verb."""
+    from .corpora import ANIMALS, STATES
+
+    out = {}
+    for key, ins in INSERTS.items():
+        texts = [f"the {plural}{ins} ate the honey because it was" for _, plural in ANIMALS]
+        out[key] = np.array([_p(m, _probs(m, t), STATES) for t in texts if not m.tokenize(t).unknown])
+    return out
 
 
 def agreement_ratio(m) -> float:
@@ -178,6 +197,42 @@ def _check_it_head(m) -> tuple[bool, str]:
                 f"held-out contrast pairs switching: {_pct(held['switch'])} of {held['pairs']}; patching the head on "
                 f"{len(pairs)} held-out pairs: median {np.median(it):.3f}, min {it.min():.3f}, max {it.max():.3f}, "
                 f"strongest encoder head in {_pct(strongest)}")
+
+
+def _check_no_mask(m) -> tuple[bool, str]:
+    """Without the causal mask the last word's own view is unchanged (layer 1, 20 generated sentences), later
+    layers' views of it change, and held-out agreement falls as stated."""
+    from .interventions import Interventions, lm_figures
+    from .patching import agreement_pairs
+
+    iv = Interventions(no_causal_mask=True)
+    first, second = [], []
+    for text, _, _ in agreement_pairs(m, 20):
+        ids = torch.tensor([m.tokenize(text).ids], device=m.device)
+        with torch.inference_mode():
+            a = m.module(ids, trace=True).trace.attention["self"]
+            b = m.module(ids, trace=True, interventions=iv).trace.attention["self"]
+        first.append(float((a[0].weights[0, :, -1] - b[0].weights[0, :, -1]).abs().max()))
+        second.append(float((a[1].weights[0, :, -1] - b[1].weights[0, :, -1]).abs().max()))
+    on, off = lm_figures(m, None), lm_figures(m, iv)
+    acc = (on["agreement accuracy"], off["agreement accuracy"])
+    ok = max(first) == 0.0 and min(second) > 0.01 and _same(MASK_FIGURES["agreement_masked"], acc[0], 0.005)
+    ok = ok and _same(MASK_FIGURES["agreement_unmasked"], acc[1], 0.005)
+    return ok, (f"layer 1, last word's row: largest change {max(first):.1e} over {len(first)} sentences; layer 2: "
+                f"smallest largest change {min(second):.3f}; agreement {acc[0]:.2f} -> {acc[1]:.2f}")
+
+
+def _check_number_family(m) -> tuple[bool, str]:
+    fam = number_shift_family(m)
+    key = "lstm" if isinstance(m, Recurrent) else "transformer"
+    med = {k: float(np.median(v)) for k, v in fam.items()}
+    ok = len(fam[""]) >= 10 and all(len(v) == len(fam[""]) for v in fam.values())
+    ok = ok and med[""] < 0.05 and med["garden"] < 0.05
+    ok = ok and _same(FIGURES[f"{key}_river_median"], med["river"], 0.005)
+    ok = ok and (med["river"] > 0.1 if key == "lstm" else med["river"] < 0.05)
+    return ok, (f"P(animal words) after 'the <animals>... because it was', median over {len(fam[''])} animals: "
+                + ", ".join(f"{k or 'nothing'} {v:.3f}" for k, v in med.items())
+                + f"; near the river max {fam['river'].max():.3f}")
 
 
 def _check_causal(m) -> tuple[bool, str]:
@@ -243,11 +298,20 @@ def _build() -> list[Lesson]:
                "“…parce qu'il avait faim” but “…parce qu'elle était chaude”. On eater–food pairs never seen "
                f"together in training the pronoun is right in {_pct(F.get('pronoun_accuracy', 0))} of sentences.",
                lambda m: _check_pronoun(m), contrast=TRANSLATE_IT_FOOD),
+        Lesson("break.no_mask", "transformer-lm", ("experiments", "masks"), CLASSIC,
+               "Removing the causal mask hides nothing from the last word: in layer 1 its attention row is exactly the "
+               "same with and without the mask (checked on 20 generated sentences), because it may look at every "
+               "word before it either way. What changes is that every earlier word now also looks at later ones, so "
+               "from layer 2 on the last word reads states the model never met in training. That train/test "
+               f"mismatch, not lost information, is why agreement accuracy falls from "
+               f"{_pct(MASK_FIGURES['agreement_masked'])} to {_pct(MASK_FIGURES['agreement_unmasked'])} on held-out "
+               "items.",
+               _check_no_mask),
         Lesson("attention.causal_it", "transformer-lm", ("attention", "masks"), CLASSIC,
-               "A decoder-only model reads left to right: at “it” it cannot see “hungry” or “delicious” yet. Its "
-               "attention rows for “it” are identical in “…because it was hungry” and “…because it was delicious”, "
-               "in every layer and head. Only the translator's encoder, which sees the whole sentence, can use the "
-               "last word to resolve “it”.",
+               "A decoder-only model reads left to right: at “it” it cannot see “hungry” or “delicious” yet. This "
+               "is what the causal mask guarantees, not something the model learned: its attention rows for “it” are "
+               "identical in “…because it was hungry” and “…because it was delicious”, in every layer and head. Only "
+               "the translator's encoder, which sees the whole sentence, can use the last word to resolve “it”.",
                _check_causal, contrast=CLASSIC_FOOD),
         Lesson("sampling.number_shift", "transformer-lm", ("sampling", "attention"), CLASSIC_PREFIX,
                f"What comes after “because it was” depends on the eater's number. After “the bear ate the honey "
@@ -258,11 +322,22 @@ def _build() -> list[Lesson]:
                f"{_pct(F.get('transformer_hungry_many', 0))}) and food words (delicious, sweet, …) the rest.",
                _check_number, contrast=CLASSIC_PLURAL_PREFIX),
         Lesson("lstm.number_shift", "lstm-lm", ("lstm",), CLASSIC_PREFIX,
-               f"The LSTM learned the same: animal words get {_pct(F.get('lstm_states_one', 0))} of the probability "
-               f"(“hungry” {_pct(F.get('lstm_hungry_one', 0))}) after “the bear ate the honey because it was” and "
-               f"{_pct(F.get('lstm_states_many', 0))} (“hungry” {_pct(F.get('lstm_hungry_many', 0))}) after “the "
-               f"bears ate the honey because it was”.",
+               f"On this sentence the LSTM learned the same: animal words get {_pct(F.get('lstm_states_one', 0))} of "
+               f"the probability (“hungry” {_pct(F.get('lstm_hungry_one', 0))}) after “the bear ate the honey because "
+               f"it was” and {_pct(F.get('lstm_states_many', 0))} (“hungry” {_pct(F.get('lstm_hungry_many', 0))}) "
+               "after “the bears ate the honey because it was”.",
                _check_number, contrast=CLASSIC_PLURAL_PREFIX),
+        Lesson("lstm.number_fades", "lstm-lm", ("lstm",), CLASSIC_PLURAL_PREFIX,
+               "But its memory of the number is fragile: put “near the river” between “the bears” and “ate” and the "
+               f"LSTM again gives animal words {_pct(F['lstm_river_median'])} (median over the animals it knows, up to "
+               f"{_pct(F['lstm_river_max'])}), while the Transformer stays at "
+               f"{_pct(F['transformer_river_median'])}; with “in the garden” both stay sure.",
+               _check_number_family),
+        Lesson("attention.number_family", "transformer-lm", ("attention",), CLASSIC_PLURAL_PREFIX,
+               "The number survives a phrase in between: after “the bears near the river ate the honey because it was” "
+               f"animal words get {_pct(F['transformer_river_median'])} (median over the animals it knows), as without "
+               "the phrase.",
+               _check_number_family),
     ]
     for name in ("transformer-lm", "lstm-lm"):
         kind = "lm" if name == "transformer-lm" else "lstm"
@@ -274,8 +349,8 @@ def _build() -> list[Lesson]:
                    f"“{CHOICE}” is a choice point: many words can come next (entropy at least {MIN_ENTROPY:g} nat), so "
                    "temperature, top-k and top-p change what is drawn.", _check_entropy(CHOICE)),
             Lesson(f"lstm.compare.{kind}", name, ("lstm",), COMPARE,
-                   f"After “{COMPARE}” both models hesitate between several words (entropy at least {MIN_ENTROPY:g} "
-                   "nat): compare their guesses.", _check_entropy(COMPARE)),
+                   f"After “{COMPARE}” both models spread their guess over several words (entropy at least "
+                   f"{MIN_ENTROPY:g} nat): compare which words each one considers.", _check_entropy(COMPARE)),
             Lesson(f"vocabulary.examples.{kind}", name, ("home",), CLASSIC,
                    "Every example sentence of the README and the sidebar uses only words this model knows.",
                    _check_known(EXAMPLES)),
