@@ -134,6 +134,17 @@ function niceScale(v) {
   return [1, 0.2];
 }
 const fmtTick = (p, step) => (p * 100).toFixed(step < 0.01 ? 1 : 0) + "%";
+// Tick j's label, or "" where it would run into a neighbour's ("8%10%" in a narrow panel): labels every
+// `every`-th tick, as often as the widest label (about 0.68 em a character) allows; the last, right-aligned
+// label also needs half the previous one's width. dx: pixels between two ticks.
+function tickLabel(j, nTicks, step, dx, fs) {
+  const w = (k) => fmtTick(k * step, step).length * fs * 0.68, gap = fs * 0.5, widest = w(nTicks);
+  let every = 1;
+  while (every < nTicks && every * dx < widest + gap) every++;
+  if (j % every) return "";
+  if (j === nTicks && j > 0 && every * dx < widest + w(j - every) / 2 + gap) return "";
+  return fmtTick(j * step, step);
+}
 
 // ------------------------------------------------------------------ the instance
 
@@ -389,7 +400,8 @@ function drawChart(inst, r) {
       const t = inst.ticks[j];
       if (j > nTicks) { if (t.line.parentNode) { t.line.remove(); t.text.remove(); } continue; }
       const p = step * j, x = X(p);
-      const anchor = j === 0 ? "start" : j === nTicks ? "end" : "middle", label = fmtTick(p, step);
+      const anchor = j === 0 ? "start" : j === nTicks ? "end" : "middle";
+      const label = tickLabel(j, nTicks, step, (g.plotW * step) / xmax, g.fs);
       if (t.x !== x) { t.x = x; t.line.setAttribute("x1", x); t.line.setAttribute("x2", x); t.text.setAttribute("x", x); }
       if (t.anchor !== anchor) { t.anchor = anchor; t.text.setAttribute("text-anchor", anchor); }
       if (t.label !== label) { t.label = label; t.text.textContent = label; }
@@ -467,7 +479,7 @@ function drawChartLegacy(inst, r) {
     const p = step * j, x = X(p);
     svgEl("line", { x1: x, x2: x, y1: top - 3, y2: H - 2, class: "ls-gridline" }, grid);
     const t = svgEl("text", { x, y: top - fs * 0.45, "text-anchor": j === 0 ? "start" : j === nTicks ? "end" : "middle", class: "ls-tick" }, grid);
-    t.textContent = fmtTick(p, step);
+    t.textContent = tickLabel(j, nTicks, step, (plotW * step) / xmax, fs);
   }
   const maxChars = Math.max(6, Math.floor((labelW - 8) / (fs * 0.62)));
   for (let i = 0; i < n; i++) {
