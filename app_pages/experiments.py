@@ -3,8 +3,8 @@ import streamlit as st
 
 from app_pages import common as c
 from model import LabError, Translates
-from model.interventions import (NEEDS, SUBLAYER_NAMES, build, compare, describe, heldout, layout, offers,
-                                 supported, word_order_demo)
+from model.interventions import (N_AGREE, N_CE, N_TRANSLATE, NEEDS, SUBLAYER_NAMES, build, compare, describe, heldout,
+                                 layout, offers, opening, supported, word_order_demo)
 from viz.experiments import attention_pair, distribution_pair, head_change_grid
 
 m, _ = c.open_page(
@@ -13,8 +13,6 @@ m, _ = c.open_page(
     "text: the next-word distribution, which attention heads changed and by how much, and held-out "
     "figures recomputed on a fixed evaluation slice. Everything shown is computed, nothing is simulated.",
     needs=None, run=False)
-st.caption("Try: ablate all heads of layer 1, then of the last layer; remove the causal mask and watch agreement "
-           "accuracy fall; remove the positional encoding of the translator and swap the two animals.")
 applies = supported(m)
 if isinstance(applies, str):
     st.info(c.md_escape(applies))
@@ -30,21 +28,27 @@ available = [k for k in NEEDS if offers(m, k)]
 if len(available) < len(NEEDS):
     st.caption(f"For {c.md_escape(m.name)} the lab supports: {', '.join(applies)}.")
 parts = layout(m)
+first = opening(m)                                    # what the page opens on for this model: a visible effect
+first_what = first.what if first.what in available else available[0]
 
 what = st.selectbox("What to break", available, format_func=CHOICES.get,
-                    **c.labelled("break", available[0], options=available))
+                    **c.labelled("break", first_what, options=available))
 kw: dict = {}
 seed = None
 if what == "heads":
     cols = st.columns(4)
+    first_stack = first.stack if first.stack in parts else list(parts)[0]
     stack = cols[0].selectbox("Attention", list(parts), format_func=STACKS.get,
-                              **c.labelled("stack", list(parts)[0], options=list(parts))) if len(parts) > 1 else "self"
+                              **c.labelled("stack", first_stack, options=list(parts))) if len(parts) > 1 else "self"
     n_layers, n_heads = parts[stack]["layers"], parts[stack]["heads"]
     layer_opts, head_opts = [*range(1, n_layers + 1), "every"], list(range(1, n_heads + 1))
-    layer = cols[1].selectbox("Layer", layer_opts, **c.bound("layer", 1, options=layer_opts))
-    heads = cols[2].multiselect("Heads", head_opts, **c.bound("heads", head_opts, options=head_opts))
+    ours = stack == first_stack and first.layer < n_layers and all(h < n_heads for h in first.heads or ())
+    first_layer = first.layer + 1 if ours else 1
+    first_heads = [h + 1 for h in first.heads] if ours and first.heads is not None else head_opts
+    layer = cols[1].selectbox("Layer", layer_opts, **c.bound("layer", first_layer, options=layer_opts))
+    heads = cols[2].multiselect("Heads", head_opts, **c.bound("heads", first_heads, options=head_opts))
     mode = cols[3].radio("Replace the output by", ["zero", "mean"], captions=["zeros", "its mean over positions"],
-                         **c.bound("mode", "zero", options=["zero", "mean"]))
+                         **c.bound("mode", first.head_mode, options=["zero", "mean"]))
     layers = range(n_layers) if layer == "every" else layer - 1
     kw = dict(stack=stack, layer=layers, heads=[h - 1 for h in heads], head_mode=mode)
 elif what in ("layernorm", "residual"):
@@ -91,8 +95,12 @@ if cmp.translation_intact is not None:
 st.subheader("Next-word distribution")
 c.plot(c.cached_figure(m, "exp_dist", seen,
                        lambda: distribution_pair(cmp.top_words, cmp.p_intact, cmp.p_broken,
-                                                 title=f"Probability of {cmp.predicts}: intact vs intervened")),
+                                                 title=f"Probability of {cmp.predicts}"
+                                                 + ("" if "(shuffled)" in cmp.predicts else ": intact vs intervened"))),
        key="exp_dist")
+best_a, best_b = cmp.top_words[int(cmp.p_intact.argmax())], cmp.top_words[int(cmp.p_broken.argmax())]
+st.markdown(f"Most likely next: **“{c.md_escape(best_a)}”** ({cmp.p_intact.max():.0%}) intact, "
+            f"**“{c.md_escape(best_b)}”** ({cmp.p_broken.max():.0%}) intervened.")
 st.caption(f"KL(intact ‖ intervened) = {cmp.kl:.4f} nats; total variation distance = {cmp.tv:.4f} "
            "(0 means the two distributions are identical). Bars: the union of both models' most likely words.")
 
@@ -108,8 +116,19 @@ for s in stacks:
     st.caption(f"{n} of {cmp.head_change[s].size} heads changed (a cell of 0.000 means that head's attention "
                "weights are exactly those of the intact model).")
 if what == "heads":
-    st.caption("Ablating a head removes its output, not its attention weights: its own map is unchanged, and "
-               "the effect shows in later layers and in the prediction.")
+    n_changed = sum(cmp.changed_heads(s) for s in stacks)
+    if n_changed:
+        st.markdown(f"**Heads downstream change too:** ablating removes only the output of the {len(iv.ablate_heads)} "
+                    f"switched-off head{'s' if len(iv.ablate_heads) > 1 else ''}, not their attention, yet "
+                    f"{n_changed} head{'s' if n_changed > 1 else ''} after them now attend{'s' if n_changed == 1 else ''} "
+                    "differently (the grid above): later layers read what the switched-off heads no longer write.")
+    elif len(parts) == 1 and layer == n_layers:
+        st.markdown(f"**No other head changed:** layer {n_layers} is the last layer, so no head comes after the "
+                    "switched-off heads; ablating removes their output, not their attention, and the effect shows "
+                    "only in the prediction.")
+    else:
+        st.markdown("**No other head changed** on this text: ablating removes the switched-off heads' output, not "
+                    "their attention, and no later head's attention moved; the effect shows only in the prediction.")
 
 
 @st.fragment
@@ -141,7 +160,9 @@ st.subheader("Held-out figures")
 
 
 try:
-    with st.spinner("Evaluating both models on the held-out slice…"):
+    plan = (f"translating {N_TRANSLATE} held-out sentences" if isinstance(m, Translates) else
+            f"cross-entropy on {N_CE} held-out sentences and agreement on {N_AGREE} items")
+    with st.spinner(f"Held-out figures: {plan}, intact and intervened…"):
         rows, slice_what, secs = c.cached(m, "heldout", (repr(iv), seed), lambda: heldout(m, iv, seed))
     st.table({"figure": [r[0] for r in rows], "intact": [f"{r[1]:.4f}" for r in rows],
               "intervened": [f"{r[2]:.4f}" for r in rows]})

@@ -33,7 +33,7 @@ from .hooks import HookRun
 from .transformer import Interventions, Seq2SeqTransformer, TransformerLM
 
 __all__ = ["Interventions", "Comparison", "compare", "heldout", "word_order_demo", "shuffle_permutation",
-           "supported", "describe", "kinds", "offers", "layout", "hooked_run"]
+           "supported", "describe", "kinds", "offers", "layout", "hooked_run", "Opening", "OPENINGS", "opening"]
 N_CE, N_AGREE, N_TRANSLATE = 200, 300, 100        # the fixed evaluation slice (a few seconds on 2 CPU cores)
 
 
@@ -130,6 +130,33 @@ def build(what: str, *, stack: str = "self", layer=0, heads=(), head_mode: str =
     if what == "scale":
         return Interventions(no_scale=True)
     return Interventions()
+
+
+@dataclass(frozen=True)
+class Opening:
+    """What Break it opens on until the user picks another intervention: a page's choices (0-based)."""
+
+    what: str = "heads"
+    stack: str | None = None                 # None: the model's first attention stack
+    layer: int = 0
+    heads: tuple[int, ...] | None = None     # None: every head of the layer
+    head_mode: str = "zero"
+
+
+# The built-in models open on an intervention with a visible effect on their Break it sentence
+# (lessons.DEFAULTS["experiments"]); the figures are measured by tests/test_breakit_defaults.py.
+OPENINGS: dict[str, Opening] = {
+    # layer 3, head 2 carries the subject's number to the verb (activation patching: the strongest head in 40 of 40
+    # generated agreement pairs); switched off, "the dog that the cats chased" is followed by "were" (TV 0.66)
+    "transformer-lm": Opening(layer=2, heads=(1,)),
+    # every head of encoder layer 1: "... parce qu'il avait faim" becomes "... parce qu'elle avait faim"
+    "translator-en-fr": Opening(stack="encoder", layer=0),
+}
+
+
+def opening(lab) -> Opening:
+    """The intervention Break it opens on for this model (every head of the first layer where none is chosen)."""
+    return OPENINGS.get(getattr(lab, "name", ""), Opening())
 
 
 # ----------------------------------------------------------------------------- word order
@@ -263,8 +290,11 @@ def compare(lab, text: str, iv: Interventions, shuffle_seed: int | None = None, 
         att[s] = (maps_a[s], b)
         change[s] = np.abs(maps_a[s] - b).max(axis=(2, 3))
     tokens_b = [lab.vocab[i] for i in ids_b]
+    predicts = f"the word after “{t.tokens[-1]}”"
+    if tokens_b[-1] != t.tokens[-1]:                        # shuffled: the intervened run predicts after another word
+        predicts += f" (intact) and after “{tokens_b[-1]}” (shuffled)"
     return Comparison(t.tokens, tokens_b, words, pa, pb, kl, tv, att, change, {"self": t.tokens}, {"self": t.tokens},
-                      predicts=f"the word after “{t.tokens[-1]}”", aligned=perm is None)
+                      predicts=predicts, aligned=perm is None)
 
 
 def _greedy(lab, src_ids: list[int], iv: Interventions | None) -> list[int]:

@@ -1,0 +1,85 @@
+"""Break it opens on a visible effect: each built-in model's default sentence and intervention change what the page
+shows (the distribution, or the translation), the chart names the word whose prediction is drawn, and ablating
+heads says how many heads downstream changed."""
+import re
+
+import pytest
+
+from model import lessons
+
+pytestmark = pytest.mark.apptest
+
+
+def _page(**state):
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+
+    at = AppTest.from_file(str(ROOT / "lab.py"), default_timeout=300)
+    for k, v in state.items():
+        at.session_state[k] = v
+    at.run()
+    at.switch_page("app_pages/experiments.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def _tv(at) -> float:
+    got = [re.search(r"total variation distance = ([0-9.]+)", c.value) for c in at.caption]
+    return float(next(g for g in got if g).group(1))
+
+
+def _dist_title(at) -> str:
+    from conftest import charts
+
+    return next(ch["layout"]["title"]["text"] for ch in charts(at) if "Probability of" in str(ch["layout"].get("title")))
+
+
+def _codes(at) -> list[str]:
+    return [c.value for c in at.code]
+
+
+def test_transformer_lm_opens_on_a_head_that_moves_the_prediction():
+    at = _page()
+    assert at.session_state["text"] == lessons.DEFAULTS["experiments"]["transformer-lm"]
+    switched = next(m.value for m in at.markdown if m.value.startswith("**Switched off:**"))
+    assert "self layer 3 heads 2 set to 0" in switched, switched
+    assert _tv(at) >= 0.1                                  # measured 0.656: "was" (39%) intact, "were" (33%) ablated
+    line = next(m.value for m in at.markdown if m.value.startswith("Most likely next:"))
+    assert "“was”" in line and "“were”" in line, line
+    # layer 3 is the last layer: no head after it, and the page says so
+    assert any(m.value.startswith("**No other head changed:** layer 3 is the last layer") for m in at.markdown)
+    rows = {r[0]: (float(r[1]), float(r[2])) for r in at.table[0].value.values.tolist()}
+    acc = rows["agreement accuracy"]
+    assert acc[1] < acc[0] - 0.1, acc                       # held-out agreement 100% -> 78%
+
+
+def test_ablating_an_early_layer_counts_the_heads_downstream_that_changed():
+    at = _page()
+    at.selectbox(key="layer").set_value(1).run()
+    at.multiselect(key="heads").set_value([1, 2, 3, 4]).run()
+    assert not at.exception
+    said = next(m.value for m in at.markdown if m.value.startswith("**Heads downstream change too:**"))
+    n = int(re.search(r"yet (\d+) heads? after them", said).group(1))
+    grid = next(c.value for c in at.caption if "heads changed (a cell of 0.000" in c.value)
+    assert n == int(grid.split(" of ")[0]) and 0 < n <= 8, (said, grid)     # only layers 2 and 3 come after
+
+
+def test_translator_opens_on_an_intervention_that_changes_its_translation():
+    at = _page(model_choice="translator-en-fr")
+    assert at.session_state["text"] == lessons.DEFAULTS["experiments"]["translator-en-fr"]
+    codes = _codes(at)
+    intact, broken = codes[1], codes[3]                     # left: read, translated; right: the same, intervened
+    assert intact == lessons.EXACT_TRANSLATIONS[lessons.TRANSLATE_IT_EATER]
+    assert broken != intact and "elle" in broken, broken
+
+
+def test_shuffle_title_names_the_word_the_shuffled_run_predicts_after():
+    at = _page()
+    at.selectbox(key="break").set_value("shuffle").run()
+    assert not at.exception
+    intact, shuffled = _codes(at)[0].split(), _codes(at)[1].split()
+    assert intact[-1] != shuffled[-1]                      # seed 0 moves the last word
+    title = _dist_title(at).replace("<br>", " ")           # a long title wraps
+    assert f"after “{intact[-1]}” (intact) and after “{shuffled[-1]}” (shuffled)" in title, title
