@@ -78,19 +78,38 @@ class LinkPolicy:
             return str(real)
         if hub_id:
             return name
-        raise ModelLoadError(self.refusal())
+        raise ModelLoadError(self.refusal(name))
 
-    def refusal(self) -> str:
-        """The one message for every name this server does not open (it never says whether a path exists)."""
-        opens = "the built-in models and the suggested Hugging Face models"
-        if self.allow_hub:
-            opens += ", and Hugging Face ids (like `gpt2` or `Helsinki-NLP/opus-mt-en-fr`)"
-        msg = f"This server opens {opens} only ({', '.join(self.suggested)})."
-        if not self.allow_hub:
-            msg += " The person running it can allow any hub id with LAB_ALLOW_HUB=1."
-        if not self.allow_folders:
-            msg += " It does not open model folders from a link or the sidebar (LAB_ALLOW_FOLDERS=1 allows that)."
-        return msg
+    def refusal(self, name: str = "") -> str:
+        """The message for a name this server does not open. It depends on the name's shape alone (a model trained
+        live, a hub id, a folder path, anything else), never on the disk, so it never says whether a path exists."""
+        if is_trained_live_name(name):
+            return TRAINED_ELSEWHERE
+        opens = (f"This server opens the built-in models ({', '.join(self.builtin)}) and the suggested Hugging Face "
+                 f"models ({', '.join(self.suggested)})")
+        if _looks_like_hub_id(name) and not self.allow_hub:
+            return (f"{opens}; other Hugging Face ids are off. The person running the server can allow any hub id "
+                    "with LAB_ALLOW_HUB=1, if the server can reach the hub (it may have no network).")
+        if (_looks_like_path(name) or "/" in name) and not self.allow_folders:
+            return (f"{opens}; it does not open model folders named in a link or the sidebar. The person running the "
+                    "server can allow that with LAB_ALLOW_FOLDERS=1.")
+        switches = [s for s, on in (("any hub id with LAB_ALLOW_HUB=1", self.allow_hub),
+                                    ("model folders with LAB_ALLOW_FOLDERS=1", self.allow_folders)) if not on]
+        also = [w for w, on in (("Hugging Face ids (like gpt2 or Helsinki-NLP/opus-mt-en-fr)", self.allow_hub),
+                                ("model folders on the server", self.allow_folders)) if on]
+        msg = f"That is not a model name this server opens. {opens}" + (f", and {' and '.join(also)}" if also else "")
+        return msg + "." + (f" The person running it can allow {' and '.join(switches)}." if switches else "")
+
+
+TRAINED_ELSEWHERE = ("This model was trained in another browser session, and trained models live only in the session "
+                     "that trained them: open Train it live to train one here, then save it to open it on every page.")
+
+
+def is_trained_live_name(name: str) -> bool:
+    """A name the Train it live page gives a model it saved for its session, e.g. "Transformer trained live (1a2b3c4d)"."""
+    import re
+
+    return re.fullmatch(r".{1,40} trained live \([0-9a-f]{8}\)", (name or "").strip()) is not None
 
 
 def _looks_like_hub_id(name: str) -> bool:
@@ -368,13 +387,17 @@ def run_estimate(m, text: str, target=None) -> int | None:
         return None
 
 
+def trace_budget_bytes() -> int:
+    """The server's byte budget for traces (LAB_TRACE_BUDGET_MB, default 1 GiB)."""
+    return int(float(os.environ.get("LAB_TRACE_BUDGET_MB", "1024")) * 2**20)
+
+
 def max_tokens_for(m, budget_bytes: int, positions: int | None = None) -> int:
     """The longest input whose trace fits `budget_bytes`, and no longer than the model's positions.
 
     `positions`: the model's own limit (its position table / max_position_embeddings), read from the model when
     not given (`m.positions_limit`, a Hugging Face config's max_position_embeddings or n_positions, else
-    m.max_len). For the lead: families.py can set max_len = max_tokens_for(self, trace budget) instead of
-    min(positions, MAX_LEN)."""
+    m.max_len). A Hugging Face model's max_len is this with the trace budget (model/hf/families.py)."""
     if positions is None:
         cfg = getattr(getattr(m, "hf", None), "config", None)
         positions = (getattr(m, "positions_limit", None) or getattr(cfg, "max_position_embeddings", None)
@@ -441,7 +464,7 @@ class TraceCache:
       meanwhile, and is then dropped.
     """
 
-    budget_bytes: int = int(float(os.environ.get("LAB_TRACE_BUDGET_MB", "1024")) * 2**20)
+    budget_bytes: int = field(default_factory=lambda: trace_budget_bytes())
     max_running: int = _env_int("LAB_MAX_TRACES", 1)
     wait_timeout: float = float(os.environ.get("LAB_TRACE_WAIT_S", "300"))
     poll: float = 0.5                       # seconds between on_wait calls while waiting

@@ -386,12 +386,12 @@ def test_padding_mask(loaded, family):
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_long_runs_are_compact_with_scores_on_demand(tmp_path, family):
     m = model.load(str(make_tiny(family, tmp_path / family, positions=2048)), "cpu")
-    assert m.max_len == 1024                                          # the lab's cap, not the config's 2048
+    assert m.max_len == 2048                                          # the config's positions (the budget allows them)
     words = " ".join([LM_TEXT] * 60).split()
     long_run = m.run(" ".join(words[:300]))
     short = m.run(" ".join(words[:40])).trace
     n, k = len(long_run.ids), len(short.attention["self"][0].weights[0, 0])
-    assert COMPACT_ABOVE < n <= 1024 and k < COMPACT_ABOVE
+    assert COMPACT_ABOVE < n <= 2048 and k < COMPACT_ABOVE
     assert long_run.ids[:k] == m.run(" ".join(words[:40])).ids       # whole words: the short text's tokens are a prefix
     tr = long_run.trace                       # a causal model's first k positions do not depend on what follows
     for i, (a, b) in enumerate(zip(tr.attention["self"], short.attention["self"])):
@@ -404,7 +404,7 @@ def test_long_runs_are_compact_with_scores_on_demand(tmp_path, family):
             torch.testing.assert_close(s[:, :k, :k], b.scores[:, h], atol=1e-5, rtol=0)
     assert all(ln.x_in.dtype == torch.float16 for ln in tr.layernorms)
     with pytest.raises(model.InputError):
-        m.tokenize(" ".join([LM_TEXT] * 200))                         # past 1024 tokens: refused in words
+        m.tokenize(" ".join([LM_TEXT] * 400))                         # past 2048 tokens: refused in words
 
 
 @pytest.mark.unit
@@ -532,3 +532,21 @@ def test_break_it_ablates_heads_of_a_grouped_query_llama(tiny, monkeypatch):
     bars = [t for ch in charts(at) for t in ch["data"] if t.get("type") == "bar"]
     intact, broken = (np.asarray(t["x"] if t.get("orientation") == "h" else t["y"], float) for t in bars[:2])
     assert np.abs(intact - broken).max() > 1e-4                     # the ablation is visible in the chart
+
+
+def test_token_limit_comes_from_positions_and_the_trace_budget(tmp_path, monkeypatch):
+    """No constant: a model with 4,096 positions is traced as far as the server's trace budget allows, and the
+    message for a longer text names that limit."""
+    from model.store import max_tokens_for, trace_estimate
+
+    big = model.load(str(make_tiny("gpt2", tmp_path / "big", positions=4096)), "cpu")
+    assert big.max_len == 4096                                        # a tiny model fits its positions
+    monkeypatch.setenv("LAB_TRACE_BUDGET_MB", "2")
+    small = model.load(str(make_tiny("gpt2", tmp_path / "small", positions=4096)), "cpu")
+    budget = 2 * 2**20
+    assert 1 < small.max_len < 4096
+    assert trace_estimate(small.arch, small.max_len, None, COMPACT_ABOVE) <= budget
+    assert trace_estimate(small.arch, small.max_len + 1, None, COMPACT_ABOVE) > budget
+    assert small.max_len == max_tokens_for(small, budget, 4096)
+    with pytest.raises(model.LabError, match=str(small.max_len)):
+        small.tokenize("the bear ate the honey " * 200)

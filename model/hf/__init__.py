@@ -12,12 +12,12 @@ from __future__ import annotations
 import torch
 
 from .architectures import ARCHITECTURES, SUPPORTED
-from .families import (COMPACT_ABOVE, MAX_LEN, FAMILY_CLASSES, HFAttentionTrace, HFCausalLM, HFEncoder,
+from .families import (COMPACT_ABOVE, FAMILY_CLASSES, HFAttentionTrace, HFCausalLM, HFEncoder,
                        HFEncoderDecoder, HFMaskedLM, HFModel, display_tokens)
 from .loading import load_weights, read_config
 
 __all__ = ["load_hf", "HFModel", "HFCausalLM", "HFMaskedLM", "HFEncoder", "HFEncoderDecoder", "HFAttentionTrace",
-           "ARCHITECTURES", "SUPPORTED", "MAX_LEN", "COMPACT_ABOVE", "display_tokens"]
+           "ARCHITECTURES", "SUPPORTED", "COMPACT_ABOVE", "display_tokens"]
 
 
 def load_hf(name: str, device: torch.device) -> HFModel:

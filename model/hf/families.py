@@ -11,7 +11,9 @@ self-attention stack (causal LMs, encoders) come from the layer's own q/k projec
 kept only when softmax(scores + mask) reproduces those weights: on every layer, or on none. Encoder-decoder
 stacks carry weights only (scores None).
 
-Long inputs (up to MAX_LEN = 1024 tokens): when a run has more than COMPACT_ABOVE = 256 tokens, its trace
+The longest input is the model's own limit (its positions, its tokenizer's model_max_length) or the longest
+whose trace fits the server's trace budget (model.store.max_tokens_for), whichever is shorter; no constant.
+Long inputs: when a run has more than COMPACT_ABOVE = 256 tokens, its trace
 is stored compactly: attention weights and LayerNorm inputs/outputs as float16, and `AttentionTrace.scores`
 is None on every layer; the verified queries and keys are kept instead (T x d_model per layer, not
 H x T x T) and `model.scores(run, layer, head)` computes one head's raw scores on demand.
@@ -33,7 +35,7 @@ from ..hooks import HookRun
 from .capture import Capture, is_norm, norm_label, raw_scores, resolve
 from .hookpoints import PREFIX, install, no_positions_edit
 
-MAX_LEN = 1024           # longest input the lab traces for a Hugging Face model
+NO_LIMIT = 4096          # a model that declares no position limit (rotary, relative) is traced up to this (and the budget)
 COMPACT_ABOVE = 256      # longer runs keep float16 weights and lazy scores (see the module docstring)
 TRANSLATION_TOKENS = 48  # longest translation `translate` / `run(text)` writes
 
@@ -94,9 +96,10 @@ class HFModel(LabModel, Hooked):
         self.description = f"Hugging Face `{cfg.model_type}` {head} ({spec.label}), {n_params / 1e6:,.1f} M parameters"
         n_heads = int(config_value(cfg, spec.n_heads))
         self.n_heads = n_heads
-        positions = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or MAX_LEN
-        tok_max = getattr(tok, "model_max_length", MAX_LEN) or MAX_LEN
-        self.max_len = int(min(positions, MAX_LEN, tok_max))
+        positions = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or NO_LIMIT
+        tok_max = getattr(tok, "model_max_length", None)
+        tok_max = tok_max if isinstance(tok_max, int) and 0 < tok_max < 10**6 else positions   # "no limit" is 1e30
+        self.max_len = int(min(positions, tok_max))
         out_emb = None if self.headless else hf.get_output_embeddings()
         n_out = out_emb.weight.shape[0] if out_emb is not None else len(tok)
         ids = list(range(min(n_out, len(tok))))
@@ -123,6 +126,9 @@ class HFModel(LabModel, Hooked):
             position=self.position_kind(), parameters=n_params)
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (self.eos_id or 0)
         self.hook_names = frozenset(install(hf, spec, n_heads))
+        from ..store import max_tokens_for, trace_budget_bytes   # (store imports nothing of hf at load)
+
+        self.max_len = max(1, min(self.max_len, max_tokens_for(self, trace_budget_bytes(), self.max_len)))
         self.check_attentions()
 
     # ----------------------------------------------------------------- hook points (from the table)
