@@ -115,8 +115,9 @@ def _q(v: object) -> str:
 
 
 def render_supervisor(o: Options, ports: list[int], run: Path, logs: Path, nginx_port: int) -> str:
-    log = lambda name: (f"stdout_logfile={_q(logs / f'{name}.log')}\nstdout_logfile_maxbytes={o.log_max_mb}MB\n"   # noqa: E731
-                        f"stdout_logfile_backups={o.log_backups}\nredirect_stderr=true\n")
+    def log(name: str) -> str:
+        return (f"stdout_logfile={_q(logs / f'{name}.log')}\nstdout_logfile_maxbytes={o.log_max_mb}MB\n"
+                f"stdout_logfile_backups={o.log_backups}\nredirect_stderr=true\n")
     common = (f"autostart=true\nautorestart=true\nstartretries={o.start_retries}\nstopasgroup=true\n"
               f"killasgroup=true\nstopwaitsecs={int(o.stop_wait)}\n")
     out = [f"""[supervisord]

@@ -69,9 +69,11 @@ def main(argv: list[str] | None = None) -> None:
                 wait = pause.get(name, 10.0)
                 if name not in retry_at:
                     retry_at[name] = now + wait
-                    say(f"{name} is FATAL (supervisord gave up after its start retries: {info['spawnerr'] or 'see its log'}); "
+                    why = info["spawnerr"] or "see its log"
+                    say(f"{name} is FATAL (supervisord gave up after its start retries: {why}); "
                         f"starting it again in {wait:.0f} s")
-                elif now >= retry_at.pop(name):
+                elif now >= retry_at[name]:
+                    del retry_at[name]
                     pause[name] = min(300.0, wait * 2)
                     say(f"starting {name} again")
                     try:

@@ -401,7 +401,8 @@ def _worker_main(conn, spec_json: str) -> None:
         return
     except Exception as e:                                   # e.g. the temp disk is full
         try:
-            send(t="exit", status="failed", message=f"Could not keep the trained state: {type(e).__name__}: {e}", step=step)
+            send(t="exit", status="failed", step=step,
+                 message=f"Could not keep the trained state: {type(e).__name__}: {e}")
         except OSError:
             pass
 
@@ -774,7 +775,8 @@ class JobManager:
             self._housekeep()
             load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
             return {"workers": self.max_running, "running": self.running(), "queued": len(self._queue),
-                    "cores": _cores(), "load": load, "busy": bool(self._queue) or (load is not None and load > _cores())}
+                    "cores": _cores(), "load": load,
+                    "busy": bool(self._queue) or (load is not None and load > _cores())}
 
     def _dispatch(self) -> None:
         """Start queued jobs while a worker is free (under self._lock)."""

@@ -168,7 +168,8 @@ def test_sighup_to_the_launcher_stops_everything_and_keeps_the_logs(launched):
     _gone_after(launched, signal.SIGHUP)
     assert launched["proc"].returncode == 0
     logs = launched["tmp"] / "logs"
-    assert {f"replica-{p}.log" for p in launched["ports"]} | {"nginx.log", "health.log"} <= {f.name for f in logs.iterdir()}
+    want = {f"replica-{p}.log" for p in launched["ports"]} | {"nginx.log", "health.log"}
+    assert want <= {f.name for f in logs.iterdir()}
     assert "SIGHUP: stopping" in (launched["tmp"] / "launcher.out").read_text()
 
 
@@ -218,3 +219,35 @@ def test_kubernetes_manifest_is_valid_offline():
         assert c[probe]["httpGet"]["path"] == "/_stcore/health"
     ann = kinds["Ingress"]["metadata"]["annotations"]
     assert ann["nginx.ingress.kubernetes.io/affinity"] == "cookie"
+
+
+@pytest.mark.slow
+def test_a_replica_supervisord_gave_up_on_is_started_again_with_a_log_line(tmp_path):
+    """Port taken: the replica cannot start, supervisord backs off and gives up (FATAL); the health program says
+    so in its log and starts it again after a pause; once the port is free the replica answers."""
+    import socket
+
+    _need_tools()
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    p = blocker.getsockname()[1]
+    cmd = [sys.executable, "-m", "deploy", "--replicas", "1", "--port", str(free_port()), "--replica-ports", str(p),
+           "--logs", str(tmp_path / "logs"), "--run-dir", str(tmp_path / "run"), "--start-retries", "1",
+           "--health-every", "1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=open(tmp_path / "launcher.out", "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    got = {"proc": proc}
+    try:
+        sock = tmp_path / "run" / "supervisor.sock"
+        _until(sock.exists, "supervisord's socket", 60)
+        rpc = server_proxy(sock).supervisor
+        _until(lambda: rpc.getProcessInfo(f"replica-{p}")["statename"] == "FATAL", "supervisord giving up", 120)
+        log = tmp_path / "logs" / "health.log"
+        _until(lambda: log.exists() and f"replica-{p} is FATAL" in log.read_text(), "the health log saying so", 30)
+        blocker.close()
+        _until(lambda: healthy(f"http://127.0.0.1:{p}"), "the replica started again and answering", 120)
+        assert f"starting replica-{p} again" in log.read_text()
+    finally:
+        blocker.close()
+        _end(got)
