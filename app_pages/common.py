@@ -105,17 +105,35 @@ def load_or_stop(name: str | None = None) -> LabModel:
     """The model chosen in the sidebar (or `name`), or a clear message and stop."""
     name = model_name() if name is None else name
     if not name:
-        st.info("Type a Hugging Face model id (like `gpt2`) or a local folder in the sidebar.")
+        folder = " or a model folder" if policy().allow_folders else ""
+        st.info(f"Type a Hugging Face model id (like `gpt2`){folder} in the sidebar.")
         st.stop()
     try:
-        with st.spinner(f"Opening {md_escape(name[:80])}…"):
-            return store().get(resolve(name), device_name())
+        path = resolve(name)
+        with st.spinner(opening_words(name, path)):
+            return store().get(path, device_name())
     except LabError as e:
         st.error(f"**Could not open the model “{md_escape(name[:200])}”.** {md_escape(e)}")
         st.stop()
     except Exception as e:  # anything unexpected still gets a message, not a traceback
         st.error(f"**Could not open that model:** {md_escape(type(e).__name__)}: {md_escape(e)}")
         st.stop()
+
+
+def opening_words(name: str, path: str) -> str:
+    """What the spinner says while a model opens: a hub id may be downloaded first, which can take minutes."""
+    import os
+
+    from model import builtin_names
+    from model.hf.loading import offline
+
+    shown = md_escape(name[:80])
+    if path in builtin_names() or name in trained() or os.path.isdir(path):
+        return f"Opening {shown}…"
+    if offline():
+        return f"Opening {shown} from this server's Hugging Face cache (offline mode: the hub is not asked)…"
+    return (f"Opening {shown}: from this server's Hugging Face cache, or downloading it from the Hugging Face hub "
+            "if it is not there yet (a first download can take minutes)…")
 
 
 def try_load(name: str) -> LabModel | None:

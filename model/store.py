@@ -64,6 +64,8 @@ class LinkPolicy:
             raise ModelLoadError("That model name is not valid: it is too long or contains control characters.")
         if name in self.builtin or name in self.suggested:
             return name
+        if is_trained_live_name(name):
+            raise ModelLoadError(TRAINED_ELSEWHERE)
         hub_id = self.allow_hub and _looks_like_hub_id(name)
         if self.allow_folders and (not hub_id or _looks_like_path(name) or Path(name).expanduser().exists()):
             p = Path(name).expanduser()
@@ -73,8 +75,8 @@ class LinkPolicy:
             except (OSError, RuntimeError):
                 ok = False
             if not ok:
-                raise ModelLoadError("There is no model folder at that path (a folder saved with `save_pretrained`, "
-                                     "or one written by `python -m model.train`).")
+                raise ModelLoadError("There is no model folder at that path (a folder saved with save_pretrained, "
+                                     "or one written by python -m model.train).")
             return str(real)
         if hub_id:
             return name
@@ -85,8 +87,8 @@ class LinkPolicy:
         live, a hub id, a folder path, anything else), never on the disk, so it never says whether a path exists."""
         if is_trained_live_name(name):
             return TRAINED_ELSEWHERE
-        opens = (f"This server opens the built-in models ({', '.join(self.builtin)}) and the suggested Hugging Face "
-                 f"models ({', '.join(self.suggested)})")
+        builtin = f" ({', '.join(self.builtin)})" if self.builtin else ""
+        opens = f"This server opens the built-in models{builtin} and the suggested Hugging Face models ({', '.join(self.suggested)})"
         if _looks_like_hub_id(name) and not self.allow_hub:
             return (f"{opens}; other Hugging Face ids are off. The person running the server can allow any hub id "
                     "with LAB_ALLOW_HUB=1, if the server can reach the hub (it may have no network).")

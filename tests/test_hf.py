@@ -463,7 +463,7 @@ def test_unknown_architecture_gets_one_message_naming_the_supported_families(tmp
     with pytest.raises(ModelLoadError) as e:
         model.load(str(tmp_path), "cpu")
     msg = str(e.value)
-    assert "`vit` model, a family this lab does not run" in msg
+    assert "“vit” model, a family this lab does not run" in msg
     for fam in ("GPT-2", "Llama", "Mistral", "Qwen2", "Gemma", "BERT", "T5", "BART", "Marian"):
         assert fam in msg
 
@@ -471,7 +471,7 @@ def test_unknown_architecture_gets_one_message_naming_the_supported_families(tmp
 @pytest.mark.unit
 def test_config_without_model_type_is_not_called_custom_code(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 32, "num_attention_heads": 2}))
-    with pytest.raises(ModelLoadError, match="not a transformers model folder: its config.json lacks `model_type`") as e:
+    with pytest.raises(ModelLoadError, match="not a transformers model folder: its config.json lacks model_type") as e:
         model.load(str(tmp_path), "cpu")
     assert "trust_remote_code" not in str(e.value)
 

@@ -21,7 +21,9 @@ def test_default_policy_opens_builtins_and_suggested_ids_only_and_refuses_all_el
         with pytest.raises(ModelLoadError) as e:
             p.resolve(name)
         messages.add(str(e.value))
-    assert messages == {p.refusal()} and "LAB_ALLOW_HUB" in p.refusal() and "LAB_ALLOW_FOLDERS" in p.refusal()
+        assert str(e.value) == p.refusal(name)               # by the name's shape: hub id, folder path, other
+    assert p.refusal(str(tmp_path)) == p.refusal("/no/such/folder")          # an existing folder and a missing one alike
+    assert len(messages) == 2 and "LAB_ALLOW_HUB" in p.refusal() and "LAB_ALLOW_FOLDERS" in p.refusal()
 
 
 def test_default_policy_touches_no_file_for_any_name(monkeypatch):
@@ -47,7 +49,7 @@ def test_default_policy_touches_no_file_for_any_name(monkeypatch):
                     policy.resolve(name)
                 except ModelLoadError as e:
                     messages.add(str(e))
-            results.append((messages, policy.refusal()))
+            results.append((messages, policy.refusal("/etc/passwd")))      # every path: the folder message
     for messages, refusal in results:
         assert messages == {refusal}
     assert LinkPolicy(builtin=BUILTIN, allow_hub=True).resolve("someone/some-model") == "someone/some-model"

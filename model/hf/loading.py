@@ -67,6 +67,15 @@ def _available_bytes(device: torch.device) -> int | None:
     return None
 
 
+def _folder_advice() -> str:
+    """The end of a message about a model that cannot be fetched: a folder is an answer only where folders open."""
+    from ..store import LinkPolicy
+
+    if LinkPolicy.from_env().allow_folders:
+        return "; or give the folder of a copy saved with save_pretrained."
+    return "; a copy saved with save_pretrained opens from a folder only where the server allows folders (LAB_ALLOW_FOLDERS=1)."
+
+
 def fetch(name: str, load, what: str, local: bool):
     """Call load(local_files_only): the local folder or cache first, the hub only if allowed and reachable."""
     try:
@@ -75,30 +84,32 @@ def fetch(name: str, load, what: str, local: bool):
         if local:
             raise
         if offline():
-            raise ModelLoadError(f"`{name}` is not a built-in model or a local folder, and it is not in the local "
-                                 "Hugging Face cache (offline mode is on, so the hub is not asked). Use a built-in "
-                                 "model, or give the path of a folder saved with `save_pretrained`.") from first
+            raise ModelLoadError(f"“{name}” is not in the local Hugging Face cache, and offline mode is on "
+                                 "(HF_HUB_OFFLINE=1), so the hub is not asked. The built-in models work offline. The "
+                                 "person running the server can download it into the cache on a machine with network, "
+                                 f"or turn offline mode off{_folder_advice()}") from first
         if not hub_reachable():
             host, port = hub_address()
-            raise ModelLoadError(f"Cannot reach the Hugging Face hub ({host}:{port}; no network?) and `{name}` is not "
-                                 "in the local cache. The built-in models work offline; for a hub model, download it "
-                                 "on a machine with network (`save_pretrained`) and give its local folder here.") from first
+            raise ModelLoadError(f"Cannot reach the Hugging Face hub ({host}:{port}; the server may have no network), "
+                                 f"and “{name}” is not in the local Hugging Face cache. The built-in models work "
+                                 "offline. The person running the server can download it into the cache on a machine "
+                                 f"with network{_folder_advice()}") from first
     try:
         return load(False)
     except Exception as e:
         chain = _chain(e)
         if "GatedRepoError" in chain:
-            raise ModelLoadError(f"`{name}` is gated on the hub: it needs a login this lab does not do.") from e
+            raise ModelLoadError(f"“{name}” is gated on the hub: it needs a login this lab does not do.") from e
         if "RepositoryNotFoundError" in chain or "HFValidationError" in chain:
-            raise ModelLoadError(f"There is no model called `{name}` on the Hugging Face hub (check the spelling, "
-                                 "e.g. `gpt2`, `bert-base-uncased`, `t5-small`), and no such local folder.") from e
+            raise ModelLoadError(f"There is no model called “{name}” on the Hugging Face hub (check the spelling, "
+                                 "e.g. gpt2, bert-base-uncased, t5-small), and no such local folder.") from e
         if "EntryNotFoundError" in chain or "RemoteEntryNotFoundError" in chain:
-            raise ModelLoadError(f"`{name}` exists but has no {what} in the layout transformers expects.") from e
-        raise ModelLoadError(f"Could not fetch `{name}` from the hub: {type(e).__name__}: {e}") from e
+            raise ModelLoadError(f"“{name}” exists but has no {what} in the layout transformers expects.") from e
+        raise ModelLoadError(f"Could not fetch “{name}” from the hub: {type(e).__name__}: {e}") from e
 
 
 def _unsupported(name: str, model_type: str) -> ModelLoadError:
-    return ModelLoadError(f"`{name}` is a `{model_type}` model, a family this lab does not run. "
+    return ModelLoadError(f"“{name}” is a “{model_type}” model, a family this lab does not run. "
                           f"Supported families: {SUPPORTED}.")
 
 
@@ -109,20 +120,20 @@ def read_config(name: str):
     path = Path(name).expanduser()
     local = path.is_dir()
     if not local and (name.startswith(("/", ".", "~")) or os.sep + os.sep in name):
-        raise ModelLoadError(f"There is no folder `{name}`.")
+        raise ModelLoadError(f"There is no folder “{name}”.")
     if local and not (path / "config.json").is_file():
-        raise ModelLoadError(f"The folder `{name}` has no config.json: give a folder saved with "
-                             "`save_pretrained` (config.json, weights and tokenizer files).")
+        raise ModelLoadError(f"The folder “{name}” has no config.json: give a folder saved with "
+                             "save_pretrained (config.json, weights and tokenizer files).")
     if not local and not re.fullmatch(r"[\w.\-]+(/[\w.\-]+)?", name):
-        raise ModelLoadError(f"`{name}` is not a built-in model, a local folder, or a valid Hugging Face id "
-                             "(ids look like `gpt2` or `Helsinki-NLP/opus-mt-en-fr`).")
+        raise ModelLoadError(f"“{name}” is not a built-in model, a local folder, or a valid Hugging Face id "
+                             "(ids look like gpt2 or Helsinki-NLP/opus-mt-en-fr).")
     if local:
         try:
             raw = json.loads((path / "config.json").read_text())
         except (OSError, ValueError) as e:
-            raise ModelLoadError(f"The config.json in `{name}` cannot be read as JSON: {e}") from e
+            raise ModelLoadError(f"The config.json in “{name}” cannot be read as JSON: {e}") from e
         if not isinstance(raw, dict) or not raw.get("model_type"):
-            raise ModelLoadError(f"`{name}` is not a transformers model folder: its config.json lacks `model_type`. "
+            raise ModelLoadError(f"“{name}” is not a transformers model folder: its config.json lacks model_type. "
                                  f"Supported families: {SUPPORTED}.")
         if spec_for(raw["model_type"]) is None:
             raise _unsupported(name, raw["model_type"])
@@ -135,17 +146,17 @@ def read_config(name: str):
     except ValueError as e:
         msg = str(e)
         if "model_type" in msg and "Unrecognized model" in msg:
-            raise ModelLoadError(f"`{name}` is not a transformers model: its config.json lacks `model_type`. "
+            raise ModelLoadError(f"“{name}” is not a transformers model: its config.json lacks model_type. "
                                  f"Supported families: {SUPPORTED}.") from e
         if "trust_remote_code" in msg:
-            raise ModelLoadError(f"`{name}` needs its own custom code to run (trust_remote_code), which this lab "
+            raise ModelLoadError(f"“{name}” needs its own custom code to run (trust_remote_code), which this lab "
                                  f"never executes. Supported families: {SUPPORTED}.") from e
         if "model type" in msg or "does not recognize" in msg:
             m = re.search(r"model type `?([\w\-]+)`?", msg)
             raise _unsupported(name, m.group(1) if m else "unknown") from e
-        raise ModelLoadError(f"Cannot read the config of `{name}`: {e}") from e
+        raise ModelLoadError(f"Cannot read the config of “{name}”: {e}") from e
     except Exception as e:
-        raise ModelLoadError(f"Cannot read the config of `{name}`: {type(e).__name__}: {e}") from e
+        raise ModelLoadError(f"Cannot read the config of “{name}”: {type(e).__name__}: {e}") from e
     spec = spec_for(config.model_type)
     if spec is None:
         raise _unsupported(name, config.model_type)
@@ -169,7 +180,7 @@ def _auto(head: str):
 
 def _too_big(name: str, n_params: int, device: torch.device, free: int) -> ModelLoadError:
     need = n_params * 4 * 1.3
-    return ModelLoadError(f"`{name}` has {n_params / 1e6:,.0f} M parameters and needs about {need / 2**30:,.1f} GiB; "
+    return ModelLoadError(f"“{name}” has {n_params / 1e6:,.0f} M parameters and needs about {need / 2**30:,.1f} GiB; "
                           f"{device.type.upper()} has {free / 2**30:.1f} GiB free. Pick a smaller model.")
 
 
@@ -204,12 +215,12 @@ def load_weights(name: str, src: str, local: bool, config, spec: ArchSpec, devic
     except ModelLoadError:
         raise
     except Exception as e:
-        raise ModelLoadError(f"Cannot load `{name}`: {type(e).__name__}: {e}") from e
+        raise ModelLoadError(f"Cannot load “{name}”: {type(e).__name__}: {e}") from e
     missing = [k for k in info.get("missing_keys", []) if spec.head_keys and k.startswith(spec.head_keys)]
     if missing and head == MASKED_LM:              # the head would be random: use the encoder alone
         hf, head = hf.base_model, ENCODER
     elif missing:
-        raise ModelLoadError(f"`{name}` lacks the weights of its {spec.head} head ({', '.join(missing[:3])} ...): "
+        raise ModelLoadError(f"“{name}” lacks the weights of its {spec.head} head ({', '.join(missing[:3])} ...): "
                              "the lab will not show predictions of a randomly initialised head.")
     hf.to(device).eval()
     n_params = sum(p.numel() for p in {id(p): p for p in hf.parameters()}.values())
