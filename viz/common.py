@@ -50,6 +50,8 @@ MAGNITUDE = "Viridis"          # other values >= 0: gates, spreads, probabilitie
 DIVERGING = "RdBu_r"           # signed values, centred at 0 (blue negative, white 0, red positive)
 # Okabe-Ito colours (distinct under every common colour-vision deficiency): kept, cut by top-k, cut by top-p
 KEPT, CUT_K, CUT_P, RAW = "#0072B2", "#D55E00", "#E69F00", "#c7c7c7"
+# Okabe-Ito's categorical colours, for lines and bars that a legend names (black left out: it draws means)
+OKABE_ITO = ["#0072B2", "#009E73", "#D55E00", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442"]
 
 
 def as_array(x, ndim: int, name: str, shape_doc: str) -> np.ndarray:
@@ -194,7 +196,7 @@ def top_indices(values: np.ndarray, n: int) -> np.ndarray:
 
 
 PROJECTOR_FONT = 22            # projector mode: readable from the back of a classroom
-PROJECTOR_SCREEN = 640         # px: projector mode enlarges a figure up to this height (a 720 px screen, less the heading)
+PROJECTOR_SCREEN = 640         # px: projector mode enlarges a figure up to this (a 720 px screen less the heading)
 
 
 def projector(fig: go.Figure) -> go.Figure:

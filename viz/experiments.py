@@ -10,12 +10,13 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import DIVERGING, MAGNITUDE, SEQUENTIAL, apply_theme, as_array, check_labels, esc, position_labels, token_axis
+from .common import (DIVERGING, MAGNITUDE, OKABE_ITO, SEQUENTIAL, apply_theme, as_array, check_labels, esc,
+                     position_labels, token_axis)
 
-INTACT, BROKEN = "#1f77b4", "#d62728"
-MODEL_COLOURS = {"Transformer": "#1f77b4", "LSTM": "#2ca02c", "RNN (tanh)": "#d62728"}
+INTACT, BROKEN = OKABE_ITO[0], OKABE_ITO[2]            # blue and vermillion: apart under every common CVD
+MODEL_COLOURS = {"Transformer": OKABE_ITO[0], "LSTM": OKABE_ITO[1], "RNN (tanh)": OKABE_ITO[2]}
 LEGEND_RIGHT = dict(orientation="v", x=1.02, xanchor="left", y=1, yanchor="top")   # beside the plot, with margin
-_OTHER = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+_OTHER = OKABE_ITO[3:]
 
 
 def _colour(name: str, i: int) -> str:

@@ -7,7 +7,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import DIVERGING, LEGEND_BELOW, MAGNITUDE, apply_theme, as_array, check_labels, esc, position_labels, token_axis
+from .common import (DIVERGING, LEGEND_BELOW, MAGNITUDE, apply_theme, as_array, check_labels, esc, position_labels,
+                     token_axis)
 
 
 def layernorm_stats(ln_names: Sequence[str], mean_in, std_in, mean_out, std_out,

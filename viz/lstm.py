@@ -7,7 +7,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import DIVERGING, MAGNITUDE, KEPT, apply_theme, as_array, check_labels, esc, position_labels, token_axis, top_indices
+from .common import (DIVERGING, MAGNITUDE, OKABE_ITO, apply_theme, as_array, check_labels, esc, position_labels,
+                     token_axis, top_indices)
 
 SIGNED = {"candidate", "cell state", "hidden state", "cell", "hidden"}
 UNIT_TICKS = 16        # all units shown: label about this many of them, evenly spaced
@@ -99,7 +100,7 @@ def compare_next_token(dists: Mapping[str, object], vocab_labels: Sequence[str],
                 union.append(int(i))
     union.sort(key=lambda i: -max(a[i] for a in ps.values()))
     x = [esc(vocab_labels[i]) for i in union]
-    colors = [KEPT, "#2ca02c", "#9467bd", "#8c564b"]
+    colors = OKABE_ITO
     fig = go.Figure([go.Bar(x=x, y=a[union], name=esc(name), marker_color=colors[k % len(colors)],
                             hovertemplate=f"{esc(name)}<br>%{{x}}: %{{y:.3f}}<extra></extra>")
                      for k, (name, a) in enumerate(ps.items())])

@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from .common import DIVERGING, apply_theme, as_array
+from .common import DIVERGING, OKABE_ITO, apply_theme, as_array
 
 
 def pe_waves(pe, dims: Sequence[int], title: str = "", curve=None) -> go.Figure:
@@ -20,7 +20,7 @@ def pe_waves(pe, dims: Sequence[int], title: str = "", curve=None) -> go.Figure:
     if bad:
         raise ValueError(f"dimensions {bad} are outside 0..{D - 1}")
     fig = go.Figure()
-    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    colors = OKABE_ITO
     for n, d in enumerate(dims):
         col = colors[n % len(colors)]
         name = f"dim {d} ({'sin' if d % 2 == 0 else 'cos'})"
