@@ -82,7 +82,7 @@ def test_unknown_and_odd_model_ids_give_one_clear_error(page):
         assert_nothing_interpreted(at, where)
 
 
-@pytest.mark.parametrize("page", slow_except(PAGES, {"attention", "sampling", "translate"}))
+@pytest.mark.parametrize("page", slow_except(PAGES, {"sampling"}))
 def test_markdown_and_html_in_both_link_parameters_are_shown_as_text(page):
     for payload in (MD, HTML):
         at = open_at(page, query={"model": payload, "text": payload})
@@ -118,7 +118,7 @@ def assert_no_autolink(at, where: str) -> None:
         assert not AUTOLINKABLE.search(plain), f"{where}: an autolinkable address in {b[:200]!r}"
 
 
-@pytest.mark.parametrize("page", slow_except(["home"] + PAGES, {"attention", "translate"}))
+@pytest.mark.parametrize("page", slow_except(["home"] + PAGES, {"attention"}))
 def test_addresses_in_link_parameters_never_become_links(page):
     """The warnings that quote a user's value: the model that cannot be opened (?model=), the unknown words of
     the text (?text=), a link setting that is not valid (?t=, ?layer=, ...): none of them gives a live link."""

@@ -13,6 +13,8 @@ from model.hooks import HookRun, hook_points
 from model.interventions import Interventions, hooked_run, kinds, layout
 from model.transformer import Seq2SeqTransformer, TransformerConfig, TransformerLM
 
+from conftest import slow_except
+
 pytestmark = pytest.mark.unit
 PREDICTING = [f for f in FAMILIES if f != "bert-base"]
 SEQ2SEQ = ("t5", "bart", "marian")
@@ -84,7 +86,7 @@ def _zero_head_columns(hf, lab, stack, layer, head):
             w[:, head * dh:(head + 1) * dh] = 0
 
 
-@pytest.mark.parametrize("family", PREDICTING)
+@pytest.mark.parametrize("family", slow_except(PREDICTING, {"gpt2", "llama", "bert", "t5"}))
 def test_head_ablation_at_the_hook_point_equals_zeroing_its_columns_of_w_o(tiny, family):
     lab = tiny[family]
     kw = _inputs(lab, family)
@@ -102,7 +104,7 @@ def test_head_ablation_at_the_hook_point_equals_zeroing_its_columns_of_w_o(tiny,
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("family", PREDICTING)
+@pytest.mark.parametrize("family", slow_except(PREDICTING, {"gpt2", "llama", "bert", "t5"}))
 def test_no_positions_at_the_hook_point_equals_removing_them_from_the_weights(tiny, family):
     from model.hf.capture import resolve
 
