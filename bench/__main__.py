@@ -331,6 +331,20 @@ def bench_training(repeat: int) -> None:
             row(what + (f" ({threads} thread)" if threads else f" ({torch.get_num_threads()} threads)"), figure, target)
 
 
+def bench_trainqueue(repeat: int) -> None:
+    from model.jobs import queue_rows
+
+    for what, figure, target in queue_rows():
+        row(what, figure, target)
+
+
+def bench_heal(repeat: int) -> None:
+    from deploy.measure import heal_rows
+
+    for what, figure, target in heal_rows():
+        row(what, figure, target)
+
+
 def bench_load(repeat: int) -> None:
     from bench.load import load_rows, training_load_rows
 
@@ -499,8 +513,9 @@ def bench_admission(repeat: int, sessions: int = 6, tokens: int = 512) -> None:
 SECTIONS = {"builtin": bench_builtin, "generation": bench_generation, "gpt2": bench_gpt2, "hf": bench_hf_trace,
             "sampling": bench_sampling, "viz": bench_viz, "tokens": bench_tokens, "training": bench_training,
             "browser": bench_browser, "drag": bench_drag, "load": bench_load, "load2": bench_load2, "serve": bench_serve, "cold": bench_cold,
-            "threads": bench_threads, "admission": bench_admission, "plotly": bench_plotly_paths}
-SLOW = ("browser", "drag", "load", "load2", "serve", "cold", "admission")          # run only with --browser / --only
+            "threads": bench_threads, "admission": bench_admission, "plotly": bench_plotly_paths,
+            "trainqueue": bench_trainqueue, "heal": bench_heal}
+SLOW = ("browser", "drag", "load", "load2", "serve", "cold", "admission", "trainqueue", "heal")          # run only with --browser / --only
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1040,3 +1040,49 @@ def training_throughput(preset: str = "quick", steps: int = 10, kinds: tuple[str
                      f">= {target:,.0f} tokens/s (the preset's {p.steps} steps of all {len(kinds)} models "
                      f"in 60 s)"))
     return rows
+
+
+def queue_rows(runs: int = 3, log=print) -> list[tuple[str, str, str]]:
+    """(what, measured, target) rows for the benchmark: a worker's start to its first step with each start
+    method, and the whole-training estimate against the time taken (quick preset, RNN and LSTM)."""
+    import statistics
+
+    rows = []
+    before = os.environ.get("LAB_TRAIN_START")
+    try:
+        for method in ("forkserver", "spawn"):
+            os.environ["LAB_TRAIN_START"] = method
+            mgr, got = JobManager(max_running=1), []
+            for i in range(runs):
+                t = time.monotonic()
+                job = mgr.start(f"bench-{i}", preset="quick", kinds=("rnn",), heartbeat_timeout=600)
+                while job.snapshot().step < 1 and job.alive and time.monotonic() - t < 300:
+                    time.sleep(0.01)
+                got.append(time.monotonic() - t)
+                job.stop()
+                job.join(60)
+            mgr.shutdown()
+            log(f"  {method}: {', '.join(f'{v:.2f}' for v in got)} s")
+            rows.append((f"training worker ({method}): start to first step, {runs} runs",
+                         f"median {statistics.median(got):.2f} s ({min(got):.2f}-{max(got):.2f}); load "
+                         f"{os.getloadavg()[0]:.1f} on {_cores()} cores", ""))
+        os.environ["LAB_TRAIN_START"] = "forkserver"
+        mgr = JobManager(max_running=1)
+        pairs = []
+        for i in range(runs):
+            est = estimate_seconds("quick", ("rnn", "lstm"))
+            t = time.monotonic()
+            job = mgr.start(f"bench-e{i}", preset="quick", kinds=("rnn", "lstm"), heartbeat_timeout=600)
+            job.join(900)
+            if est is not None:
+                pairs.append((est, time.monotonic() - t))
+        mgr.shutdown()
+        rows.append(("training estimate shown before the start vs time taken (quick, RNN + LSTM, start included)",
+                     "; ".join(f"{e:.1f} s vs {a:.1f} s" for e, a in pairs),
+                     "the page says 'about': within a factor of 1.5"))
+    finally:
+        if before is None:
+            os.environ.pop("LAB_TRAIN_START", None)
+        else:
+            os.environ["LAB_TRAIN_START"] = before
+    return rows
