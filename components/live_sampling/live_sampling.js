@@ -45,8 +45,14 @@ export function compute(pre, temperature, topK, topP) {
   const { V, xs, e } = pre;
   const t = Math.fround(temperature);                       // torch divides float32 by float32
   const m = Math.fround(xs[0] / t);
-  let z = 0;
-  for (let i = 0; i < V; i++) { const v = Math.exp(Math.fround(xs[i] / t) - m); e[i] = v; z += v; }
+  // One pass over the vocabulary: e = exp(s - m), z = sum e, and a = sum e * (s - m) (for the entropy, whose
+  // log q is (s - m) - log zF: no logarithm per word; e = 0 terms, -inf logits included, add nothing).
+  let z = 0, a = 0;
+  for (let i = 0; i < V; i++) {
+    const d = Math.fround(xs[i] / t) - m, v = Math.exp(d);
+    e[i] = v; z += v;
+    if (v > 0) a += v * d;
+  }
   let nK = V;
   if (topK > 0 && topK < V) {                                // top-k: keep every word >= the k-th
     const kth = Math.fround(xs[topK - 1] / t);
@@ -67,8 +73,11 @@ export function compute(pre, temperature, topK, topP) {
   }
   let zF = 0;
   for (let i = 0; i < nP; i++) zF += e[i];
-  let h = 0;
-  for (let i = 0; i < nP; i++) { const q = e[i] / zF; if (q > 0) h -= q * Math.log(q); }
+  if (nP < V) {                                              // the kept words only (a prefix): the sum again
+    a = 0;
+    for (let i = 0; i < nP; i++) { const v = e[i]; if (v > 0) a += v * (Math.fround(xs[i] / t) - m); }
+  }
+  const h = Math.max(0, Math.log(zF) - a / zF);              // -sum q log q, q = e / zF
   let cutK = 0, cutP = 0;
   for (let i = nK; i < V; i++) cutK += e[i];
   for (let i = nP; i < nK; i++) cutP += e[i];
