@@ -138,13 +138,15 @@ def drag_samples(repeat: int = 3, rates=(1, 4), drawings=("new", "old"), steps: 
 def drag_latency(repeat: int = 3) -> list[tuple[str, str, str]]:
     """Rows (what, measured, target): input event -> frame painted while dragging, V = 50,257, four panels,
     quiet and at CPU throttling 4, this drawing and the one before issue 18, with the maths / paint split."""
-    load = os.getloadavg()[0]
+    load0 = os.getloadavg()[0]
+    samples = drag_samples(repeat)
+    load = f"{load0:.1f} -> {os.getloadavg()[0]:.1f}"
     rows = []
-    for (rate, d), p in drag_samples(repeat).items():
+    for (rate, d), p in samples.items():
         lat, maths = p["lat"], p["maths"]
         what = (f"live sampling, Chromium, V = 50,257, four panels, temperature drag: input event -> frame painted, "
                 f"{'no throttling' if rate == 1 else f'CPU throttled x{rate}'}, "
-                f"{'this drawing' if d == 'new' else 'drawing before issue 18 (reference)'} (load average {load:.1f})")
+                f"{'this drawing' if d == 'new' else 'drawing before issue 18 (reference)'} (load average {load})")
         if not lat:
             rows.append((what, "no input events measured", ""))
             continue
