@@ -1,8 +1,8 @@
 """Hooks for one traced call, and the raw attention scores recomputed from what the hooks saw.
 
-A `Capture` registers its forward hooks on entry and removes them on exit (also when the forward raises).
-Each hook records only for the thread that registered it, so concurrent users of one shared model never
-see each other's data. What it records:
+A `Capture` is a hook run (model/hooks.py) over the hook points hookpoints.py places on every Hugging Face
+model at load: it belongs to the calling thread, so concurrent users of one shared model never see each
+other's data. What it records:
 
   norms       every LayerNorm / RMSNorm's input and output (-> LayerNormTrace, with its stack)
   q, k        the query/key projection outputs of each self-attention layer (GPT-2: the fused c_attn),
@@ -17,12 +17,12 @@ to 64 tokens); otherwise no layer gets scores.
 from __future__ import annotations
 
 import re
-import threading
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..hooks import HookRun
 from ..trace import LayerNormTrace
 from .architectures import ArchSpec
 
@@ -37,6 +37,25 @@ def resolve(root: nn.Module, path: str):
     for part in path.split("."):
         obj = obj[int(part)] if part.isdigit() and isinstance(obj, (nn.ModuleList, nn.Sequential)) else getattr(obj, part)
     return obj
+
+
+def point_name(spec: ArchSpec, path: str, hf: nn.Module) -> str:
+    """The hook-point name of a module at `path` (from the model's root): inside a block of the table,
+    "{p}blocks.{i}.<rest>" (GPT-2's h.0.ln_1 -> blocks.0.ln_1); elsewhere its path in the base model (ln_f,
+    encoder.final_layer_norm), or "head.<path>" for a module of the prediction head."""
+    prefix = getattr(hf, "base_model_prefix", "")
+    if hf.base_model is not hf and path.startswith(prefix + "."):
+        path = path[len(prefix) + 1:]
+    elif hf.base_model is not hf:
+        return f"head.{path}"
+    for stack, st in spec.stacks.items():
+        m = re.match("^" + re.escape(st.block).replace(r"\{i\}", r"(\d+)") + r"\.(.+)$", path)
+        if m:
+            return f"{PREFIX[stack]}blocks.{m.group(1)}.{m.group(2)}"
+    return path
+
+
+PREFIX = {"self": "", "encoder": "encoder.", "decoder": "decoder.", "cross": "decoder."}
 
 
 def is_norm(mod: nn.Module) -> bool:
@@ -73,80 +92,63 @@ def raw_scores(q: Tensor, k: Tensor, scaling: float) -> Tensor:
     return (q @ k.transpose(-1, -2)) * scaling
 
 
-class Capture:
-    """Per-call recorder; use as `with Capture(...) as cap: out = hf(...)`."""
+class Capture(HookRun):
+    """One traced call's recordings, as a hook run over the model's hook points (hookpoints.py): every norm's input
+    and output, and (want_qk) the self-attention's q/k projections and a rotary model's (cos, sin). Use as
+    `with hooks.active(hooks.merged(hooks.current(), cap)): out = hf(...)`: an intervention run already active
+    edits first, and the capture records what it left. It converts what it keeps as it records (float16 for
+    compact runs), so no float32 copy of a long run is held."""
 
     def __init__(self, hf: nn.Module, spec: ArchSpec, norms: list[tuple[str, str, str, nn.Module]],
                  final_norm: nn.Module | None, want_qk: bool, half: bool = False):
-        self.thread = threading.get_ident()
-        self.hf, self.spec, self.norms, self.final_norm, self.want_qk = hf, spec, norms, final_norm, want_qk
+        self.hf, self.spec, self.want_qk = hf, spec, want_qk
         self.dtype = torch.float16 if half else torch.float32
         self.layernorms: list[LayerNormTrace] = []
         self.final_norm_input: Tensor | None = None
         self.proj: dict[tuple[int, str], Tensor] = {}
         self.rotary: tuple[Tensor, Tensor] | None = None
         self.attn_modules: list[nn.Module] = []
-        self.handles: list[Any] = []
+        self._norms = {point_name(spec, path, hf): (label, stack, mod, mod is final_norm)
+                       for label, stack, path, mod in norms}
+        self._x_in: dict[str, Tensor] = {}
+        self._qk: dict[str, tuple[int, str]] = {}
+        if want_qk and "self" in spec.attention:
+            a = spec.attention["self"]
+            i = 0
+            while True:
+                try:
+                    self.attn_modules.append(resolve(hf.base_model, a.path.format(i=i)))
+                except (AttributeError, IndexError):
+                    break
+                for part in ([a.qkv] if a.qkv else [a.q, a.k]):
+                    self._qk[f"blocks.{i}.attn.{part}"] = (i, part)
+                i += 1
+        names = {f"{n}.{end}" for n in self._norms for end in ("in", "out")} | set(self._qk)
+        if want_qk and spec.position.rotary:
+            names.add("pos")
+        super().__init__(record=names)
 
-    def _mine(self) -> bool:
-        return threading.get_ident() == self.thread
-
-    def __enter__(self) -> "Capture":
-        try:
-            for label, stack, _, mod in self.norms:
-                self.handles.append(mod.register_forward_hook(self._norm_hook(label, stack, mod)))
-            if self.want_qk and "self" in self.spec.attention:
-                a = self.spec.attention["self"]
-                base = self.hf.base_model
-                i = 0
-                while True:
-                    try:
-                        mod = resolve(base, a.path.format(i=i))
-                    except (AttributeError, IndexError):
-                        break
-                    self.attn_modules.append(mod)
-                    for part in ([a.qkv] if a.qkv else [a.q, a.k]):
-                        self.handles.append(getattr(mod, part).register_forward_hook(self._proj_hook(i, part)))
-                    i += 1
-                if self.spec.position.rotary:
-                    rot = resolve(base, self.spec.position.rotary)
-                    self.handles.append(rot.register_forward_hook(self._rotary_hook))
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles.clear()
-
-    def _norm_hook(self, label: str, stack: str, mod: nn.Module):
-        gamma = getattr(mod, "weight", None)
-        beta = getattr(mod, "bias", None)
-        is_final = mod is self.final_norm
-
-        def hook(_mod, inputs, output):
-            if not self._mine():
-                return
-            x_in = inputs[0].detach().float().cpu()
+    def visit(self, name: str, x):
+        if not self.records(name):
+            return x
+        if name in self._qk:
+            self.proj[self._qk[name]] = x.detach()
+        elif name == "pos":
+            self.rotary = (x[0].detach(), x[1].detach())
+        elif name.endswith(".in"):
+            self._x_in[name[:-3]] = x.detach().float().cpu()
+        else:
+            base = name[:-4]
+            label, stack, mod, is_final = self._norms[base]
+            x_in = self._x_in.pop(base)
             if is_final:
                 self.final_norm_input = x_in
+            gamma, beta = getattr(mod, "weight", None), getattr(mod, "bias", None)
             self.layernorms.append(LayerNormTrace(
-                label, x_in.to(self.dtype), output.detach().cpu().to(self.dtype),
+                label, x_in.to(self.dtype), x.detach().cpu().to(self.dtype),
                 None if not isinstance(gamma, Tensor) else gamma.detach().float().cpu(),
                 None if not isinstance(beta, Tensor) else beta.detach().float().cpu(), stack=stack))
-        return hook
-
-    def _proj_hook(self, i: int, part: str):
-        def hook(_mod, inputs, output):
-            if self._mine():
-                self.proj[(i, part)] = output.detach()
-        return hook
-
-    def _rotary_hook(self, _mod, inputs, output):
-        if self._mine():
-            self.rotary = (output[0].detach(), output[1].detach())
+        return x
 
     def qk(self, i: int, n_heads: int) -> tuple[Tensor, Tensor, float] | None:
         """Layer i's (B, H, T, dh) queries and (B, H_kv, T, dh) keys as the attention used them, and its scaling."""

@@ -31,6 +31,7 @@ from ..api import (Architecture, Generates, Hooked, LabModel, LogitLens, MaskedF
 from ..errors import InputError, ModelLoadError
 from ..trace import AttentionTrace, Trace, describe_stacks
 from .architectures import CAUSAL_LM, ENCODER, ENCODER_DECODER, MASKED_LM, ArchSpec, config_value
+from .. import hooks
 from ..hooks import HookRun
 from .capture import Capture, is_norm, norm_label, raw_scores, resolve
 from .hookpoints import PREFIX, install, no_positions_edit
@@ -125,7 +126,7 @@ class HFModel(LabModel, Hooked):
             d_model=int(config_value(cfg, spec.d_model)), norm=spec.norm, norm_kind=spec.norm_kind,
             position=self.position_kind(), parameters=n_params)
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (self.eos_id or 0)
-        self.hook_names = frozenset(install(hf, spec, n_heads))
+        self.hook_names = frozenset(install(hf, spec, n_heads, [path for _, _, path, _ in self.norms]))
         from ..store import max_tokens_for, trace_budget_bytes   # (store imports nothing of hf at load)
 
         self.max_len = max(1, min(self.max_len, max_tokens_for(self, trace_budget_bytes(), self.max_len)))
@@ -203,7 +204,8 @@ class HFModel(LabModel, Hooked):
         if self.causal:
             kw["use_cache"] = False
             kw["logits_to_keep"] = 1             # only the last position's logits are used
-        with self._capture(want_qk, half) as cap:
+        cap = self._capture(want_qk, half)
+        with hooks.active(hooks.merged(hooks.current(), cap)):   # an intervention active edits first
             out = self.hf(input_ids=ids, **kw)
         return out, cap
 

@@ -22,9 +22,7 @@ from torch import Tensor, nn
 
 from .. import hooks
 from .architectures import ArchSpec
-from .capture import resolve
-
-PREFIX = {"self": "", "encoder": "encoder.", "decoder": "decoder.", "cross": "decoder."}
+from .capture import PREFIX, point_name, resolve
 
 
 def _layers(base: nn.Module, path: str) -> list[nn.Module]:
@@ -92,8 +90,19 @@ def _output_hook(name: str, whole: bool = False):
     return post
 
 
-def install(hf: nn.Module, spec: ArchSpec, n_heads: int) -> list[str]:
-    """Register the table's hook points on `hf` (once, at load); returns their names."""
+def _input_hook(name: str):
+    """A module's first input through the point (a norm's input: `.in`)."""
+    def pre(_mod, args):
+        run = hooks.current()
+        if run is None or not run.wants(name):
+            return None
+        return (run.visit(name, args[0]), *args[1:])
+    return pre
+
+
+def install(hf: nn.Module, spec: ArchSpec, n_heads: int, norm_paths: list[str] = ()) -> list[str]:
+    """Register the table's hook points on `hf` (once, at load), and `.in` / `.out` points on every norm at
+    `norm_paths` (module paths from the root, named by capture.point_name); returns their names."""
     base = hf.base_model
     names: list[str] = []
 
@@ -122,6 +131,15 @@ def install(hf: nn.Module, spec: ArchSpec, n_heads: int) -> list[str]:
             hook(ffn, f"{p}blocks.{i}.ffn.out", post=_output_hook(f"{p}blocks.{i}.ffn.out"))
     for stack, path in spec.position.modules:
         hook(resolve(base, path), f"{PREFIX[stack]}pos", post=_output_hook(f"{PREFIX[stack]}pos", whole=True))
+    a = spec.attention.get("self")
+    for i, attn in enumerate(_layers(base, a.path) if a else []):    # q/k projections (raw scores are rebuilt)
+        for part in ([a.qkv] if a.qkv else [a.q, a.k]):
+            hook(getattr(attn, part), f"blocks.{i}.attn.{part}", post=_output_hook(f"blocks.{i}.attn.{part}"))
+    modules = dict(hf.named_modules())
+    for path in norm_paths:
+        name = point_name(spec, path, hf)
+        hook(modules[path], f"{name}.in", pre=_input_hook(f"{name}.in"))
+        hook(modules[path], f"{name}.out", post=_output_hook(f"{name}.out"))
     return names
 
 
