@@ -757,7 +757,10 @@ class JobManager:
 
     def _root(self) -> Path:
         if self.root is None:
+            import shutil
+
             self.root = Path(tempfile.mkdtemp(prefix=f"lab-train-{os.getpid()}-"))
+            atexit.register(shutil.rmtree, self.root, True)     # also for managers nobody shuts down
         self.root.mkdir(parents=True, exist_ok=True)
         return self.root
 
