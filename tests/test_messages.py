@@ -9,8 +9,6 @@ import model
 from model.errors import ModelLoadError
 from model.store import LinkPolicy
 
-pytestmark = pytest.mark.unit
-
 BUILTIN = ("transformer-lm", "lstm-lm", "translator-en-fr")
 OPENS = ("This server opens the built-in models (transformer-lm, lstm-lm, translator-en-fr) and the suggested Hugging "
          "Face models (gpt2, distilgpt2, bert-base-uncased, t5-small, Helsinki-NLP/opus-mt-en-fr)")
@@ -30,30 +28,35 @@ def _refused(policy: LinkPolicy, name: str) -> str:
     return str(e.value)
 
 
+@pytest.mark.unit
 def test_a_model_trained_in_another_session_says_so():
     for policy in (LinkPolicy(builtin=BUILTIN), LinkPolicy(True, True, BUILTIN)):
         assert _refused(policy, "Transformer trained live (1a2b3c4d)") == TRAINED
         assert _refused(policy, "RNN (tanh) trained live (0f0f0f0f)") == TRAINED
 
 
+@pytest.mark.unit
 def test_a_hub_id_with_the_hub_off_names_the_switch_and_the_network():
     for name in ("gpt2-medium", "someone/some-model"):
         assert _refused(LinkPolicy(builtin=BUILTIN), name) == HUB_OFF
     assert LinkPolicy(allow_hub=True, builtin=BUILTIN).resolve("gpt2-medium") == "gpt2-medium"
 
 
+@pytest.mark.unit
 def test_a_folder_with_folders_off_names_the_switch():
     for name in ("/models/my-gpt2", "./my-gpt2", "~/models/x", "models/../gpt2"):
         assert _refused(LinkPolicy(builtin=BUILTIN), name) == FOLDERS_OFF
         assert _refused(LinkPolicy(allow_hub=True, builtin=BUILTIN), name) == FOLDERS_OFF
 
 
+@pytest.mark.unit
 def test_anything_else_names_both_switches():
     assert _refused(LinkPolicy(builtin=BUILTIN), "no such model!!") == (
         "That is not a model name this server opens. " + OPENS + ". The person running it can allow any hub id with "
         "LAB_ALLOW_HUB=1 and model folders with LAB_ALLOW_FOLDERS=1.")
 
 
+@pytest.mark.unit
 def test_a_hub_id_offline_and_not_cached(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("LAB_ALLOW_FOLDERS", raising=False)
@@ -69,6 +72,7 @@ def test_a_hub_id_offline_and_not_cached(monkeypatch):
     assert str(e.value).endswith("or turn offline mode off; or give the folder of a copy saved with save_pretrained.")
 
 
+@pytest.mark.unit
 def test_a_hub_id_with_no_network(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")     # nothing listens there: unreachable at once
@@ -106,15 +110,20 @@ def test_a_link_to_a_model_trained_elsewhere_opened_in_a_fresh_session(monkeypat
 
 @pytest.mark.apptest
 def test_offline_gpt2_on_the_page_has_no_literal_backticks(monkeypatch):
-    from model import store
+    from app_pages.common import md_escape
 
-    def not_cached(self, name, device):
-        raise ModelLoadError(model.hf.loading.fetch.__doc__ and "“gpt2” is not in the local Hugging Face cache.")
+    from huggingface_hub import try_to_load_from_cache
 
-    monkeypatch.setattr(store.ModelStore, "get", not_cached)    # as if gpt2 were not in this machine's cache
+    if isinstance(try_to_load_from_cache("gpt2", "config.json"), str):
+        pytest.skip("gpt2 is in this machine's Hugging Face cache")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("LAB_ALLOW_FOLDERS", raising=False)
     at = _app({"model": "gpt2"})
     shown = at.error[0].value
-    assert shown == "**Could not open the model “gpt2”.** “gpt2” is not in the local Hugging Face cache\\."
+    assert shown == "**Could not open the model “gpt2”.** " + md_escape(
+        "“gpt2” is not in the local Hugging Face cache, and offline mode is on (HF_HUB_OFFLINE=1), so the hub is not "
+        "asked. The built-in models work offline. The person running the server can download it into the cache on a "
+        "machine with network, or turn offline mode off" + NO_FOLDERS)
     assert "`" not in shown
 
 
