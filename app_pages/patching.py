@@ -18,7 +18,7 @@ m, _ = c.open_page(
                           "families the lab knows); {name} has no hook points to patch.", run=False)
 
 if isinstance(m, Translates):
-    pair = ("the cat ate the soup because it was hot", "the cat ate the soup because it was hungry")
+    pair = ("the cat ate the soup because it was hungry", "the cat ate the soup because it was hot")
 elif isinstance(m, MaskedFill):
     pair = ("the key to the cabinet [MASK] on the table", "the keys to the cabinet [MASK] on the table")
 else:

@@ -74,6 +74,8 @@ FIGURES: dict[str, float] = {
     "it_head_patch_median": 0.7946, "it_head_patch_min": 0.7438, "it_head_patch_max": 0.8094,
 }
 MASK_FIGURES = {"agreement_masked": 1.0, "agreement_unmasked": 0.52, "ce_masked": 1.5798, "ce_unmasked": 2.2365}
+AGREE_FIGURES = {"attn_out_min": 0.9181, "head_median": 0.7921, "head_min": 0.6044, "head_max": 0.9244}
+AGREE_HEAD = (3, 2)                      # transformer-lm (layer, head), 1-based: found by patching, not trained
 IT_PATCH_PAIRS = 20                      # held-out opposite-gender pairs the patching figures are measured on
 MIN_ENTROPY = 1.0                       # nats: a real choice point
 
@@ -235,6 +237,27 @@ def _check_number_family(m) -> tuple[bool, str]:
                 + f"; near the river max {fam['river'].max():.3f}")
 
 
+def _check_agreement_head(m) -> tuple[bool, str]:
+    """On 20 generated subject-attractor pairs (subject's number flipped): the last layer's attention output at the
+    last word carries the number (patching effect >= the stated minimum), and AGREE_HEAD is the strongest head in
+    every pair, with the stated median and range."""
+    from .patching import agreement_pairs, patch
+
+    att, head, strongest = [], [], set()
+    for a, b, answers in agreement_pairs(m, 20):
+        r = patch(m, a, b, answers)
+        att.append(float(r.positions["self"]["attn.out"][-1, -1]))
+        head.append(float(r.heads["self"][AGREE_HEAD[0] - 1, AGREE_HEAD[1] - 1]))
+        strongest.add(r.strongest_head("self")[:2])
+    ok = strongest == {(AGREE_HEAD[0] - 1, AGREE_HEAD[1] - 1)} and len(att) == 20
+    ok = ok and all(_same(AGREE_FIGURES[k], v, 0.005) for k, v in (
+        ("attn_out_min", min(att)), ("head_median", float(np.median(head))), ("head_min", min(head)),
+        ("head_max", max(head))))
+    return ok, (f"attention output of the last layer at the last word: min effect {min(att):.3f}; layer "
+                f"{AGREE_HEAD[0]} head {AGREE_HEAD[1]}: median {np.median(head):.3f} ({min(head):.3f}-{max(head):.3f}); "
+                f"strongest heads seen: {sorted(strongest)}")
+
+
 def _check_causal(m) -> tuple[bool, str]:
     d = causal_it_difference(m)
     return d < 1e-6, f"largest difference between the two attention rows of 'it': {d:.2e}"
@@ -288,7 +311,7 @@ def _build() -> list[Lesson]:
                f"“hot”. This head was planted: an extra loss term trained it to point at the referent. On eater–food "
                f"pairs never seen together in training it switches to the right noun in "
                f"{_pct(F.get('it_head_switch', 0))} of hungry/tired vs delicious/fresh/hot/sweet sentence pairs. Does "
-               f"the decoder use what it carries? Activation patching (*Find the cause*) says yes: copying this "
+               f"the decoder use what it carries? Activation patching (page “Find the cause”) says yes: copying this "
                f"head's output from the “…hot” sentence into the “…hungry” one moves il/elle "
                f"{_pct(F['it_head_patch_median'])} of the way (median over {IT_PATCH_PAIRS} held-out pairs, "
                f"{_pct(F['it_head_patch_min'])}–{_pct(F['it_head_patch_max'])}), more than any other head.",
@@ -307,6 +330,15 @@ def _build() -> list[Lesson]:
                f"{_pct(MASK_FIGURES['agreement_masked'])} to {_pct(MASK_FIGURES['agreement_unmasked'])} on held-out "
                "items.",
                _check_no_mask),
+        Lesson("patching.agreement_head", "transformer-lm", ("patching", "attention"), AGREEMENT_PREFIX,
+               f"Which part makes the verb agree with its subject? Patching answers: on 20 generated sentences "
+               f"(“the lamp to the old red lamps under …” against “the lamps to …”), the last layer's attention "
+               f"output at the last word carries at least {_pct(AGREE_FIGURES['attn_out_min'])} of the subject's "
+               f"number, and layer {AGREE_HEAD[0]} head {AGREE_HEAD[1]} alone moves the verb "
+               f"{_pct(AGREE_FIGURES['head_median'])} of the way (median, {_pct(AGREE_FIGURES['head_min'])}–"
+               f"{_pct(AGREE_FIGURES['head_max'])}), the strongest head in every one. No extra loss trained it: "
+               "it emerged, and the model uses it.",
+               _check_agreement_head),
         Lesson("attention.causal_it", "transformer-lm", ("attention", "masks"), CLASSIC,
                "A decoder-only model reads left to right: at “it” it cannot see “hungry” or “delicious” yet. This "
                "is what the causal mask guarantees, not something the model learned: its attention rows for “it” are "
