@@ -5,7 +5,7 @@ import streamlit as st
 
 from app_pages import common as c
 from model import LabError
-from model.forgetting import agreement_by_distance, gradient_profiles, time_per_token
+from model.forgetting import agreement_by_distance, decay_per_word, gradient_profiles, time_per_token
 from model.jobs import (KINDS, LABELS, MANAGER, PRESETS, VISIBLE_PRESETS, JobLimitError, estimate_seconds,
                         measured_tokens_per_s, save_trained, tokenizer)
 from viz.experiments import accuracy_by_distance, gradient_profiles as gradient_figure, loss_curves
@@ -172,6 +172,14 @@ if profiles:
     st.caption("Mean over the same 8 held-out texts of 48 tokens (sentences run together). RNN and LSTM: the "
                "first layer's hidden state h; Transformer: the residual stream right after the embeddings. Log "
                "scale: a straight falling line is a geometric decay.")
+    rates = decay_per_word(profiles)
+    st.markdown("Measured here, per word back (fitted on the log scale): "
+                + "; ".join(f"**{c.md_escape(n)}** ×{f:.2f} (after 20 words ×{f ** 20:.1e})" for n, f in rates.items())
+                + ". A factor below 1 compounds over the words.")
+    lstm = rates.get("built-in lstm-lm")
+    if lstm is not None and lstm < 1:
+        st.caption(f"The built-in LSTM's gradient vanishes too (×{lstm:.2f} per word): its gated cell state does not "
+                   "stop the decay.")
 
 st.subheader("Agreement across a growing distance")
 if st.button("Measure agreement by distance", key="forget_agree"):

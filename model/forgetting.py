@@ -140,6 +140,17 @@ def gradient_profiles(models: dict[str, nn.Module], tok, n: int = 8, length: int
     return out
 
 
+def decay_per_word(profiles: dict[str, tuple[np.ndarray, np.ndarray]], start: int = 1) -> dict[str, float]:
+    """name -> the factor by which the gradient norm shrinks per word back: exp of the least-squares slope of
+    log(norm) against distance, from `start` words back (1: after the word right before the prediction). Below 1
+    the gradient vanishes geometrically; after d words it is about factor ** d of what it was."""
+    out = {}
+    for name, (d, norm) in profiles.items():
+        keep = (d >= start) & (norm > 0)
+        out[name] = float(np.exp(np.polyfit(d[keep], np.log(norm[keep]), 1)[0]))
+    return out
+
+
 # ----------------------------------------------------------------------------- 2. agreement by distance
 def distance_items(distance: int, n: int, seed: int = 0) -> list[dict]:
     """Agreement prefixes with exactly `distance` words between the subject noun and the verb.

@@ -94,3 +94,24 @@ def test_figures_build():
     assert len(fig.data) == 2
     fig = tpt(np.array([16, 32]), {"LSTM": np.array([1e-5, 2e-5])})
     assert np.allclose(fig.data[0].y, [10, 20])
+
+
+def test_the_builtin_lstm_gradient_vanishes_too_and_the_transformer_keeps_more():
+    """What the Train page says under the gradient figure, on the shipped models: the LSTM's gradient shrinks
+    geometrically per word back (factor clearly below 1), and the Transformer's factor is closer to 1."""
+    import model
+    from model.forgetting import decay_per_word, gradient_profiles
+    from model.jobs import tokenizer
+
+    mods = {n: model.load(n, "cpu").module for n in ("lstm-lm", "transformer-lm")}
+    rates = decay_per_word(gradient_profiles(mods, tokenizer(), n=8, length=48))
+    assert rates["lstm-lm"] < 0.9
+    assert rates["lstm-lm"] < rates["transformer-lm"] < 1.0
+
+
+def test_decay_per_word_recovers_a_geometric_rate():
+    from model.forgetting import decay_per_word
+
+    d = np.arange(30)
+    rates = decay_per_word({"a": (d, 3.0 * 0.7 ** d), "b": (d, 0.5 * 0.95 ** d)})
+    assert abs(rates["a"] - 0.7) < 1e-9 and abs(rates["b"] - 0.95) < 1e-9
