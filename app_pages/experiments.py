@@ -99,8 +99,8 @@ c.plot(c.cached_figure(m, "exp_dist", seen,
                                                  + ("" if "(shuffled)" in cmp.predicts else ": intact vs intervened"))),
        key="exp_dist")
 best_a, best_b = cmp.top_words[int(cmp.p_intact.argmax())], cmp.top_words[int(cmp.p_broken.argmax())]
-st.markdown(f"Most likely next: **“{c.md_escape(best_a)}”** ({cmp.p_intact.max():.0%}) intact, "
-            f"**“{c.md_escape(best_b)}”** ({cmp.p_broken.max():.0%}) intervened.")
+st.markdown(f"Most likely as {c.md_escape(cmp.predicts)}: **“{c.md_escape(best_a)}”** ({cmp.p_intact.max():.0%}) "
+            f"intact, **“{c.md_escape(best_b)}”** ({cmp.p_broken.max():.0%}) intervened.")
 st.caption(f"KL(intact ‖ intervened) = {cmp.kl:.4f} nats; total variation distance = {cmp.tv:.4f} "
            "(0 means the two distributions are identical). Bars: the union of both models' most likely words.")
 
@@ -118,10 +118,11 @@ for s in stacks:
 if what == "heads":
     n_changed = sum(cmp.changed_heads(s) for s in stacks)
     if n_changed:
-        st.markdown(f"**Heads downstream change too:** ablating removes only the output of the {len(iv.ablate_heads)} "
-                    f"switched-off head{'s' if len(iv.ablate_heads) > 1 else ''}, not their attention, yet "
-                    f"{n_changed} head{'s' if n_changed > 1 else ''} after them now attend{'s' if n_changed == 1 else ''} "
-                    "differently (the grid above): later layers read what the switched-off heads no longer write.")
+        k, grids = len(iv.ablate_heads), "grids" if len(stacks) > 1 else "grid"
+        st.markdown(f"**Heads downstream change too:** ablating removes only the output of the {k} switched-off "
+                    f"head{'s' if k > 1 else ''}, not their attention, yet {n_changed} head{'s' if n_changed > 1 else ''} "
+                    f"after them now attend{'s' if n_changed == 1 else ''} differently (the {grids} above): later "
+                    "layers read what the switched-off heads no longer write.")
     elif len(parts) == 1 and layer == n_layers:
         st.markdown(f"**No other head changed:** layer {n_layers} is the last layer, so no head comes after the "
                     "switched-off heads; ablating removes their output, not their attention, and the effect shows "

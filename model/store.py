@@ -88,7 +88,8 @@ class LinkPolicy:
         if is_trained_live_name(name):
             return TRAINED_ELSEWHERE
         builtin = f" ({', '.join(self.builtin)})" if self.builtin else ""
-        opens = f"This server opens the built-in models{builtin} and the suggested Hugging Face models ({', '.join(self.suggested)})"
+        opens = (f"This server opens the built-in models{builtin} and the suggested Hugging Face models "
+                 f"({', '.join(self.suggested)})")
         if _looks_like_hub_id(name) and not self.allow_hub:
             return (f"{opens}; other Hugging Face ids are off. The person running the server can allow any hub id "
                     "with LAB_ALLOW_HUB=1, if the server can reach the hub (it may have no network).")

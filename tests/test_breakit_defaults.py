@@ -46,7 +46,7 @@ def test_transformer_lm_opens_on_a_head_that_moves_the_prediction():
     switched = next(m.value for m in at.markdown if m.value.startswith("**Switched off:**"))
     assert "self layer 3 heads 2 set to 0" in switched, switched
     assert _tv(at) >= 0.1                                  # measured 0.656: "was" (39%) intact, "were" (33%) ablated
-    line = next(m.value for m in at.markdown if m.value.startswith("Most likely next:"))
+    line = next(m.value for m in at.markdown if m.value.startswith("Most likely as the word after “chased”:"))
     assert "“was”" in line and "“were”" in line, line
     # layer 3 is the last layer: no head after it, and the page says so
     assert any(m.value.startswith("**No other head changed:** layer 3 is the last layer") for m in at.markdown)

@@ -73,7 +73,8 @@ def _folder_advice() -> str:
 
     if LinkPolicy.from_env().allow_folders:
         return "; or give the folder of a copy saved with save_pretrained."
-    return "; a copy saved with save_pretrained opens from a folder only where the server allows folders (LAB_ALLOW_FOLDERS=1)."
+    return ("; a copy saved with save_pretrained opens from a folder only where the server allows folders "
+            "(LAB_ALLOW_FOLDERS=1).")
 
 
 def fetch(name: str, load, what: str, local: bool):
