@@ -5,7 +5,6 @@ Playwright. Screenshots go to test-artifacts/screenshots/ (and to docs/screensho
 LAB_UPDATE_SCREENSHOTS=1).
 """
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -31,13 +30,8 @@ def test_every_page_in_chromium(app_url):
     problems = []
     with browser_page() as page:
         console = []
-        # Streamlit's frontend probes <page>/_stcore/health and host-config before falling back to the root
-        # path when a page URL is opened directly: those two 404s are its normal start-up, not our errors.
-        probe = re.compile(r"/[\w-]+/_stcore/(health|host-config)$")
-        page.on("console", lambda m: console.append(m.text)
-                if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
-        page.on("response", lambda r: console.append(f"HTTP {r.status} {r.url}")
-                if r.status >= 400 and not probe.search(r.url) else None)
+        page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)   # deep links: app.py
+        page.on("response", lambda r: console.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
         page.on("pageerror", lambda e: console.append(f"page error: {e}"))
         for name in PAGES:
             console.clear()
