@@ -30,6 +30,7 @@ if len(available) < len(NEEDS):
 parts = layout(m)
 first = opening(m)                                    # what the page opens on for this model: a visible effect
 first_what = first.what if first.what in available else available[0]
+first_stack = first.stack if first.stack in parts else (list(parts) or ["self"])[0]
 
 what = st.selectbox("What to break", available, format_func=CHOICES.get,
                     **c.labelled("break", first_what, options=available))
@@ -37,7 +38,6 @@ kw: dict = {}
 seed = None
 if what == "heads":
     cols = st.columns(4)
-    first_stack = first.stack if first.stack in parts else list(parts)[0]
     stack = cols[0].selectbox("Attention", list(parts), format_func=STACKS.get,
                               **c.labelled("stack", first_stack, options=list(parts))) if len(parts) > 1 else "self"
     n_layers, n_heads = parts[stack]["layers"], parts[stack]["heads"]
@@ -72,6 +72,11 @@ if what == "heads" and not kw["heads"]:
     st.stop()
 
 st.markdown(f"**Switched off:** {c.md_escape(describe(iv, seed))}")
+first_heads_all = range(parts.get(first_stack, {}).get("heads", 0))
+if first.why and what == first.what and iv == build(first.what, stack=first_stack, layer=first.layer,
+                                                    heads=first.heads if first.heads is not None else first_heads_all,
+                                                    head_mode=first.head_mode):
+    st.caption(first.why)                              # the opening's reason, while it is what is switched off
 seen = (c.text(), repr(iv), seed)       # with the model, what the comparison and its figures come from
 try:
     with st.spinner("Running both models…"):

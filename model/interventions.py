@@ -141,6 +141,7 @@ class Opening:
     layer: int = 0
     heads: tuple[int, ...] | None = None     # None: every head of the layer
     head_mode: str = "zero"
+    why: str = ""                            # said while this intervention is chosen (tests/test_breakit_defaults.py)
 
 
 # The built-in models open on an intervention with a visible effect on their Break it sentence
@@ -148,7 +149,9 @@ class Opening:
 OPENINGS: dict[str, Opening] = {
     # layer 3, head 2 carries the subject's number to the verb (activation patching: the strongest head in 40 of 40
     # generated agreement pairs); switched off, "the dog that the cats chased" is followed by "were" (TV 0.66)
-    "transformer-lm": Opening(layer=2, heads=(1,)),
+    "transformer-lm": Opening(layer=2, heads=(1,), why=(
+        "Layer 3, head 2 is the head that carries the subject's number to the verb: activation patching (Find the "
+        "cause) names it the strongest head in 40 of 40 generated agreement pairs.")),
     # every head of encoder layer 1: "... parce qu'il avait faim" becomes "... parce qu'elle avait faim"
     "translator-en-fr": Opening(stack="encoder", layer=0),
 }

@@ -6,6 +6,11 @@ import re
 import pytest
 
 from model import lessons
+from model.interventions import OPENINGS
+
+
+def opening_why(name: str) -> str:
+    return OPENINGS[name].why
 
 pytestmark = pytest.mark.apptest
 
@@ -45,6 +50,7 @@ def test_transformer_lm_opens_on_a_head_that_moves_the_prediction():
     assert at.session_state["text"] == lessons.DEFAULTS["experiments"]["transformer-lm"]
     switched = next(m.value for m in at.markdown if m.value.startswith("**Switched off:**"))
     assert "self layer 3 heads 2 set to 0" in switched, switched
+    assert opening_why("transformer-lm") in [c.value for c in at.caption]     # why this head (checked below)
     assert _tv(at) >= 0.1                                  # measured 0.656: "was" (39%) intact, "were" (33%) ablated
     line = next(m.value for m in at.markdown if m.value.startswith("Most likely as the word after “chased”:"))
     assert "“was”" in line and "“were”" in line, line
@@ -106,3 +112,19 @@ def test_held_out_figures_say_what_they_compute_while_they_run(monkeypatch):
     said.clear()
     _page(model_choice="translator-en-fr")
     assert "Held-out figures: translating 100 held-out sentences, intact and intervened…" in said, said
+
+
+@pytest.mark.slow
+def test_the_opening_head_is_the_one_patching_finds_for_agreement():
+    """The caption's claim: on 40 generated agreement pairs, patching one head at a time, layer 3 head 2 moves the
+    verb's logit difference most in every pair."""
+    import model
+    from model.patching import agreement_pairs, patch
+
+    m = model.load("transformer-lm", "cpu")
+    found = [patch(m, clean, corrupted, answers).strongest_head("self")[:2]
+             for clean, corrupted, answers in agreement_pairs(m, 40)]
+    assert len(found) == 40 and set(found) == {(2, 1)}, found
+    assert "40 of 40" in opening_why("transformer-lm") and "Layer 3, head 2" in opening_why("transformer-lm")
+    o = OPENINGS["transformer-lm"]
+    assert (o.layer, o.heads) == (2, (1,))
