@@ -71,15 +71,49 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def render_config(replica_ports: list[int], listen: str, workdir: Path) -> str:
-    servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=10s;" for p in replica_ports)
-    picks = "\n".join(f'        "127.0.0.1:{p}" replica_{p};' for p in replica_ports)
+def _addr(a: int | str) -> str:
+    """'host:port' for nginx: a bare port is a replica on this machine (127.0.0.1)."""
+    return f"127.0.0.1:{a}" if isinstance(a, int) or str(a).isdigit() else str(a)
+
+
+def parse_upstreams(text: str) -> list[str]:
+    """'10.0.0.2:8501,10.0.0.3:8501' -> ['10.0.0.2:8501', '10.0.0.3:8501'] (host:port each, checked)."""
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c in host for c in " ;{}\"'"):
+            raise ValueError(f"not a host:port upstream: {item!r}")
+        out.append(item)
+    if len(set(out)) != len(out):
+        raise ValueError(f"an upstream is given twice: {text!r}")
+    return out
+
+
+def render_config(replicas: list[int] | list[str], listen: str, workdir: Path, ws_timeout: float = 5.0,
+                  connect_timeout: float = 1.0, fail_timeout: float = 10.0) -> str:
+    """nginx's config for these replicas: ports on this machine, or 'host:port' on any host.
+
+    A replica that refuses or does not accept a connection within `connect_timeout` s is skipped for this
+    request (proxy_next_upstream error timeout) and left out of rotation for `fail_timeout` s (max_fails=1).
+    A websocket from which nothing came for `ws_timeout` s (the replicas ping every 2 s) is closed, so that the
+    browser reconnects: to another replica when its host is gone."""
+    addrs = [_addr(a) for a in replicas]
+    if not addrs:
+        raise ValueError("no replica for nginx to send requests to")
+    name = {a: "replica_" + "".join(c if c.isalnum() else "_" for c in a) for a in addrs}
+    fails = f"max_fails=1 fail_timeout={fail_timeout:g}s"
+    servers = "\n".join(f"        server {a} {fails};" for a in addrs)
+    picks = "\n".join(f'        "{a}" {name[a]};' for a in addrs)
     ups = "\n".join(
-        f"    upstream replica_{p} {{\n        server 127.0.0.1:{p} max_fails=1 fail_timeout=10s;\n"
-        + "".join(f"        server 127.0.0.1:{q} backup;\n" for q in replica_ports if q != p)
-        + "        keepalive 8;\n    }" for p in replica_ports)
+        f"    upstream {name[a]} {{\n        server {a} {fails};\n"
+        + "".join(f"        server {b} backup;\n" for b in addrs if b != a)
+        + "    }" for a in addrs)
     return (TEMPLATE.read_text().replace("{{WORKDIR}}", str(workdir)).replace("{{LISTEN}}", listen)
-            .replace("{{SERVERS}}", servers).replace("{{PICKS}}", picks).replace("{{REPLICA_UPSTREAMS}}", ups))
+            .replace("{{SERVERS}}", servers).replace("{{PICKS}}", picks).replace("{{REPLICA_UPSTREAMS}}", ups)
+            .replace("{{WS_TIMEOUT}}", f"{ws_timeout:g}s").replace("{{CONNECT_TIMEOUT}}", f"{connect_timeout:g}s")
+            .replace("{{FAIL_TIMEOUT}}", f"{fail_timeout:g}s"))
 
 
 @dataclass
@@ -98,12 +132,20 @@ class Options:
     health_grace: float = 60.0             # seconds after a (re)start before the health check counts failures
     start_retries: int = 20                # supervisor's back-off: 1 + 2 + ... + 20 s, then the health program
     stop_wait: float = 10.0
+    upstreams: list[str] = field(default_factory=list)       # replicas on other hosts, 'host:port' (nginx only)
+    replica_address: str = "127.0.0.1"     # where this host's replicas listen (0.0.0.0: for a front elsewhere)
+    ws_ping: int = 2                       # s between the replicas' websocket pings (server.websocketPingInterval)
+    ws_timeout: float = 5.0                # s without a byte from a replica before nginx drops its websocket
+    connect_timeout: float = 1.0           # s nginx waits for a replica to accept, then tries the next one
+    fail_timeout: float = 10.0             # s a replica that failed is out of nginx's rotation
 
     def ports(self) -> list[int]:
         if self.replica_ports:
             if len(self.replica_ports) != self.replicas:
                 raise ValueError(f"{len(self.replica_ports)} replica ports given for {self.replicas} replicas")
             return list(self.replica_ports)
+        if self.replicas == 0:
+            return []
         if self.first_port == 0:
             return [free_port() for _ in range(self.replicas)]
         return [self.first_port + i for i in range(self.replicas)]
@@ -140,18 +182,30 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 serverurl=unix://{_q(run / 'supervisor.sock')}
 """]
     for p in ports:
-        cmd = (f"{sys.executable} -m streamlit run {ROOT / 'app.py'} --server.port {p} --server.address 127.0.0.1 "
-               f"--server.headless true --browser.gatherUsageStats false")
+        cmd = (f"{sys.executable} -m streamlit run {ROOT / 'app.py'} --server.port {p} --server.address "
+               f"{o.replica_address} --server.headless true --browser.gatherUsageStats false "
+               f"--server.websocketPingInterval {o.ws_ping}")
         out.append(f"[program:replica-{p}]\ncommand={_q(cmd)}\ndirectory={_q(ROOT)}\nstartsecs=5\npriority=10\n"
                    + common + log(f"replica-{p}"))
     out.append(f"[program:nginx]\ncommand={_q(NGINX)} -p {_q(run)} -c {_q(run / 'nginx.conf')}\nstartsecs=1\n"
                f"priority=20\nstopsignal=TERM\n" + common + log("nginx"))
-    health = (f"{sys.executable} -m deploy.health --socket {run / 'supervisor.sock'} --ports "
-              f"{','.join(map(str, ports))} --every {o.health_every} --timeout {o.health_timeout} "
-              f"--fails {o.health_fails} --grace {o.health_grace}")
-    out.append(f"[program:health]\ncommand={_q(health)}\ndirectory={_q(ROOT)}\nstartsecs=1\npriority=30\n"
-               + common + log("health"))
+    if ports:                              # replicas on other hosts are their own launcher's to heal
+        health = (f"{sys.executable} -m deploy.health --socket {run / 'supervisor.sock'} --ports "
+                  f"{','.join(map(str, ports))} --address {_local(o.replica_address)} --every {o.health_every} "
+                  f"--timeout {o.health_timeout} --fails {o.health_fails} --grace {o.health_grace}")
+        out.append(f"[program:health]\ncommand={_q(health)}\ndirectory={_q(ROOT)}\nstartsecs=1\npriority=30\n"
+                   + common + log("health"))
     return "\n".join(out)
+
+
+def _local(address: str) -> str:
+    """The address this host reaches its own replicas at (a wildcard listen is reached on loopback)."""
+    return "127.0.0.1" if address in ("0.0.0.0", "", "::") else address
+
+
+def upstream_addresses(o: Options, ports: list[int]) -> list[str]:
+    """nginx's upstream servers: this host's replicas, then the ones on other hosts (--upstreams)."""
+    return [f"{_local(o.replica_address)}:{p}" for p in ports] + list(o.upstreams)
 
 
 def server_proxy(sock: str | Path):
@@ -225,7 +279,8 @@ def start_supervisor(o: Options, run: Path | None = None, env: dict[str, str] | 
     logs.mkdir(parents=True, exist_ok=True)
     ports = o.ports()
     port = o.port or free_port()
-    nginx_conf = render_config(ports, f"{o.host}:{port}", run)
+    nginx_conf = render_config(upstream_addresses(o, ports), f"{o.host}:{port}", run, ws_timeout=o.ws_timeout,
+                               connect_timeout=o.connect_timeout, fail_timeout=o.fail_timeout)
     (run / "nginx.conf").write_text(nginx_conf)
     test = subprocess.run([NGINX, "-t", "-p", str(run), "-c", str(run / "nginx.conf")], capture_output=True, text=True)
     if test.returncode:
@@ -236,7 +291,7 @@ def start_supervisor(o: Options, run: Path | None = None, env: dict[str, str] | 
     env.setdefault("STREAMLIT_BROWSER_GATHER_USAGE_STATS", "false")
     env.setdefault("STREAMLIT_SERVER_COOKIE_SECRET", secrets.token_hex(32))
     # torch's thread pool per replica: the cores shared out, so N replicas do not oversubscribe them
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(ports))))
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, len(ports)))))
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     proc = subprocess.Popen([sd, "-n", "-c", str(run / "supervisord.conf")], cwd=ROOT, env=env,
                             stdout=open(logs / "supervisord.out", "a"), stderr=subprocess.STDOUT,

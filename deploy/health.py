@@ -22,9 +22,9 @@ import urllib.request
 RUNNING, FATAL = 20, 200                      # supervisor's process state codes
 
 
-def answers(port: int, timeout: float) -> bool:
+def answers(port: int, timeout: float, address: str = "127.0.0.1") -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=timeout) as r:
+        with urllib.request.urlopen(f"http://{address}:{port}/_stcore/health", timeout=timeout) as r:
             return r.status == 200
     except OSError:
         return False
@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--socket", required=True)
     ap.add_argument("--ports", required=True, help="the replicas' ports, comma-separated")
+    ap.add_argument("--address", default="127.0.0.1", help="the address the replicas answer on")
     ap.add_argument("--every", type=float, default=5.0)
     ap.add_argument("--timeout", type=float, default=3.0)
     ap.add_argument("--fails", type=int, default=3)
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
                     or info["pid"] in killed):
                 fails[p] = 0
                 continue
-            if answers(p, a.timeout):
+            if answers(p, a.timeout, a.address):
                 fails[p] = 0
                 continue
             fails[p] += 1
