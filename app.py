@@ -76,7 +76,8 @@ class PageBaseUrl:
                 body = held["body"].replace(b"<head>", b"<head>" + BASE_SCRIPT.encode(), 1)
                 start = held.pop("start")
                 start["headers"] = [(k, str(len(body)).encode() if k.lower() == b"content-length" else v)
-                                    for k, v in start.get("headers", [])]
+                                    for k, v in start.get("headers", [])
+                                    if k.lower() not in (b"etag", b"last-modified")]   # not the file's own version
                 await send(start)
                 await send({"type": "http.response.body", "body": body})
                 return
