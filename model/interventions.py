@@ -328,10 +328,16 @@ def _compare_translator(lab, text, iv, shuffle_seed, top_k) -> Comparison:
     x_a, x_b, y = (torch.tensor([v], device=dev) for v in (ids, ids_b, tgt_a))
     out_a = m(x_a, y, trace=True)
     out_b = m(x_b, y, trace=True, interventions=iv)
-    words, pa, pb, kl, tv = _dist_rows(_probs(out_a.logits[0, 0].cpu()), _probs(out_b.logits[0, 0].cpu()),
-                                       lab.vocab, top_k)
+    # the step drawn: where the intervened translation first departs from the intact one, else the step whose
+    # next-word distribution moved most (both teacher-forced on the intact translation)
+    lp_a, lp_b = _probs(out_a.logits[0].cpu()), _probs(out_b.logits[0].cpu())          # (T, V)
+    part = next((t for t in range(len(tgt_a) - 1) if t + 1 >= len(tgt_b) or tgt_a[t + 1] != tgt_b[t + 1]), None)
+    step = part if part is not None else int((lp_a.exp() - lp_b.exp()).abs().sum(-1).argmax())
+    words, pa, pb, kl, tv = _dist_rows(lp_a[step], lp_b[step], lab.vocab, top_k)
     maps_a, maps_b = _stack_maps(out_a.trace), _stack_maps(out_b.trace)
     tgt_tokens = [lab.vocab[i] for i in tgt_a]
+    prefix = " ".join(tgt_tokens[1:step + 1])
+    predicts = f"the French word after “{prefix}”" if step else "the first French word"
     att, change, ql, kl_ = {}, {}, {}, {}
     for s in maps_a:
         pq = perm if s == "encoder" else None
@@ -343,7 +349,7 @@ def _compare_translator(lab, text, iv, shuffle_seed, top_k) -> Comparison:
         kl_[s] = tgt_tokens if s == "decoder" else src.tokens
     return Comparison(src.tokens, [lab.src_vocab[i] for i in ids_b], words, pa, pb, kl, tv, att, change, ql, kl_,
                       translation_intact=lab.decode(tgt_a[1:]), translation_broken=lab.decode(tgt_b[1:]),
-                      predicts="the first French word", aligned=perm is None)
+                      predicts=predicts, aligned=perm is None)
 
 
 def _compare_hf(lab, text, iv, shuffle_seed, top_k) -> Comparison:

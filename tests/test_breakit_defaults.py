@@ -128,3 +128,17 @@ def test_the_opening_head_is_the_one_patching_finds_for_agreement():
     assert "40 of 40" in opening_why("transformer-lm") and "Layer 3, head 2" in opening_why("transformer-lm")
     o = OPENINGS["transformer-lm"]
     assert (o.layer, o.heads) == (2, (1,))
+
+
+def test_translator_chart_is_drawn_where_the_translations_part():
+    """The translator's comparison draws the step where the intervened translation departs from the intact one
+    (its title names the French words before it), so the default's chart moves visibly."""
+    import model
+    from model.interventions import build, compare
+
+    tr = model.load("translator-en-fr", "cpu")
+    c = compare(tr, "the cat ate the soup because it was hungry",
+                build("heads", stack="encoder", layer=0, heads=range(tr.arch.n_heads)))
+    assert c.translation_intact != c.translation_broken
+    assert c.predicts == "the French word after “le chat a mangé la soupe parce”"
+    assert c.tv >= 0.1
