@@ -15,7 +15,8 @@ def _model(name):
     return _cache[name]
 
 
-SLOW = {"attention.translator_it", "translate.it_gender"}      # seconds each: held-out sentences through the translator
+SLOW = {"attention.translator_it", "translate.it_gender", "patching.agreement_head", "lstm.number_fades",
+        "attention.number_family", "break.no_mask"}     # 4-14 CPU-s each: many generated sentences per check
 
 
 @pytest.mark.parametrize("lesson", [pytest.param(l, id=l.key, marks=pytest.mark.slow if l.key in SLOW else ())
