@@ -534,6 +534,7 @@ def test_break_it_ablates_heads_of_a_grouped_query_llama(tiny, monkeypatch):
     assert np.abs(intact - broken).max() > 1e-4                     # the ablation is visible in the chart
 
 
+@pytest.mark.unit
 def test_token_limit_comes_from_positions_and_the_trace_budget(tmp_path, monkeypatch):
     """No constant: a model with 4,096 positions is traced as far as the server's trace budget allows, and the
     message for a longer text names that limit."""
