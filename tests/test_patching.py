@@ -10,7 +10,6 @@ from model import hooks
 from model.hooks import HookRun
 from model.patching import _batched, agreement_pairs, patch, single_patch
 
-pytestmark = pytest.mark.unit
 LM_PAIR = ("the key to the old cabinet", "the keys to the old cabinet")
 TR_PAIR = ("the cat ate the soup because it was hot", "the cat ate the soup because it was hungry")
 
@@ -25,6 +24,7 @@ def tr():
     return model.load("translator-en-fr", "cpu")
 
 
+@pytest.mark.unit
 def test_patching_nothing_gives_the_clean_run_exactly(lm):
     ids = lm.tokenize(LM_PAIR[0]).ids
     rec = HookRun(record={"blocks.1.resid_pre"})
@@ -34,6 +34,7 @@ def test_patching_nothing_gives_the_clean_run_exactly(lm):
     assert torch.equal(same, clean)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("which", slow_except(["lm", "tr"], {"lm"}))   # tr: seconds
 def test_patching_the_first_blocks_input_everywhere_gives_the_corrupted_run(which, lm, tr):
     lab, (a, b) = (lm, LM_PAIR) if which == "lm" else (tr, TR_PAIR)
@@ -47,6 +48,7 @@ def test_patching_the_first_blocks_input_everywhere_gives_the_corrupted_run(whic
     assert np.abs(others).max() < 1e-5                        # identical words: patching them changes nothing
 
 
+@pytest.mark.unit
 def test_a_heads_batched_effect_equals_a_separate_run_with_that_head_replaced(lm):
     res = patch(lm, *LM_PAIR, positions=False)
     vocab = lm.vocab
@@ -58,6 +60,7 @@ def test_a_heads_batched_effect_equals_a_separate_run_with_that_head_replaced(lm
         assert abs(want - res.heads["self"][layer, head]) < 1e-4, (layer, head)
 
 
+@pytest.mark.unit
 @pytest.mark.slow
 def test_lm_number_reaches_the_verb_through_one_late_attention_output_on_40_generated_sentences(lm):
     """What the page finds on its default pair holds on a family: in 40 generated subject-attractor sentences,
@@ -74,6 +77,7 @@ def test_lm_number_reaches_the_verb_through_one_late_attention_output_on_40_gene
     assert len(strongest) == 1 and next(iter(strongest))[0] == lm.arch.n_layers - 1
 
 
+@pytest.mark.apptest
 def test_patching_page_draws_heads_and_positions_for_the_lm_and_the_translator():
     for name in ("transformer-lm", "translator-en-fr"):
         at = AppTest.from_file(str(ROOT / "lab.py"), default_timeout=180)
@@ -89,6 +93,7 @@ def test_patching_page_draws_heads_and_positions_for_the_lm_and_the_translator()
         assert "alone moves the answer" in said
 
 
+@pytest.mark.apptest
 def test_patching_page_names_why_for_the_lstm_and_for_texts_of_different_lengths():
     at = AppTest.from_file(str(ROOT / "lab.py"), default_timeout=180)
     at.session_state["model_choice"] = "lstm-lm"
@@ -100,6 +105,7 @@ def test_patching_page_names_why_for_the_lstm_and_for_texts_of_different_lengths
         patch(model.load("transformer-lm", "cpu"), "the key", "the keys to the")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("family", slow_except(["gpt2", "llama", "qwen2", "bert", "t5", "bart"],
                                                 {"gpt2", "llama", "qwen2", "bert", "bart"}))   # t5: seconds
 def test_patching_a_hugging_face_family_through_its_table(family, tmp_path):
@@ -122,6 +128,7 @@ def test_patching_a_hugging_face_family_through_its_table(family, tmp_path):
     assert all(np.isfinite(v).all() for v in res.heads.values())
 
 
+@pytest.mark.apptest
 @pytest.mark.parametrize("clean", ["", "   ", "the key to the \x00 cabinet", "zzz qqq", "<b>the</b> [x](http://e.invalid)"])
 def test_patching_page_names_bad_texts_in_its_own_fields(clean):
     at = AppTest.from_file(str(ROOT / "lab.py"), default_timeout=180)
