@@ -4,7 +4,7 @@ import streamlit as st
 from app_pages import common as c
 from model import LabError, Translates
 from model.interventions import (N_AGREE, N_CE, N_TRANSLATE, NEEDS, SUBLAYER_NAMES, build, compare, describe, heldout,
-                                 layout, offers, opening, supported, word_order_demo)
+                                 layout, offers, opening, supported, with_reference, word_order_demo)
 from viz.experiments import attention_pair, distribution_pair, head_change_grid
 
 m, _ = c.open_page(
@@ -47,8 +47,13 @@ if what == "heads":
     first_heads = [h + 1 for h in first.heads] if ours and first.heads is not None else head_opts
     layer = cols[1].selectbox("Layer", layer_opts, **c.bound("layer", first_layer, options=layer_opts))
     heads = cols[2].multiselect("Heads", head_opts, **c.bound("heads", first_heads, options=head_opts))
-    mode = cols[3].radio("Replace the output by", ["zero", "mean"], captions=["zeros", "its mean over positions"],
-                         **c.bound("mode", first.head_mode, options=["zero", "mean"]))
+    modes = ["reference", "mean", "zero"]
+    mode = cols[3].radio("Replace the output by", modes,
+                         format_func={"reference": "its mean (reference set)", "mean": "its mean (this text)",
+                                      "zero": "zeros"}.get,
+                         captions=["over held-out or example sentences: the head says nothing particular",
+                                   "over this text's positions", "off the inputs the model knows"],
+                         **c.bound("mode", first.head_mode, options=modes))
     layers = range(n_layers) if layer == "every" else layer - 1
     kw = dict(stack=stack, layer=layers, heads=[h - 1 for h in heads], head_mode=mode)
 elif what in ("layernorm", "residual"):
@@ -71,7 +76,7 @@ if what == "heads" and not kw["heads"]:
     st.info("Pick at least one head to ablate.")
     st.stop()
 
-st.markdown(f"**Switched off:** {c.md_escape(describe(iv, seed))}")
+st.markdown(f"**Switched off:** {c.md_escape(describe(with_reference(m, iv), seed))}")
 first_heads_all = range(parts.get(first_stack, {}).get("heads", 0))
 if first.why and what == first.what and iv == build(first.what, stack=first_stack, layer=first.layer,
                                                     heads=first.heads if first.heads is not None else first_heads_all,

@@ -18,8 +18,11 @@ architecture table places (W_o's input, the position module), for the calling th
 """
 from __future__ import annotations
 
+import dataclasses
 import random
+import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -82,7 +85,9 @@ def describe(iv: Interventions, shuffle_seed: int | None = None) -> str:
         by_layer: dict[tuple[str, int], list[int]] = {}
         for s, l, h in sorted(iv.ablate_heads):
             by_layer.setdefault((s, l), []).append(h + 1)
-        what = "set to 0" if iv.head_mode == "zero" else "replaced by their mean over positions"
+        what = {"zero": "set to 0", "mean": "replaced by their mean over this text's positions",
+                "reference": "replaced by their mean output over the reference set"
+                             + (f" ({iv.reference_label})" if iv.reference_label else "")}[iv.head_mode]
         parts.append("; ".join(f"{s} layer {l + 1} heads {', '.join(map(str, hs))}" for (s, l), hs in by_layer.items())
                      + f" {what}")
     if iv.no_positions:
@@ -140,7 +145,7 @@ class Opening:
     stack: str | None = None                 # None: the model's first attention stack
     layer: int = 0
     heads: tuple[int, ...] | None = None     # None: every head of the layer
-    head_mode: str = "zero"
+    head_mode: str = "reference"             # mean ablation over the reference set (zeroing leaves the model's inputs)
     why: str = ""                            # said while this intervention is chosen (tests/test_breakit_defaults.py)
 
 
@@ -148,7 +153,8 @@ class Opening:
 # (lessons.DEFAULTS["experiments"]); the figures are measured by tests/test_breakit_defaults.py.
 OPENINGS: dict[str, Opening] = {
     # layer 3, head 2 carries the subject's number to the verb (activation patching: the strongest head in 40 of 40
-    # generated agreement pairs); switched off, "the dog that the cats chased" is followed by "were" (TV 0.66)
+    # generated agreement pairs); replaced by its mean over the reference set, the next word after "the dog that the
+    # cats chased" moves by TV 0.53 (agreement on held-out items 100% -> 93%)
     "transformer-lm": Opening(layer=2, heads=(1,), why=(
         "Layer 3, head 2 is the head that carries the subject's number to the verb: activation patching (Find the "
         "cause) names it the strongest head in 40 of 40 generated agreement pairs.")),
@@ -183,6 +189,64 @@ def _shuffled(ids: list[int], seed: int, keep_first: int, keep_last: int) -> lis
     return [ids[i] for i in perm]
 
 
+# ----------------------------------------------------------------------------- the reference set (mean ablation)
+N_REFERENCE = 50                                  # texts whose mean head outputs replace an ablated head
+REFERENCE_TEXTS = ("the bear ate the honey because it was hungry", "the keys to the old cabinet are on the table",
+                   "the black cat ate the mouse", "the cat sat on the mat", "he is reading a book",
+                   "the dog that the cats chased was tired", "a bird sat near the river")
+_REFERENCE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_REFERENCE_LOCK = threading.Lock()
+
+
+def reference_texts(lab) -> tuple[list[str], str]:
+    """The reference set of a model and its description: held-out sentences of the built-in corpus for the
+    built-in models, the lab's example sentences (those the model can read) for others."""
+    if _is_builtin_transformer(lab):                 # the end of the held-out split: apart from the evaluation slice
+        from . import corpora
+
+        if isinstance(lab.module, Seq2SeqTransformer):
+            texts = [e for e, _ in corpora.translation_datasets(30000, 1000, 0)[1][-N_REFERENCE:]]
+        else:
+            texts = list(corpora.lm_datasets(30000, 2000, 0)[1][-N_REFERENCE:])
+        return texts, f"{len(texts)} held-out sentences"
+    texts = [t for t in REFERENCE_TEXTS if not lab.tokenize(t).unknown] or list(REFERENCE_TEXTS[:1])
+    return texts, f"{len(texts)} example sentences"
+
+
+@torch.inference_mode()
+def reference_means(lab) -> tuple[dict[str, torch.Tensor], str]:
+    """head_out point -> (heads, d_head) mean output of every head over the model's reference set (every
+    position of every text), computed once per model; and the set's description."""
+    with _REFERENCE_LOCK:
+        if lab in _REFERENCE:
+            return _REFERENCE[lab]
+    texts, label = reference_texts(lab)
+    names = {f"{'' if s == 'self' else 'decoder.' if s == 'cross' else s + '.'}blocks.{l}."
+             f"{'cross' if s == 'cross' else 'attn'}.head_out"
+             for s, v in layout(lab).items() for l in range(v["layers"])}
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    for t in texts:
+        rec = HookRun(record=names)
+        with hooks.active(rec):
+            lab.run(t)
+        for name, x in rec.cache.items():                       # (1, H, T, d): the last (whole) pass of the run
+            sums[name] = sums.get(name, 0) + x[0].float().sum(1).cpu()
+            counts[name] = counts.get(name, 0) + x.shape[2]
+    out = ({name: sums[name] / counts[name] for name in sums}, label)
+    with _REFERENCE_LOCK:
+        _REFERENCE[lab] = out
+    return out
+
+
+def with_reference(lab, iv: Interventions) -> Interventions:
+    """`iv` with its reference means attached when it ablates heads to the reference mean."""
+    if iv.head_mode != "reference" or not iv.ablate_heads or iv.reference is not None:
+        return iv
+    means, label = reference_means(lab)
+    return dataclasses.replace(iv, reference=means, reference_label=label)
+
+
 # ----------------------------------------------------------------------------- models with hook points
 def hooked_run(lab, iv: Interventions) -> HookRun:
     """The edits of `iv` at the hook points of a Hugging Face model (placed from its architecture table); a
@@ -198,7 +262,7 @@ def hooked_run(lab, iv: Interventions) -> HookRun:
     for s, l, h in iv.ablate_heads:
         if s not in lay or not 0 <= l < lay[s]["layers"] or not 0 <= h < lay[s]["heads"]:
             raise InputError(f"No head {h + 1} in layer {l + 1} of the {s} stack of {lab.name}.")
-    return lab.intervention_run(iv)
+    return lab.intervention_run(with_reference(lab, iv))
 
 
 # ----------------------------------------------------------------------------- one text, side by side
@@ -271,6 +335,7 @@ def compare(lab, text: str, iv: Interventions, shuffle_seed: int | None = None, 
     """Intact vs intervened on one text: next-word distribution, attention maps, per-head change."""
     if not kinds(lab):
         raise InputError(supported(lab))
+    iv = with_reference(lab, iv)
     if not _is_builtin_transformer(lab):
         return _compare_hf(lab, text, iv, shuffle_seed, top_k)
     module, dev = lab.module, lab.device
@@ -465,6 +530,7 @@ def heldout(lab, iv: Interventions, shuffle_seed: int | None = None) -> tuple[li
     """[(figure, intact, intervened)], a sentence saying what slice was used, and the seconds it took."""
     if not _is_builtin_transformer(lab):
         raise InputError("Held-out figures are computed for the built-in models only.")
+    iv = with_reference(lab, iv)
     t0 = time.perf_counter()
     if isinstance(lab.module, Seq2SeqTransformer):
         a, b = translator_figures(lab, None), translator_figures(lab, iv, shuffle_seed)

@@ -145,15 +145,19 @@ def stack_prefix(stack: str) -> str:
     return {"self": "", "encoder": "encoder.", "decoder": "decoder.", "cross": "decoder."}[stack]
 
 
-def ablate_heads_edit(heads: tuple[int, ...], mode: str, q_valid: Tensor | None):
-    """An edit of a `head_out` point (B, h, Tq, d_k): the listed heads set to 0, or to their mean over the
-    valid query positions of this call (mode "mean")."""
+def ablate_heads_edit(heads: tuple[int, ...], mode: str, q_valid: Tensor | None, reference: Tensor | None = None):
+    """An edit of a `head_out` point (B, h, Tq, d_k): the listed heads set to 0, to their mean over the valid query
+    positions of this call (mode "mean"), or to their mean output over a reference set of texts (mode "reference":
+    `reference` is that (h, d_k) mean)."""
     idx = list(heads)
 
     def edit(out: Tensor) -> Tensor:
         out = out.clone()
         if mode == "zero":
             out[:, idx] = 0.0
+            return out
+        if mode == "reference":
+            out[:, idx] = reference[idx][None, :, None, :].to(out.dtype).expand_as(out[:, idx])
             return out
         sel = out[:, idx]                                                    # (B, n, Tq, d_k)
         if q_valid is None:
@@ -192,19 +196,22 @@ class Interventions:
 
     ablate_heads: frozenset = frozenset()     # {(stack, layer, head)}: that head's output removed
     head_mode: str = "zero"                   # "zero": head output set to 0; "mean": to its mean over the
-                                              # (non-padding) query positions of this call
+                                              # (non-padding) query positions of this call; "reference": to its
+                                              # mean output over a reference set of texts (`reference`)
     no_positions: bool = False                # add no positional encoding (every stack)
     no_causal_mask: bool = False              # decoder self-attention may look at later tokens
     skip_layernorm: frozenset = frozenset()   # {(stack, layer, sublayer)}: sublayer "attn" | "cross" | "ffn";
                                               # (stack, -1, "final") for a pre-LN model's final LayerNorm
     skip_residual: frozenset = frozenset()    # {(stack, layer, sublayer)}: output = sublayer only, no "x +"
     no_scale: bool = False                    # scores q.k without the 1/sqrt(d_k) factor
+    reference: dict | None = field(default=None, compare=False, repr=False)  # head_out point -> (h, d_k) mean
+    reference_label: str = ""                 # what the reference set was, in words (part of the identity)
 
     def __post_init__(self) -> None:
         for name in ("ablate_heads", "skip_layernorm", "skip_residual"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
-        if self.head_mode not in ("zero", "mean"):
-            raise ValueError(f"head_mode must be 'zero' or 'mean', got {self.head_mode!r}")
+        if self.head_mode not in ("zero", "mean", "reference"):
+            raise ValueError(f"head_mode must be 'zero', 'mean' or 'reference', got {self.head_mode!r}")
 
     @property
     def active(self) -> bool:
@@ -227,8 +234,11 @@ class Interventions:
         for s, l, _ in sorted(self.ablate_heads):
             if s in q_valid:
                 sub = "cross" if s == "cross" else "attn"
-                edits[f"{stack_prefix(s)}blocks.{l}.{sub}.head_out"] = ablate_heads_edit(
-                    self.heads(s, l), self.head_mode, q_valid[s])
+                name = f"{stack_prefix(s)}blocks.{l}.{sub}.head_out"
+                if self.head_mode == "reference" and (self.reference is None or name not in self.reference):
+                    raise ValueError(f"head_mode 'reference' needs the reference mean of {name}")
+                edits[name] = ablate_heads_edit(self.heads(s, l), self.head_mode, q_valid[s],
+                                                (self.reference or {}).get(name))
         for s in q_valid:
             if self.no_positions and s != "cross":
                 edits[f"{stack_prefix(s)}pos"] = pos_edit or _zero

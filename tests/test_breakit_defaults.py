@@ -49,16 +49,17 @@ def test_transformer_lm_opens_on_a_head_that_moves_the_prediction():
     at = _page()
     assert at.session_state["text"] == lessons.DEFAULTS["experiments"]["transformer-lm"]
     switched = next(m.value for m in at.markdown if m.value.startswith("**Switched off:**"))
-    assert "self layer 3 heads 2 set to 0" in switched, switched
+    assert ("self layer 3 heads 2 replaced by their mean output over the reference set (50 held-out sentences)"
+            in switched.replace("\\", "")), switched
     assert opening_why("transformer-lm") in [c.value for c in at.caption]     # why this head (checked below)
-    assert _tv(at) >= 0.1                                  # measured 0.656: "was" (39%) intact, "were" (33%) ablated
+    assert _tv(at) >= 0.1                                  # measured 0.53 (mean over the reference set; zeros: 0.66)
     line = next(m.value for m in at.markdown if m.value.startswith("Most likely as the word after “chased”:"))
     assert "“was”" in line and "“were”" in line, line
     # layer 3 is the last layer: no head after it, and the page says so
     assert any(m.value.startswith("**No other head changed:** layer 3 is the last layer") for m in at.markdown)
     rows = {r[0]: (float(r[1]), float(r[2])) for r in at.table[0].value.values.tolist()}
     acc = rows["agreement accuracy"]
-    assert acc[1] < acc[0] - 0.1, acc                       # held-out agreement 100% -> 78%
+    assert acc[1] < acc[0] - 0.05, acc                      # held-out agreement 100% -> 93% (mean ablation)
 
 
 def test_ablating_an_early_layer_counts_the_heads_downstream_that_changed():

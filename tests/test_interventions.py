@@ -313,3 +313,35 @@ def test_break_it_hint_no_causal_mask_lowers_agreement_on_transformer_lm():
     rows, _, _ = heldout(model.load("transformer-lm", "cpu"), build("mask"), None)
     acc = dict((r[0], r[1:]) for r in rows)["agreement accuracy"]
     assert acc[1] < acc[0] - 0.2, acc
+
+
+def test_reference_mean_ablation_puts_the_heads_mean_over_the_reference_set_in_its_place():
+    """Mode "reference": the head's output at every position becomes its mean output over the reference set,
+    which is the average of what the head output on those texts (recomputed here, text by text)."""
+    import model
+    from model.interventions import reference_means, reference_texts, with_reference
+
+    lab = model.load("transformer-lm", "cpu")
+    means, label = reference_means(lab)
+    texts, _ = reference_texts(lab)
+    assert label == "50 held-out sentences" and len(texts) == 50
+    name = "blocks.2.attn.head_out"
+    total, n = 0, 0
+    for t in texts[:50]:
+        rec = HookRun(record={name})
+        with hooks.active(rec), torch.no_grad():
+            lab.module(torch.tensor([lab.tokenize(t).ids]))
+        total, n = total + rec.cache[name][0].sum(1), n + rec.cache[name].shape[2]
+    torch.testing.assert_close(means[name], total / n, atol=1e-5, rtol=1e-5)
+    iv = with_reference(lab, Interventions(ablate_heads={("self", 2, 1)}, head_mode="reference"))
+    ids = torch.tensor([lab.tokenize("the dog that the cats chased").ids])
+
+    def by_hand(x):
+        x = x.clone()
+        x[:, 1] = means[name][1]
+        return x
+    with torch.no_grad():
+        got = lab.module(ids, interventions=iv).logits
+        with hooks.active(HookRun({name: by_hand})):
+            want = lab.module(ids).logits
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
