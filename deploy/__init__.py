@@ -6,7 +6,9 @@
 Writes a supervisord config (and nginx's, from deploy/nginx.conf.template) into a run folder and
 runs `supervisord` in front of four kinds of program:
 
-- `replica-PORT`: `streamlit run app.py` on 127.0.0.1:PORT (ports by flag; 0 picks free ones).
+- `replica-PORT`: `streamlit run app.py` on 127.0.0.1:PORT (ports by flag; 0 picks free ones), through
+  `python -m deploy.replica`, which lets a session that moved here after a lost replica or host run its page
+  on the student's next move (see deploy/replica.py).
   Restarted whenever it exits (autorestart); a start that fails is retried with supervisor's
   growing back-off (1 s, 2 s, 3 s ... up to --start-retries times).
 - `nginx` in front of them (sticky sessions by cookie, websockets; see the template).
@@ -182,7 +184,7 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 serverurl=unix://{_q(run / 'supervisor.sock')}
 """]
     for p in ports:
-        cmd = (f"{sys.executable} -m streamlit run {ROOT / 'app.py'} --server.port {p} --server.address "
+        cmd = (f"{sys.executable} -m deploy.replica run {ROOT / 'app.py'} --server.port {p} --server.address "
                f"{o.replica_address} --server.headless true --browser.gatherUsageStats false "
                f"--server.websocketPingInterval {o.ws_ping}")
         out.append(f"[program:replica-{p}]\ncommand={_q(cmd)}\ndirectory={_q(ROOT)}\nstartsecs=5\npriority=10\n"
