@@ -26,7 +26,7 @@ from app_pages.registry import KEYS
 
 
 def _import_ahead() -> None:
-    from model.store import apply_torch_threads
+    from model.serving.store import apply_torch_threads
 
     apply_torch_threads()     # LAB_TORCH_THREADS (default 1): script threads started after this use it
     import app_pages.common  # noqa: F401  (imports model, hence torch)

@@ -7,7 +7,7 @@ import streamlit as st
 from app_pages import common as c
 from app_pages import lesson, registry
 from app_pages.address import keep_in_url
-from model.store import SUGGESTED_HF
+from model.serving.store import SUGGESTED_HF
 
 PRESENT = st.session_state.get("present", st.query_params.get("present", "") in ("1", "true"))
 st.set_page_config(page_title="Transformer & LSTM lab", page_icon="🔬", layout="wide",
@@ -118,7 +118,7 @@ def use_text_typed() -> None:
 def page_default_text(page: str) -> None:
     """Until the user types their own text (or a link brings one), each page opens on its lesson's sentence for
     the chosen built-in model: a choice point for Sampling, the agreement phrase for the LSTM, and so on."""
-    from model import lessons
+    from model.teaching import lessons
 
     current = st.session_state.get("text", c.DEFAULT_TEXT)
     defaults = {c.DEFAULT_TEXT} | {t for by_model in lessons.DEFAULTS.values() for t in by_model.values()}

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import streamlit as st
 
-from model.sampling import SamplingSettings
+from model.nets.sampling import SamplingSettings
 
 BIND = "query-params"
 

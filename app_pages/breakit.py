@@ -14,7 +14,7 @@ def break_it(m: LabModel, what: str, label: str, key: str, head: tuple[str, int,
     forward pass, never a change to the shared model), draws its next-word distribution beside the intact one (and
     one head's map, intact and broken, when `head` = (stack, layer, head) is given), and links to the Break it
     page. Offered only for the models the intervention applies to."""
-    from model.interventions import build, compare, offers
+    from model.teaching.interventions import build, compare, offers
     from viz.experiments import attention_pair, distribution_pair
 
     if not offers(m, what, choice.get("stack")) or not st.toggle(label, **c.bound(key, False)):

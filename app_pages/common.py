@@ -16,7 +16,7 @@ from app_pages.address import (bound, labelled, link_version, number, sampling_c
 from app_pages.figures import cached_figure, export, plot  # noqa: F401 (pages: c.plot …)
 from app_pages.lesson import example_for, hints  # noqa: F401 (pages: c.example_for …)
 from model import LabError, LabModel, Run, TracedRun
-from model.store import LinkPolicy, ModelStore, TraceCache
+from model.serving.store import LinkPolicy, ModelStore, TraceCache
 
 DEFAULT_TEXT = "the bear ate the honey because it was hungry"
 OTHER = "Other Hugging Face id or local folder…"
@@ -149,7 +149,7 @@ def get_run(m: LabModel, text_: str, target: str | tuple[int, ...] | None = None
     once however many sessions ask (the others wait for it), at most LAB_MAX_TRACES at once, its estimated bytes
     reserved while it runs. While it waits its place in the queue is shown; a session that goes away stops waiting
     (the callback's Streamlit call raises), and work nobody waits for is dropped."""
-    from model.store import run_estimate
+    from model.serving.store import run_estimate
 
     shown: list = []
 

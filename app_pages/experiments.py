@@ -3,7 +3,7 @@ import streamlit as st
 
 from app_pages import common as c
 from model import LabError, Translates
-from model.interventions import (N_AGREE, N_CE, N_TRANSLATE, NEEDS, SUBLAYER_NAMES, build, compare, describe, heldout,
+from model.teaching.interventions import (N_AGREE, N_CE, N_TRANSLATE, NEEDS, SUBLAYER_NAMES, build, compare, describe, heldout,
                                  layout, offers, opening, supported, with_reference, word_order_demo)
 from viz.experiments import attention_pair, distribution_pair, head_change_grid
 

@@ -30,7 +30,7 @@ def cached_figure(m: LabModel | None, what: str, args: tuple, build: Callable[[]
     must not change it; `plot` copies it for projector mode. (Rebuilding a Figure from a cached dict instead cost
     more than building the figure: plotly validates every property, the whole template included.)"""
     from app_pages.common import cached, traces
-    from model.store import trace_bytes
+    from model.serving.store import trace_bytes
 
     def make() -> _CachedFigure:
         fig = build()

@@ -50,7 +50,7 @@ def hints(page: str, m: LabModel) -> None:
     """What this page shows about this model: each line is a lesson in model/lessons.py whose check a test runs
     on the model it names, so a hint only appears with the model it is true for. A button loads its sentence."""
     from app_pages.common import md_escape, presenting, text, tokens_line, use_text
-    from model import lessons
+    from model.teaching import lessons
 
     found = lessons.lessons_for(page, m.name)
     if not found:
@@ -65,6 +65,6 @@ def hints(page: str, m: LabModel) -> None:
 
 def example_for(m: LabModel, page: str = "home") -> str | None:
     """A text this model knows (the page's own default), for the 'use a sentence it knows' button."""
-    from model import lessons
+    from model.teaching import lessons
 
     return lessons.default_text(page, m.name)

@@ -3,7 +3,7 @@ import streamlit as st
 
 from app_pages import common as c
 from model import Hooked, LabError, MaskedFill, Translates
-from model.patching import SITE_NAMES, patch
+from model.teaching.patching import SITE_NAMES, patch
 from viz.patching import head_effects, position_effects
 
 STACK_NAMES = {"self": "", "encoder": "encoder ", "decoder": "decoder ", "cross": "cross-attention "}

@@ -3,7 +3,7 @@ import streamlit as st
 
 from app_pages import common as c
 from app_pages.breakit import break_it
-from model.interventions import offers
+from model.teaching.interventions import offers
 from model import PositionTable, views
 from viz.positional import pe_heatmap, pe_similarity, pe_waves
 

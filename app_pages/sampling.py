@@ -3,7 +3,7 @@ import streamlit as st
 
 from app_pages import common as c
 from model import MaskedFill, NextToken, Translates, views
-from model.sampling import SamplingSettings
+from model.nets.sampling import SamplingSettings
 from components import live_sampling
 from viz.sampling import final_distribution, generation_steps, sample_histogram
 

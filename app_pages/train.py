@@ -5,8 +5,8 @@ import streamlit as st
 
 from app_pages import common as c
 from model import LabError
-from model.forgetting import agreement_by_distance, decay_per_word, gradient_profiles, time_per_token
-from model.jobs import (KINDS, LABELS, MANAGER, PRESETS, VISIBLE_PRESETS, JobLimitError, estimate_seconds,
+from model.teaching.forgetting import agreement_by_distance, decay_per_word, gradient_profiles, time_per_token
+from model.training.jobs import (KINDS, LABELS, MANAGER, PRESETS, VISIBLE_PRESETS, JobLimitError, estimate_seconds,
                         measured_tokens_per_s, save_trained, tokenizer)
 from viz.experiments import accuracy_by_distance, gradient_profiles as gradient_figure, loss_curves
 from viz.experiments import time_per_token as time_figure

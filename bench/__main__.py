@@ -109,7 +109,7 @@ def bench_generation(repeat: int) -> None:
 def _gpt2_generator():
     """Our TransformerLM at GPT-2-small size behind the lab's own `Generates` loop (vocabulary ids as words)."""
     from model.api import Generates, LabModel
-    from model.transformer import TransformerLM
+    from model.nets.transformer import TransformerLM
 
     torch.manual_seed(0)
     module = TransformerLM(gpt2_small_config()).eval()
@@ -133,7 +133,7 @@ def _gpt2_generator():
 
 
 def gpt2_small_config():
-    from model.transformer import TransformerConfig
+    from model.nets.transformer import TransformerConfig
 
     return TransformerConfig(vocab_size=50257, d_model=768, h=12, d_ff=3072, n_layers=12, max_len=1024, dropout=0.0,
                              pos_encoding="learned", norm="pre", activation="gelu", tie_embeddings=True)
@@ -143,7 +143,7 @@ def bench_gpt2(repeat: int) -> None:
     """Our GPT-2-small-sized decoder beside transformers' GPT-2 (random weights, eager attention), 128 tokens."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from model.transformer import TransformerLM
+    from model.nets.transformer import TransformerLM
 
     torch.manual_seed(0)
     ours = TransformerLM(gpt2_small_config()).eval()
@@ -194,7 +194,7 @@ def bench_hf_trace(repeat: int) -> None:
 
 
 def bench_sampling(repeat: int) -> None:
-    from model import sampling
+    from model.nets import sampling
 
     torch.manual_seed(0)
     logits = torch.randn(50257) * 3
@@ -304,7 +304,7 @@ def bench_tokens(repeat: int) -> None:
     import model
     from devkit.hf_fixtures import save_word_tokenizer
     from model import views
-    from model.store import trace_bytes
+    from model.serving.store import trace_bytes
     from viz.attention import attention_grid, attention_heatmap
 
     torch.manual_seed(0)
@@ -331,7 +331,7 @@ def bench_tokens(repeat: int) -> None:
 
 
 def bench_training(repeat: int) -> None:
-    from model.jobs import training_throughput
+    from model.training.jobs import training_throughput
 
     for threads in (1, None):
         for what, figure, target in training_throughput(threads=threads):
@@ -339,7 +339,7 @@ def bench_training(repeat: int) -> None:
 
 
 def bench_trainqueue(repeat: int) -> None:
-    from model.jobs import queue_rows
+    from model.training.jobs import queue_rows
 
     for what, figure, target in queue_rows():
         row(what, figure, target)
@@ -454,7 +454,7 @@ def _flood(sessions: int, tokens: int, bounded: bool) -> None:
 
     import model
     from devkit.hf_fixtures import save_word_tokenizer
-    from model.store import TraceCache, apply_torch_threads, run_estimate
+    from model.serving.store import TraceCache, apply_torch_threads, run_estimate
 
     def rss() -> int:
         for line in open("/proc/self/status"):

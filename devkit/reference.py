@@ -22,7 +22,7 @@ TEXT_SRC = "the black cat ate the soup because it was hot"
 
 def _interventions(stacks: dict[str, tuple[int, int, list[str]]], pre: bool):
     """name -> Interventions: one of each kind, on every stack and sublayer."""
-    from model.transformer import Interventions
+    from model.nets.transformer import Interventions
 
     out = {"none": Interventions()}
     for s, (L, H, subs) in stacks.items():
@@ -59,7 +59,7 @@ def _trace_tensors(prefix: str, tr, into: dict) -> None:
 
 
 def _random_lm(seed: int):
-    from model.transformer import TransformerConfig, TransformerLM
+    from model.nets.transformer import TransformerConfig, TransformerLM
 
     torch.manual_seed(seed)
     m = TransformerLM(TransformerConfig(vocab_size=40, d_model=32, h=4, d_ff=64, n_layers=2, max_len=24,
@@ -68,7 +68,7 @@ def _random_lm(seed: int):
 
 
 def _random_translator(seed: int):
-    from model.transformer import Seq2SeqTransformer, TransformerConfig
+    from model.nets.transformer import Seq2SeqTransformer, TransformerConfig
 
     torch.manual_seed(seed)
     m = Seq2SeqTransformer(TransformerConfig(arch="encoder-decoder", vocab_size=30, src_vocab_size=36, d_model=32,

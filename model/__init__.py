@@ -48,7 +48,7 @@ def load(name: str, device: str | torch.device | None = None) -> LabModel:
         return load_builtin(name, dev)
     path = Path(name).expanduser()
     if is_checkpoint_folder(path):
-        return load_builtin(path, dev)                     # a model trained by `python -m model.train`
+        return load_builtin(path, dev)                     # a model trained by `python -m model.training.train`
     try:
         from .hf import load_hf
     except ImportError as e:                               # pragma: no cover - transformers missing

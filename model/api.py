@@ -237,7 +237,7 @@ class Generates:
         Stops at the end-of-sequence token (unless stop_at_eos=False), after max_new_tokens, or when the
         context is full. The same seed gives the same tokens.
         """
-        from . import sampling
+        from .nets import sampling
 
         prompt = self._prompt(text)
         sampling.distribution(torch.zeros(2), temperature, top_k, top_p)      # validate settings before any work
@@ -369,7 +369,7 @@ class Hooked:
     or replace them: Break it's interventions and activation patching act through these names.
 
     hook_layout(): stack -> {"layers", "heads", "sublayers" (whose LayerNorm / residual can be skipped),
-    "final_ln"}; intervention_kinds(): the keys of model.interventions.NEEDS this model supports."""
+    "final_ln"}; intervention_kinds(): the keys of model.teaching.interventions.NEEDS this model supports."""
 
     def hook_layout(self) -> dict[str, dict]:
         raise NotImplementedError

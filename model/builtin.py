@@ -21,11 +21,11 @@ from .api import (Architecture, Generates, Hooked, LabModel, LogitLens, NextToke
                   PositionTable, Recurrent, Run, Tokens, TracedRun, Translates)
 from .checkpoint import CONFIG, CheckpointConfig, read_config
 from .errors import ModelLoadError
-from .lstm import LSTMConfig, LSTMLM
-from .rnn import RNNConfig, RNNLM
-from .tokenizer import WordTokenizer
+from .nets.lstm import LSTMConfig, LSTMLM
+from .nets.rnn import RNNConfig, RNNLM
+from .nets.tokenizer import WordTokenizer
 from .trace import describe_stacks
-from .transformer import Seq2SeqTransformer, TransformerConfig, TransformerLM
+from .nets.transformer import Seq2SeqTransformer, TransformerConfig, TransformerLM
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 BUILTIN = {
@@ -58,7 +58,7 @@ def save_checkpoint(folder: Path, module: torch.nn.Module, cfg: dict, tokenizers
 
 
 def is_checkpoint_folder(path: Path) -> bool:
-    """A folder written by `python -m model.train` (not a Hugging Face folder)."""
+    """A folder written by `python -m model.training.train` (not a Hugging Face folder)."""
     try:
         return path.is_dir() and (path / CONFIG).is_file() and '"lab_format"' in (path / CONFIG).read_text()
     except OSError:

@@ -15,9 +15,9 @@ FORMAT = 1
 
 def _model_defaults(kind: str) -> dict:
     """The architecture config's fields and their defaults (whose types the values must have)."""
-    from .lstm import LSTMConfig
-    from .rnn import RNNConfig
-    from .transformer import TransformerConfig
+    from .nets.lstm import LSTMConfig
+    from .nets.rnn import RNNConfig
+    from .nets.transformer import TransformerConfig
 
     return {f.name: f.default for f in fields({"lstm-lm": LSTMConfig, "rnn-lm": RNNConfig}.get(kind, TransformerConfig))}
 
@@ -64,7 +64,7 @@ class CheckpointConfig:
     description: str = ""
     data: dict = field(default_factory=dict)    # how the training data was drawn
     train: dict = field(default_factory=dict)   # recipe, seconds, loss curve
-    eval: dict = field(default_factory=dict)    # figures from `python -m model.evaluate`
+    eval: dict = field(default_factory=dict)    # figures from `python -m model.training.evaluate`
 
     @classmethod
     def from_dict(cls, d: dict) -> "CheckpointConfig":

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import sampling
+from .nets import sampling
 from .api import (Generation, LabModel, LogitLens, NextToken, PaddedBatch, PositionInfo, RawScores, Run,
                   Translates)
 from .errors import InputError
@@ -147,7 +147,7 @@ def padded_view(m: PaddedBatch, texts: list[str]) -> PaddedView:
 
 # ----------------------------------------------------------------------------- positions
 def sinusoidal_table(max_len: int, d_model: int) -> np.ndarray:
-    from .transformer import sinusoidal_encoding
+    from .nets.transformer import sinusoidal_encoding
 
     return sinusoidal_encoding(max_len, d_model).numpy()
 

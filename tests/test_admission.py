@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model.errors import InputError
-from model.store import TraceCache, Waiting, trace_bytes, trace_estimate
+from model.serving.store import TraceCache, Waiting, trace_bytes, trace_estimate
 
 pytestmark = pytest.mark.unit
 
@@ -289,7 +289,7 @@ def test_the_estimate_covers_a_real_hugging_face_trace(tmp_path, n):
     """trace_estimate from the shape alone is at least what a tiny GPT-2's run holds, and not over twice it."""
     import model
     from devkit.hf_fixtures import make_tiny
-    from model.store import run_estimate
+    from model.serving.store import run_estimate
 
     m = model.load(str(make_tiny("gpt2", tmp_path / "g", positions=512)), "cpu")
     words = ("the bear ate the honey because it was hungry . " * 100).split()
@@ -310,7 +310,7 @@ def test_the_estimate_covers_a_real_hugging_face_trace(tmp_path, n):
 
 def test_the_estimate_covers_the_builtin_traces():
     import model
-    from model.store import run_estimate
+    from model.serving.store import run_estimate
 
     for name in model.builtin_names():
         m = model.load(name, "cpu")
@@ -333,7 +333,7 @@ def test_max_tokens_for_is_the_longest_input_whose_estimate_fits_and_no_more_tha
     from types import SimpleNamespace
 
     from model.api import Architecture
-    from model.store import COMPACT_ABOVE, max_tokens_for
+    from model.serving.store import COMPACT_ABOVE, max_tokens_for
 
     arch = Architecture("decoder-only Transformer", n_layers=12, n_heads=12, d_model=768)
     m = SimpleNamespace(arch=arch, source="hf", max_len=1024,

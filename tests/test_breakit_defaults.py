@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from model import lessons
-from model.interventions import OPENINGS
+from model.teaching import lessons
+from model.teaching.interventions import OPENINGS
 
 
 def opening_why(name: str) -> str:
@@ -120,7 +120,7 @@ def test_the_opening_head_is_the_one_patching_finds_for_agreement():
     """The caption's claim: on 40 generated agreement pairs, patching one head at a time, layer 3 head 2 moves the
     verb's logit difference most in every pair."""
     import model
-    from model.patching import agreement_pairs, patch
+    from model.teaching.patching import agreement_pairs, patch
 
     m = model.load("transformer-lm", "cpu")
     found = [patch(m, clean, corrupted, answers).strongest_head("self")[:2]
@@ -135,7 +135,7 @@ def test_translator_chart_is_drawn_where_the_translations_part():
     """The translator's comparison draws the step where the intervened translation departs from the intact one
     (its title names the French words before it), so the default's chart moves visibly."""
     import model
-    from model.interventions import build, compare
+    from model.teaching.interventions import build, compare
 
     tr = model.load("translator-en-fr", "cpu")
     c = compare(tr, "the cat ate the soup because it was hungry",

@@ -7,9 +7,12 @@ import pytest
 import torch
 
 import model
-from model import InputError, ModelLoadError, corpora, probes, sampling
+from model import InputError, ModelLoadError
+from model.teaching import corpora
+from model.teaching import probes
+from model.nets import sampling
 from model.builtin import CHECKPOINTS
-from model.evaluate import (agreement_accuracy, it_head_stats, lm_cross_entropy, pronoun_accuracy,
+from model.training.evaluate import (agreement_accuracy, it_head_stats, lm_cross_entropy, pronoun_accuracy,
                             translator_exact_match)
 
 from conftest import ROOT
@@ -87,7 +90,7 @@ def test_translator_picks_il_or_elle_on_unseen_eater_food_pairs(tr):
 def test_translator_encoder_head_from_it_switches_to_the_referent(tr):
     """Some encoder head's attention from "it" puts more weight on the eater when the last word is
     hungry/tired and on the food when it is delicious/fresh/hot/sweet, on held-out eater/food pairs."""
-    from model.lessons import IT_HEAD
+    from model.teaching.lessons import IT_HEAD
 
     st = it_head_stats(tr)
     layer, head = IT_HEAD

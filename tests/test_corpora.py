@@ -4,8 +4,8 @@ from collections import defaultdict
 
 import pytest
 
-from model import corpora as C
-from model.tokenizer import SPECIALS, WordTokenizer, build_word_tokenizer
+from model.teaching import corpora as C
+from model.nets.tokenizer import SPECIALS, WordTokenizer, build_word_tokenizer
 
 pytestmark = pytest.mark.unit
 
@@ -122,7 +122,7 @@ def test_french_it_follows_the_referent_gender_and_elides():
 
 
 def test_french_tokenizer_keeps_elisions_whole():
-    from model.train import build_french_tokenizer
+    from model.training.train import build_french_tokenizer
 
     tok = WordTokenizer(build_french_tokenizer([f for _, f in C.parallel_pairs(3000)]))
     enc = tok.encode("l'ours a mangé le miel parce qu'il avait faim")
@@ -153,7 +153,7 @@ def test_heldout_pronoun_pairs_never_meet_in_training():
 
 @pytest.mark.slow                                  # generates whole corpora
 def test_probes_are_never_in_training_data():
-    from model import probes
+    from model.teaching import probes
 
     prefixes = probes.agreement_probe_prefixes()
     assert len(prefixes) >= 40 and len(probes.TRANSLATION_PROBES) >= 30
@@ -167,8 +167,8 @@ def test_probes_are_never_in_training_data():
 
 @pytest.mark.slow                                  # generates whole corpora
 def test_probe_words_are_known_and_french_is_consistent():
-    from model import probes
-    from model.train import build_french_tokenizer
+    from model.teaching import probes
+    from model.training.train import build_french_tokenizer
 
     tok = WordTokenizer(build_word_tokenizer(C.lm_datasets(40000, 10, 0)[0]))
     for p, c, w, _ in probes.AGREEMENT_PROBES:
@@ -209,7 +209,7 @@ OLD_TGT_WORDS = 'a aime aiment balle balles blanc blanche blanches blancs boîte
 
 @pytest.mark.slow                                  # generates whole corpora
 def test_every_word_known_before_is_still_known():
-    from model.train import build_french_tokenizer
+    from model.training.train import build_french_tokenizer
 
     lm = set(WordTokenizer(build_word_tokenizer(C.lm_datasets(40000, 10, 0)[0])).vocab)
     pairs = C.translation_datasets(40000, 10, 0)[0]

@@ -4,11 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.forgetting import (agreement_accuracy, agreement_by_distance, distance_items, gradient_profile,
+from model.teaching.forgetting import (agreement_accuracy, agreement_by_distance, distance_items, gradient_profile,
                               hidden_gradients, time_per_token)
-from model.lstm import LSTMConfig, LSTMLM
-from model.rnn import RNNConfig, RNNLM
-from model.transformer import TransformerConfig, TransformerLM
+from model.nets.lstm import LSTMConfig, LSTMLM
+from model.nets.rnn import RNNConfig, RNNLM
+from model.nets.transformer import TransformerConfig, TransformerLM
 
 pytestmark = pytest.mark.unit
 
@@ -52,7 +52,7 @@ def test_lstm_and_transformer_profiles():
         p = gradient_profile(m, ids)
         assert p.norm.shape == (11,) and np.isfinite(p.norm).all() and (p.norm > 0).all()
     # the unrolled LSTM is the real one: same output as torch.nn.LSTM
-    from model.forgetting import _unroll_lstm
+    from model.teaching.forgetting import _unroll_lstm
     with torch.no_grad():
         top, _ = _unroll_lstm(lstm.eval(), lstm.embed(ids), 0)
         torch.testing.assert_close(lstm.head(top), lstm(ids).logits, atol=1e-5, rtol=1e-5)
@@ -100,8 +100,8 @@ def test_the_builtin_lstm_gradient_vanishes_too_and_the_transformer_keeps_more()
     """What the Train page says under the gradient figure, on the shipped models: the LSTM's gradient shrinks
     geometrically per word back (factor clearly below 1), and the Transformer's factor is closer to 1."""
     import model
-    from model.forgetting import decay_per_word, gradient_profiles
-    from model.jobs import tokenizer
+    from model.teaching.forgetting import decay_per_word, gradient_profiles
+    from model.training.jobs import tokenizer
 
     mods = {n: model.load(n, "cpu").module for n in ("lstm-lm", "transformer-lm")}
     rates = decay_per_word(gradient_profiles(mods, tokenizer(), n=8, length=48))
@@ -110,7 +110,7 @@ def test_the_builtin_lstm_gradient_vanishes_too_and_the_transformer_keeps_more()
 
 
 def test_decay_per_word_recovers_a_geometric_rate():
-    from model.forgetting import decay_per_word
+    from model.teaching.forgetting import decay_per_word
 
     d = np.arange(30)
     rates = decay_per_word({"a": (d, 3.0 * 0.7 ** d), "b": (d, 0.5 * 0.95 ** d)})

@@ -14,7 +14,8 @@ import model
 from conftest import ROOT, charts, slow_except
 from devkit.hf_fixtures import FAMILIES, ROTARY, make_tiny
 from model import (Generates, LogitLens, MaskedFill, ModelLoadError, NextToken, PaddedBatch, PositionTable,
-                   TracedRun, Translates, sampling)
+                   TracedRun, Translates)
+from model.nets import sampling
 from model.hf import COMPACT_ABOVE, HFCausalLM, HFEncoder, HFEncoderDecoder, HFMaskedLM
 from model.hf import loading as hfload
 
@@ -538,7 +539,7 @@ def test_break_it_ablates_heads_of_a_grouped_query_llama(tiny, monkeypatch):
 def test_token_limit_comes_from_positions_and_the_trace_budget(tmp_path, monkeypatch):
     """No constant: a model with 4,096 positions is traced as far as the server's trace budget allows, and the
     message for a longer text names that limit."""
-    from model.store import max_tokens_for, trace_estimate
+    from model.serving.store import max_tokens_for, trace_estimate
 
     big = model.load(str(make_tiny("gpt2", tmp_path / "big", positions=4096)), "cpu")
     assert big.max_len == 4096                                        # a tiny model fits its positions

@@ -10,8 +10,8 @@ import model
 from devkit.hf_fixtures import FAMILIES, ROTARY, make_tiny
 from model import hooks
 from model.hooks import HookRun, hook_points
-from model.interventions import Interventions, hooked_run, kinds, layout
-from model.transformer import Seq2SeqTransformer, TransformerConfig, TransformerLM
+from model.teaching.interventions import Interventions, hooked_run, kinds, layout
+from model.nets.transformer import Seq2SeqTransformer, TransformerConfig, TransformerLM
 
 from conftest import slow_except
 

@@ -6,8 +6,8 @@ import torch
 
 from model import hooks
 from model.hooks import HookRun
-from model.interventions import Interventions, shuffle_permutation, word_order_demo
-from model.transformer import (MultiHeadAttention, Seq2SeqTransformer, TransformerConfig, TransformerLM,
+from model.teaching.interventions import Interventions, shuffle_permutation, word_order_demo
+from model.nets.transformer import (MultiHeadAttention, Seq2SeqTransformer, TransformerConfig, TransformerLM,
                                ablate_heads_edit, attention)
 
 
@@ -216,7 +216,7 @@ def test_hf_gpt2_head_ablation_and_no_positions(tmp_path):
     from devkit.hf_fixtures import make_tiny
 
     import model
-    from model.interventions import compare, supported
+    from model.teaching.interventions import compare, supported
 
     lab = model.load(str(make_tiny("gpt2", tmp_path / "gpt2")), "cpu")
     assert supported(lab) == ["head ablation", "no positional encoding"]
@@ -235,7 +235,7 @@ def test_hf_gpt2_head_ablation_and_no_positions(tmp_path):
 @pytest.mark.unit
 def test_comparison_and_figures_for_the_builtin_lm():
     import model
-    from model.interventions import build, compare, heldout, layout
+    from model.teaching.interventions import build, compare, heldout, layout
     from viz.experiments import attention_pair, distribution_pair, head_change_grid
 
     lab = model.load("transformer-lm", "cpu")
@@ -308,7 +308,7 @@ def test_experiments_page_on_the_translator_and_the_lstm():
 def test_break_it_hint_no_causal_mask_lowers_agreement_on_transformer_lm():
     """The page's hint 'remove the causal mask and watch agreement accuracy fall' holds on the shipped model."""
     import model
-    from model.interventions import build, heldout
+    from model.teaching.interventions import build, heldout
 
     rows, _, _ = heldout(model.load("transformer-lm", "cpu"), build("mask"), None)
     acc = dict((r[0], r[1:]) for r in rows)["agreement accuracy"]
@@ -319,7 +319,7 @@ def test_reference_mean_ablation_puts_the_heads_mean_over_the_reference_set_in_i
     """Mode "reference": the head's output at every position becomes its mean output over the reference set,
     which is the average of what the head output on those texts (recomputed here, text by text)."""
     import model
-    from model.interventions import reference_means, reference_texts, with_reference
+    from model.teaching.interventions import reference_means, reference_texts, with_reference
 
     lab = model.load("transformer-lm", "cpu")
     means, label = reference_means(lab)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from model.api import LabError
-from model.jobs import JobLimitError, JobManager, open_trained, save_trained
+from model.training.jobs import JobLimitError, JobManager, open_trained, save_trained
 
 pytestmark = pytest.mark.slow                                        # trainings, seconds each
 
@@ -127,11 +127,11 @@ def test_saved_model_opens_like_a_builtin(tmp_path):
 def test_train_page_starts_stops_and_reports_the_cap(monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    import model.jobs
+    import model.training.jobs
     from conftest import ROOT
 
     MANAGER = JobManager(max_running=1)                # one worker and no queue: a full server says so
-    monkeypatch.setattr(model.jobs, "MANAGER", MANAGER)    # (the queue's page test: test_training_queue.py)
+    monkeypatch.setattr(model.training.jobs, "MANAGER", MANAGER)    # (the queue's page test: test_training_queue.py)
 
     at = AppTest.from_file(str(ROOT / "lab.py"), default_timeout=180)
     at.run()

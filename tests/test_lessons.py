@@ -1,8 +1,8 @@
-"""Every teaching claim of model.lessons holds on the shipped checkpoints."""
+"""Every teaching claim of model.teaching.lessons holds on the shipped checkpoints."""
 import pytest
 
 import model
-from model import lessons
+from model.teaching import lessons
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""The live sampling component in headless Chromium: its JS maths equal model.sampling.distribution,
+"""The live sampling component in headless Chromium: its JS maths equal model.nets.sampling.distribution,
 the chart changes while a slider is dragged, settings reach Python on release, labels stay text.
 
 Runs tests/apps/live_sampling_app.py (fixed logits from tests/apps/sampling_cases.py).
@@ -15,7 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent / "apps"))
 from sampling_cases import case, labels  # noqa: E402
 
-from model.sampling import distribution  # noqa: E402
+from model.nets.sampling import distribution  # noqa: E402
 
 from devkit.drag import APP, PROBE_JS, drag, open_component, root_js, serve_script  # noqa: E402
 from components.live_sampling import live_sampling, top_order  # noqa: E402
@@ -51,7 +51,7 @@ def test_wrapper_clamps_initial_settings_into_the_slider_ranges():
 
 @pytest.mark.apptest
 def test_wrapper_sends_the_browser_the_ranges_of_sampling_settings():
-    from model.sampling import SamplingSettings
+    from model.nets.sampling import SamplingSettings
 
     data, _ = _mounted(case="ties_kth")
     assert data["ranges"] == SamplingSettings.ranges(data["n"])
@@ -82,7 +82,7 @@ def _js_clamp(settings: dict, V: int, ranges: dict) -> dict:
 @pytest.mark.parametrize("given", [dict(temperature=9, top_k=99, top_p=0.01), dict(temperature=0.01, top_k=-2, top_p=2),
                                    dict(temperature=0.7, top_k=4.6, top_p=0.9), dict(temperature=None, top_k="x")])
 def test_browser_clamps_like_sampling_settings_with_the_ranges_it_is_given(given):
-    from model.sampling import SamplingSettings
+    from model.nets.sampling import SamplingSettings
 
     V = 10
     want = SamplingSettings.clamped(V, **given).as_kwargs()

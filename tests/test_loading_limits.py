@@ -12,7 +12,7 @@ import pytest
 import model
 from model.builtin import CHECKPOINTS
 from model.errors import ModelLoadError
-from model.store import ModelStore, model_bytes_estimate, params_from_hf_config
+from model.serving.store import ModelStore, model_bytes_estimate, params_from_hf_config
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,7 +101,7 @@ def test_a_builtin_format_config_declaring_a_huge_model_is_refused_before_buildi
 
 
 def test_the_estimate_of_the_builtins_is_close_to_their_real_size():
-    from model.store import model_bytes
+    from model.serving.store import model_bytes
 
     for name in model.builtin_names():
         real = model_bytes(model.load(name, "cpu"))

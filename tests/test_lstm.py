@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from model.lstm import LSTMConfig, LSTMLM, lstm_layer_steps
+from model.nets.lstm import LSTMConfig, LSTMLM, lstm_layer_steps
 
 pytestmark = pytest.mark.unit
 

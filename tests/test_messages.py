@@ -7,7 +7,7 @@ import pytest
 
 import model
 from model.errors import ModelLoadError
-from model.store import LinkPolicy
+from model.serving.store import LinkPolicy
 
 BUILTIN = ("transformer-lm", "lstm-lm", "translator-en-fr")
 OPENS = ("This server opens the built-in models (transformer-lm, lstm-lm, translator-en-fr) and the suggested Hugging "
@@ -132,7 +132,7 @@ def test_the_spinner_says_a_hub_model_may_be_downloading(monkeypatch):
     """A hub download cannot run offline in CI: the loader is patched, and every spinner the page opens is recorded."""
     import streamlit as st
 
-    from model import store
+    from model.serving import store
 
     said: list[str] = []
     real = st.spinner

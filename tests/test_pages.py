@@ -103,7 +103,7 @@ def test_sampling_top_k_one_from_a_link_leaves_one_word():
 
 
 def test_sampling_temperature_changes_the_distribution_without_new_forward_pass(monkeypatch):
-    from model.transformer import TransformerLM
+    from model.nets.transformer import TransformerLM
 
     at = open_with_link("sampling", text="the bear ate the")       # a choice point: several words are likely
     base = expected_probs(at)
@@ -343,7 +343,7 @@ def test_no_address_key_is_both_bound_by_streamlit_and_kept_by_hand():
     key kept by hand (labelled widgets, the live sampling sliders, the sidebar's model and text) is never bound."""
     import re
 
-    from model.sampling import SamplingSettings
+    from model.nets.sampling import SamplingSettings
 
     src = "\n".join(p.read_text(encoding="utf-8") for p in sorted((ROOT / "app_pages").glob("*.py")))
     bound = set(re.findall(r'bound\("(\w+)"', src))

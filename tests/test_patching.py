@@ -8,7 +8,7 @@ import model
 from conftest import ROOT, charts, slow_except
 from model import hooks
 from model.hooks import HookRun
-from model.patching import _batched, agreement_pairs, patch, single_patch
+from model.teaching.patching import _batched, agreement_pairs, patch, single_patch
 
 LM_PAIR = ("the key to the old cabinet", "the keys to the old cabinet")
 TR_PAIR = ("the cat ate the soup because it was hot", "the cat ate the soup because it was hungry")

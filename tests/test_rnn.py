@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from model.rnn import RNNConfig, RNNLM, rnn_layer_steps
+from model.nets.rnn import RNNConfig, RNNLM, rnn_layer_steps
 
 pytestmark = pytest.mark.unit
 

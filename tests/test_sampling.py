@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from model.sampling import SamplingError, distribution, sample, sample_counts
+from model.nets.sampling import SamplingError, distribution, sample, sample_counts
 
 pytestmark = pytest.mark.unit
 
@@ -163,7 +163,7 @@ def test_bad_logits_raise_clear_errors(logits, msg):
 
 # ----------------------------------------------------------------------------- SamplingSettings: the ranges, once
 def test_sampling_settings_defaults_are_off_for_top_k_and_top_p_and_temperature_one():
-    from model.sampling import SamplingSettings
+    from model.nets.sampling import SamplingSettings
 
     s = SamplingSettings()
     assert s.as_kwargs() == {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
@@ -180,13 +180,13 @@ def test_sampling_settings_defaults_are_off_for_top_k_and_top_p_and_temperature_
     (dict(temperature=True, top_k=float("inf"), top_p=float("-inf")), dict(temperature=1.0, top_k=0, top_p=1.0)),
 ])
 def test_sampling_settings_clamp_into_the_ranges_and_fall_back_to_defaults(given, want):
-    from model.sampling import SamplingSettings
+    from model.nets.sampling import SamplingSettings
 
     assert SamplingSettings.clamped(10, **given).as_kwargs() == want
 
 
 def test_sampling_settings_ranges_are_the_knobs_with_top_k_up_to_the_vocabulary():
-    from model.sampling import SamplingSettings
+    from model.nets.sampling import SamplingSettings
 
     r = SamplingSettings.ranges(50257)
     assert list(r) == ["temperature", "top_k", "top_p"]
@@ -200,7 +200,7 @@ def test_sampling_settings_ranges_are_the_knobs_with_top_k_up_to_the_vocabulary(
 
 
 def test_every_clamped_setting_is_accepted_by_distribution():
-    from model.sampling import SamplingSettings
+    from model.nets.sampling import SamplingSettings
 
     x = torch.randn(10, generator=torch.Generator().manual_seed(0))
     for t in (-1.0, 0.0, 0.05, 1.0, 3.0, 100.0):

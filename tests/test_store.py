@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from model.errors import ModelLoadError
-from model.store import LinkPolicy, ModelStore, TraceCache, trace_bytes
+from model.serving.store import LinkPolicy, ModelStore, TraceCache, trace_bytes
 
 pytestmark = pytest.mark.unit
 
@@ -164,7 +164,7 @@ def test_cached_figure_is_built_once_counted_in_the_budget_and_drawn_by_many_ses
 
 @pytest.mark.parametrize("raw,expected", [("", 1), ("1", 1), ("2", 2), ("auto", 0), ("0", 0), ("x", 1), ("-3", 1)])
 def test_torch_threads_setting_reads_lab_torch_threads(monkeypatch, raw, expected):
-    from model.store import torch_threads
+    from model.serving.store import torch_threads
 
     monkeypatch.setenv("LAB_TORCH_THREADS", raw)
     assert torch_threads() == expected
@@ -177,7 +177,7 @@ def test_apply_torch_threads_sets_the_threads_new_script_threads_use():
     import sys
 
     code = ("import threading, torch\n"
-            "from model.store import apply_torch_threads\n"
+            "from model.serving.store import apply_torch_threads\n"
             "t = threading.Thread(target=apply_torch_threads); t.start(); t.join()\n"
             "out = []\n"
             "def run():\n"

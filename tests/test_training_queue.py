@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-import model.jobs as jobs
+import model.training.jobs as jobs
 from model.api import LabError
-from model.jobs import JobLimitError, JobManager, save_trained
+from model.training.jobs import JobLimitError, JobManager, save_trained
 
 pytestmark = pytest.mark.slow
 
@@ -205,7 +205,7 @@ def test_default_save_folders_and_job_folders_are_removed_when_the_server_exits(
     script.write_text(
         "import sys\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "from model.jobs import MANAGER, save_trained\n"
+        "from model.training.jobs import MANAGER, save_trained\n"
         "if __name__ == '__main__':\n"
         "    j = MANAGER.start('x', preset='tiny', kinds=('rnn',), heartbeat_timeout=600)\n"
         "    assert j.join(240), 'the tiny training did not finish'\n"
@@ -258,7 +258,7 @@ def test_workers_do_not_rerun_the_servers_main_script(tmp_path):
         "import sys\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
         "print('MAIN RAN', flush=True)\n"
-        "from model.jobs import JobManager\n"
+        "from model.training.jobs import JobManager\n"
         "m = JobManager(max_running=1)\n"
         "j = m.start('x', preset='tiny', kinds=('rnn',), heartbeat_timeout=600)\n"
         "print('finished' if j.join(240) else 'timed out', j.snapshot().status, flush=True)\n"

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.transformer import (Seq2SeqTransformer, TransformerConfig, TransformerLM, attention,
+from model.nets.transformer import (Seq2SeqTransformer, TransformerConfig, TransformerLM, attention,
                                sinusoidal_encoding, subsequent_mask)
 
 pytestmark = pytest.mark.unit

@@ -133,7 +133,7 @@ def test_residual_view_norms_are_the_traced_stream_and_transformer_lm_grows(lm, 
 
 
 def test_sampling_view_equals_the_sampling_module():
-    from model import sampling
+    from model.nets import sampling
 
     logits = torch.randn(300, generator=torch.Generator().manual_seed(0))
     v = views.sampling_view(logits.numpy(), temperature=0.7, top_k=40, top_p=0.8)

@@ -3,7 +3,7 @@
 
 The logits go to the browser (float32, base64) with the labels of the words the chart can show;
 the browser sorts them once, then every `input` event of its own sliders recomputes the
-distribution (same rules as `model.sampling.distribution` and transformers' warpers) and redraws,
+distribution (same rules as `model.nets.sampling.distribution` and transformers' warpers) and redraws,
 with no round trip to Python. When a slider is released the settings come back to Python, which
 returns them here so the page can draw seeded samples, other panels, or a shareable link.
 
@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 import streamlit as st
 
-from model.sampling import SamplingSettings
+from model.nets.sampling import SamplingSettings
 
 _HERE = Path(__file__).resolve().parent
 NAME = "lab_live_sampling"
@@ -74,7 +74,7 @@ def live_sampling(logits, labels: Sequence[str] | None, *, key: str, temperature
     labels: the vocabulary, token id -> display text (untrusted: shown as text only), or None for '#id'.
     key: unique per instance on the page.
     temperature, top_k (0 = off, up to V), top_p (1 = off): initial settings, clamped into the ranges of
-        `model.sampling.SamplingSettings` (which the browser's sliders get in the data); used until the user
+        `model.nets.sampling.SamplingSettings` (which the browser's sliders get in the data); used until the user
         moves a slider in this instance.
     top_n: words in the chart (default 25, 12 when compact). compact: controls stacked, for narrow
         columns. large: bigger fonts (projector). title: a heading inside the panel.

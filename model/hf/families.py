@@ -12,7 +12,7 @@ kept only when softmax(scores + mask) reproduces those weights: on every layer, 
 stacks carry weights only (scores None).
 
 The longest input is the model's own limit (its positions, its tokenizer's model_max_length) or the longest
-whose trace fits the server's trace budget (model.store.max_tokens_for), whichever is shorter; no constant.
+whose trace fits the server's trace budget (model.serving.store.max_tokens_for), whichever is shorter; no constant.
 Long inputs: when a run has more than COMPACT_ABOVE = 256 tokens, its trace
 is stored compactly: attention weights and LayerNorm inputs/outputs as float16, and `AttentionTrace.scores`
 is None on every layer; the verified queries and keys are kept instead (T x d_model per layer, not
@@ -127,7 +127,7 @@ class HFModel(LabModel, Hooked):
             position=self.position_kind(), parameters=n_params)
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (self.eos_id or 0)
         self.hook_names = frozenset(install(hf, spec, n_heads, [path for _, _, path, _ in self.norms]))
-        from ..store import max_tokens_for, trace_budget_bytes   # (store imports nothing of hf at load)
+        from ..serving.store import max_tokens_for, trace_budget_bytes   # (store imports nothing of hf at load)
 
         self.max_len = max(1, min(self.max_len, max_tokens_for(self, trace_budget_bytes(), self.max_len)))
         self.check_attentions()
@@ -152,7 +152,7 @@ class HFModel(LabModel, Hooked):
         return frozenset(kinds)
 
     def intervention_run(self, iv) -> HookRun:
-        """The edits of `iv` (model.transformer.Interventions) at this model's hook points."""
+        """The edits of `iv` (model.nets.transformer.Interventions) at this model's hook points."""
         return iv.run({s: None for s in self.hook_layout()} or {"self": None},
                       pos_edit=no_positions_edit(self.position_kind()))
 

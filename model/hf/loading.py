@@ -69,7 +69,7 @@ def _available_bytes(device: torch.device) -> int | None:
 
 def _folder_advice() -> str:
     """The end of a message about a model that cannot be fetched: a folder is an answer only where folders open."""
-    from ..store import LinkPolicy
+    from ..serving.store import LinkPolicy
 
     if LinkPolicy.from_env().allow_folders:
         return "; or give the folder of a copy saved with save_pretrained."
@@ -189,7 +189,7 @@ def load_weights(name: str, src: str, local: bool, config, spec: ArchSpec, devic
     """-> (hf module in eval mode on device, head, tokenizer, parameter count)."""
     import transformers as tf
 
-    from ..store import params_from_hf_config
+    from ..serving.store import params_from_hf_config
 
     free = _available_bytes(device)
     declared = params_from_hf_config(config.to_dict())   # closed form: a config declaring trillions is refused

@@ -22,7 +22,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .config import DictConfig
-from .trace import LSTMLayerTrace, Trace
+from ..trace import LSTMLayerTrace, Trace
 
 
 @dataclass

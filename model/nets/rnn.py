@@ -16,7 +16,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .config import DictConfig
-from .trace import Trace
+from ..trace import Trace
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .errors import SamplingError
+from ..errors import SamplingError
 
 
 @dataclass(frozen=True)

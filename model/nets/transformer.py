@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import DictConfig
-from .hooks import HookPoint, HookRun, active, current, merged
-from .trace import AttentionTrace, LayerNormTrace, Trace
+from ..hooks import HookPoint, HookRun, active, current, merged
+from ..trace import AttentionTrace, LayerNormTrace, Trace
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import torch
 
-from .errors import InputError, ModelLoadError
+from ..errors import InputError, ModelLoadError
 
 SUGGESTED_HF = ["gpt2", "distilgpt2", "bert-base-uncased", "t5-small", "Helsinki-NLP/opus-mt-en-fr"]
 
@@ -46,7 +46,7 @@ class LinkPolicy:
 
     @classmethod
     def from_env(cls) -> "LinkPolicy":
-        from .builtin import BUILTIN
+        from ..builtin import BUILTIN
 
         return cls(_flag("LAB_ALLOW_FOLDERS"), _flag("LAB_ALLOW_HUB"), tuple(BUILTIN))
 
@@ -76,7 +76,7 @@ class LinkPolicy:
                 ok = False
             if not ok:
                 raise ModelLoadError("There is no model folder at that path (a folder saved with save_pretrained, "
-                                     "or one written by python -m model.train).")
+                                     "or one written by python -m model.training.train).")
             return str(real)
         if hub_id:
             return name
@@ -214,8 +214,8 @@ def model_bytes_estimate(name: str) -> int | None:
     config and its safetensors headers, before anything is built; None for a hub id (not on disk yet)."""
     import json
 
-    from .builtin import BUILTIN, CHECKPOINTS, is_checkpoint_folder
-    from .checkpoint import read_config
+    from ..builtin import BUILTIN, CHECKPOINTS, is_checkpoint_folder
+    from ..checkpoint import read_config
 
     folder = CHECKPOINTS / name if name in BUILTIN else Path(name).expanduser()
     if name in BUILTIN or is_checkpoint_folder(folder):
@@ -276,7 +276,7 @@ class ModelStore:
             if est is not None and est > self.budget_bytes:
                 raise budget_error(est, self.budget_bytes, estimated=True)
             if self.loader is None:
-                from . import load as loader
+                from .. import load as loader
             else:
                 loader = self.loader
             m = loader(name, device)

@@ -37,7 +37,7 @@ Every English sentence comes with the natural-log probability of the random choi
 it. The grammar is built so that each sentence has exactly one derivation, so that number is
 the sentence's true probability, and the corpus' entropy rate can be estimated (see
 `grammar_entropy_per_token`). All randomness comes from `random.Random(seed)`.
-The hand-written probe sentences of `model.probes` are removed from every training set.
+The hand-written probe sentences of `model.teaching.probes` are removed from every training set.
 """
 from __future__ import annotations
 
@@ -553,7 +553,7 @@ def _probe_filters() -> tuple[tuple[str, ...], set[str]]:
 
 def lm_datasets(n_train: int, n_heldout: int, seed: int = 0) -> tuple[list[str], list[str]]:
     """(train, held-out) English sentences; no held-out sentence occurs in train, and no training
-    sentence starts with a hand-written probe prefix (model.probes)."""
+    sentence starts with a hand-written probe prefix (model.teaching.probes)."""
     prefixes, _ = _probe_filters()
     train = [s for s in english_sentences(n_train, seed) if not s.startswith(prefixes)]
     seen = set(train)
@@ -567,7 +567,7 @@ def lm_datasets(n_train: int, n_heldout: int, seed: int = 0) -> tuple[list[str],
 
 def translation_datasets(n_train: int, n_heldout: int, seed: int = 0) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(train, held-out) pairs; no held-out English sentence occurs in train, and no probe sentence
-    (model.probes) nor held-out pronoun sentence is in train."""
+    (model.teaching.probes) nor held-out pronoun sentence is in train."""
     _, probes = _probe_filters()
     banned = probes | {e for e, _, _ in pronoun_heldout_pairs()}
     train = [p for p in parallel_pairs(n_train, seed) if p[0] not in banned]

@@ -26,10 +26,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .lstm import LSTMLM
-from .rnn import RNNLM
-from .hooks import HookRun
-from .transformer import TransformerLM
+from ..nets.lstm import LSTMLM
+from ..nets.rnn import RNNLM
+from ..hooks import HookRun
+from ..nets.transformer import TransformerLM
 
 
 # ----------------------------------------------------------------------------- 1. gradients
@@ -202,7 +202,7 @@ def time_per_token(lengths=(16, 32, 64, 128), preset: str = "quick", batch: int 
 
     Fresh models of the preset's sizes (time does not depend on the weights' values), random ids,
     one warm-up step, then the fastest of `reps` timed steps."""
-    from .jobs import LABELS, build_model, tokenizer, train_step
+    from ..training.jobs import LABELS, build_model, tokenizer, train_step
 
     tok = tokenizer()
     models, opts = {}, {}

@@ -1,11 +1,11 @@
 """Break the model: run the intact and the intervened model side by side and say what changed.
 
-The interventions themselves live in the forward pass (`model.transformer.Interventions`, an
+The interventions themselves live in the forward pass (`model.nets.transformer.Interventions`, an
 argument of one call). This module adapts them for a page: it returns plain numbers and numpy
 arrays (next-word probabilities, attention maps, which heads changed and by how much, held-out
 figures on a fixed small slice) so pages only lay them out.
 
-    from model.interventions import Interventions, compare, heldout
+    from model.teaching.interventions import Interventions, compare, heldout
     iv = Interventions(ablate_heads={("self", 2, 0), ("self", 2, 1)})
     cmp = compare(lab, "the keys to the old cabinet", iv)
     cmp.top_words, cmp.p_intact, cmp.p_broken, cmp.head_change["self"]     # (L, H) max |delta weight|
@@ -30,10 +30,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import hooks
-from .api import Hooked, InputError, MaskedFill, NextToken, Recurrent, Translates
-from .hooks import HookRun
-from .transformer import Interventions, Seq2SeqTransformer, TransformerLM
+from .. import hooks
+from ..api import Hooked, InputError, MaskedFill, NextToken, Recurrent, Translates
+from ..hooks import HookRun
+from ..nets.transformer import Interventions, Seq2SeqTransformer, TransformerLM
 
 __all__ = ["Interventions", "Comparison", "compare", "heldout", "word_order_demo", "shuffle_permutation",
            "supported", "describe", "kinds", "offers", "layout", "hooked_run", "Opening", "OPENINGS", "opening"]

@@ -5,7 +5,7 @@ A page shows `lesson.claim` beside `lesson.text`; tests/test_lessons.py runs eve
 re-training, say). Figures written into a claim are re-measured by its check, which fails when
 the model's figure no longer rounds to the one stated.
 
-    from model import lessons
+    from model.teaching import lessons
     lessons.DEFAULTS["sampling"]["transformer-lm"]      # the text a page opens on, per built-in model
     for l in lessons.lessons_for("attention", "translator-en-fr"):
         ok, measured = l.check(model.load(l.model))
@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .api import Recurrent
+from ..api import Recurrent
 
 # ----------------------------------------------------------------------------- texts
 CLASSIC = "the bear ate the honey because it was hungry"
@@ -61,9 +61,9 @@ EXACT_TRANSLATIONS: dict[str, str] = {
     CLASSIC: "l'ours a mangé le miel parce qu'il avait faim",
 }
 
-# Figures measured on the shipped checkpoints (python -m model.lessons prints them again).
+# Figures measured on the shipped checkpoints (python -m model.teaching.lessons prints them again).
 # The checks re-measure them; a claim fails when its figure no longer rounds the same way.
-IT_HEAD = (2, 1)                        # translator encoder (layer, head), 1-based: model.train's it_attention head
+IT_HEAD = (2, 1)                        # translator encoder (layer, head), 1-based: model.training.train's it_attention head
 FIGURES: dict[str, float] = {
     "transformer_states_one": 0.5135, "transformer_states_many": 0.0086,
     "transformer_hungry_one": 0.0951, "transformer_hungry_many": 0.0012,
@@ -150,7 +150,7 @@ def agreement_ratio(m) -> float:
 
 def it_head_weights(m, sentence: str, head: tuple[int, int] = IT_HEAD) -> dict[str, float]:
     """Attention of the translator's encoder head from 'it' to every source token."""
-    from .evaluate import it_attention
+    from ..training.evaluate import it_attention
 
     att, toks = it_attention(m, sentence)
     row = att[head[0] - 1, head[1] - 1]
@@ -158,7 +158,7 @@ def it_head_weights(m, sentence: str, head: tuple[int, int] = IT_HEAD) -> dict[s
 
 
 def it_head_heldout(m, head: tuple[int, int] = IT_HEAD) -> dict[str, float]:
-    from .evaluate import it_head_stats
+    from ..training.evaluate import it_head_stats
 
     st = it_head_stats(m)
     table = st["it_heads_switch_table"]
@@ -397,7 +397,7 @@ def _build() -> list[Lesson]:
 
 
 def _check_pronoun(m) -> tuple[bool, str]:
-    from .evaluate import pronoun_accuracy
+    from ..training.evaluate import pronoun_accuracy
 
     a, b = m.translate(TRANSLATE_IT_EATER, greedy=True), m.translate(TRANSLATE_IT_FOOD, greedy=True)
     acc = pronoun_accuracy(m)

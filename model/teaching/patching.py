@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import hooks
-from .api import Hooked, InputError, MaskedFill, NextToken, Translates
-from .hooks import HookRun
+from .. import hooks
+from ..api import Hooked, InputError, MaskedFill, NextToken, Translates
+from ..hooks import HookRun
 
 PREFIX = {"self": "", "encoder": "encoder.", "decoder": "decoder.", "cross": "decoder."}
 POSITION_SITES = ("resid_pre", "attn.out", "ffn.out")          # per position, per layer

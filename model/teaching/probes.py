@@ -1,6 +1,6 @@
 """Hand-written probe sets: generalisation measured on sentences no generator produced.
 
-Every item below was written by hand, not sampled from `model.corpora`. They use the models'
+Every item below was written by hand, not sampled from `model.teaching.corpora`. They use the models'
 words in structures that test generalisation: two or three place phrases in a row, two size
 adjectives, fronted place phrases, object and subject relative clauses as attractors, and
 combinations of these. The generator was widened so that most of these structures occur in
@@ -119,7 +119,7 @@ def agreement_probe_prefixes() -> list[str]:
 
 
 def agreement_probe_items() -> list[dict]:
-    """In the format of corpora.agreement_items, for model.evaluate.agreement_accuracy."""
+    """In the format of corpora.agreement_items, for model.training.evaluate.agreement_accuracy."""
     return [{"prefix": p, "correct": c, "wrong": w, "what": what} for p, c, w, what in AGREEMENT_PROBES]
 
 

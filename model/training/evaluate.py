@@ -1,12 +1,12 @@
 """How good are the built-in models? Held-out figures, printed and stored in each config.json.
 
-    python -m model.evaluate                 # all built-ins
-    python -m model.evaluate lstm-lm --n 500
+    python -m model.training.evaluate                 # all built-ins
+    python -m model.training.evaluate lstm-lm --n 500
 
 Language models: cross-entropy per token on held-out sentences (never seen in training)
 against the grammar's own entropy rate (the best any model can do on this corpus), and
 subject-verb agreement accuracy ("the keys to the old cabinet" -> are, not is), on items
-from the grammar and on the hand-written probes of model.probes.
+from the grammar and on the hand-written probes of model.teaching.probes.
 Translator: exact-match of greedy translations of held-out sentences and of the hand-written
 probes; on "because" sentences over eater / food pairs never seen together in training, how
 often "it" becomes the right qu'il / qu'elle; and which encoder head's attention from "it" lands
@@ -22,13 +22,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import corpora, probes
-from .builtin import BUILTIN, CHECKPOINTS, CONFIG, BuiltinLM, BuiltinTranslator, load_builtin
-from .device import pick_device
+from ..teaching import corpora
+from ..teaching import probes
+from ..builtin import BUILTIN, CHECKPOINTS, CONFIG, BuiltinLM, BuiltinTranslator, load_builtin
+from ..device import pick_device
 
 
 def pad_batch(seqs: list[list[int]], pad: int) -> torch.Tensor:
-    """Right-pad token id lists into one (B, T) tensor (shared with model.train)."""
+    """Right-pad token id lists into one (B, T) tensor (shared with model.training.train)."""
     n = max(len(s) for s in seqs)
     return torch.tensor([s + [pad] * (n - len(s)) for s in seqs], dtype=torch.long)
 

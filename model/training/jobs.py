@@ -4,7 +4,7 @@ One job trains a Transformer, an LSTM and a vanilla RNN side by side on the buil
 corpus, each on the same batches, one optimiser step each in turn. The page never trains: it
 starts a job, reads `job.snapshot()` from a poller, and refreshes `job.heartbeat()`.
 
-    from model.jobs import MANAGER, JobLimitError
+    from model.training.jobs import MANAGER, JobLimitError
     job = MANAGER.start(owner="session-id", preset="quick")     # queued; JobLimitError if the owner has one
     snap = job.snapshot()                                       # plain copy: curves, tokens/s, samples, place
     job.heartbeat()                                             # the page calls this on every poll
@@ -44,13 +44,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_model
 
-from .api import LabError
-from .lstm import LSTMConfig, LSTMLM
-from .rnn import RNNConfig, RNNLM
-from .tokenizer import WordTokenizer
-from .transformer import TransformerConfig, TransformerLM
+from ..api import LabError
+from ..nets.lstm import LSTMConfig, LSTMLM
+from ..nets.rnn import RNNConfig, RNNLM
+from ..nets.tokenizer import WordTokenizer
+from ..nets.transformer import TransformerConfig, TransformerLM
 
-CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 KINDS = ("transformer", "lstm", "rnn")
 LABELS = {"transformer": "Transformer", "lstm": "LSTM", "rnn": "RNN (tanh)"}
 TYPES = {"transformer": "transformer-lm", "lstm": "lstm-lm", "rnn": "rnn-lm"}
@@ -126,7 +126,7 @@ def tokenizer() -> WordTokenizer:
 @lru_cache(maxsize=1)
 def corpus() -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...]]:
     """(train, held-out) token ids of the built-in corpus ([BOS] sentence [EOS]); held-out: 100 sentences."""
-    from . import corpora
+    from ..teaching import corpora
 
     train, held = corpora.lm_datasets(30000, 2000, 0)
     tok = tokenizer()
@@ -711,7 +711,7 @@ def measured_tokens_per_s(preset: str, kinds: tuple[str, ...] = KINDS) -> float 
 def _no_main_in_workers() -> None:
     """Keep the server's __main__ out of the workers. Under `streamlit run`, __main__ is the page script
     being run, and multiprocessing re-runs __main__ in every spawned child (and in the fork server):
-    a worker would execute a page. Our workers need only model.jobs, so the preparation data sent to
+    a worker would execute a page. Our workers need only model.training.jobs, so the preparation data sent to
     them (process names "lab-train-..." and the fork server's own, "ignore") leaves __main__ out."""
     from multiprocessing import spawn
 
@@ -752,7 +752,7 @@ class JobManager:
             method = start_method()
             self._ctx = mp.get_context(method)
             if method == "forkserver":
-                self._ctx.set_forkserver_preload(["model.jobs"])
+                self._ctx.set_forkserver_preload(["model.training.jobs"])
         return self._ctx
 
     def _root(self) -> Path:
@@ -995,7 +995,7 @@ def _write_checkpoint(folder: Path, module: nn.Module, cfg: dict, tok: WordToken
 
 def open_trained(folder: str | Path, device: str | torch.device | None = "cpu"):
     """A saved live-trained model as a LabModel (like the built-in ones), through the built-in loader."""
-    from . import load as load_model
+    from .. import load as load_model
 
     return load_model(str(folder), device)
 

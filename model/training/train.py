@@ -1,7 +1,7 @@
 """Train the built-in models from the project's own corpora, deterministically, on the CPU.
 
-    python -m model.train all                  # all three, a few minutes each on 2 CPU cores
-    python -m model.train transformer-lm --steps 2000 --out /tmp/my-lm
+    python -m model.training.train all                  # all three, a few minutes each on 2 CPU cores
+    python -m model.training.train transformer-lm --steps 2000 --out /tmp/my-lm
 
 Each run writes a checkpoint folder (config.json with the loss curve and the evaluation
 figures, model.safetensors, tokenizer file(s)) that `model.load(folder)` opens.
@@ -11,7 +11,7 @@ any machine. The translator's recipe adds one extra loss term ("it_attention"): 
 sentences with "because it was ...", encoder layer 2, head 1 is pushed to attend from "it" to
 the noun it refers to (the eater for hungry/tired, the food otherwise). Without it no encoder
 head did this (the decoder resolved "it" by itself); the term and its weight are stored in
-config.json, and model.evaluate measures the head on eater/food pairs never seen in training.
+config.json, and model.training.evaluate measures the head on eater/food pairs never seen in training.
 """
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ from tqdm import tqdm
 
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 
-from . import corpora
-from .builtin import BUILTIN, CHECKPOINTS, build_module, save_checkpoint
-from .device import pick_device
+from ..teaching import corpora
+from ..builtin import BUILTIN, CHECKPOINTS, build_module, save_checkpoint
+from ..device import pick_device
 from .evaluate import evaluate_folder, pad_batch
-from .tokenizer import SPECIALS, UNK, WordTokenizer, build_word_tokenizer
+from ..nets.tokenizer import SPECIALS, UNK, WordTokenizer, build_word_tokenizer
 
 # Everything that defines a built-in model. Changing a number here and re-running train changes the model.
 RECIPES: dict[str, dict] = {
