@@ -294,6 +294,11 @@ def test_front_config_for_replicas_on_other_hosts(tmp_path):
     o = deploy.Options(replicas=0, upstreams=ups)
     sup = deploy.render_supervisor(o, o.ports(), tmp_path / "run", tmp_path / "logs", 8080)
     assert "[program:nginx]" in sup and "[program:replica" not in sup and "[program:health]" not in sup
+    o = deploy.Options(replicas=1, replica_ports=[8501], replica_address="0.0.0.0", upstreams=ups[:1])
+    sup = deploy.render_supervisor(o, o.ports(), tmp_path / "run", tmp_path / "logs", 8080)
+    assert "-m deploy.replica run" in sup and "--server.address 0.0.0.0" in sup
+    assert "--server.websocketPingInterval 2" in sup and "--address 127.0.0.1" in sup       # health asks locally
+    assert deploy.upstream_addresses(o, o.ports()) == ["127.0.0.1:8501", "10.0.0.2:8601"]
     if Path(deploy.NGINX).exists():                          # nginx itself accepts it
         (tmp_path / "nginx.conf").write_text(conf)
         t = subprocess.run([deploy.NGINX, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
