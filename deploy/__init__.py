@@ -273,7 +273,7 @@ def start_supervisor(o: Options, run: Path | None = None, env: dict[str, str] | 
         raise RuntimeError("supervisord not found: pip install -r deploy/requirements.txt (the PyPI package "
                            "'supervisor')")
     if not Path(NGINX).exists():
-        raise RuntimeError("nginx not found: apt-get install nginx-light (or nginx), or set NGINX=/path/to/nginx")
+        raise RuntimeError("nginx not found: apt-get install nginx, or set NGINX=/path/to/nginx")
     run = Path(run) if run else Path(tempfile.mkdtemp(prefix="lab-deploy-"))
     run.mkdir(parents=True, exist_ok=True)
     os.chmod(run, 0o755)

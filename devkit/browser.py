@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def find_chromium() -> str:
     """$CHROMIUM if set; else Debian's /usr/bin/chromium; else the Chromium that `python -m playwright install
-    chromium` downloaded (tests/install_chromium.sh's fallback where there is no apt); else /usr/bin/chromium."""
+    chromium` downloaded (tests/install_system.sh's fallback where there is no apt); else /usr/bin/chromium."""
     if os.environ.get("CHROMIUM"):
         return os.environ["CHROMIUM"]
     if Path("/usr/bin/chromium").exists():

@@ -15,7 +15,7 @@ from conftest import ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
-                                 reason=f"no Chromium at {CHROMIUM} (run tests/install_chromium.sh, or set CHROMIUM)")]
+                                 reason=f"no Chromium at {CHROMIUM} (run tests/install_system.sh, or set CHROMIUM)")]
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 
 

@@ -20,7 +20,7 @@ GRACE = 20                  # s: the health check's grace after a start, in this
 
 def _need_tools() -> None:
     if not Path(deploy.NGINX).exists():
-        pytest.skip(f"nginx is not installed at {deploy.NGINX}: apt-get install nginx-light (CI installs it)")
+        pytest.skip(f"nginx is not installed at {deploy.NGINX}: apt-get install nginx (tests/install_system.sh installs it)")
     if deploy.supervisord_path() is None:
         pytest.skip("supervisord is not installed: pip install -r deploy/requirements.txt")
 

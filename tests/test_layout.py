@@ -17,7 +17,7 @@ from devkit.layout import axe, count_by_kind, defects, describe, first_screen, r
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
-                                 reason=f"no Chromium at {CHROMIUM} (run tests/install_chromium.sh)")]
+                                 reason=f"no Chromium at {CHROMIUM} (run tests/install_system.sh)")]
 
 SIZES = [(1280, 720), (1600, 1000), (1920, 1080)]
 VIEWS = [(name, mode) for mode in ("normal", "projector") for name in PAGES]

@@ -114,7 +114,7 @@ def test_wrapper_rejects_bad_input_with_a_clear_message(logits, labels, msg):
 def app():
     pytest.importorskip("playwright")
     if not Path(CHROMIUM).exists():
-        pytest.skip("Chromium is not installed (sh tests/install_chromium.sh)")
+        pytest.skip("Chromium is not installed (sh tests/install_system.sh)")
     with serve_script() as url, browser_page(1600, 1000) as page:
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
