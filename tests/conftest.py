@@ -38,3 +38,25 @@ def slow_except(values, fast) -> list:
     suite runs them all). For matrices (every page, every family) whose cases cost seconds each."""
     assert set(fast) <= set(values), set(fast) - set(values)
     return [v if v in fast else pytest.param(v, marks=pytest.mark.slow) for v in values]
+
+
+@pytest.fixture(scope="session")
+def lm():
+    """The built-in transformer-lm on the CPU (model.load keeps one copy per process)."""
+    import model
+
+    return model.load("transformer-lm", "cpu")
+
+
+@pytest.fixture(scope="session")
+def tr():
+    import model
+
+    return model.load("translator-en-fr", "cpu")
+
+
+@pytest.fixture(scope="session")
+def lstm():
+    import model
+
+    return model.load("lstm-lm", "cpu")

@@ -20,21 +20,6 @@ from conftest import ROOT
 pytestmark = pytest.mark.unit
 
 
-@pytest.fixture(scope="module")
-def lm():
-    return model.load("transformer-lm", "cpu")
-
-
-@pytest.fixture(scope="module")
-def lstm():
-    return model.load("lstm-lm", "cpu")
-
-
-@pytest.fixture(scope="module")
-def tr():
-    return model.load("translator-en-fr", "cpu")
-
-
 def test_checkpoints_are_small_safetensors():
     for name in model.builtin_names():
         folder = CHECKPOINTS / name

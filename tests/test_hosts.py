@@ -68,7 +68,7 @@ def _need_tools() -> None:
     if shutil.which("ip") is None:
         pytest.skip("the ip command is missing: apt-get install iproute2")
     if not Path(deploy.NGINX).exists():
-        pytest.skip(f"nginx is not installed at {deploy.NGINX}: apt-get install nginx-light (CI installs it)")
+        pytest.skip(f"nginx is not installed at {deploy.NGINX}: apt-get install nginx (tests/install_system.sh installs it)")
     if deploy.supervisord_path() is None:
         pytest.skip("supervisord is not installed: pip install -r deploy/requirements.txt")
     if f" {NET}." in _ip("-4", "-o", "addr", "show").stdout:
@@ -413,7 +413,7 @@ def test_a_browser_tab_on_the_cut_host_reconnects_to_another_host(hosts):
     from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: tests/install_chromium.sh")
+        pytest.skip(f"no Chromium at {CHROMIUM}: tests/install_system.sh")
     h, i = hosts, 1
     victim = h.upstream[i]
     finished: list[tuple[int, float]] = []          # (websocket number, time) of each script_finished

@@ -14,16 +14,6 @@ LM_PAIR = ("the key to the old cabinet", "the keys to the old cabinet")
 TR_PAIR = ("the cat ate the soup because it was hot", "the cat ate the soup because it was hungry")
 
 
-@pytest.fixture(scope="module")
-def lm():
-    return model.load("transformer-lm", "cpu")
-
-
-@pytest.fixture(scope="module")
-def tr():
-    return model.load("translator-en-fr", "cpu")
-
-
 @pytest.mark.unit
 def test_patching_nothing_gives_the_clean_run_exactly(lm):
     ids = lm.tokenize(LM_PAIR[0]).ids

@@ -14,21 +14,6 @@ pytestmark = pytest.mark.unit
 TEXT = "the bear ate the honey because it was hungry"
 
 
-@pytest.fixture(scope="module")
-def lm():
-    return model.load("transformer-lm", "cpu")
-
-
-@pytest.fixture(scope="module")
-def tr():
-    return model.load("translator-en-fr", "cpu")
-
-
-@pytest.fixture(scope="module")
-def lstm():
-    return model.load("lstm-lm", "cpu")
-
-
 def test_capabilities_are_what_each_family_can_do(lm, tr, lstm):
     assert isinstance(lm, (NextToken, PositionTable, PaddedBatch)) and not isinstance(lm, (Translates, Recurrent))
     assert isinstance(tr, Translates) and not isinstance(tr, NextToken) and not isinstance(tr, PaddedBatch)
