@@ -60,3 +60,50 @@ def lstm():
     import model
 
     return model.load("lstm-lm", "cpu")
+
+
+def until(done, what: str, timeout: float, every: float = 0.5):
+    """Call done() until it returns something true and return that; fail naming `what` after `timeout` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        got = done()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout} s")
+        time.sleep(every)
+
+
+@pytest.fixture
+def spinner_texts(monkeypatch) -> list[str]:
+    """Every text a page opens st.spinner with during the test (recorded, then shown as usual)."""
+    import contextlib
+
+    import streamlit as st
+
+    said: list[str] = []
+    real = st.spinner
+
+    @contextlib.contextmanager
+    def recording(text="", *a, **k):
+        said.append(text)
+        with real(text, *a, **k):
+            yield
+    monkeypatch.setattr(st, "spinner", recording)
+    return said
+
+
+# Test files that drive Chromium, and the one that adds network interfaces (tests/test_hosts.py: a bridge and
+# veths for its namespaced hosts). Chromium aborts requests in flight when the machine's interfaces change
+# (net::ERR_NETWORK_CHANGED), so these files run one after another on one xdist worker (`--dist loadgroup`);
+# every other file is its own group, as with `--dist loadfile` (its module fixtures load once).
+CHROMIUM_OR_NETWORK = {"test_browser.py", "test_console.py", "test_hosts.py", "test_layout.py",
+                       "test_live_sampling.py", "test_no_links.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("chromium-and-network" if name in CHROMIUM_OR_NETWORK else name))

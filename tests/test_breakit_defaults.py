@@ -92,21 +92,8 @@ def test_shuffle_title_names_the_word_the_shuffled_run_predicts_after():
     assert f"after “{intact[-1]}” (intact) and after “{shuffled[-1]}” (shuffled)" in title, title
 
 
-def test_held_out_figures_say_what_they_compute_while_they_run(monkeypatch):
-    import contextlib
-
-    import streamlit as st
-
-    said: list[str] = []
-    real = st.spinner
-
-    @contextlib.contextmanager
-    def recording(text="", *a, **k):
-        said.append(text)
-        with real(text, *a, **k):
-            yield
-
-    monkeypatch.setattr(st, "spinner", recording)
+def test_held_out_figures_say_what_they_compute_while_they_run(spinner_texts):
+    said = spinner_texts
     _page()
     assert ("Held-out figures: cross-entropy on 200 held-out sentences and agreement on 300 items, intact and "
             "intervened…") in said, said

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import until
+
 import deploy
 from deploy import Options, free_port, healthy, render_supervisor, server_proxy
 
@@ -23,17 +25,6 @@ def _need_tools() -> None:
         pytest.skip(f"nginx is not installed at {deploy.NGINX}: apt-get install nginx (tests/install_system.sh installs it)")
     if deploy.supervisord_path() is None:
         pytest.skip("supervisord is not installed: pip install -r deploy/requirements.txt")
-
-
-def _until(done, what: str, timeout: float, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = done()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout} s")
-        time.sleep(every)
 
 
 def _sid(pid: int) -> int | None:
@@ -81,7 +72,7 @@ def _launch(tmp: Path, replicas: int) -> dict:
     url = f"http://127.0.0.1:{port}"
     got = {"proc": proc, "ports": ports, "url": url, "tmp": tmp}
     try:
-        _until(lambda: all(healthy(f"http://127.0.0.1:{p}") for p in ports) and healthy(url),
+        until(lambda: all(healthy(f"http://127.0.0.1:{p}") for p in ports) and healthy(url),
                "the replicas and nginx did not answer /_stcore/health", 180)
     except BaseException:
         _end(got)
@@ -110,7 +101,7 @@ def _gone_after(launched: dict, sig: int) -> None:
     proc.wait(90)
     left = lambda: [p for p in tree if _alive(p)] + [int(d.name) for d in Path("/proc").iterdir()      # noqa: E731
                                                      if d.name.isdigit() and _sid(int(d.name)) == sd]
-    _until(lambda: not left(), f"every process of the deployment gone after {signal.Signals(sig).name}", 60)
+    until(lambda: not left(), f"every process of the deployment gone after {signal.Signals(sig).name}", 60)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +118,7 @@ def launched(tmp_path_factory):
 def test_replicas_listen_on_the_ports_given_and_nginx_answers(launched):
     info = {i["name"]: i for i in launched["rpc"].getAllProcessInfo()}
     assert {f"replica-{p}" for p in launched["ports"]} | {"nginx", "health"} == set(info)
-    _until(lambda: all(i["statename"] == "RUNNING" for i in launched["rpc"].getAllProcessInfo()),
+    until(lambda: all(i["statename"] == "RUNNING" for i in launched["rpc"].getAllProcessInfo()),
            "every program RUNNING (past supervisord's startsecs)", 30)
     assert healthy(launched["url"])
 
@@ -137,7 +128,7 @@ def test_kill_9_of_a_replica_is_restarted_and_answers_again(launched):
     rpc, p = launched["rpc"], launched["ports"][0]
     old = rpc.getProcessInfo(f"replica-{p}")["pid"]
     os.kill(old, signal.SIGKILL)
-    _until(lambda: rpc.getProcessInfo(f"replica-{p}")["pid"] not in (0, old) and healthy(f"http://127.0.0.1:{p}"),
+    until(lambda: rpc.getProcessInfo(f"replica-{p}")["pid"] not in (0, old) and healthy(f"http://127.0.0.1:{p}"),
            f"replica-{p} back after kill -9", BACK_WITHIN)
     assert healthy(launched["url"])
 
@@ -146,14 +137,14 @@ def test_kill_9_of_a_replica_is_restarted_and_answers_again(launched):
 def test_sigstopped_replica_is_restarted_by_the_health_check(launched):
     rpc, p = launched["rpc"], launched["ports"][1]
     info = rpc.getProcessInfo(f"replica-{p}")
-    _until(lambda: (lambda i: i["now"] - i["start"] > GRACE + 1)(rpc.getProcessInfo(f"replica-{p}")),
+    until(lambda: (lambda i: i["now"] - i["start"] > GRACE + 1)(rpc.getProcessInfo(f"replica-{p}")),
            "the replica's grace period to pass", GRACE + 30)
     old = info["pid"]
     os.kill(old, signal.SIGSTOP)
     try:
-        _until(lambda: rpc.getProcessInfo(f"replica-{p}")["pid"] not in (0, old), "the hung replica restarted",
+        until(lambda: rpc.getProcessInfo(f"replica-{p}")["pid"] not in (0, old), "the hung replica restarted",
                30)
-        _until(lambda: healthy(f"http://127.0.0.1:{p}"), "the restarted replica answering", BACK_WITHIN)
+        until(lambda: healthy(f"http://127.0.0.1:{p}"), "the restarted replica answering", BACK_WITHIN)
     finally:
         try:
             os.kill(old, signal.SIGCONT)
@@ -240,13 +231,13 @@ def test_a_replica_supervisord_gave_up_on_is_started_again_with_a_log_line(tmp_p
     got = {"proc": proc}
     try:
         sock = tmp_path / "run" / "supervisor.sock"
-        _until(sock.exists, "supervisord's socket", 60)
+        until(sock.exists, "supervisord's socket", 60)
         rpc = server_proxy(sock).supervisor
-        _until(lambda: rpc.getProcessInfo(f"replica-{p}")["statename"] == "FATAL", "supervisord giving up", 120)
+        until(lambda: rpc.getProcessInfo(f"replica-{p}")["statename"] == "FATAL", "supervisord giving up", 120)
         log = tmp_path / "logs" / "health.log"
-        _until(lambda: log.exists() and f"replica-{p} is FATAL" in log.read_text(), "the health log saying so", 30)
+        until(lambda: log.exists() and f"replica-{p} is FATAL" in log.read_text(), "the health log saying so", 30)
         blocker.close()
-        _until(lambda: healthy(f"http://127.0.0.1:{p}"), "the replica started again and answering", 120)
+        until(lambda: healthy(f"http://127.0.0.1:{p}"), "the replica started again and answering", 120)
         assert f"starting replica-{p} again" in log.read_text()
     finally:
         blocker.close()

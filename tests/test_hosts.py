@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import until
+
 import deploy
 from bench.load import Session, SessionError
 
@@ -49,17 +51,6 @@ TAG = f"{os.getpid() % 100000}"  # interface and namespace names unique to this 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20, check=check)
-
-
-def _until(done, what: str, timeout: float, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = done()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout} s")
-        time.sleep(every)
 
 
 def _need_tools() -> None:
@@ -129,8 +120,8 @@ class Hosts:
             if dead:
                 pytest.fail(f"replica exited: {dead}; logs in {self.tmp}")
             return all(deploy.healthy(f"http://{u}") for u in self.upstream)
-        _until(up, "the three replicas answering /_stcore/health on their hosts' addresses", 240, every=1)
-        _until(lambda: deploy.healthy(self.url), "nginx (python -m deploy --replicas 0 --upstreams ...) answering",
+        until(up, "the three replicas answering /_stcore/health on their hosts' addresses", 240, every=1)
+        until(lambda: deploy.healthy(self.url), "nginx (python -m deploy --replicas 0 --upstreams ...) answering",
                60)
 
     def cut(self, i: int) -> None:

@@ -1,7 +1,6 @@
 """Every failure a user can cause when naming a model gets its own advice, checked word for word: a model trained live
 in another browser session, a hub id with the hub off, a hub id the server cannot fetch (offline mode, no network), a
 folder with folders off. The page shows them as written (no literal backticks), and says what a load is doing."""
-import contextlib
 
 import pytest
 
@@ -128,23 +127,12 @@ def test_offline_gpt2_on_the_page_has_no_literal_backticks(monkeypatch):
 
 
 @pytest.mark.apptest
-def test_the_spinner_says_a_hub_model_may_be_downloading(monkeypatch):
+def test_the_spinner_says_a_hub_model_may_be_downloading(monkeypatch, spinner_texts):
     """A hub download cannot run offline in CI: the loader is patched, and every spinner the page opens is recorded."""
-    import streamlit as st
-
     from model.serving import store
 
-    said: list[str] = []
-    real = st.spinner
-
-    @contextlib.contextmanager
-    def recording(text="", *a, **k):
-        said.append(text)
-        with real(text, *a, **k):
-            yield
-
+    said = spinner_texts
     builtin = model.load("transformer-lm", "cpu")
-    monkeypatch.setattr(st, "spinner", recording)
     monkeypatch.setattr(store.ModelStore, "get", lambda self, name, device: builtin)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     _app({"model": "gpt2"})
