@@ -62,6 +62,7 @@ def test_transformer_lm_opens_on_a_head_that_moves_the_prediction():
     assert acc[1] < acc[0] - 0.05, acc                      # held-out agreement 100% -> 93% (mean ablation)
 
 
+@pytest.mark.slow
 def test_ablating_an_early_layer_counts_the_heads_downstream_that_changed():
     at = _page()
     at.selectbox(key="layer").set_value(1).run()
@@ -73,6 +74,7 @@ def test_ablating_an_early_layer_counts_the_heads_downstream_that_changed():
     assert n == int(grid.split(" of ")[0]) and 0 < n <= 8, (said, grid)     # only layers 2 and 3 come after
 
 
+@pytest.mark.slow
 def test_translator_opens_on_an_intervention_that_changes_its_translation():
     at = _page(model_choice="translator-en-fr")
     assert at.session_state["text"] == lessons.DEFAULTS["experiments"]["translator-en-fr"]
@@ -92,6 +94,7 @@ def test_shuffle_title_names_the_word_the_shuffled_run_predicts_after():
     assert f"after “{intact[-1]}” (intact) and after “{shuffled[-1]}” (shuffled)" in title, title
 
 
+@pytest.mark.slow
 def test_held_out_figures_say_what_they_compute_while_they_run(spinner_texts):
     said = spinner_texts
     _page()

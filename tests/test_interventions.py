@@ -315,6 +315,7 @@ def test_break_it_hint_no_causal_mask_lowers_agreement_on_transformer_lm():
     assert acc[1] < acc[0] - 0.2, acc
 
 
+@pytest.mark.slow
 def test_reference_mean_ablation_puts_the_heads_mean_over_the_reference_set_in_its_place():
     """Mode "reference": the head's output at every position becomes its mean output over the reference set,
     which is the average of what the head output on those texts (recomputed here, text by text)."""
