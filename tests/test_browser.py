@@ -33,9 +33,11 @@ def test_every_page_in_chromium(app_url):
         page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)   # deep links: app.py
         page.on("response", lambda r: console.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
         page.on("pageerror", lambda e: console.append(f"page error: {e}"))
-        for name in PAGES:
+        page.on("requestfailed", lambda r: console.append(f"request failed: {r.url} ({r.failure})"))
+        for name in PAGES:                            # each a new document opened by its own address: a deep link
             console.clear()
             seconds = open_page(page, app_url, name)
+            page.wait_for_timeout(500)                # late requests (components, fonts) still counted
             exceptions = page.locator("[data-testid='stException']").count()
             charts = page.locator("[data-testid='stPlotlyChart']").count()
             shot(page, name)
