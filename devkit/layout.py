@@ -228,6 +228,11 @@ def first_screen(page, selector: str | None = None) -> dict | None:
     """Where the page's largest chart starts (scrolled to the top): top (px), height, visible share of it."""
     page.evaluate("() => { window.scrollTo(0, 0); const m = document.querySelector('[data-testid=\"stMain\"]');"
                   " if (m) m.scrollTop = 0; }")
+    try:                                 # a component draws after the script is idle: wait for it to have a size
+        page.wait_for_function(f"(sel) => {{ const w = ({FIRST_SCREEN_JS})(sel); return w && w.height > 0; }}",
+                               arg=selector, timeout=20_000)
+    except Exception:                    # measured as it is (the test then says what it found)
+        pass
     return page.evaluate(FIRST_SCREEN_JS, selector)
 
 
