@@ -49,17 +49,19 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_app(timeout: float = 90, script: Path | None = None, env: dict | None = None):
-    """Start `streamlit run app.py` (or another script) on a free local port; yield its base URL; stop it afterwards."""
+def serve_app(timeout: float = 90, script: Path | None = None, env: dict | None = None, base_path: str = ""):
+    """Start `streamlit run app.py` (or another script) on a free local port, under /base_path if given (Streamlit's
+    server.baseUrlPath); yield its base URL; stop it afterwards."""
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", **(env or {})}
     # The server's output goes to a file (a pipe nobody reads would block the server once full).
     log = open(os.environ.get("LAB_SERVER_LOG") or tempfile.mktemp(prefix="lab-server-", suffix=".log"), "w+")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script or ROOT / "app.py"), "--server.port", str(port),
                              "--server.address", "127.0.0.1", "--server.headless", "true",
-                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
+                             "--browser.gatherUsageStats", "false",
+                             *(["--server.baseUrlPath", base_path] if base_path else [])], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}" + (f"/{base_path}" if base_path else "")
     try:
         deadline = time.time() + timeout
         while True:

@@ -2,16 +2,9 @@
 server.baseUrlPath log no console error and no failed request (every page at the root is checked the same way by
 tests/test_browser.py::test_every_page_in_chromium). Streamlit's frontend used to look for the server under the
 page's path first (two 404s on every deep link); app.py tells it where the server is."""
-import contextlib
-import os
-import subprocess
-import sys
-import time
-import urllib.request
-
 import pytest
 
-from devkit.browser import PAGES, ROOT, browser_page, free_port, wait_idle
+from devkit.browser import PAGES, browser_page, serve_app, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -35,34 +28,6 @@ def _problems(url: str, names) -> list[str]:
     return problems
 
 
-@contextlib.contextmanager
-def _serve_under(prefix: str):
-    """The app served under /<prefix> (Streamlit's server.baseUrlPath); yields the app's address."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true", "--server.baseUrlPath",
-                             prefix, "--browser.gatherUsageStats", "false"], cwd=ROOT,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/{prefix}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                    break
-            except OSError:
-                assert proc.poll() is None and time.time() < deadline, "streamlit did not start"
-                time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 def test_deep_links_under_a_path_prefix_have_a_clean_console():
-    with _serve_under("lab") as url:
+    with serve_app(base_path="lab") as url:
         assert _problems(url, ["home", "masks", "experiments"]) == []
