@@ -58,9 +58,23 @@ def hints(page: str, m: LabModel) -> None:
     with st.expander(f"Try: what {md_escape(m.name)} shows here ({len(found)})", expanded=len(found) <= 3 and not presenting()):
         for i, lesson in enumerate(found):
             a, b = st.columns([3, 1], vertical_alignment="center")
+            if page == "patching":          # this page reads its own two fields, not the sidebar's text
+                pair = tokens_line([lesson.text]) + (f" / {tokens_line([lesson.contrast])}" if lesson.contrast else "")
+                a.markdown(f"{pair} — {md_escape(lesson.claim)}")
+                if (st.session_state.get("clean"), st.session_state.get("corrupt")) != (lesson.text, lesson.contrast) \
+                        and lesson.contrast:
+                    b.button("Use these two texts", key=f"lesson_{page}_{i}", on_click=use_pair,
+                             args=(lesson.text, lesson.contrast))
+                continue
             a.markdown(f"{tokens_line([lesson.text])} — {md_escape(lesson.claim)}")
             if lesson.text != text():
                 b.button("Use this sentence", key=f"lesson_{page}_{i}", on_click=use_text, args=(lesson.text,))
+
+
+def use_pair(clean: str, corrupted: str) -> None:
+    """The patching page's two texts (bound to `?clean=` and `?corrupt=`)."""
+    st.session_state["clean"] = clean
+    st.session_state["corrupt"] = corrupted
 
 
 def example_for(m: LabModel, page: str = "home") -> str | None:

@@ -130,3 +130,26 @@ def test_patching_page_names_bad_texts_in_its_own_fields(clean):
     said = [i.value for i in at.info] + [w.value for w in at.warning]
     assert said, clean
     assert not any("<b>" in s or "](http" in s for s in said)
+
+
+@pytest.mark.apptest
+def test_a_lesson_on_the_patching_page_loads_its_two_texts_into_the_clean_and_corrupted_fields():
+    from model.teaching.lessons import lessons_for
+
+    paired = [(name, lsn) for name in ("transformer-lm", "translator-en-fr")
+              for lsn in lessons_for("patching", name) if lsn.contrast]
+    assert paired, "no lesson on the patching page compares two texts"
+    name, lsn = paired[0]
+    at = AppTest.from_file(str(ROOT / "lab.py"), default_timeout=180)
+    at.session_state["model_choice"] = name
+    at.run()
+    at.switch_page("app_pages/patching.py")
+    at.run()
+    at.text_input(key="clean").set_value("the cat").run()
+    at.text_input(key="corrupt").set_value("the dog").run()
+    buttons = [b for b in at.button if b.label == "Use these two texts"]
+    assert len(buttons) == len([lsn for n, lsn in paired if n == name])
+    buttons[0].click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert (at.text_input(key="clean").value, at.text_input(key="corrupt").value) == (lsn.text, lsn.contrast)
+    assert len([b for b in at.button if b.label == "Use these two texts"]) == len(buttons) - 1   # its pair is shown
