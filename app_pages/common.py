@@ -111,9 +111,10 @@ def load_or_stop(name: str | None = None) -> LabModel:
     try:
         path = resolve(name)
         with st.spinner(opening_words(name, path)):
+            models, device = store(), device_name()       # read here: the helper thread has no session
             if from_hub(name, path):
-                return with_download_progress(name, lambda: store().get(path, device_name()))
-            return store().get(path, device_name())
+                return with_download_progress(name, lambda: models.get(path, device))
+            return models.get(path, device)
     except LabError as e:
         st.error(f"**Could not open the model “{md_escape(name[:200])}”.** {md_escape(e)}")
         st.stop()
