@@ -249,10 +249,22 @@ class SeedBands:
         r = self.rel[kind]
         return r.min(0), np.median(r, 0), r.max(0)
 
-    def rnn_below(self, lo: int, hi: int | None = None) -> int:
-        """In how many seeds the RNN has less of its gradient left than the LSTM at every distance lo..hi."""
+    def slope_range(self, kind: str) -> tuple[float, float, float]:
+        """(min, median, max) over seeds of the slope of ln(gradient norm) per word back."""
+        v = self.slope[kind]
+        return float(v.min()), float(np.median(v)), float(v.max())
+
+    def separation_range(self) -> tuple[float, float, float]:
+        """(min, median, max) over the seeds where the RNN ends below the LSTM of the distance from which it stays
+        below (nan, nan, nan if it never does)."""
+        v = self.separation[np.isfinite(self.separation)]
+        return (float(v.min()), float(np.median(v)), float(v.max())) if len(v) else (float("nan"),) * 3
+
+    def below(self, kind: str, other: str, lo: int, hi: int | None = None) -> int:
+        """In how many seeds `kind` has less of its gradient left than `other` at every distance lo..hi (to the
+        farthest measured if hi is None)."""
         keep = (self.distance >= lo) & (self.distance <= (self.distance.max() if hi is None else hi))
-        return int(((self.rel["rnn"] < self.rel["lstm"])[:, keep]).all(1).sum())
+        return int(((self.rel[kind] < self.rel[other])[:, keep]).all(1).sum())
 
 
 def seed_bands(data: dict) -> SeedBands:
