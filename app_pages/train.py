@@ -203,7 +203,8 @@ st.caption(f"The quick preset's RNN and LSTM trained by this app's training code
            "to the highest seed.")
 st.markdown(f"**The LSTM's gradient vanishes too.** Its log-norm falls by {-l_mid:.2f} per word back (median over "
             f"{n_seeds} seeds; {-l_hi:.2f} to {-l_lo:.2f}), the RNN's by {-r_mid:.2f} ({-r_hi:.2f} to {-r_lo:.2f}): "
-            "the LSTM's gradient falls more slowly, but it still shrinks geometrically.")
+            f"the LSTM's gradient falls more slowly, but it falls: {far} words back, {sb.left_at('lstm', far):.0e} of it "
+            f"is left (median), against {sb.left_at('rnn', far):.0e} of the RNN's.")
 if s_mid == s_mid:                                            # not nan: the RNN ends below the LSTM in some seed
     st.markdown(f"**Where they separate:** the RNN keeps less of its gradient than the LSTM at every distance from "
                 f"{s_mid:g} words back on (median over seeds; {s_lo:g} to {s_hi:g}). From {far} words back on it keeps "

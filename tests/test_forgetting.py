@@ -143,6 +143,7 @@ def test_seed_bands_on_known_profiles():
     assert b.separation_range() == (min(b.separation), np.median(b.separation), max(b.separation))
     assert b.below("rnn", "lstm", int(max(b.separation))) == 2
     assert b.below("lstm", "rnn", 1, 2) == 2 and b.below("rnn", "lstm", 1, 2) == 0
+    assert b.left_at("rnn", 3) == pytest.approx(np.median([0.5 ** 3, 0.6 ** 3]))
 
 
 def test_a_seed_whose_rnn_never_ends_below_has_no_separation():
@@ -213,11 +214,15 @@ def test_every_number_in_the_seed_sentences_is_the_computation():
     assert not at.exception, [e.message for e in at.exception]
     md = [m.value for m in at.markdown]
     vanish = next(t for t in md if t.startswith("**The LSTM's gradient vanishes too.**"))
-    nums = [float(x) for x in re.findall(r"\d+\.\d+|\d+", vanish)]
+    head, tail = vanish.split(": the LSTM's gradient falls more slowly")
+    nums = [float(x) for x in re.findall(r"\d+\.\d+|\d+", head)]
     r, l = b.slope_range("rnn"), b.slope_range("lstm")
     n = len(b.seeds)
     expect = [-l[1], n, -l[2], -l[0], -r[1], -r[2], -r[0]]
     assert nums == pytest.approx(expect, abs=0.005), (vanish, expect)
+    left = re.findall(r"\d+(?:\.\d+)?e[-+]\d+|\d+", tail)
+    assert left == ["20", f"{b.left_at('lstm', 20):.0e}", f"{b.left_at('rnn', 20):.0e}"], tail
+    assert b.left_at("rnn", 20) < b.left_at("lstm", 20) < 0.01
     assert l[1] < 0 and l[1] > r[1]                        # it vanishes, more slowly than the RNN's
     sep = next(t for t in md if t.startswith("**Where they separate:**"))
     nums = [float(x) for x in re.findall(r"\d+(?:\.\d+)?", sep)]

@@ -154,7 +154,8 @@ def gradient_seed_bands(distance, bands: Mapping[str, tuple[np.ndarray, np.ndarr
                                  fillcolor="rgba(128,128,128,0.2)", hoverinfo="skip",
                                  name="RNN below LSTM from here: min to max over seeds"))
         fig.add_trace(go.Scatter(x=[s_mid, s_mid], y=[y0, y1], mode="lines", line=dict(color="grey", dash="dash"),
-                                 name="… median", hovertemplate="median: %{x} words back<extra></extra>"))
+                                 name="RNN below LSTM from here: median",
+                                 hovertemplate="median: %{x} words back<extra></extra>"))
     decades = (max(highs) - min(lows)) if lows else 1
     fig.update_layout(xaxis_title="words back from the prediction",
                       yaxis=dict(type="log", title="gradient left (÷ its value 0 words back)", exponentformat="power",

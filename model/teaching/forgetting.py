@@ -249,6 +249,10 @@ class SeedBands:
         r = self.rel[kind]
         return r.min(0), np.median(r, 0), r.max(0)
 
+    def left_at(self, kind: str, distance: int) -> float:
+        """The median over seeds of what is left of the gradient `distance` words back."""
+        return float(np.median(self.rel[kind][:, int(np.flatnonzero(self.distance == distance)[0])]))
+
     def slope_range(self, kind: str) -> tuple[float, float, float]:
         """(min, median, max) over seeds of the slope of ln(gradient norm) per word back."""
         v = self.slope[kind]
