@@ -141,3 +141,35 @@ def test_the_page_draws_the_hub_progress_as_it_comes(fake_hub):
                          f"the {sum(FILES.values()) / 1e6:,.1f} MB started so far; {len(FILES)} of {len(FILES)} "
                          "files done.")
     assert any(m.value == "loaded from /cache/fake/model" for m in at.markdown)
+
+
+@pytest.mark.apptest
+def test_a_hub_id_from_the_sidebar_loads_with_the_progress_callback_set(monkeypatch, fake_hub):
+    """load_or_stop on a hub id: the load runs where a download reports to the page (the callback is set), and the
+    page then opens on the loaded model. The loader is faked: it downloads through the fake hub and returns the
+    built-in transformer-lm."""
+    from streamlit.testing.v1 import AppTest
+
+    import model
+    from conftest import ROOT
+    from model.hf import loading
+
+    real_load = model.load
+    calls = []
+
+    def fake_load(name, device=None):
+        if name != "someone/progress-model":
+            return real_load(name, device)
+        calls.append(loading._SINK.get() is not None)
+        loading.download(name)
+        return real_load("transformer-lm", device)
+
+    monkeypatch.setenv("LAB_ALLOW_HUB", "1")
+    monkeypatch.setattr(model, "load", fake_load)
+    at = AppTest.from_file(str(ROOT / "lab.py"), default_timeout=120)
+    at.query_params["model"] = "someone/progress-model"
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert calls == [True]
+    assert not at.get("progress")                                    # cleared once the model is open
