@@ -194,7 +194,7 @@ def hub_tqdm(callback: Callable[[DownloadProgress], None]) -> type:
     return HubProgress
 
 
-HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]   # config, weights, tokenizer files
+HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.spm", "*.tiktoken"]   # config, weights, tokenizers
 
 
 def download(name: str, local_files_only: bool = False) -> str:
