@@ -192,7 +192,7 @@ def _seed_bands():
 
 sb = _seed_bands()
 n_seeds, far, near = len(sb.seeds), 20, 5
-(r_lo, r_mid, r_hi), (l_lo, l_mid, l_hi) = sb.slope_range("rnn"), sb.slope_range("lstm")
+(r_lo, r_mid, r_hi), (l_lo, l_mid, l_hi) = sb.fall_range("rnn"), sb.fall_range("lstm")
 s_lo, s_mid, s_hi = sb.separation_range()
 c.plot(gradient_seed_bands(sb.distance, {"RNN (tanh)": sb.band("rnn"), "LSTM": sb.band("lstm")},
                            separation=(s_lo, s_mid, s_hi),
@@ -201,15 +201,15 @@ st.caption(f"The quick preset's RNN and LSTM trained by this app's training code
            f"{sb.seeds[0]} to {sb.seeds[-1]}), then measured on the same held-out texts as above; each curve is divided "
            "by its value 0 words back, so the two start at 1. Lines: the median over seeds; shaded: from the lowest "
            "to the highest seed.")
-st.markdown(f"**The LSTM's gradient vanishes too.** Its log-norm falls by {-l_mid:.2f} per word back (median over "
-            f"{n_seeds} seeds; {-l_hi:.2f} to {-l_lo:.2f}), the RNN's by {-r_mid:.2f} ({-r_hi:.2f} to {-r_lo:.2f}): "
+st.markdown(f"**The LSTM's gradient vanishes too.** Its log-norm falls by {l_mid:.2f} per word back (median over "
+            f"{n_seeds} seeds; {l_lo:.2f} to {l_hi:.2f}), the RNN's by {r_mid:.2f} ({r_lo:.2f} to {r_hi:.2f}): "
             f"the LSTM's gradient falls more slowly, but it falls: {far} words back, {sb.left_at('lstm', far):.0e} of it "
             f"is left (median), against {sb.left_at('rnn', far):.0e} of the RNN's.")
-if s_mid == s_mid:                                            # not nan: the RNN ends below the LSTM in some seed
+if sb.separated:
     st.markdown(f"**Where they separate:** the RNN keeps less of its gradient than the LSTM at every distance from "
                 f"{s_mid:g} words back on (median over seeds; {s_lo:g} to {s_hi:g}). From {far} words back on it keeps "
                 f"less in {sb.below('rnn', 'lstm', far)} of {n_seeds} seeds. Close to the prediction"
-                + (" it is the other way round" if 2 * sb.below("lstm", "rnn", 1, near) > n_seeds else "")
+                + (" it is the other way round" if sb.mostly_below("lstm", "rnn", 1, near) else "")
                 + f": at every distance from 1 to {near} words back, the LSTM keeps less in "
                 f"{sb.below('lstm', 'rnn', 1, near)} of {n_seeds} seeds, the RNN in {sb.below('rnn', 'lstm', 1, near)}.")
 

@@ -144,6 +144,8 @@ def test_seed_bands_on_known_profiles():
     assert b.below("rnn", "lstm", int(max(b.separation))) == 2
     assert b.below("lstm", "rnn", 1, 2) == 2 and b.below("rnn", "lstm", 1, 2) == 0
     assert b.left_at("rnn", 3) == pytest.approx(np.median([0.5 ** 3, 0.6 ** 3]))
+    assert b.fall_range("rnn") == pytest.approx((-np.log(0.6), -np.log([0.5, 0.6]).mean(), -np.log(0.5)))
+    assert b.separated and b.mostly_below("lstm", "rnn", 1, 1) and not b.mostly_below("rnn", "lstm", 1, 1)
 
 
 def test_a_seed_whose_rnn_never_ends_below_has_no_separation():
@@ -152,7 +154,9 @@ def test_a_seed_whose_rnn_never_ends_below_has_no_separation():
     data = _synthetic_seeds()
     data["norm"]["rnn"][1] = list(np.ones(30))                               # never vanishes
     b = seed_bands(data)
-    assert np.isnan(b.separation[1]) and b.separation_range() == (b.separation[0],) * 3
+    assert np.isnan(b.separation[1]) and b.separation_range() == (b.separation[0],) * 3 and b.separated
+    data["norm"]["rnn"][0] = list(np.ones(30))
+    assert not seed_bands(data).separated
 
 
 def test_the_stored_seeds_are_of_this_corpus_and_at_least_five():
@@ -216,7 +220,7 @@ def test_every_number_in_the_seed_sentences_is_the_computation():
     vanish = next(t for t in md if t.startswith("**The LSTM's gradient vanishes too.**"))
     head, tail = vanish.split(": the LSTM's gradient falls more slowly")
     nums = [float(x) for x in re.findall(r"\d+\.\d+|\d+", head)]
-    r, l = b.slope_range("rnn"), b.slope_range("lstm")
+    r, l = b.slope_range("rnn"), b.slope_range("lstm")          # slopes of ln norm: the page says how it falls
     n = len(b.seeds)
     expect = [-l[1], n, -l[2], -l[0], -r[1], -r[2], -r[0]]
     assert nums == pytest.approx(expect, abs=0.005), (vanish, expect)
@@ -229,7 +233,7 @@ def test_every_number_in_the_seed_sentences_is_the_computation():
     s_lo, s_mid, s_hi = b.separation_range()
     assert nums == [s_mid, s_lo, s_hi, 20, b.below("rnn", "lstm", 20), n, 1, 5, b.below("lstm", "rnn", 1, 5), n,
                     b.below("rnn", "lstm", 1, 5)], sep
-    assert ("the other way round" in sep) == (2 * b.below("lstm", "rnn", 1, 5) > n)
+    assert ("the other way round" in sep) == (2 * b.below("lstm", "rnn", 1, 5) > n) == b.mostly_below("lstm", "rnn", 1, 5)
     fig = next(ch for ch in charts(at) if "training seeds" in ch["layout"]["title"]["text"])
     medians = {t["name"]: np.asarray(t["y"], float) for t in fig["data"] if t["name"].endswith(": median")}
     np.testing.assert_allclose(medians["RNN (tanh): median"], b.band("rnn")[1])

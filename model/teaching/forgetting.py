@@ -258,6 +258,20 @@ class SeedBands:
         v = self.slope[kind]
         return float(v.min()), float(np.median(v)), float(v.max())
 
+    def fall_range(self, kind: str) -> tuple[float, float, float]:
+        """(min, median, max) over seeds of how much ln(gradient norm) falls per word back (minus the slope)."""
+        lo, mid, hi = self.slope_range(kind)
+        return -hi, -mid, -lo
+
+    @property
+    def separated(self) -> bool:
+        """Whether the RNN ends below the LSTM for good in at least one seed."""
+        return bool(np.isfinite(self.separation).any())
+
+    def mostly_below(self, kind: str, other: str, lo: int, hi: int | None = None) -> bool:
+        """Whether in more than half of the seeds `kind` keeps less than `other` at every distance lo..hi."""
+        return 2 * self.below(kind, other, lo, hi) > len(self.seeds)
+
     def separation_range(self) -> tuple[float, float, float]:
         """(min, median, max) over the seeds where the RNN ends below the LSTM of the distance from which it stays
         below (nan, nan, nan if it never does)."""
