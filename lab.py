@@ -182,10 +182,24 @@ def from_link() -> None:
 
 # Text contrast of at least 4.5:1 (axe-core, WCAG AA): Streamlit's captions (drawn at 60% opacity, 3.9:1) and the
 # labels of disabled widgets (40%, 2.3:1) drawn darker; a disabled widget still looks lighter than an active one.
+# Keyboard focus always visible (WCAG 2.4.7; tests/test_keyboard.py): Streamlit draws no ring on its page links,
+# the sidebar's navigation, text fields, select boxes or the main area (the skip link's target), so every element
+# focused from the keyboard gets a 3 px blue ring (#0b57d0: 6.4:1 on white, apart from the red theme colour); text
+# fields, whose boxes clip what is drawn outside them, get it inside. Radio buttons, switches and sliders hide their
+# input: the ring goes on what they draw instead (the option, the switch and its label, the thumb). Mouse clicks draw
+# no ring (:focus-visible).
 A11Y_CSS = """<style>
 [data-testid="stCaptionContainer"] { opacity: 1 !important; }
 [data-testid="stCaptionContainer"], [data-testid="stCaptionContainer"] * { color: rgba(47, 45, 43, 0.78) !important; }
 label[data-testid="stWidgetLabel"][disabled] { color: rgba(47, 45, 43, 0.72) !important; }
+a:focus-visible, button:focus-visible, summary:focus-visible, [role="button"]:focus-visible, [role="tab"]:focus-visible,
+[role="option"]:focus-visible, [role="slider"]:focus-visible, [tabindex]:focus-visible, input:focus-visible,
+select:focus-visible { outline: 3px solid #0b57d0 !important; outline-offset: 2px !important; }
+textarea:focus-visible, input[type="text"]:focus-visible, input[type="number"]:focus-visible,
+input[role="combobox"]:focus-visible, [data-testid="stMain"]:focus-visible {
+  outline: 3px solid #0b57d0 !important; outline-offset: -3px !important; }
+label:has(input:focus-visible), div:has(> div > input[type="range"]:focus-visible) {
+  outline: 3px solid #0b57d0 !important; outline-offset: 2px; }
 </style>"""
 
 

@@ -115,3 +115,126 @@ def test_decay_per_word_recovers_a_geometric_rate():
     d = np.arange(30)
     rates = decay_per_word({"a": (d, 3.0 * 0.7 ** d), "b": (d, 0.5 * 0.95 ** d)})
     assert abs(rates["a"] - 0.7) < 1e-9 and abs(rates["b"] - 0.95) < 1e-9
+
+
+# ----------------------------------------------------------------------------- over training seeds
+def _synthetic_seeds():
+    d = np.arange(30)
+    rnn = [list(2.0 * 0.5 ** d), list(1.0 * 0.6 ** d)]                       # falls fast from the start
+    lstm = [list(3.0 * np.where(d < 4, 0.3 ** d, 0.3 ** 4 * 0.9 ** (d - 4))),   # fast first, then slowly
+            list(1.0 * np.where(d < 2, 0.2 ** d, 0.2 ** 2 * 0.95 ** (d - 2)))]
+    return {"seeds": [0, 1], "distance": list(d), "norm": {"rnn": rnn, "lstm": lstm}}
+
+
+def test_seed_bands_on_known_profiles():
+    from model.teaching.forgetting import seed_bands
+
+    b = seed_bands(_synthetic_seeds())
+    np.testing.assert_allclose(b.rel["rnn"][0], 0.5 ** np.arange(30))          # divided by the value 0 words back
+    np.testing.assert_allclose(b.slope["rnn"], np.log([0.5, 0.6]))
+    assert b.slope_range("rnn") == pytest.approx((np.log(0.5), np.log([0.5, 0.6]).mean(), np.log(0.6)))
+    lo, mid, hi = b.band("lstm")
+    assert (lo <= mid).all() and (mid <= hi).all() and lo[0] == hi[0] == 1
+    # the separation: the first distance from which the RNN stays below, found here by brute force
+    for s in range(2):
+        below = b.rel["rnn"][s] < b.rel["lstm"][s]
+        first = next(i for i in range(30) if below[i:].all())
+        assert b.separation[s] == first and not below[first - 1]
+    assert b.separation_range() == (min(b.separation), np.median(b.separation), max(b.separation))
+    assert b.below("rnn", "lstm", int(max(b.separation))) == 2
+    assert b.below("lstm", "rnn", 1, 2) == 2 and b.below("rnn", "lstm", 1, 2) == 0
+    assert b.left_at("rnn", 3) == pytest.approx(np.median([0.5 ** 3, 0.6 ** 3]))
+    assert b.fall_range("rnn") == pytest.approx((-np.log(0.6), -np.log([0.5, 0.6]).mean(), -np.log(0.5)))
+    assert b.separated and b.mostly_below("lstm", "rnn", 1, 1) and not b.mostly_below("rnn", "lstm", 1, 1)
+
+
+def test_a_seed_whose_rnn_never_ends_below_has_no_separation():
+    from model.teaching.forgetting import seed_bands
+
+    data = _synthetic_seeds()
+    data["norm"]["rnn"][1] = list(np.ones(30))                               # never vanishes
+    b = seed_bands(data)
+    assert np.isnan(b.separation[1]) and b.separation_range() == (b.separation[0],) * 3 and b.separated
+    data["norm"]["rnn"][0] = list(np.ones(30))
+    assert not seed_bands(data).separated
+
+
+def test_the_stored_seeds_are_of_this_corpus_and_at_least_five():
+    from model.teaching.forgetting import corpus_fingerprint, load_seed_profiles
+
+    data = load_seed_profiles()
+    assert len(data["seeds"]) >= 5
+    assert data["fingerprint"] == corpus_fingerprint(), \
+        "the corpus or tokenizer changed: remake the seeds with python -m model.teaching.forgetting"
+    assert set(data["norm"]) == {"rnn", "lstm"} and all(len(v) == len(data["seeds"]) for v in data["norm"].values())
+
+
+@pytest.mark.slow
+def test_retraining_a_stored_seed_gives_its_stored_profile():
+    """The stored file is what the app's code computes: seed 1 is trained again (seconds) and measured again."""
+    from model.teaching.forgetting import load_seed_profiles, seed_profiles
+
+    data = load_seed_profiles()
+    again = seed_profiles((1,), preset=data["preset"], n=data["texts"], length=data["length"],
+                          text_seed=data["text_seed"])
+    i = data["seeds"].index(1)
+    for kind in ("rnn", "lstm"):
+        stored, fresh = np.log(data["norm"][kind][i]), np.log(again["norm"][kind][0])
+        np.testing.assert_allclose(fresh, stored, atol=1e-3, err_msg=kind)
+
+
+def test_seed_band_figure_draws_the_bands_and_the_separation():
+    from viz.experiments import gradient_seed_bands
+
+    d = np.arange(5)
+    lo, mid, hi = np.array([1, .1, .01, .001, 1e-4]), np.array([1, .2, .04, .008, .0016]), np.ones(5)
+    fig = gradient_seed_bands(d, {"RNN (tanh)": (lo, mid, hi)}, separation=(2, 3, 4))
+    band, median, column, line = fig.data
+    assert band.fill == "toself" and list(band.y) == list(hi) + list(lo[::-1]) and list(band.x) == [0, 1, 2, 3, 4, 4, 3, 2, 1, 0]
+    assert list(median.y) == list(mid)
+    assert min(column.x) == 2 and max(column.x) == 4 and list(line.x) == [3, 3]
+    assert fig.layout.yaxis.type == "log"
+    assert len(gradient_seed_bands(d, {"LSTM": (lo, mid, hi)}, separation=(np.nan,) * 3).data) == 2
+    with pytest.raises(ValueError, match="one value per distance"):
+        gradient_seed_bands(d, {"LSTM": (lo[:3], mid, hi)})
+
+
+@pytest.mark.apptest
+def test_every_number_in_the_seed_sentences_is_the_computation():
+    """The Train page's sentences under the seed figure, read back from the page, against seed_bands of the stored
+    profiles (recomputed here), and the figure's lines against the bands."""
+    import re
+
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT, charts
+    from model.teaching.forgetting import load_seed_profiles, seed_bands
+
+    b = seed_bands(load_seed_profiles())
+    at = AppTest.from_file(str(ROOT / "lab.py"), default_timeout=180)
+    at.run()
+    at.switch_page("app_pages/train.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    md = [m.value for m in at.markdown]
+    vanish = next(t for t in md if t.startswith("**The LSTM's gradient vanishes too.**"))
+    head, tail = vanish.split(": the LSTM's gradient falls more slowly")
+    nums = [float(x) for x in re.findall(r"\d+\.\d+|\d+", head)]
+    r, l = b.slope_range("rnn"), b.slope_range("lstm")          # slopes of ln norm: the page says how it falls
+    n = len(b.seeds)
+    expect = [-l[1], n, -l[2], -l[0], -r[1], -r[2], -r[0]]
+    assert nums == pytest.approx(expect, abs=0.005), (vanish, expect)
+    left = re.findall(r"\d+(?:\.\d+)?e[-+]\d+|\d+", tail)
+    assert left == ["20", f"{b.left_at('lstm', 20):.0e}", f"{b.left_at('rnn', 20):.0e}"], tail
+    assert b.left_at("rnn", 20) < b.left_at("lstm", 20) < 0.01
+    assert l[1] < 0 and l[1] > r[1]                        # it vanishes, more slowly than the RNN's
+    sep = next(t for t in md if t.startswith("**Where they separate:**"))
+    nums = [float(x) for x in re.findall(r"\d+(?:\.\d+)?", sep)]
+    s_lo, s_mid, s_hi = b.separation_range()
+    assert nums == [s_mid, s_lo, s_hi, 20, b.below("rnn", "lstm", 20), n, 1, 5, b.below("lstm", "rnn", 1, 5), n,
+                    b.below("rnn", "lstm", 1, 5)], sep
+    assert ("the other way round" in sep) == (2 * b.below("lstm", "rnn", 1, 5) > n) == b.mostly_below("lstm", "rnn", 1, 5)
+    fig = next(ch for ch in charts(at) if "training seeds" in ch["layout"]["title"]["text"])
+    medians = {t["name"]: np.asarray(t["y"], float) for t in fig["data"] if t["name"].endswith(": median")}
+    np.testing.assert_allclose(medians["RNN (tanh): median"], b.band("rnn")[1])
+    np.testing.assert_allclose(medians["LSTM: median"], b.band("lstm")[1])

@@ -119,6 +119,51 @@ def gradient_profiles(profiles: Mapping[str, tuple[np.ndarray, np.ndarray]], tit
     return apply_theme(fig, height=420, title=title)
 
 
+def _rgba(hex_colour: str, alpha: float) -> str:
+    h = hex_colour.lstrip("#")
+    return f"rgba({int(h[0:2], 16)},{int(h[2:4], 16)},{int(h[4:6], 16)},{alpha})"
+
+
+def gradient_seed_bands(distance, bands: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+                        separation: tuple[float, float, float] | None = None, title: str = "") -> go.Figure:
+    """name -> (min, median, max) over seeds of what is left of the gradient at each distance (log y): the median as
+    a line, min to max as a shaded band. `separation` (min, median, max): the distance from which one model stays
+    below the other, drawn as a shaded column (its range over seeds) and a dashed line (its median)."""
+    d = as_array(distance, 1, "distance", "(n,)")
+    fig = go.Figure()
+    lows, highs = [], []
+    for i, (name, (lo, mid, hi)) in enumerate(bands.items()):
+        lo, mid, hi = (np.maximum(as_array(a, 1, what, "(n,)"), 1e-30) for a, what in
+                       ((lo, "min"), (mid, "median"), (hi, "max")))
+        if not len(lo) == len(mid) == len(hi) == len(d):
+            raise ValueError(f"{name}: min, median and max need one value per distance ({len(d)})")
+        colour = _colour(name, i)
+        fig.add_trace(go.Scatter(x=np.concatenate([d, d[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself",
+                                 fillcolor=_rgba(colour, 0.25), line=dict(width=0), hoverinfo="skip",
+                                 name=esc(f"{name}: min to max over seeds"), legendgroup=esc(name)))
+        fig.add_trace(go.Scatter(x=d, y=mid, name=esc(f"{name}: median"), mode="lines", legendgroup=esc(name),
+                                 line=dict(color=colour, width=3), customdata=np.stack([lo, hi], 1),
+                                 hovertemplate="%{x} words back<br>median %{y:.1e}<br>min %{customdata[0]:.1e}, "
+                                               "max %{customdata[1]:.1e}<extra>" + esc(name) + "</extra>"))
+        lows.append(float(np.log10(lo.min())))
+        highs.append(float(np.log10(hi.max())))
+    if separation is not None and np.all(np.isfinite(separation)):
+        s_lo, s_mid, s_hi = (float(v) for v in separation)
+        y0, y1 = 10 ** min(lows), 10 ** max(highs)
+        fig.add_trace(go.Scatter(x=[s_lo, s_hi, s_hi, s_lo, s_lo], y=[y0, y0, y1, y1, y0], fill="toself", mode="none",
+                                 fillcolor="rgba(128,128,128,0.2)", hoverinfo="skip",
+                                 name="RNN below LSTM from here: min to max over seeds"))
+        fig.add_trace(go.Scatter(x=[s_mid, s_mid], y=[y0, y1], mode="lines", line=dict(color="grey", dash="dash"),
+                                 name="RNN below LSTM from here: median",
+                                 hovertemplate="median: %{x} words back<extra></extra>"))
+    decades = (max(highs) - min(lows)) if lows else 1
+    fig.update_layout(xaxis_title="words back from the prediction",
+                      yaxis=dict(type="log", title="gradient left (÷ its value 0 words back)", exponentformat="power",
+                                 dtick=max(1, int(np.ceil(decades / 6)))),
+                      legend=LEGEND_RIGHT)
+    return apply_theme(fig, height=460, title=title)
+
+
 def accuracy_by_distance(distances, accuracy: Mapping[str, np.ndarray], title: str = "") -> go.Figure:
     d = as_array(distances, 1, "distances", "(n,)")
     fig = go.Figure()

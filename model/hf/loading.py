@@ -6,11 +6,17 @@ are required where the folder has them (`use_safetensors=True`).
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import socket
+import threading
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlparse
 
 import torch
@@ -107,6 +113,99 @@ def fetch(name: str, load, what: str, local: bool):
         if "EntryNotFoundError" in chain or "RemoteEntryNotFoundError" in chain:
             raise ModelLoadError(f"“{name}” exists but has no {what} in the layout transformers expects.") from e
         raise ModelLoadError(f"Could not fetch “{name}” from the hub: {type(e).__name__}: {e}") from e
+
+
+# ----------------------------------------------------------------------------- download progress
+@dataclass(frozen=True)
+class DownloadProgress:
+    """Where a hub download stands, from the hub's own progress bars (snapshot_download's tqdm_class)."""
+    done: int            # bytes written so far
+    total: int           # bytes of the files started so far (it grows as each file starts; 0 before the first)
+    files_done: int
+    files: int           # files to fetch (0 until the hub has listed them)
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.done / self.total) if self.total else 0.0
+
+
+_SINK: ContextVar[Callable[[DownloadProgress], None] | None] = ContextVar("lab_download_progress", default=None)
+
+
+@contextmanager
+def download_progress(callback: Callable[[DownloadProgress], None]):
+    """While inside, a model downloaded from the hub in this context reports its progress to callback (called from
+    the hub's download threads; keep it short, and do not touch a user interface from it)."""
+    token = _SINK.set(callback)
+    try:
+        yield
+    finally:
+        _SINK.reset(token)
+
+
+def hub_tqdm(callback: Callable[[DownloadProgress], None]) -> type:
+    """A tqdm class for snapshot_download that forwards its bars to callback instead of drawing them.
+
+    snapshot_download makes three bars from it: the files ("Fetching N files", counted as each file completes),
+    the bytes received ("Downloading bytes") and the bytes written ("Reconstructing ..."), into which every file's
+    download reports its size when it starts and its bytes as they come. The last one is reported as bytes."""
+    from tqdm.std import tqdm as std_tqdm
+
+    lock = threading.Lock()
+    state = {"done": 0, "total": 0, "files_done": 0, "files": 0}
+    last: list = [None]
+
+    def report() -> None:
+        p = DownloadProgress(**state)
+        if p != last[0]:
+            last[0] = p
+            callback(p)
+
+    class HubProgress(std_tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs.pop("name", None)
+            desc = str(kwargs.get("desc") or "")
+            self._role = "files" if kwargs.get("unit", "it") != "B" else ("bytes" if desc.startswith("Reconstruct")
+                                                                         else "received")
+            kwargs.update(file=io.StringIO(), disable=False, mininterval=0, miniters=1)   # counted, never drawn
+            super().__init__(*args, **kwargs)
+            self._publish()
+
+        def _publish(self) -> None:
+            with lock:
+                if self._role == "files":
+                    state["files"], state["files_done"] = int(self.total or 0), int(self.n)
+                elif self._role == "bytes":
+                    state["total"], state["done"] = int(self.total or 0), int(self.n)
+                else:
+                    return
+                report()
+
+        def update(self, n=1):
+            out = super().update(n)
+            self._publish()
+            return out
+
+        def refresh(self, *args, **kwargs):         # snapshot_download grows a bar's total, then refreshes
+            out = super().refresh(*args, **kwargs)
+            self._publish()
+            return out
+
+    return HubProgress
+
+
+HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.spm", "*.tiktoken"]   # config, weights, tokenizers
+
+
+def download(name: str, local_files_only: bool = False) -> str:
+    """Fetch the files transformers needs for hub model `name` into the Hugging Face cache (its top folder only;
+    safetensors weights, not the other formats), reporting to the download_progress callback if one is set."""
+    import huggingface_hub
+
+    sink = _SINK.get()
+    return huggingface_hub.snapshot_download(name, allow_patterns=HUB_FILES, ignore_patterns=["*/*"],
+                                             local_files_only=local_files_only,
+                                             tqdm_class=hub_tqdm(sink) if sink is not None else None)
 
 
 def _unsupported(name: str, model_type: str) -> ModelLoadError:
@@ -210,7 +309,12 @@ def load_weights(name: str, src: str, local: bool, config, spec: ArchSpec, devic
     if local and any(Path(src).glob("*.safetensors")):
         kw["use_safetensors"] = True
     try:
-        hf, info = fetch(name, lambda lfo: cls.from_pretrained(src, local_files_only=lfo, **kw), "weights", local)
+        def weights(lfo: bool):
+            if not lfo:                          # from the hub: the files first, showing the hub's progress
+                download(src)
+            return cls.from_pretrained(src, local_files_only=lfo, **kw)
+
+        hf, info = fetch(name, weights, "weights", local)
         tok = fetch(name, lambda lfo: tf.AutoTokenizer.from_pretrained(src, local_files_only=lfo,
                                                                         trust_remote_code=False), "tokenizer", local)
     except ModelLoadError:

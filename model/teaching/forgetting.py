@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -151,6 +152,148 @@ def decay_per_word(profiles: dict[str, tuple[np.ndarray, np.ndarray]], start: in
     return out
 
 
+# ----------------------------------------------------------------------------- 1b. the same over training seeds
+SEEDS_FILE = Path(__file__).with_name("forgetting_seeds.json")
+SEED_KINDS = ("rnn", "lstm")
+
+
+def corpus_fingerprint() -> str:
+    """A short hash of what a seed's training and profile depend on besides the code's numbers: the tokenizer and
+    the corpus (if either changes, the stored seeds are stale and `python -m model.teaching.forgetting` remakes them)."""
+    import hashlib
+
+    from ..training.jobs import corpus, tokenizer
+
+    train, held = corpus()
+    h = hashlib.sha256(str(tokenizer().vocab_size).encode())
+    for doc in (*train[:2000], *held):
+        h.update(bytes(str(doc), "ascii"))
+    return h.hexdigest()[:16]
+
+
+def train_lm(kind: str, seed: int, preset: str = "quick") -> nn.Module:
+    """A model of the Train page's preset, trained in this process as a training job trains it (the same batches of
+    windows, learning-rate warm-up, AdamW, gradient clipping), on one CPU thread so that a seed gives the same
+    weights every time. Seconds for the quick preset."""
+    from ..training.jobs import PRESETS, build_model, corpus, tokenizer, train_step, windows
+
+    p, tok = PRESETS[preset], tokenizer()
+    train_docs, _ = corpus()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(seed)
+        m, _ = build_model(kind, p, tok.vocab_size, tok.pad_id)
+        m.train()
+        opt = torch.optim.AdamW(m.parameters(), lr=p.lr[kind], betas=(0.9, 0.98), weight_decay=0.0)
+        rng = random.Random(seed)
+        for step in range(p.steps):
+            for g in opt.param_groups:
+                g["lr"] = p.lr[kind] * min(1.0, (step + 1) / p.warmup)
+            train_step(m, opt, windows(train_docs, p.seq_len, p.batch, rng), tok.pad_id)
+    finally:
+        torch.set_num_threads(threads)
+    return m.eval()
+
+
+def seed_profiles(seeds=tuple(range(9)), preset: str = "quick", kinds=SEED_KINDS, n: int = 8, length: int = 48,
+                  text_seed: int = 0, log=None) -> dict:
+    """Train each kind once per seed and measure its gradient profile on the same n held-out texts.
+    -> a JSON-able dict (what SEEDS_FILE holds): the settings, and kind -> one list of norms per seed."""
+    from ..training.jobs import tokenizer
+
+    tok = tokenizer()
+    ids = long_texts(tok, n, length, text_seed)
+    norms: dict[str, list[list[float]]] = {k: [] for k in kinds}
+    distance = None
+    for s in seeds:
+        for k in kinds:
+            t0 = time.perf_counter()
+            p = gradient_profile(train_lm(k, s, preset), ids)
+            distance = p.distance
+            norms[k].append([float(v) for v in p.norm])
+            if log:
+                log(f"seed {s} {k}: {time.perf_counter() - t0:.1f} s")
+    return {"preset": preset, "seeds": list(seeds), "texts": n, "length": length, "text_seed": text_seed,
+            "fingerprint": corpus_fingerprint(), "torch": torch.__version__,
+            "distance": [int(d) for d in distance], "norm": norms}
+
+
+def load_seed_profiles(path: Path | str = SEEDS_FILE) -> dict:
+    import json
+
+    return json.loads(Path(path).read_text())
+
+
+def _first_for_good(below: np.ndarray) -> float:
+    """The smallest index from which `below` is True to the end; nan if its last value is False."""
+    if not below[-1]:
+        return float("nan")
+    i = len(below)
+    while i > 0 and below[i - 1]:
+        i -= 1
+    return float(i)
+
+
+@dataclass
+class SeedBands:
+    """RNN against LSTM over training seeds, from stored or fresh `seed_profiles`."""
+    distance: np.ndarray               # (D,) words back from the position that predicts the last word
+    seeds: list[int]
+    rel: dict[str, np.ndarray]         # kind -> (S, D) gradient norm / its value at distance 0: what is left
+    slope: dict[str, np.ndarray]       # kind -> (S,) least-squares slope of ln(norm) per word back, from 1 word back
+    separation: np.ndarray             # (S,) from how many words back the RNN's rel stays below the LSTM's (nan: never)
+
+    def band(self, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(min, median, max) over seeds at each distance of what is left of the gradient."""
+        r = self.rel[kind]
+        return r.min(0), np.median(r, 0), r.max(0)
+
+    def left_at(self, kind: str, distance: int) -> float:
+        """The median over seeds of what is left of the gradient `distance` words back."""
+        return float(np.median(self.rel[kind][:, int(np.flatnonzero(self.distance == distance)[0])]))
+
+    def slope_range(self, kind: str) -> tuple[float, float, float]:
+        """(min, median, max) over seeds of the slope of ln(gradient norm) per word back."""
+        v = self.slope[kind]
+        return float(v.min()), float(np.median(v)), float(v.max())
+
+    def fall_range(self, kind: str) -> tuple[float, float, float]:
+        """(min, median, max) over seeds of how much ln(gradient norm) falls per word back (minus the slope)."""
+        lo, mid, hi = self.slope_range(kind)
+        return -hi, -mid, -lo
+
+    @property
+    def separated(self) -> bool:
+        """Whether the RNN ends below the LSTM for good in at least one seed."""
+        return bool(np.isfinite(self.separation).any())
+
+    def mostly_below(self, kind: str, other: str, lo: int, hi: int | None = None) -> bool:
+        """Whether in more than half of the seeds `kind` keeps less than `other` at every distance lo..hi."""
+        return 2 * self.below(kind, other, lo, hi) > len(self.seeds)
+
+    def separation_range(self) -> tuple[float, float, float]:
+        """(min, median, max) over the seeds where the RNN ends below the LSTM of the distance from which it stays
+        below (nan, nan, nan if it never does)."""
+        v = self.separation[np.isfinite(self.separation)]
+        return (float(v.min()), float(np.median(v)), float(v.max())) if len(v) else (float("nan"),) * 3
+
+    def below(self, kind: str, other: str, lo: int, hi: int | None = None) -> int:
+        """In how many seeds `kind` has less of its gradient left than `other` at every distance lo..hi (to the
+        farthest measured if hi is None)."""
+        keep = (self.distance >= lo) & (self.distance <= (self.distance.max() if hi is None else hi))
+        return int(((self.rel[kind] < self.rel[other])[:, keep]).all(1).sum())
+
+
+def seed_bands(data: dict) -> SeedBands:
+    d = np.asarray(data["distance"])
+    norm = {k: np.asarray(v, dtype=float) for k, v in data["norm"].items()}
+    rel = {k: v / v[:, :1] for k, v in norm.items()}
+    slope = {k: np.array([np.log(decay_per_word({k: (d, row)})[k]) for row in v]) for k, v in norm.items()}
+    sep = np.array([_first_for_good(r < l) for r, l in zip(rel["rnn"], rel["lstm"])])
+    return SeedBands(d, list(data["seeds"]), rel, slope, sep)
+
+
 # ----------------------------------------------------------------------------- 2. agreement by distance
 def distance_items(distance: int, n: int, seed: int = 0) -> list[dict]:
     """Agreement prefixes with exactly `distance` words between the subject noun and the verb.
@@ -222,3 +365,21 @@ def time_per_token(lengths=(16, 32, 64, 128), preset: str = "quick", batch: int 
                 train_step(models[k], opts[k], x, tok.pad_id)
                 best[k][j] = min(best[k][j], time.perf_counter() - t0)
     return {LABELS[k]: np.array(v) / (batch * np.array(lengths)) for k, v in best.items()}
+
+
+# ----------------------------------------------------------------------------- the stored seeds
+if __name__ == "__main__":                  # python -m model.teaching.forgetting [--seeds 9]: remake SEEDS_FILE
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description="Train the quick preset's RNN and LSTM once per seed and store their "
+                                             "gradient profiles for the Train page.")
+    ap.add_argument("--seeds", type=int, default=9)
+    ap.add_argument("--out", default=str(SEEDS_FILE))
+    a = ap.parse_args()
+    t0 = time.perf_counter()
+    data = seed_profiles(tuple(range(a.seeds)), log=print)
+    Path(a.out).write_text(json.dumps(data, indent=1) + "\n")
+    b = seed_bands(data)
+    print(f"{time.perf_counter() - t0:.0f} s; slopes " + ", ".join(f"{k} {np.median(v):.3f}" for k, v in b.slope.items())
+          + f"; separation {b.separation}")
