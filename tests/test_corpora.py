@@ -21,7 +21,7 @@ def test_phenomena_present():
     text = "\n".join(s)
     assert "because it was hungry ." in text and "because it was delicious ." in text
     assert "because they were" in text
-    assert any(x.startswith("the keys to the") for x in s)
+    assert any(" keys to the " in f" {x}" for x in s)          # the README's agreement example, as a structure
     assert "the bank of the river ." in text and "the money in the bank ." in text
     assert "with the bat ." in text and "the bat flew out of the cave ." in text
     # many different words follow "the": a real choice point for sampling

@@ -36,7 +36,7 @@ WITH_PREFIX = "the dog with the cats"                          # "with" as an at
 TRANSLATE_IT_EATER = "the cat ate the soup because it was hungry"
 TRANSLATE_IT_FOOD = "the cat ate the soup because it was hot"
 TRANSLATE_DEFAULT = TRANSLATE_IT_EATER
-BREAK_AGREEMENT = "the dog that the cats chased"          # Break it: the verb agrees with "dog", not "cats"
+BREAK_AGREEMENT = "the dogs that the cat chased"          # Break it: the verb agrees with "dogs", not "cat"
 
 # page -> built-in model -> the text the page opens on (until the user types their own)
 DEFAULTS: dict[str, dict[str, str]] = {
@@ -216,6 +216,12 @@ def choice_texts() -> list[str]:
     from .corpora import ANIMALS
 
     return [f"the {a[0]} {v} the" for a in ANIMALS for v in ("ate", "liked", "saw", "chased")]
+
+
+def family_texts() -> list[str]:
+    """Every fixed text of the language-model lessons' families (the agreement families are generated items)."""
+    eaters = [t for plural in (False, True) for ins in INSERTS.values() for t in eater_texts(plural, ins)]
+    return eaters + choice_texts() + [t for pair in causal_pairs() for t in pair]
 
 
 def causal_pairs() -> list[tuple[str, str]]:
@@ -542,9 +548,9 @@ def _build() -> list[Lesson]:
                    f"least {_pct(MIN_TENSE_SHARE)} of it, as the training sentences toss a coin between present and "
                    "past. Compare how the two models split it.", _check_compare),
             Lesson(f"vocabulary.examples.{kind}", name, ("home",), CLASSIC,
-                   "Every example sentence of the README and the sidebar, and every sentence a lesson opens on, uses "
-                   "only words this model knows.",
-                   _check_known(EXAMPLES + LM_EXAMPLES)),
+                   "Every example sentence of the README and the sidebar, every sentence a lesson opens on and every "
+                   "sentence of the lessons' families uses only words this model knows.",
+                   _check_known(EXAMPLES + LM_EXAMPLES + family_texts())),
         ]
     out.append(Lesson("vocabulary.examples.seq2seq", "translator-en-fr", ("home", "translate"), TRANSLATE_DEFAULT,
                       "Every example sentence of the README and the sidebar uses only words this model knows.",
