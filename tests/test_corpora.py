@@ -21,7 +21,7 @@ def test_phenomena_present():
     text = "\n".join(s)
     assert "because it was hungry ." in text and "because it was delicious ." in text
     assert "because they were" in text
-    assert any(x.startswith("the keys to the") for x in s)
+    assert any(" keys to the " in f" {x}" for x in s)          # the README's agreement example, as a structure
     assert "the bank of the river ." in text and "the money in the bank ." in text
     assert "with the bat ." in text and "the bat flew out of the cave ." in text
     # many different words follow "the": a real choice point for sampling
@@ -51,7 +51,7 @@ def test_lesson_structures_are_in_the_english_corpus():
     s = C.english_sentences(20000, seed=0)
     text = "\n".join(s)
     for phrase in ("the cat sat on the mat .", "he is reading a book .", "because she was", " an old ", " a small ",
-                   "they are ", "the black cat .", " that the ", "in the morning , the "):
+                   "they are ", "the black cat .", " that the ", "in the morning , the ", " and the ", " with the "):
         assert phrase in text, phrase
     starts = [x.split()[0] for x in s]
     assert {"he", "she", "they", "a", "an"} <= set(starts)
@@ -86,6 +86,64 @@ def test_logprob_is_the_unique_derivation_probability():
     assert all(len(v) == 1 for v in seen.values())       # one derivation per sentence: same string, same logp
     h = C.grammar_entropy_per_token(3000, seed=1)
     assert 0.5 < h < 3.0 and math.isfinite(h)
+
+
+BE = {"is": 0, "was": 0, "are": 1, "were": 1}
+NOUN_NUMBER = {w: k for pair in C.ANIMALS + C.PEOPLE + C.OBJECTS for k, w in enumerate(pair)}
+
+
+def _subject_and_verb(sentence: str) -> tuple[list[str], int]:
+    """The words before the first is/are/was/were (after a fronted place's comma) and that verb's number."""
+    w = sentence.split()
+    if "," in w:
+        w = w[w.index(",") + 1:]
+    i = next(k for k, x in enumerate(w) if x in BE)
+    return w[:i], BE[w[i]]
+
+
+def test_and_subjects_always_take_a_plural_verb():
+    s = C.english_sentences(20000, seed=0)
+    coordinated = [x for x in s if " and " in x]
+    assert len(coordinated) > 800                                   # about 6% of all sentences (measured 6.3%)
+    both_singular = 0
+    for x in coordinated:
+        subject, num = _subject_and_verb(x)
+        assert num == 1, x
+        k = subject.index("and")
+        first = [w for w in subject[:k] if w in NOUN_NUMBER][-1]
+        second = next(w for w in subject[k:] if w in NOUN_NUMBER)
+        both_singular += NOUN_NUMBER[first] == 0 and NOUN_NUMBER[second] == 0
+    assert both_singular > 150                                      # "the key and the box were ...": the hard case
+    items = C.coordination_items(300, seed=1)
+    assert all(i["correct"] in ("are", "were") and i["wrong"] in ("is", "was") for i in items)
+    # the attractor case: the noun right before the verb is singular
+    for i in items:
+        last = [w for w in i["prefix"].split() if w in NOUN_NUMBER][-1]
+        assert NOUN_NUMBER[last] == (0 if i["attractor"] else 1), i
+    assert 150 < sum(i["attractor"] for i in items) < 250
+
+
+def test_with_never_changes_the_verbs_number():
+    s = [x for x in C.english_sentences(20000, seed=0) if " with " in x and "with the bat" not in x]
+    assert len(s) > 600                                             # "with" phrases: about 5% of all sentences
+    opposite = 0
+    for x in s:
+        subject, num = _subject_and_verb(x)
+        nouns = [w for w in subject if w in NOUN_NUMBER]
+        assert NOUN_NUMBER[nouns[0]] == num or "and" in subject, x    # the head noun decides (or "and": plural)
+        after_with = [w for w in subject[subject.index("with"):] if w in NOUN_NUMBER]
+        opposite += NOUN_NUMBER[after_with[0]] != num
+    assert opposite > 200                                           # the noun after "with" often has the other number
+    items = C.with_items(300, seed=2)
+    for i in items:
+        head = next(w for w in i["prefix"].split(", ")[-1].split() if w in NOUN_NUMBER)
+        assert BE[i["correct"]] == NOUN_NUMBER[head] and "with" in i["prefix"].split(), i
+
+
+def test_and_and_with_items_are_deterministic():
+    assert C.coordination_items(50, seed=4) == C.coordination_items(50, seed=4)
+    assert C.with_items(50, seed=4) == C.with_items(50, seed=4)
+    assert C.coordination_items(50, seed=4) != C.coordination_items(50, seed=5)
 
 
 def test_french_word_order_and_agreement():

@@ -15,7 +15,7 @@ def _model(name):
     return _cache[name]
 
 
-SLOW = {"attention.translator_it", "translate.it_gender", "patching.agreement_head", "lstm.number_fades",
+SLOW = {"attention.translator_it", "translate.it_gender", "patching.agreement_head", "lstm.number_holds",
         "attention.number_family", "break.no_mask"}     # 4-14 CPU-s each: many generated sentences per check
 
 
@@ -52,3 +52,27 @@ def test_translator_it_claim_names_the_head_it_checks():
     lsn = next(l for l in lessons.LESSONS if l.key == "attention.translator_it")
     layer, head = lessons.IT_HEAD
     assert f"layer {layer}, head {head}" in lsn.claim
+
+
+@pytest.mark.parametrize("name", ["transformer-lm", "lstm-lm"])
+def test_language_model_lesson_families_have_at_least_20_known_variants(name):
+    """Issue 20: each language-model lesson's check runs over a family of at least 20 generated variants."""
+    m = _model(name)
+    for plural in (False, True):
+        for insert in lessons.INSERTS.values():
+            assert len(lessons.eater_family(m, plural, insert)) >= 20, (plural, insert)
+    assert len([t for t in lessons.choice_texts() if not m.tokenize(t).unknown]) >= 20
+    assert len(lessons.causal_pairs()) >= 20
+    for form in ("plain", "and", "with"):
+        items = lessons.agreement_family(m, form)
+        assert len(items) == lessons.FAMILY >= 20 and all(i["attractor"] for i in items), form
+    assert all(" and " in i["prefix"] for i in lessons.agreement_family(m, "and"))
+    assert all(" with " in i["prefix"] for i in lessons.agreement_family(m, "with"))
+
+
+def test_and_and_with_lessons_are_stated_for_both_language_models():
+    for name, kind in (("transformer-lm", "lm"), ("lstm-lm", "lstm")):
+        keys = {l.key for l in lessons.lessons_for("attention", name)} | {l.key for l in lessons.lessons_for("lstm", name)}
+        assert {f"agreement.and.{kind}", f"agreement.with.{kind}"} <= keys, name
+    by_key = {l.key: l for l in lessons.LESSONS}
+    assert " and " in by_key["agreement.and.lm"].text and " with " in by_key["agreement.with.lstm"].text

@@ -8,6 +8,10 @@ something the pages explain:
   prepositional phrases or relative clauses ("the dog that chased the cats is tired .",
   "the cat that the dogs saw is hungry ."), with up to two size adjectives on the head
   ("the small old dog ...") and sometimes a fronted place ("in the morning , the keys ...").
+  "with" is one of the attractor phrases and never changes the verb's number ("the dog with the cats
+  is hungry ."); one subject in five is two noun phrases joined by "and", always plural ("the cat and
+  the dog are hungry .", "the key and the box near the door were open ."). `coordination_items` and
+  `with_items` give agreement test items of both kinds.
 * pronoun: "the bear ate the honey because it was hungry ." / "... because it was delicious ."
   The adjective after "it was" tells who "it" is: an animal is hungry, food is delicious.
   With a plural eater the pronoun itself decides: "the bears ate the honey because they were
@@ -124,16 +128,18 @@ def _np(d: _Draw, nouns: list, adj_p: float = 0.35, indef_p: float = 0.0, two_si
     return num
 
 
-def _modifiers(d: _Draw, head_kind: str, last_num: int | None = None) -> None:
-    """One or two attractor phrases after the subject: prepositional phrases or relative clauses.
+def _modifiers(d: _Draw, head_kind: str, last_num: int | None = None, first: str | None = None) -> None:
+    """One or two attractor phrases after the subject: prepositional phrases ("to", "near", ...,
+    and "with": "the dog with the cats is ...") or relative clauses.
 
-    `last_num` forces the number of the last attractor noun (for agreement test items)."""
+    `last_num` forces the number of the last attractor noun, `first` the kind of the first phrase
+    ("pp", "with", "rc_subj", "rc_obj") (both for agreement test items)."""
     n_mod = d.pick([1, 2], [0.7, 0.3])
     for k in range(n_mod):
         forced = last_num if k == n_mod - 1 else None
-        m = d.pick(["pp", "rc_subj", "rc_obj"], [0.6, 0.2, 0.2])
-        if m == "pp":
-            d.say(d.pick(PREPS))
+        m = first if (k == 0 and first) else d.pick(["pp", "with", "rc_subj", "rc_obj"], [0.5, 0.15, 0.175, 0.175])
+        if m in ("pp", "with"):
+            d.say(d.pick(PREPS) if m == "pp" else "with")
             _np(d, OBJECTS if head_kind == "object" else ANIMALS + OBJECTS, adj_p=0.4, num=forced)
         elif m == "rc_subj":                                        # "that chased the cats"
             d.say("that", d.pick(SEE_VERBS))
@@ -144,12 +150,39 @@ def _modifiers(d: _Draw, head_kind: str, last_num: int | None = None) -> None:
             d.say(d.pick(SEE_VERBS))
 
 
-def _agreement_subject(d: _Draw, last_num: int | None = None) -> tuple[str, int]:
+def _coordination(d: _Draw, nouns: list, second_num: int | None = None) -> None:
+    """'the cat and the dog': two different nouns joined by "and" (the whole is plural).
+
+    `second_num` forces the number of the second noun (for agreement test items)."""
+    _np(d, nouns, adj_p=0.25)
+    first = next(n for n in nouns if d.words[-1] in n)
+    d.say("and")
+    _np(d, [n for n in nouns if n != first], adj_p=0.25, num=second_num)
+
+
+def _agreement_subject(d: _Draw, last_num: int | None = None, form: str | None = None,
+                       first: str | None = None) -> tuple[str, int]:
+    """The subject of an agreement sentence and its number (0 sg, 1 pl).
+
+    form "plain": a noun phrase and one or two attractor phrases ("the keys to the cabinet");
+    form "and": two coordinated noun phrases, sometimes with one attractor phrase ("the key and
+    the box near the door"), always plural. `form` is drawn (plain 80%, and 20%) unless given.
+    `last_num` (items): 1 = the last noun has the subject's number, -1 = the opposite number."""
     if d.chance(0.2):
         d.say(d.pick(FRONTED), ",")
     head_kind = d.pick(["object", "animal"], [0.6, 0.4])
-    num = _np(d, OBJECTS if head_kind == "object" else ANIMALS + PEOPLE, adj_p=0.3, two_sizes_p=0.3)
-    _modifiers(d, head_kind, None if last_num is None else (1 - num if last_num == -1 else num))
+    nouns = OBJECTS if head_kind == "object" else ANIMALS + PEOPLE
+    form = form or d.pick(["plain", "and"], [0.8, 0.2])
+    if form == "and":
+        has_mod = d.chance(0.3) if first is None else True
+        forced = None if last_num is None else (0 if last_num == -1 else 1)
+        _coordination(d, nouns, None if has_mod else forced)
+        if has_mod:
+            d.say(d.pick(PREPS) if first in (None, "pp") else "with")
+            _np(d, OBJECTS if head_kind == "object" else ANIMALS + OBJECTS, adj_p=0.4, num=forced)
+        return head_kind, 1
+    num = _np(d, nouns, adj_p=0.3, two_sizes_p=0.3)
+    _modifiers(d, head_kind, None if last_num is None else (1 - num if last_num == -1 else num), first)
     return head_kind, num
 
 
@@ -270,22 +303,35 @@ def grammar_entropy_per_token(n_samples: int = 20000, seed: int = 123) -> float:
     return sum(-lp for _, lp in samples) / sum(len(s.split()) + 1 for s, _ in samples)
 
 
-def agreement_items(n: int, seed: int = 0) -> list[dict]:
+def agreement_items(n: int, seed: int = 0, form: str = "plain", first: str | None = None) -> list[dict]:
     """Prefixes that end right before the verb, with the correct and the wrong verb form.
 
     {"prefix": "the keys to the old cabinet", "correct": "are", "wrong": "is"}. Built by the same
-    code as the agreement sentences; two in three have a last attractor of the opposite number.
+    code as the agreement sentences; two in three have a last noun of the opposite number
+    ("attractor": True). form="plain" (default): one noun and one or two attractor phrases;
+    form="and": coordinated subjects ("the cat and the dog" -> are; the attractor is a singular
+    last noun); first="with" makes the first attractor phrase a "with" phrase ("the dog with the cats").
     """
     rng = random.Random(seed)
     items = []
     while len(items) < n:
         d = _Draw(rng)
         opposite = rng.random() < 2 / 3
-        _, num = _agreement_subject(d, last_num=-1 if opposite else 1)
+        _, num = _agreement_subject(d, last_num=-1 if opposite else 1, form=form, first=first)
         forms = d.pick([("is", "are"), ("was", "were")])
         items.append({"prefix": " ".join(d.words), "correct": forms[num], "wrong": forms[1 - num],
                       "attractor": opposite})
     return items
+
+
+def coordination_items(n: int, seed: int = 0) -> list[dict]:
+    """Agreement items with "and" subjects: "the key and the box" -> were, not was."""
+    return agreement_items(n, seed, form="and")
+
+
+def with_items(n: int, seed: int = 0) -> list[dict]:
+    """Agreement items whose first attractor phrase starts with "with": "the dog with the cats" -> is."""
+    return agreement_items(n, seed, form="plain", first="with")
 
 
 # ----------------------------------------------------------------------------- English -> French

@@ -3,7 +3,8 @@
 Every item below was written by hand, not sampled from `model.teaching.corpora`. They use the models'
 words in structures that test generalisation: two or three place phrases in a row, two size
 adjectives, fronted place phrases, object and subject relative clauses as attractors, and
-combinations of these. The generator was widened so that most of these structures occur in
+combinations of these, and the two classic cases: coordination ("the cat and the dog" -> are) and
+"with" as an attractor ("the dog with the cats" -> is). The generator was widened so that most of these structures occur in
 training (two modifiers, two size adjectives, fronted places, object relatives), but some
 probes go beyond it (three modifiers, "in the garden ," fronted, people inside object-headed
 phrases, three places in a row, an adjective on the food in a "because" sentence). The probe
@@ -60,6 +61,22 @@ AGREEMENT_PROBES: list[tuple[str, str, str, str]] = [
     ("the rabbit behind the cups that the wolves watched", "is", "are", "PP + object relative"),
     ("the bears that the farmer saw near the lamps", "are", "is", "object relative + PP"),
     ("the ducks that followed the horse behind the box", "were", "was", "subject relative + PP"),
+    # coordination with "and": the subject is plural even when both nouns are singular
+    ("the cat and the dog", "are", "is", "and"),
+    ("the key and the box", "were", "was", "and"),
+    ("the old horse and the small goat", "are", "is", "and, adjectives"),
+    ("the man and the woman", "were", "was", "and, people"),
+    ("the book and the lamp near the window", "are", "is", "and + PP"),
+    ("in the morning , the fox and the rabbit", "are", "is", "fronted place, and"),
+    ("the cat and the dog with the ball", "were", "was", "and + with (not in the grammar)"),
+    # "with" as an attractor: it never changes the verb's number
+    ("the dog with the cats", "is", "are", "with"),
+    ("the dogs with the cat", "are", "is", "with"),
+    ("the box with the keys", "was", "were", "with"),
+    ("the boxes with the key", "were", "was", "with"),
+    ("the girl with the dogs", "is", "are", "with, a person"),
+    ("the horse with the boxes near the doors", "was", "were", "with + PP"),
+    ("the old wolves with the small bird", "are", "is", "with, adjectives"),
 ]
 
 # (English, French, what is tested)

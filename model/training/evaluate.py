@@ -6,7 +6,8 @@
 Language models: cross-entropy per token on held-out sentences (never seen in training)
 against the grammar's own entropy rate (the best any model can do on this corpus), and
 subject-verb agreement accuracy ("the keys to the old cabinet" -> are, not is), on items
-from the grammar and on the hand-written probes of model.teaching.probes.
+from the grammar (also with "and" subjects, "the cat and the dog" -> are, and "with" attractors,
+"the dog with the cats" -> is) and on the hand-written probes of model.teaching.probes.
 Translator: exact-match of greedy translations of held-out sentences and of the hand-written
 probes; on "because" sentences over eater / food pairs never seen together in training, how
 often "it" becomes the right qu'il / qu'elle; and which encoder head's attention from "it" lands
@@ -203,10 +204,14 @@ def evaluate(lab, n: int | None = None, seed: int = 0) -> dict:
     held = held[:n] if n else held
     ce = lm_cross_entropy(lab, held)
     items = corpora.agreement_items(n or 1000, seed=seed + 777)
+    and_items = corpora.coordination_items(n or 1000, seed=seed + 778)     # "the cat and the dog" -> are
+    with_items = corpora.with_items(n or 1000, seed=seed + 779)            # "the dog with the cats" -> is
     h = corpora.grammar_entropy_per_token()
     return {"heldout_sentences": len(held), "cross_entropy_nats": round(ce, 4), "perplexity": round(math.exp(ce), 3),
             "grammar_entropy_nats": round(h, 4), "grammar_perplexity": round(math.exp(h), 3),
             "agreement_items": len(items), "agreement_accuracy": round(agreement_accuracy(lab, items), 4),
+            "coordination_items": len(and_items), "coordination_accuracy": round(agreement_accuracy(lab, and_items), 4),
+            "with_items": len(with_items), "with_accuracy": round(agreement_accuracy(lab, with_items), 4),
             "probe_agreement_items": len(probes.AGREEMENT_PROBES),
             "probe_agreement_accuracy": round(agreement_accuracy(lab, probes.agreement_probe_items()), 4)}
 
