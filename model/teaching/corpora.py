@@ -30,8 +30,17 @@ was hungry" -> "le chat a mangé la soupe parce qu'il avait faim" but "... becau
 -> "... parce qu'elle était chaude". Elided words are single tokens: "qu'il", "qu'elle",
 "l'ours", "s'est" (the French tokenizer splits on spaces only, so they decode as written).
 Each English sentence has exactly one French translation, so exact match is a fair score.
+The parts combine freely: a fronted place ("in the morning the cat ate the cake" -> "le matin le
+chat a mangé le gâteau"), up to three places after the verb phrase, places before a because-clause,
+up to three adjectives ("the big old black box" -> "la grande vieille boîte noire"), pronoun
+subjects, "and" ("the cow and the goat sat ..." -> "la vache et la chèvre se sont assises ...") and
+"with" ("the cat with the dogs sat ..." -> "le chat avec les chiens s'est assis ...").
 Some eater / food pairs never occur in a "because" sentence of the training data
-(`PRONOUN_HELDOUT_PAIRS`): they measure whether "it" is resolved by rule, not by memory.
+(`PRONOUN_HELDOUT_PAIRS`): they measure whether "it" is resolved by rule, not by memory. And some
+whole combinations of features (`HELDOUT_COMBINATIONS`, e.g. a fronted place with a because-clause,
+or an "and" subject with a progressive verb) are never produced by the training generator, though each
+part is frequent in it: `heldout_combination_pairs` writes test sentences for each, the translator's
+test of composition.
 
 Every English sentence comes with the natural-log probability of the random choices that made
 it. The grammar is built so that each sentence has exactly one derivation, so that number is
@@ -457,7 +466,7 @@ def _fr_subject(d: _Draw, p: _Phrase, kind: str | None = None, nouns=None, n_adj
     nouns = nouns or FR_ANIMATE
     if kind is None:
         kinds = SUBJECT_KINDS if pronoun_ok else ["np", "and", "with"]
-        kind = d.pick(kinds, [0.62, 0.16, 0.12, 0.10] if pronoun_ok else [0.74, 0.14, 0.12])
+        kind = d.pick(kinds, [0.52, 0.16, 0.17, 0.15] if pronoun_ok else [0.62, 0.2, 0.18])
     if kind == "pronoun":
         w = d.pick(list(FR_SUBJECT_PRONOUNS))
         fr, g, num = FR_SUBJECT_PRONOUNS[w]
@@ -487,7 +496,7 @@ def _fr_object(d: _Draw, p: _Phrase, nouns, kind: str | None = None, indef_p: fl
     return en + ["and"] + en2, fr + ["et"] + fr2
 
 
-def _fr_fronted(d: _Draw, p: _Phrase, fronted: bool | None = None, p_fronted: float = 0.15,
+def _fr_fronted(d: _Draw, p: _Phrase, fronted: bool | None = None, p_fronted: float = 0.25,
                 pool=None) -> str | None:
     """Maybe a place or time first: "in the morning the cat ate the cake" -> "le matin le chat a mangé le gâteau"."""
     if not (d.chance(p_fronted) if fronted is None else fronted):
@@ -623,10 +632,10 @@ def _because_clause(num: int, eater_gender: str, food_gender: str, word: str) ->
 def _fr_because_draw(d: _Draw, f: dict) -> _Phrase:
     """[fronted] eater(s) ate|liked the food [places] because it was ... : 'it' is the eater or the food."""
     p = _Phrase(tags={"because_kind", "because"})
-    front = _fr_fronted(d, p, f.get("fronted"), p_fronted=0.15)
-    kind = f.get("subject") or d.pick(["np", "and"], [0.85, 0.15])
-    if kind == "and":
-        s_en, s_fr, num, g = _fr_subject(d, p, "and", nouns=FR_EATERS)
+    front = _fr_fronted(d, p, f.get("fronted"))
+    kind = f.get("subject") or d.pick(["np", "and", "with"], [0.7, 0.15, 0.15])
+    if kind in ("and", "with"):                     # "with": "it" / the verb agree with the first eater
+        s_en, s_fr, num, g = _fr_subject(d, p, kind, nouns=FR_EATERS)
     else:
         s_en, s_fr, num, g, eater = _np_tagged(p, d, FR_EATERS, num=d.pick([0, 1], [0.7, 0.3]),
                                                adj_scale=0.5, n_adj=f.get("subj_adj"))

@@ -23,10 +23,9 @@ from .evaluate import it_head_tables, pronoun_accuracy
 
 BASE = "translator-en-fr"
 VARIANTS: dict[str, dict] = {
-    "seed1": dict(train=dict(seed=1, steps=1200)),
-    "seed2": dict(train=dict(seed=2, steps=1200)),
-    "enc3": dict(model=dict(n_encoder_layers=3), train=dict(steps=1200)),
-    "h8": dict(model=dict(h=8), train=dict(seed=3, steps=1200)),
+    "enc2": dict(model=dict(n_encoder_layers=2)),                                   # 2 + 2 layers, 3000 steps
+    "short": dict(train=dict(steps=1200)),                                          # 3 + 2 layers, 1200 steps
+    "seed1-enc2-short": dict(model=dict(n_encoder_layers=2), train=dict(seed=1, steps=1200)),
 }
 
 
