@@ -77,7 +77,7 @@ FIGURES: dict[str, float] = {
     "pronoun_accuracy": 1.0,
     "transformer_river_median": 0.0104, "lstm_river_median": 0.2424, "lstm_river_max": 0.5048,
     # translator, "it": attention of the best encoder head, and activation patching on IT_PATCH_PAIRS held-out pairs
-    "it_head_top": 0.6667, "it_food_share": 0.6667,
+    "it_head_top": 0.6667, "it_food_share": 0.6667, "it_food_or_last_word": 1.0,
     "it_head_patch_median": 0.5157, "it_head_patch_min": 0.4483, "it_head_patch_max": 0.6487,
     "it_head_patch_strongest": 1.0, "it_patch_last_word": 0.6504, "it_patch_it": 0.0961,
     "it_cross_median": 0.2949, "it_cross_min": 0.173, "it_cross_max": 0.3346, "it_cross_strongest": 0.6,
@@ -205,9 +205,18 @@ def it_attention_summary(m) -> dict[str, float]:
     from ..training.evaluate import it_head_tables
     from .corpora import pronoun_heldout_pairs
 
+    from ..training.evaluate import it_attention
+
     t = it_head_tables(m)
     items = pronoun_heldout_pairs()
-    return {"best": tuple(t["it_heads_best"]), "top": t["it_heads_best_top"], "table": t["it_heads_top_table"],
+    l, h = t["it_heads_best"]
+    split = 0                               # food on top when "it" is the food, the last word when it is the eater
+    for en, _, info in items:
+        att, toks = it_attention(m, en)
+        j = int(att[l - 1, h - 1].argmax())
+        split += j == (toks.index(info["food"]) if info["referent"] == "food" else len(toks) - 2)
+    return {"best": (l, h), "top": t["it_heads_best_top"], "table": t["it_heads_top_table"],
+            "food_or_last_word": split / len(items),
             "food_share": sum(i["referent"] == "food" for _, _, i in items) / len(items),
             "sentences": t["it_heads_sentences"]}
 
@@ -235,6 +244,7 @@ def _check_it_head(m) -> tuple[bool, str]:
     pat = it_patch_summary(m)
     ok = att["best"] == IT_HEAD and att["top"] < 0.9 and _same(FIGURES["it_head_top"], att["top"], 0.005)
     ok = ok and _same(FIGURES["it_food_share"], att["food_share"], 0.005)
+    ok = ok and _same(FIGURES["it_food_or_last_word"], att["food_or_last_word"], 0.005)
     ok = ok and pat["it_cross_max"] < 0.5
     ok = ok and m.cfg.model["n_encoder_layers"] == IT_PATCH_LAYER
     ok = ok and all(_same(FIGURES[k], pat[k], 0.005) for k in (
@@ -242,7 +252,7 @@ def _check_it_head(m) -> tuple[bool, str]:
         "it_head_patch_median", "it_head_patch_min", "it_head_patch_max", "it_head_patch_strongest"))
     return ok, (f"best encoder head from 'it': layer {att['best'][0]} head {att['best'][1]}, referent on top in "
                 f"{att['top']:.4f} of {att['sentences']} held-out sentences (food is the referent in "
-                f"{att['food_share']:.4f}); patching on {pat['pairs']} held-out pairs: that head median "
+                f"{att['food_share']:.4f}; food or last word on top as said: {att['food_or_last_word']:.4f}); patching on {pat['pairs']} held-out pairs: that head median "
                 f"{pat['it_head_patch_median']:.3f} ({pat['it_head_patch_min']:.3f}-{pat['it_head_patch_max']:.3f}), "
                 f"strongest encoder head in {pat['it_head_patch_strongest']:.2f}; encoder layer-{IT_PATCH_LAYER} input at the last "
                 f"word {pat['it_patch_last_word']:.3f}, at 'it' {pat['it_patch_it']:.3f} (medians); cross-attention "
@@ -368,7 +378,9 @@ def _build() -> list[Lesson]:
                f"French needs to know what “it” refers to (il or elle). This translator was trained on translations "
                f"alone, and no encoder head learned to point from “it” to its referent: the closest, layer {IT_HEAD[0]}, "
                f"head {IT_HEAD[1]}, puts its largest weight on the referent in {_pct(F['it_head_top'])} of held-out "
-               f"sentences (a head that always looked at the food would score {_pct(F['it_food_share'])}). Yet "
+               f"sentences (a head that always looked at the food would score {_pct(F['it_food_share'])}): it looks "
+               f"at the food when “it” is the food, and at “hungry” or “tired” itself, not at the eater, when “it” is "
+               f"the eater ({_pct(F['it_food_or_last_word'])} of the sentences). Yet "
                f"activation patching (page “Find the cause”) finds that this same head carries much of the answer: "
                f"copying its output from “…hot” into “…hungry” moves il/elle {_pct(F['it_head_patch_median'])} of the "
                f"way (median over {IT_PATCH_PAIRS} held-out pairs, {_pct(F['it_head_patch_min'])}–"
