@@ -82,6 +82,7 @@ def test_translator_opens_on_an_intervention_that_changes_its_translation():
     intact, broken = codes[1], codes[3]                     # left: read, translated; right: the same, intervened
     assert intact == lessons.EXACT_TRANSLATIONS[lessons.TRANSLATE_IT_EATER]
     assert broken != intact and "elle" in broken, broken
+    assert opening_why("translator-en-fr") in [c.value for c in at.caption]        # why this intervention, said
 
 
 def test_shuffle_title_names_the_word_the_shuffled_run_predicts_after():
@@ -128,8 +129,7 @@ def test_translator_chart_is_drawn_where_the_translations_part():
     from model.teaching.interventions import build, compare
 
     tr = model.load("translator-en-fr", "cpu")
-    c = compare(tr, "the cat ate the soup because it was hungry",
-                build("heads", stack="encoder", layer=0, heads=range(tr.arch.n_heads)))
+    c = compare(tr, "the cat ate the soup because it was hungry", build("positions"))
     assert c.translation_intact != c.translation_broken
     assert c.predicts == "the French word after “le chat a mangé la soupe parce”"
     assert c.tv >= 0.1
