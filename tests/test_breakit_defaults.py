@@ -135,7 +135,6 @@ def test_translator_chart_is_drawn_where_the_translations_part():
     assert c.tv >= 0.1
 
 
-@pytest.mark.unit
 @pytest.mark.slow                                  # the reference means of three layers
 def test_translator_sentence_survives_mean_ablating_any_one_encoder_layers_heads():
     """Why the translator does not open on a head ablation: replacing every head of any one encoder layer by its mean
