@@ -127,6 +127,12 @@ class _WordModel(LabModel):
 
     def training_notes(self) -> list[str]:
         sup = self.cfg.train.get("it_attention")
+        if not sup and self.cfg.type == "translator":
+            tr, data = self.cfg.train, self.cfg.data
+            return [f"Plain training: {self.name} was trained on the translation loss alone ({tr.get('steps')} steps on "
+                    f"{data.get('n_train', 0):,} generated sentence pairs), with no extra loss term on any head: "
+                    "whatever its heads attend to emerged. Some combinations of grammar features were kept out of "
+                    "its training sentences, to test whether it composes."]
         if not sup:
             return []
         return [f"Planted head: encoder layer {sup['layer']}, head {sup['head']} of {self.name} was trained by an extra "

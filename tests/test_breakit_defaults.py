@@ -82,6 +82,7 @@ def test_translator_opens_on_an_intervention_that_changes_its_translation():
     intact, broken = codes[1], codes[3]                     # left: read, translated; right: the same, intervened
     assert intact == lessons.EXACT_TRANSLATIONS[lessons.TRANSLATE_IT_EATER]
     assert broken != intact and "elle" in broken, broken
+    assert opening_why("translator-en-fr") in [c.value for c in at.caption]        # why this intervention, said
 
 
 def test_shuffle_title_names_the_word_the_shuffled_run_predicts_after():
@@ -128,8 +129,21 @@ def test_translator_chart_is_drawn_where_the_translations_part():
     from model.teaching.interventions import build, compare
 
     tr = model.load("translator-en-fr", "cpu")
-    c = compare(tr, "the cat ate the soup because it was hungry",
-                build("heads", stack="encoder", layer=0, heads=range(tr.arch.n_heads)))
+    c = compare(tr, "the cat ate the soup because it was hungry", build("positions"))
     assert c.translation_intact != c.translation_broken
     assert c.predicts == "the French word after “le chat a mangé la soupe parce”"
     assert c.tv >= 0.1
+
+
+@pytest.mark.slow                                  # the reference means of three layers
+def test_translator_sentence_survives_mean_ablating_any_one_encoder_layers_heads():
+    """Why the translator does not open on a head ablation: replacing every head of any one encoder layer by its mean
+    over the reference set leaves the Break it sentence's translation exactly as it was."""
+    import model
+    from model.teaching.interventions import build, compare
+
+    tr = model.load("translator-en-fr", "cpu")
+    for layer in range(tr.cfg.model["n_encoder_layers"]):
+        c = compare(tr, lessons.DEFAULTS["experiments"]["translator-en-fr"],
+                    build("heads", stack="encoder", layer=layer, heads=range(4), head_mode="reference"))
+        assert c.translation_broken == c.translation_intact, (layer, c.translation_broken)

@@ -12,7 +12,7 @@ from model.teaching import corpora
 from model.teaching import probes
 from model.nets import sampling
 from model.builtin import CHECKPOINTS
-from model.training.evaluate import (agreement_accuracy, it_head_stats, lm_cross_entropy, pronoun_accuracy,
+from model.training.evaluate import (agreement_accuracy, lm_cross_entropy, pronoun_accuracy,
                             translator_exact_match)
 
 from conftest import ROOT, slow_except
@@ -26,8 +26,8 @@ def test_checkpoints_are_small_safetensors():
         files = {p.name for p in folder.iterdir()}
         assert "model.safetensors" in files and "config.json" in files
         assert not {f for f in files if f.endswith((".pt", ".pth", ".bin", ".pkl"))}
-        assert sum(p.stat().st_size for p in folder.iterdir()) < 5_000_000
-        assert (folder / "model.safetensors").stat().st_size < 4_000_000
+        assert sum(p.stat().st_size for p in folder.iterdir()) < 10_500_000
+        assert (folder / "model.safetensors").stat().st_size < 10_000_000     # issue 20: each model under 10 MB
         cfg = json.loads((folder / "config.json").read_text())
         assert cfg["train"]["loss_curve"] and cfg["eval"]                  # curves and figures stored as before
 
@@ -94,15 +94,22 @@ def test_translator_picks_il_or_elle_on_unseen_eater_food_pairs(tr):
 
 
 @pytest.mark.slow                                  # a held-out evaluation
-def test_translator_encoder_head_from_it_switches_to_the_referent(tr):
-    """Some encoder head's attention from "it" puts more weight on the eater when the last word is
-    hungry/tired and on the food when it is delicious/fresh/hot/sweet, on held-out eater/food pairs."""
+def test_plain_translator_has_no_encoder_head_that_tracks_it(tr):
+    """Trained without an attention loss, no encoder head's attention from "it" is highest on its referent in 90% of
+    the held-out pronoun sentences; the closest is the head the lesson names (lessons.IT_HEAD)."""
     from model.teaching.lessons import IT_HEAD
+    from model.training.evaluate import it_head_tables
 
-    st = it_head_stats(tr)
-    layer, head = IT_HEAD
-    assert st["it_heads_switch_table"][layer - 1][head - 1] >= 0.8, st
-    assert (st["it_head_layer"], st["it_head_head"]) == IT_HEAD
+    assert "it_attention" not in tr.cfg.train
+    t = it_head_tables(tr)
+    assert max(max(row) for row in t["it_heads_top_table"]) < 0.9, t
+    assert tuple(t["it_heads_best"]) == IT_HEAD, t
+
+
+def test_translator_training_note_says_it_was_trained_plainly(tr):
+    notes = tr.training_notes()
+    assert len(notes) == 1 and "translation loss alone" in notes[0] and "no extra loss term" in notes[0]
+    assert f"{tr.cfg.train['steps']} steps" in notes[0] and "planted" not in notes[0].lower()
 
 
 def test_example_sentences_are_known_to_their_models(lm, lstm, tr):

@@ -154,7 +154,7 @@ def test_french_word_order_and_agreement():
     fr = "\n".join(pairs.values())
     for phrase in ("la souris noire", "les chats noirs", "le petit chat", "ont mangé"):
         assert phrase in fr, phrase
-    assert all(len(e.split()) <= 20 and len(f.split()) <= 24 for e, f in pairs.items())     # max_len 32 with [BOS]/[EOS]
+    assert all(len(e.split()) + 1 <= 32 and len(f.split()) + 2 <= 32 for e, f in pairs.items())  # max_len 32 with [BOS]/[EOS]
     many = defaultdict(set)
     for e, f in C.parallel_pairs(30000, seed=2):
         many[e].add(f)
@@ -162,14 +162,14 @@ def test_french_word_order_and_agreement():
 
 
 def test_french_it_follows_the_referent_gender_and_elides():
-    pairs = dict(C.parallel_pairs(40000, seed=0))
+    pairs = dict(C.parallel_pairs(80000, seed=0))                  # the translator's training set size
     assert pairs["the cat ate the soup because it was hungry"] == "le chat a mangé la soupe parce qu'il avait faim"
     assert pairs["the cat ate the soup because it was hot"] == "le chat a mangé la soupe parce qu'elle était chaude"
     assert pairs["he is reading a book"] == "il lit un livre"
-    assert pairs["the small black cat"] == "le petit chat noir"
     assert pairs["the cat sat on the mat"] == "le chat s'est assis sur le tapis"
     fr = "\n".join(pairs.values())
-    for phrase in ("qu'elles étaient fatiguées", "qu'ils avaient faim", "l'ours", "fraîche", "délicieuse", "sucrée",
+    for phrase in ("le petit chat noir", "qu'elles étaient fatiguées", "qu'ils avaient faim", "l'ours", "fraîche",
+                   "délicieuse", "sucrée",
                    "un vieil ours", "des ", "une "):
         assert phrase in fr, phrase
     assert " le ours" not in fr and " la armoire" not in fr and "que il" not in fr and " de le " not in fr
@@ -196,13 +196,13 @@ def test_heldout_pronoun_pairs_never_meet_in_training():
     genders = {(e[4], f[4]) for e in C.FR_EATERS for f in C.FR_FOODS if (e[0], f[0]) in held}
     assert genders == {("m", "m"), ("m", "f"), ("f", "m"), ("f", "f")}
     seen = set()
+    singular = {a[0]: a[0] for a in C.FR_EATERS} | {a[1]: a[0] for a in C.FR_EATERS}
     for e, _ in train:
         w = e.split()
-        if "because" in w:
-            eater = next(x for x in w if x in {a[0] for a in C.FR_EATERS} | {a[1] for a in C.FR_EATERS})
-            food = w[w.index("because") - 1]
-            seen.add((eater if eater in {a[0] for a in C.FR_EATERS} else
-                      next(a[0] for a in C.FR_EATERS if a[1] == eater), food))
+        if "because" in w:                  # every eater (one, or two joined by "and") with the food
+            v = next(i for i, x in enumerate(w) if x in ("ate", "liked"))
+            food = next(x for x in w[v:] if x in {f[0] for f in C.FR_FOODS})
+            seen |= {(singular[x], food) for x in w[:v] if x in singular}
     assert len(seen) > 50 and not seen & held
     items = C.pronoun_heldout_pairs()
     assert sum(i["opposite_gender"] for _, _, i in items) >= 100

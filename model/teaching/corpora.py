@@ -34,8 +34,17 @@ was hungry" -> "le chat a mangé la soupe parce qu'il avait faim" but "... becau
 -> "... parce qu'elle était chaude". Elided words are single tokens: "qu'il", "qu'elle",
 "l'ours", "s'est" (the French tokenizer splits on spaces only, so they decode as written).
 Each English sentence has exactly one French translation, so exact match is a fair score.
+The parts combine freely: a fronted place ("in the morning the cat ate the cake" -> "le matin le
+chat a mangé le gâteau"), up to three places after the verb phrase, places before a because-clause,
+up to three adjectives ("the big old black box" -> "la grande vieille boîte noire"), pronoun
+subjects, "and" ("the cow and the goat sat ..." -> "la vache et la chèvre se sont assises ...") and
+"with" ("the cat with the dogs sat ..." -> "le chat avec les chiens s'est assis ...").
 Some eater / food pairs never occur in a "because" sentence of the training data
-(`PRONOUN_HELDOUT_PAIRS`): they measure whether "it" is resolved by rule, not by memory.
+(`PRONOUN_HELDOUT_PAIRS`): they measure whether "it" is resolved by rule, not by memory. And some
+whole combinations of features (`HELDOUT_COMBINATIONS`, e.g. a fronted place with a because-clause,
+or an "and" subject with a progressive verb) are never produced by the training generator, though each
+part is frequent in it: `heldout_combination_pairs` writes test sentences for each, the translator's
+test of composition.
 
 Every English sentence comes with the natural-log probability of the random choices that made
 it. The grammar is built so that each sentence has exactly one derivation, so that number is
@@ -424,88 +433,212 @@ def _fr_join(tokens: list[str]) -> str:
     return " ".join(out)
 
 
-def _np_pair(d: _Draw, nouns, indef_p: float = 0.0, adj_scale: float = 1.0,
-             num: int | None = None) -> tuple[list[str], list[str], int, str]:
-    """(english words, french words, number, gender) of 'the|a [pre] [post] noun'."""
-    en_sg, en_pl, fr_sg, fr_pl, g = d.pick(nouns)
+FR_SIZE = ["small", "big"]                                  # two adjectives before the noun: size, then age
+FR_AGE = ["young", "old"]
+
+
+def _np_full(d: _Draw, nouns, indef_p: float = 0.0, adj_scale: float = 1.0, num: int | None = None,
+             n_adj: int | None = None) -> tuple[list[str], list[str], int, str, tuple]:
+    """(english words, french words, number, gender, noun) of 'the|a [size] [age] [colour] noun'.
+
+    Up to three adjectives: one or two before the noun in French (size, age: "la grande vieille
+    boîte"), the colour after it ("noire"); people take no colour. n_adj forces how many (0-3)."""
+    noun = d.pick(nouns)
+    en_sg, en_pl, fr_sg, fr_pl, g = noun
     num = d.pick([0, 1], [0.65, 0.35]) if num is None else num
     form = (0 if g == "m" else 1) + 2 * num
     indef = num == 0 and indef_p > 0 and d.chance(indef_p)
-    pre = d.pick(list(FR_PRE)) if d.chance(0.3 * adj_scale) else None
-    post = d.pick(list(FR_POST)) if en_sg not in FR_PEOPLE and d.chance(0.4 * adj_scale) else None
+    colour_ok = en_sg not in FR_PEOPLE
+    if n_adj is None:
+        pre = []
+        if d.chance(min(0.9, 0.3 * adj_scale)):
+            pre = [d.pick(FR_SIZE), d.pick(FR_AGE)] if d.chance(0.2) else [d.pick(list(FR_PRE))]
+        post = d.pick(list(FR_POST)) if colour_ok and d.chance(min(0.9, 0.4 * adj_scale)) else None
+    else:
+        n_adj = min(n_adj, 2 if not colour_ok else 3)
+        n_pre = {0: 0, 1: d.pick([0, 1]) if colour_ok else 1, 2: d.pick([1, 2]) if colour_ok else 2, 3: 2}[n_adj]
+        pre = [] if n_pre == 0 else [d.pick(list(FR_PRE))] if n_pre == 1 else [d.pick(FR_SIZE), d.pick(FR_AGE)]
+        post = d.pick(list(FR_POST)) if n_adj - n_pre == 1 else None
     noun_fr = (fr_sg, fr_pl)[num]
-    pre_fr = FR_PRE[pre][form] if pre else None
-    if pre == "old" and form == 0 and noun_fr.startswith(FR_VOWELS):
-        pre_fr = "vieil"
-    en_words = ([pre] if pre else []) + ([post] if post else []) + [(en_sg, en_pl)[num]]
+    pre_fr = [FR_PRE[a][form] for a in pre]
+    if pre and pre[-1] == "old" and form == 0 and noun_fr.startswith(FR_VOWELS):
+        pre_fr[-1] = "vieil"
+    en_words = pre + ([post] if post else []) + [(en_sg, en_pl)[num]]
     en = [_article(en_words[0]) if indef else "the"] + en_words
     det = ("un", "une")[form] if indef else ("le", "la", "les", "les")[form]
-    fr = [det] + ([pre_fr] if pre_fr else []) + [noun_fr] + ([FR_POST[post][form]] if post else [])
-    return en, fr, num, g
+    fr = [det] + pre_fr + [noun_fr] + ([FR_POST[post][form]] if post else [])
+    return en, fr, num, g, noun
 
 
-def _fr_subject(d: _Draw) -> tuple[list[str], list[str], int, str]:
-    if d.chance(0.2):
-        p = d.pick(list(FR_SUBJECT_PRONOUNS))
-        fr, g, num = FR_SUBJECT_PRONOUNS[p]
-        return [p], [fr], num, g
-    return _np_pair(d, FR_ANIMATE, indef_p=0.15)
+def _np_pair(d: _Draw, nouns, indef_p: float = 0.0, adj_scale: float = 1.0,
+             num: int | None = None, n_adj: int | None = None) -> tuple[list[str], list[str], int, str]:
+    """(english words, french words, number, gender) of 'the|a [adjectives] noun'."""
+    return _np_full(d, nouns, indef_p, adj_scale, num, n_adj)[:4]
 
 
-def _fr_places(d: _Draw) -> tuple[list[str], list[str]]:
-    en: list[str] = []
-    fr: list[str] = []
-    if d.chance(0.25):
-        first = d.pick(FR_PLACES)
-        en, fr = first[0].split(), first[1].split()
-        if d.chance(0.25):
-            second = d.pick([p for p in FR_PLACES if p != first])
-            en, fr = en + second[0].split(), fr + second[1].split()
-    return en, fr
+@dataclass
+class _Phrase:
+    """English and French words of a sentence being built, and the features it has (see FR_FEATURES)."""
+
+    en: list[str] = field(default_factory=list)
+    fr: list[str] = field(default_factory=list)
+    tags: set = field(default_factory=set)
+
+    def add(self, en: list[str], fr: list[str]) -> None:
+        self.en += en
+        self.fr += fr
 
 
-def _fr_svo(d: _Draw) -> tuple[list[str], list[str]]:
-    s_en, s_fr, num, _ = _fr_subject(d)
+# Features a translation sentence can have; whole combinations of them are held out of training.
+FR_FEATURES = ("fronted", "because", "place", "places2", "adj3", "subj_and", "subj_with", "subj_pronoun", "obj_and",
+               "svo", "because_kind", "progressive", "sit", "bare", "location")
+FR_FRONTED = [("in the morning", "le matin"), ("at night", "la nuit"), ("in the garden", "dans le jardin")]
+FR_TIMES = {"in the morning", "at night"}
+FR_BECAUSE_PLACES = [("in the garden", "dans le jardin"), ("in the morning", "le matin"), ("at night", "la nuit")]
+SUBJECT_KINDS = ["np", "pronoun", "and", "with"]
+
+
+def _np_tagged(p: _Phrase, d: _Draw, nouns, n_adj: int | None = None, **kw) -> tuple[list[str], list[str], int, str, tuple]:
+    en, fr, num, g, noun = _np_full(d, nouns, n_adj=n_adj, **kw)
+    if len(en) >= 5 and not set(en[1:-1]) - set(FR_PRE) - set(FR_POST):
+        p.tags.add("adj3")
+    return en, fr, num, g, noun
+
+
+def _fr_subject(d: _Draw, p: _Phrase, kind: str | None = None, nouns=None, n_adj: int | None = None,
+                pronoun_ok: bool = True) -> tuple[list[str], list[str], int, str]:
+    """A subject: a noun phrase, a pronoun (he, she, they), two noun phrases joined by "and"
+    (plural; feminine only if both are: "la vache et la chèvre ... assises"), or "X with Y" (agrees with X)."""
+    nouns = nouns or FR_ANIMATE
+    if kind is None:
+        kinds = SUBJECT_KINDS if pronoun_ok else ["np", "and", "with"]
+        kind = d.pick(kinds, [0.52, 0.16, 0.17, 0.15] if pronoun_ok else [0.62, 0.2, 0.18])
+    if kind == "pronoun":
+        w = d.pick(list(FR_SUBJECT_PRONOUNS))
+        fr, g, num = FR_SUBJECT_PRONOUNS[w]
+        p.tags.add("subj_pronoun")
+        return [w], [fr], num, g
+    en, fr, num, g, noun = _np_tagged(p, d, nouns, indef_p=0.15 if kind == "np" else 0.0,
+                                      adj_scale=1.0 if kind == "np" else 0.5, n_adj=n_adj)
+    if kind == "np":
+        return en, fr, num, g
+    others = [n for n in (nouns if kind == "and" else FR_ANIMATE) if n[0] != noun[0]]
+    en2, fr2, _, g2, _ = _np_tagged(p, d, others, adj_scale=0.5)
+    if kind == "and":
+        p.tags.add("subj_and")
+        return en + ["and"] + en2, fr + ["et"] + fr2, 1, "f" if g == g2 == "f" else "m"
+    p.tags.add("subj_with")
+    return en + ["with"] + en2, fr + ["avec"] + fr2, num, g
+
+
+def _fr_object(d: _Draw, p: _Phrase, nouns, kind: str | None = None, indef_p: float = 0.2,
+               n_adj: int | None = None) -> tuple[list[str], list[str]]:
+    kind = kind or d.pick(["np", "and"], [0.88, 0.12])
+    en, fr, _, _, noun = _np_tagged(p, d, nouns, indef_p=indef_p, n_adj=n_adj)
+    if kind == "np":
+        return en, fr
+    p.tags.add("obj_and")
+    en2, fr2, _, _, _ = _np_tagged(p, d, [n for n in nouns if n[0] != noun[0]], indef_p=indef_p, adj_scale=0.5)
+    return en + ["and"] + en2, fr + ["et"] + fr2
+
+
+def _fr_fronted(d: _Draw, p: _Phrase, fronted: bool | None = None, p_fronted: float = 0.25,
+                pool=None) -> str | None:
+    """Maybe a place or time first: "in the morning the cat ate the cake" -> "le matin le chat a mangé le gâteau"."""
+    if not (d.chance(p_fronted) if fronted is None else fronted):
+        return None
+    en, fr = d.pick(pool or FR_FRONTED)
+    p.add(en.split(), fr.split())
+    p.tags.add("fronted")
+    return en
+
+
+def _fr_trailing(d: _Draw, p: _Phrase, n: int | None = None, pool=None, exclude: set | None = None) -> None:
+    """Zero to three place / time phrases after the verb phrase, all different, at most one time."""
+    pool = pool or FR_PLACES
+    n = d.pick([0, 1, 2, 3], [0.6, 0.25, 0.1, 0.05]) if n is None else n
+    used = set(exclude or ())
+    count = 0
+    for _ in range(n):
+        has_time = bool(used & FR_TIMES)
+        options = [q for q in pool if q[0] not in used and not (has_time and q[0] in FR_TIMES)]
+        if not options:
+            break
+        en, fr = d.pick(options)
+        used.add(en)
+        p.add(en.split(), fr.split())
+        count += 1
+    if count >= 1:
+        p.tags.add("place")
+    if count >= 2:
+        p.tags.add("places2")
+
+
+def _fr_svo(d: _Draw, f: dict) -> _Phrase:
+    p = _Phrase(tags={"svo"})
+    front = _fr_fronted(d, p, f.get("fronted"))
+    s_en, s_fr, num, _ = _fr_subject(d, p, f.get("subject"), n_adj=f.get("subj_adj"))
     v_en, v_fr = d.pick(FR_VERBS)
-    o_en, o_fr, _, _ = _np_pair(d, FR_ANIMATE + FR_THINGS, indef_p=0.2)
-    p_en, p_fr = _fr_places(d)
-    return s_en + [v_en[num]] + o_en + p_en, s_fr + v_fr[num].split() + o_fr + p_fr
+    o_en, o_fr = _fr_object(d, p, FR_ANIMATE + FR_THINGS, f.get("object"), n_adj=f.get("obj_adj"))
+    p.add(s_en + [v_en[num]] + o_en, s_fr + v_fr[num].split() + o_fr)
+    _fr_trailing(d, p, f.get("places"), exclude={front} if front else None)
+    return p
 
 
-def _fr_progressive(d: _Draw) -> tuple[list[str], list[str]]:
-    s_en, s_fr, num, _ = _fr_subject(d)
+def _fr_progressive(d: _Draw, f: dict) -> _Phrase:
+    p = _Phrase(tags={"progressive"})
+    front = _fr_fronted(d, p, f.get("fronted"))
+    s_en, s_fr, num, _ = _fr_subject(d, p, f.get("subject"), n_adj=f.get("subj_adj"))
     verb, forms, obj = d.pick(FR_PROGRESSIVE)
     nouns = {"book": [FR_OBJECTS[0]], "food": FR_FOODS, "animate": FR_ANIMATE}[obj]
-    o_en, o_fr, _, _ = _np_pair(d, nouns, indef_p=0.5)
-    p_en, p_fr = _fr_places(d)
-    return s_en + [("is", "are")[num], verb] + o_en + p_en, s_fr + [forms[num]] + o_fr + p_fr
+    o_en, o_fr, _, _, _ = _np_tagged(p, d, nouns, indef_p=0.5, n_adj=f.get("obj_adj"))
+    p.add(s_en + [("is", "are")[num], verb] + o_en, s_fr + [forms[num]] + o_fr)
+    _fr_trailing(d, p, f.get("places"), exclude={front} if front else None)
+    return p
 
 
-def _fr_sit(d: _Draw) -> tuple[list[str], list[str]]:
-    s_en, s_fr, num, g = _fr_subject(d)
-    place_en, place_fr = d.pick(FR_SIT_PLACES)
+def _fr_sit(d: _Draw, f: dict) -> _Phrase:
+    p = _Phrase(tags={"sit"})
+    front = _fr_fronted(d, p, f.get("fronted"))
+    s_en, s_fr, num, g = _fr_subject(d, p, f.get("subject"), n_adj=f.get("subj_adj"))
+    place_en, place_fr = d.pick([q for q in FR_SIT_PLACES if q[0] != front])
     aux = ["se", "est"] if num == 0 else ["se", "sont"]
     part = {("m", 0): "assis", ("f", 0): "assise", ("m", 1): "assis", ("f", 1): "assises"}[(g, num)]
-    return s_en + ["sat"] + place_en.split(), s_fr + aux + [part] + place_fr.split()
+    p.add(s_en + ["sat"] + place_en.split(), s_fr + aux + [part] + place_fr.split())
+    n = d.pick([0, 1, 2], [0.75, 0.2, 0.05]) if f.get("places") is None else f["places"]
+    _fr_trailing(d, p, n, exclude={place_en} | ({front} if front else set()))
+    return p
 
 
-def _fr_bare(d: _Draw) -> tuple[list[str], list[str]]:
-    en, fr, _, _ = _np_pair(d, FR_ANIMATE + FR_THINGS, indef_p=0.25, adj_scale=1.5)
-    return en, fr
+def _fr_bare(d: _Draw, f: dict) -> _Phrase:
+    p = _Phrase(tags={"bare"})
+    if f.get("object") == "and" or (f.get("object") is None and d.chance(0.08)):
+        en, fr, _, _, noun = _np_tagged(p, d, FR_ANIMATE + FR_THINGS, indef_p=0.25, adj_scale=1.0)
+        en2, fr2, _, _, _ = _np_tagged(p, d, [n for n in FR_ANIMATE + FR_THINGS if n[0] != noun[0]], adj_scale=0.5)
+        p.add(en + ["and"] + en2, fr + ["et"] + fr2)
+        p.tags.add("obj_and")
+        return p
+    en, fr, _, _, _ = _np_tagged(p, d, FR_ANIMATE + FR_THINGS, indef_p=0.25, adj_scale=1.5, n_adj=f.get("obj_adj"))
+    p.add(en, fr)
+    return p
 
 
-def _fr_location(d: _Draw) -> tuple[list[str], list[str]]:
-    if d.chance(0.5):
-        s_en, s_fr, num, _ = _np_pair(d, [n for n in FR_OBJECTS if n[0] in FR_OF_HEADS])
-        o_en, o_fr, _, _ = _np_pair(d, FR_OF_NOUNS)
+def _fr_location(d: _Draw, f: dict) -> _Phrase:
+    p = _Phrase(tags={"location"})
+    front = _fr_fronted(d, p, f.get("fronted"), p_fronted=0.1, pool=[q for q in FR_FRONTED if q[0] in FR_TIMES])
+    if f.get("subject") is None and d.chance(0.4):
+        s_en, s_fr, num, _, _ = _np_tagged(p, d, [n for n in FR_OBJECTS if n[0] in FR_OF_HEADS], n_adj=f.get("subj_adj"))
+        o_en, o_fr, _, _, _ = _np_tagged(p, d, FR_OF_NOUNS)
         s_en, s_fr = s_en + ["to"] + o_en, s_fr + ["de"] + o_fr
     else:
-        s_en, s_fr, num, _ = _np_pair(d, FR_ANIMATE + FR_OBJECTS)
+        s_en, s_fr, num, _ = _fr_subject(d, p, f.get("subject"), nouns=FR_ANIMATE + FR_OBJECTS,
+                                         n_adj=f.get("subj_adj"))
     tense = d.pick([0, 1])
     v_en = [["is", "are"], ["was", "were"]][tense][num]
     v_fr = [["est", "sont"], ["était", "étaient"]][tense][num]
     l_en, l_fr = d.pick(FR_LOCATIONS)
-    return s_en + [v_en] + l_en.split(), s_fr + [v_fr] + l_fr.split()
+    p.add(s_en + [v_en] + l_en.split(), s_fr + [v_fr] + l_fr.split())
+    return p
 
 
 def fr_because(eater: tuple, eater_num: int, verb: tuple, food: tuple, word: str,
@@ -520,44 +653,109 @@ def fr_because(eater: tuple, eater_num: int, verb: tuple, food: tuple, word: str
         pre_fr = "vieil"
     e_fr = [("le", "la", "les", "les")[eform]] + ([pre_fr] if pre_fr else []) + [(ef_sg, ef_pl)[eater_num]] \
         + ([FR_POST[post][eform]] if post else [])
-    en = e_en + [verb[0], "the", f_sg, "because"]
-    fr = e_fr + verb[1][eater_num].split() + [("le" if fg == "m" else "la"), ff_sg, "parce", "que"]
+    en = e_en + [verb[0], "the", f_sg]
+    fr = e_fr + verb[1][eater_num].split() + [("le" if fg == "m" else "la"), ff_sg]
+    c_en, c_fr = _because_clause(eater_num, eg, fg, word)
+    return en + c_en, fr + c_fr
+
+
+def _because_clause(num: int, eater_gender: str, food_gender: str, word: str) -> tuple[list[str], list[str]]:
+    """'because it was hungry' -> 'parce qu'il avait faim': hungry / tired describe the eater(s), the rest the food."""
+    en, fr = ["because"], ["parce", "que"]
     if word in FR_STATES:
-        pron = {("m", 0): "il", ("f", 0): "elle", ("m", 1): "ils", ("f", 1): "elles"}[(eg, eater_num)]
-        en += (["it", "was"] if eater_num == 0 else ["they", "were"]) + [word]
+        pron = {("m", 0): "il", ("f", 0): "elle", ("m", 1): "ils", ("f", 1): "elles"}[(eater_gender, num)]
+        en += (["it", "was"] if num == 0 else ["they", "were"]) + [word]
         if word == "hungry":
-            fr += [pron, ("avait", "avaient")[eater_num], "faim"]
+            fr += [pron, ("avait", "avaient")[num], "faim"]
         else:
-            fr += [pron, ("était", "étaient")[eater_num], "fatigué" + ("" if eg == "m" else "e") + ("s" if eater_num else "")]
+            fr += [pron, ("était", "étaient")[num], "fatigué" + ("" if eater_gender == "m" else "e") + ("s" if num else "")]
     else:
         en += ["it", "was", word]
-        fr += [("il" if fg == "m" else "elle"), "était", FR_FOOD_PROPS[word][0 if fg == "m" else 1]]
+        fr += [("il" if food_gender == "m" else "elle"), "était", FR_FOOD_PROPS[word][0 if food_gender == "m" else 1]]
     return en, fr
 
 
-def _fr_because_draw(d: _Draw) -> tuple[list[str], list[str]]:
-    eater = d.pick(FR_EATERS)
-    num = d.pick([0, 1], [0.7, 0.3])
+def _fr_because_draw(d: _Draw, f: dict) -> _Phrase:
+    """[fronted] eater(s) ate|liked the food [places] because it was ... : 'it' is the eater or the food."""
+    p = _Phrase(tags={"because_kind", "because"})
+    front = _fr_fronted(d, p, f.get("fronted"))
+    kind = f.get("subject") or d.pick(["np", "and", "with"], [0.7, 0.15, 0.15])
+    if kind in ("and", "with"):                     # "with": "it" / the verb agree with the first eater
+        s_en, s_fr, num, g = _fr_subject(d, p, kind, nouns=FR_EATERS)
+    else:
+        s_en, s_fr, num, g, eater = _np_tagged(p, d, FR_EATERS, num=d.pick([0, 1], [0.7, 0.3]),
+                                               adj_scale=0.5, n_adj=f.get("subj_adj"))
+    eaters = {n[0] for n in FR_EATERS if n[0] in s_en or n[1] in s_en}
     verb = d.pick(FR_EAT_VERBS)
-    food = d.pick([f for f in FR_FOODS if (eater[0], f[0]) not in PRONOUN_HELDOUT_PAIRS])
-    pre = d.pick(list(FR_PRE)) if d.chance(0.15) else None
-    post = d.pick(list(FR_POST)) if d.chance(0.15) else None
+    foods = [x for x in FR_FOODS if not any((e, x[0]) in PRONOUN_HELDOUT_PAIRS for e in eaters)]
+    o_en, o_fr, _, fg, _ = _np_tagged(p, d, foods, num=0, adj_scale=0.3, n_adj=f.get("obj_adj"))
+    p.add(s_en + [verb[0]] + o_en, s_fr + verb[1][num].split() + o_fr)
+    n = d.pick([0, 1, 2], [0.7, 0.22, 0.08]) if f.get("places") is None else f["places"]
+    _fr_trailing(d, p, n, pool=FR_BECAUSE_PLACES, exclude={front} if front else None)
     word = d.pick(FR_STATES) if d.chance(0.5) else d.pick(list(FR_FOOD_PROPS))
-    return fr_because(eater, num, verb, food, word, pre, post)
+    c_en, c_fr = _because_clause(num, g, fg, word)
+    p.add(c_en, c_fr)
+    return p
 
 
 FR_KINDS = [(_fr_svo, 0.3), (_fr_because_draw, 0.28), (_fr_progressive, 0.14), (_fr_sit, 0.08), (_fr_bare, 0.08),
             (_fr_location, 0.12)]
 
+# Whole combinations of features that the training generator never produces (each feature alone is
+# frequent in training): the translator's test of composition. name -> (features, what to force).
+HELDOUT_COMBINATIONS: dict[str, tuple[frozenset, dict]] = {
+    "fronted place + because": (frozenset({"fronted", "because"}), dict(kind=_fr_because_draw, fronted=True)),
+    "three adjectives + place": (frozenset({"adj3", "place"}), dict(kind=_fr_svo, subj_adj=3, places=1, subject="np")),
+    "and-subject + because": (frozenset({"subj_and", "because"}), dict(kind=_fr_because_draw, subject="and")),
+    "with-subject + fronted place": (frozenset({"subj_with", "fronted"}), dict(kind=_fr_svo, subject="with", fronted=True)),
+    "two places + because": (frozenset({"places2", "because"}), dict(kind=_fr_because_draw, places=2)),
+    "pronoun subject + and-object": (frozenset({"subj_pronoun", "obj_and"}),
+                                     dict(kind=_fr_svo, subject="pronoun", object="and")),
+    "with-subject + sat": (frozenset({"subj_with", "sit"}), dict(kind=_fr_sit, subject="with")),
+    "and-subject + progressive": (frozenset({"subj_and", "progressive"}), dict(kind=_fr_progressive, subject="and")),
+}
+
+
+def heldout_combination(tags: set) -> str | None:
+    """The name of the first held-out combination a sentence's features contain, else None."""
+    return next((name for name, (feats, _) in HELDOUT_COMBINATIONS.items() if feats <= tags), None)
+
+
+def _draw_fr(d: _Draw, force: dict | None = None) -> _Phrase:
+    force = dict(force or {})
+    kind = force.pop("kind", None) or d.pick([k for k, _ in FR_KINDS], [w for _, w in FR_KINDS])
+    return kind(d, force)
+
 
 def parallel_pairs_with_logprob(n: int, seed: int = 0) -> list[tuple[str, str, float]]:
+    """n training-grammar pairs with the log-probability of their draw. A draw that forms a held-out
+    combination (HELDOUT_COMBINATIONS) is discarded and redrawn, so logp is that of the draw, before
+    this rejection (an upper bound on nothing: use it to compare draws, not as the corpus' probability)."""
     rng = random.Random(seed)
     out = []
-    for _ in range(n):
+    while len(out) < n:
         d = _Draw(rng)
-        en, fr = d.pick([k for k, _ in FR_KINDS], [w for _, w in FR_KINDS])(d)
-        out.append((" ".join(en), _fr_join(fr), d.logp))
+        p = _draw_fr(d)
+        if heldout_combination(p.tags):
+            continue
+        out.append((" ".join(p.en), _fr_join(p.fr), d.logp))
     return out
+
+
+def heldout_combination_pairs(name: str, n: int = 200, seed: int = 0) -> list[tuple[str, str]]:
+    """n distinct (English, French) sentences that have the held-out combination `name` (and no other
+    held-out combination): sentences of a kind the training generator never produces."""
+    feats, force = HELDOUT_COMBINATIONS[name]
+    rng = random.Random(f"{name}/{seed}")
+    out: dict[str, str] = {}
+    tries = 0
+    while len(out) < n and tries < 50 * n:
+        tries += 1
+        p = _draw_fr(_Draw(rng), force)
+        names = {k for k, (fs, _) in HELDOUT_COMBINATIONS.items() if fs <= p.tags}
+        if names == {name}:
+            out.setdefault(" ".join(p.en), _fr_join(p.fr))
+    return list(out.items())
 
 
 def parallel_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:

@@ -158,8 +158,12 @@ OPENINGS: dict[str, Opening] = {
     "transformer-lm": Opening(layer=2, heads=(0,), why=(
         "Layer 3, head 1 is the head that carries the subject's number to the verb: activation patching (Find the "
         "cause) names it the strongest head in 40 of 40 generated agreement pairs.")),
-    # every head of encoder layer 1: "... parce qu'il avait faim" becomes "... parce qu'elle avait faim"
-    "translator-en-fr": Opening(stack="encoder", layer=0),
+    # the plainly trained translator shrugs off mean-ablating the heads of any one encoder layer on its Break it
+    # sentence (its translation stays exact); without the positional encoding "... parce qu'il avait faim" becomes
+    # "... parce qu'elle avait faim" (tests/test_breakit_defaults.py)
+    "translator-en-fr": Opening(what="positions", why=(
+        "Without the positional encoding the translator sees the same words with no order: on this sentence "
+        "“qu'il” becomes “qu'elle”.")),
 }
 
 

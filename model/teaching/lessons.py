@@ -36,6 +36,7 @@ WITH_PREFIX = "the dog with the cats"                          # "with" as an at
 TRANSLATE_IT_EATER = "the cat ate the soup because it was hungry"
 TRANSLATE_IT_FOOD = "the cat ate the soup because it was hot"
 TRANSLATE_DEFAULT = TRANSLATE_IT_EATER
+COMPOSED = "in the morning the cat ate the soup in the garden because it was hungry"   # a held-out combination
 BREAK_AGREEMENT = "the dogs that the cat chased"          # Break it: the verb agrees with "dogs", not "cat"
 
 # page -> built-in model -> the text the page opens on (until the user types their own)
@@ -60,24 +61,38 @@ EXACT_TRANSLATIONS: dict[str, str] = {
     "the cat sat on the mat": "le chat s'est assis sur le tapis",
     TRANSLATE_IT_EATER: "le chat a mangé la soupe parce qu'il avait faim",
     TRANSLATE_IT_FOOD: "le chat a mangé la soupe parce qu'elle était chaude",
+    COMPOSED: "le matin le chat a mangé la soupe dans le jardin parce qu'il avait faim",
     CLASSIC: "l'ours a mangé le miel parce qu'il avait faim",
 }
 
 # Figures measured on the shipped checkpoints (python -m model.teaching.lessons prints them again).
 # The checks re-measure them; a claim fails when its figure no longer rounds the same way.
-IT_HEAD = (2, 1)                        # translator encoder (layer, head), 1-based: model.training.train's it_attention head
+IT_HEAD = (2, 2)                        # translator encoder (layer, head), 1-based: the head whose attention from "it" is
+                                        # most often highest on the referent (it_head_tables); trained with no attention loss
+IT_CROSS_HEAD = (2, 4)                  # translator cross-attention (decoder layer, head): strongest in patching
+IT_PATCH_LAYER = 3                      # translator: its last encoder layer, whose input is patched position by position
 FIGURES: dict[str, float] = {
     # LM: medians over the 26 texts of `eater_texts`; *_max and *_still_max are stated upper bounds, *_cat_min a
     # stated lower bound (measured: transformer many max 0.0121, river/garden max 0.0147/0.0154, cat min 0.1429;
     # lstm many max 0.0115, river/garden max 0.0157/0.0241, cat min 0.0713)
     "transformer_states_one": 0.521, "transformer_states_many": 0.009, "transformer_states_many_max": 0.013,
     "lstm_states_one": 0.502, "lstm_states_many": 0.0089, "lstm_states_many_max": 0.012,
-    "it_head_switch": 1.0, "pronoun_accuracy": 1.0,
     "transformer_river_median": 0.0107, "transformer_garden_median": 0.0105, "transformer_still_max": 0.02,
     "transformer_cat_median": 0.1893, "transformer_cat_min": 0.14,
     "lstm_river_median": 0.0136, "lstm_garden_median": 0.0192, "lstm_still_max": 0.025,
     "lstm_cat_median": 0.171, "lstm_cat_min": 0.07,
-    "it_head_patch_median": 0.7946, "it_head_patch_min": 0.7438, "it_head_patch_max": 0.8094,
+    "pronoun_accuracy": 1.0,
+    # translator, "it": attention of the best encoder head, and activation patching on IT_PATCH_PAIRS held-out pairs
+    "it_head_top": 0.6667, "it_food_share": 0.6667, "it_food_or_last_word": 1.0,
+    "it_head_patch_median": 0.5157, "it_head_patch_min": 0.4483, "it_head_patch_max": 0.6487,
+    "it_head_patch_strongest": 1.0, "it_patch_last_word": 0.6504, "it_patch_it": 0.0961,
+    "it_cross_median": 0.2949, "it_cross_min": 0.173, "it_cross_max": 0.3346, "it_cross_strongest": 0.6,
+}
+# translator: exact match on each held-out combination of grammar features (corpora.HELDOUT_COMBINATIONS), 200 each
+COMBINATION_FIGURES: dict[str, float] = {
+    "fronted place + because": 0.895, "three adjectives + place": 0.995, "and-subject + because": 0.905,
+    "with-subject + fronted place": 0.98, "two places + because": 0.99, "pronoun subject + and-object": 0.97,
+    "with-subject + sat": 0.73, "and-subject + progressive": 1.0,
 }
 MASK_FIGURES = {"agreement_masked": 1.0, "agreement_unmasked": 0.5733, "ce_masked": 1.6368, "ce_unmasked": 2.3468}
 AGREE_FIGURES = {"attn_out_min": 0.9435, "head_median": 0.5464, "head_min": 0.4219, "head_max": 0.9643}
@@ -242,13 +257,53 @@ def it_head_weights(m, sentence: str, head: tuple[int, int] = IT_HEAD) -> dict[s
     return {t: float(row[j]) for j, t in enumerate(toks)}
 
 
-def it_head_heldout(m, head: tuple[int, int] = IT_HEAD) -> dict[str, float]:
-    from ..training.evaluate import it_head_stats
+def it_patch_summary(m, n: int = None) -> dict[str, float]:
+    """Activation patching on `n` held-out pronoun pairs ("...because it was hungry" / "...hot", il vs elle):
+    the effect of the encoder head IT_HEAD (median, min, max, share of pairs where it is the strongest encoder head),
+    medians of the last encoder layer's input at the last word and at "it", and the effect of IT_CROSS_HEAD (median,
+    min, max, and the share of pairs where it is the strongest cross-attention head)."""
+    from .patching import patch, pronoun_pairs
 
-    st = it_head_stats(m)
-    table = st["it_heads_switch_table"]
-    return {"switch": table[head[0] - 1][head[1] - 1], "best_layer": st["it_head_layer"],
-            "best_head": st["it_head_head"], "pairs": st["it_head_contrast_pairs"]}
+    pairs = pronoun_pairs(n or IT_PATCH_PAIRS)
+    last, it, cross, strongest, head, head_top = [], [], [], [], [], []
+    for a, b in pairs:
+        r = patch(m, a, b)
+        head.append(float(r.heads["encoder"][IT_HEAD[0] - 1, IT_HEAD[1] - 1]))
+        head_top.append(r.strongest_head("encoder")[:2] == (IT_HEAD[0] - 1, IT_HEAD[1] - 1))
+        toks = r.tokens["encoder"]
+        resid = r.positions["encoder"]["resid_pre"]
+        layer = IT_PATCH_LAYER - 1                                  # the input of the last encoder layer
+        last.append(float(resid[layer, len(toks) - 2]))          # the last word, before [EOS]
+        it.append(float(resid[layer, toks.index("it")]))
+        cross.append(float(r.heads["cross"][IT_CROSS_HEAD[0] - 1, IT_CROSS_HEAD[1] - 1]))
+        strongest.append(r.strongest_head("cross")[:2] == (IT_CROSS_HEAD[0] - 1, IT_CROSS_HEAD[1] - 1))
+    return {"pairs": len(pairs), "it_patch_last_word": float(np.median(last)), "it_patch_it": float(np.median(it)),
+            "it_cross_median": float(np.median(cross)), "it_cross_min": min(cross), "it_cross_max": max(cross),
+            "it_cross_strongest": float(np.mean(strongest)), "it_head_patch_median": float(np.median(head)),
+            "it_head_patch_min": min(head), "it_head_patch_max": max(head), "it_head_patch_strongest": float(np.mean(head_top))}
+
+
+def it_attention_summary(m) -> dict[str, float]:
+    """it_head_tables on the held-out pronoun sentences: the best head's share of sentences where "it" attends most
+    to its referent, and the share of those sentences whose referent is the food (what a head always looking at
+    the food would score)."""
+    from ..training.evaluate import it_head_tables
+    from .corpora import pronoun_heldout_pairs
+
+    from ..training.evaluate import it_attention
+
+    t = it_head_tables(m)
+    items = pronoun_heldout_pairs()
+    l, h = t["it_heads_best"]
+    split = 0                               # food on top when "it" is the food, the last word when it is the eater
+    for en, _, info in items:
+        att, toks = it_attention(m, en)
+        j = int(att[l - 1, h - 1].argmax())
+        split += j == (toks.index(info["food"]) if info["referent"] == "food" else len(toks) - 2)
+    return {"best": (l, h), "top": t["it_heads_best_top"], "table": t["it_heads_top_table"],
+            "food_or_last_word": split / len(items),
+            "food_share": sum(i["referent"] == "food" for _, _, i in items) / len(items),
+            "sentences": t["it_heads_sentences"]}
 
 
 def _pct(x: float) -> str:
@@ -268,22 +323,36 @@ def _check_translation(src: str, want: str):
 
 
 def _check_it_head(m) -> tuple[bool, str]:
-    from .patching import head_effects_on, pronoun_pairs
+    """No encoder head tracks "it" (the best is below 90% and is the one named); patching finds the deciding word's
+    own position and IT_CROSS_HEAD carrying il/elle, with the stated figures, on IT_PATCH_PAIRS held-out pairs."""
+    att = it_attention_summary(m)
+    pat = it_patch_summary(m)
+    ok = att["best"] == IT_HEAD and att["top"] < 0.9 and _same(FIGURES["it_head_top"], att["top"], 0.005)
+    ok = ok and _same(FIGURES["it_food_share"], att["food_share"], 0.005)
+    ok = ok and _same(FIGURES["it_food_or_last_word"], att["food_or_last_word"], 0.005)
+    ok = ok and pat["it_cross_max"] < 0.5
+    ok = ok and m.cfg.model["n_encoder_layers"] == IT_PATCH_LAYER
+    ok = ok and all(_same(FIGURES[k], pat[k], 0.005) for k in (
+        "it_patch_last_word", "it_patch_it", "it_cross_median", "it_cross_min", "it_cross_max", "it_cross_strongest",
+        "it_head_patch_median", "it_head_patch_min", "it_head_patch_max", "it_head_patch_strongest"))
+    return ok, (f"best encoder head from 'it': layer {att['best'][0]} head {att['best'][1]}, referent on top in "
+                f"{att['top']:.4f} of {att['sentences']} held-out sentences (food is the referent in "
+                f"{att['food_share']:.4f}; food or last word on top as said: {att['food_or_last_word']:.4f}); patching on {pat['pairs']} held-out pairs: that head median "
+                f"{pat['it_head_patch_median']:.3f} ({pat['it_head_patch_min']:.3f}-{pat['it_head_patch_max']:.3f}), "
+                f"strongest encoder head in {pat['it_head_patch_strongest']:.2f}; encoder layer-{IT_PATCH_LAYER} input at the last "
+                f"word {pat['it_patch_last_word']:.3f}, at 'it' {pat['it_patch_it']:.3f} (medians); cross-attention "
+                f"layer {IT_CROSS_HEAD[0]} head {IT_CROSS_HEAD[1]}: median {pat['it_cross_median']:.3f} "
+                f"({pat['it_cross_min']:.3f}-{pat['it_cross_max']:.3f}), strongest in {pat['it_cross_strongest']:.2f}")
 
-    a, b = it_head_weights(m, TRANSLATE_IT_EATER), it_head_weights(m, TRANSLATE_IT_FOOD)
-    held = it_head_heldout(m)
-    pairs = pronoun_pairs(IT_PATCH_PAIRS)
-    eff = head_effects_on(m, pairs)                              # (pairs, L, H)
-    it = eff[:, IT_HEAD[0] - 1, IT_HEAD[1] - 1]
-    strongest = (eff.reshape(len(pairs), -1).argmax(1) == (IT_HEAD[0] - 1) * eff.shape[2] + IT_HEAD[1] - 1).mean()
-    ok = a["cat"] > a["soup"] and b["soup"] > b["cat"] and _same(FIGURES["it_head_switch"], held["switch"], 0.005)
-    ok = ok and held["switch"] >= 0.8 and strongest == 1.0 and it.min() >= 0.5
-    ok = ok and all(_same(FIGURES[f"it_head_patch_{k}"], float(f(it)), 0.005)
-                    for k, f in (("median", np.median), ("min", np.min), ("max", np.max)))
-    return ok, (f"hungry: cat {a['cat']:.2f}, soup {a['soup']:.2f}; hot: cat {b['cat']:.2f}, soup {b['soup']:.2f}; "
-                f"held-out contrast pairs switching: {_pct(held['switch'])} of {held['pairs']}; patching the head on "
-                f"{len(pairs)} held-out pairs: median {np.median(it):.3f}, min {it.min():.3f}, max {it.max():.3f}, "
-                f"strongest encoder head in {_pct(strongest)}")
+
+def _check_combinations(m) -> tuple[bool, str]:
+    """Exact match on each held-out combination (200 generated sentences each) is as stated, and the example is right."""
+    from ..training.evaluate import combination_exact_match
+
+    got = combination_exact_match(m, 200)
+    ok = set(got) == set(COMBINATION_FIGURES) and all(_same(COMBINATION_FIGURES[k], v, 0.005) for k, v in got.items())
+    ok = ok and m.translate(COMPOSED, greedy=True) == EXACT_TRANSLATIONS[COMPOSED]
+    return ok, "; ".join(f"{k}: {v:.3f}" for k, v in got.items())
 
 
 def _check_no_mask(m) -> tuple[bool, str]:
@@ -444,15 +513,21 @@ def _build() -> list[Lesson]:
     F = FIGURES
     out = [
         Lesson("attention.translator_it", "translator-en-fr", ("attention", "translate", "patching"), TRANSLATE_IT_EATER,
-               f"French needs to know what “it” refers to (il or elle). In encoder layer {IT_HEAD[0]}, head "
-               f"{IT_HEAD[1]}, “it” looks at “cat” when the sentence ends in “hungry” and at “soup” when it ends in "
-               f"“hot”. This head was planted: an extra loss term trained it to point at the referent. On eater–food "
-               f"pairs never seen together in training it switches to the right noun in "
-               f"{_pct(F.get('it_head_switch', 0))} of hungry/tired vs delicious/fresh/hot/sweet sentence pairs. Does "
-               f"the decoder use what it carries? Activation patching (page “Find the cause”) says yes: copying this "
-               f"head's output from the “…hot” sentence into the “…hungry” one moves il/elle "
-               f"{_pct(F['it_head_patch_median'])} of the way (median over {IT_PATCH_PAIRS} held-out pairs, "
-               f"{_pct(F['it_head_patch_min'])}–{_pct(F['it_head_patch_max'])}), more than any other head.",
+               f"French needs to know what “it” refers to (il or elle). This translator was trained on translations "
+               f"alone, and no encoder head learned to point from “it” to its referent: the closest, layer {IT_HEAD[0]}, "
+               f"head {IT_HEAD[1]}, puts its largest weight on the referent in {_pct(F['it_head_top'])} of held-out "
+               f"sentences (a head that always looked at the food would score {_pct(F['it_food_share'])}): it looks "
+               f"at the food when “it” is the food, and at “hungry” or “tired” itself, not at the eater, when “it” is "
+               f"the eater ({_pct(F['it_food_or_last_word'])} of the sentences). Yet "
+               f"activation patching (page “Find the cause”) finds that this same head carries much of the answer: "
+               f"copying its output from “…hot” into “…hungry” moves il/elle {_pct(F['it_head_patch_median'])} of the "
+               f"way (median over {IT_PATCH_PAIRS} held-out pairs, {_pct(F['it_head_patch_min'])}–"
+               f"{_pct(F['it_head_patch_max'])}), more than any other encoder head in {_pct(F['it_head_patch_strongest'])} "
+               f"of them. Where a head looks from “it” is not what it does. At the input of the last encoder layer "
+               f"({IT_PATCH_LAYER}) the position of “hungry” still carries {_pct(F['it_patch_last_word'])} and “it” "
+               f"{_pct(F['it_patch_it'])} (medians), and the decoder reads the difference through several "
+               f"cross-attention heads: the strongest, head {IT_CROSS_HEAD[1]} of decoder layer {IT_CROSS_HEAD[0]}, "
+               f"carries {_pct(F['it_cross_median'])} alone ({_pct(F['it_cross_min'])}–{_pct(F['it_cross_max'])}).",
                _check_it_head, contrast=TRANSLATE_IT_FOOD),
         Lesson("translate.it_gender", "translator-en-fr", ("translate",), TRANSLATE_IT_EATER,
                "“it” becomes “qu'il” when it is the cat (masculine) and “qu'elle” when it is the soup (feminine): "
@@ -555,6 +630,16 @@ def _build() -> list[Lesson]:
     out.append(Lesson("vocabulary.examples.seq2seq", "translator-en-fr", ("home", "translate"), TRANSLATE_DEFAULT,
                       "Every example sentence of the README and the sidebar uses only words this model knows.",
                       _check_known(EXAMPLES)))
+    good = [k for k, v in COMBINATION_FIGURES.items() if v >= 0.95]
+    weak = sorted(((v, k) for k, v in COMBINATION_FIGURES.items() if v < 0.95))
+    out.append(Lesson("translate.compose", "translator-en-fr", ("translate",), COMPOSED,
+                      f"Does the translator compose, or only know its templates? {len(COMBINATION_FIGURES)} whole "
+                      f"combinations of grammar features never occur together in its training sentences, though each "
+                      f"part is frequent there. On 200 generated sentences of each, it is exactly right in at least 95% "
+                      f"for {len(good)} of them, but not for "
+                      + ", ".join(f"{k} ({100 * v:.1f}%)" for v, k in weak)
+                      + f". “{COMPOSED}” (a fronted place with a because-clause) comes out right.",
+                      _check_combinations))
     for src, fr in EXACT_TRANSLATIONS.items():
         out.append(Lesson(f"translate.exact.{src.replace(' ', '_')}", "translator-en-fr", ("translate",), src,
                           f"“{src}” → “{fr}”", _check_translation(src, fr)))

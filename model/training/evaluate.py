@@ -8,10 +8,12 @@ against the grammar's own entropy rate (the best any model can do on this corpus
 subject-verb agreement accuracy ("the keys to the old cabinet" -> are, not is), on items
 from the grammar (also with "and" subjects, "the cat and the dog" -> are, and "with" attractors,
 "the dog with the cats" -> is) and on the hand-written probes of model.teaching.probes.
-Translator: exact-match of greedy translations of held-out sentences and of the hand-written
-probes; on "because" sentences over eater / food pairs never seen together in training, how
-often "it" becomes the right qu'il / qu'elle; and which encoder head's attention from "it" lands
-on the word "it" refers to, and how often.
+Translator: exact-match of greedy translations of held-out sentences, of the hand-written
+probes, and of 200 sentences for each held-out combination of grammar features (kinds of sentence
+the training generator never produces, corpora.HELDOUT_COMBINATIONS); on "because" sentences over
+eater / food pairs never seen together in training, how often "it" becomes the right qu'il /
+qu'elle; and, for every encoder head, how often its attention from "it" lands on the word "it"
+refers to (it_head_tables, the head search of model.training.head_search).
 """
 from __future__ import annotations
 
@@ -184,6 +186,38 @@ def it_head_stats(lab: BuiltinTranslator, items: list[tuple[str, str, dict]] | N
             "it_heads_switch_table": [[round(switch[l, h].item(), 4) for h in range(H)] for l in range(L)]}
 
 
+@torch.inference_mode()
+def it_head_tables(lab: BuiltinTranslator, items: list[tuple[str, str, dict]] | None = None) -> dict:
+    """For every encoder head (layers x heads tables): the share of held-out pronoun sentences where
+    the attention from "it" is highest on the word "it" refers to ("top"), and where it is higher on
+    the referent than on the other noun ("lands"). The head search of model.training.head_search."""
+    items = items if items is not None else corpora.pronoun_heldout_pairs()
+    top, land = [], []
+    for en, _, info in items:
+        att, toks = it_attention(lab, en)
+        e_pos, f_pos = toks.index(info["eater"]), toks.index(info["food"])
+        ref, other = (e_pos, f_pos) if info["referent"] == "eater" else (f_pos, e_pos)
+        top.append(att.argmax(-1) == ref)
+        land.append(att[:, :, ref] > att[:, :, other])
+    t, la = torch.stack(top).float().mean(0), torch.stack(land).float().mean(0)
+    L, H = t.shape
+    best = max(((l, h) for l in range(L) for h in range(H)), key=lambda lh: t[lh].item())
+    return {"it_heads_sentences": len(items),
+            "it_heads_top_table": [[round(t[l, h].item(), 4) for h in range(H)] for l in range(L)],
+            "it_heads_lands_table": [[round(la[l, h].item(), 4) for h in range(H)] for l in range(L)],
+            "it_heads_best_top": round(t[best].item(), 4), "it_heads_best": [best[0] + 1, best[1] + 1]}
+
+
+def combination_exact_match(lab: BuiltinTranslator, n: int = 200) -> dict[str, float]:
+    """Exact match of greedy translations on each held-out combination (corpora.HELDOUT_COMBINATIONS):
+    n sentences each, of kinds the training generator never produces."""
+    out = {}
+    for name in corpora.HELDOUT_COMBINATIONS:
+        pairs = corpora.heldout_combination_pairs(name, n)
+        out[name] = round(translator_exact_match(lab, pairs), 4)
+    return out
+
+
 def evaluate(lab, n: int | None = None, seed: int = 0) -> dict:
     """Held-out figures for a loaded built-in model (n: how many held-out items; None = all)."""
     recipe = lab.cfg.data
@@ -194,8 +228,10 @@ def evaluate(lab, n: int | None = None, seed: int = 0) -> dict:
         res = {"heldout_sentences": len(held), "exact_match": round(translator_exact_match(lab, held), 4)}
         pr = probes.translation_probe_pairs()
         res.update({"probe_sentences": len(pr), "probe_exact_match": round(translator_exact_match(lab, pr), 4)})
+        res.update({"combination_sentences_each": 200, "combination_exact_match": combination_exact_match(lab, 200)})
         res.update(pronoun_accuracy(lab))
         res.update(it_head_stats(lab))
+        res.update(it_head_tables(lab))
         off = pronoun_accuracy_without_head(lab, res["it_head_layer"], res["it_head_head"])
         res.update({"pronoun_accuracy_it_head_off": off["pronoun_accuracy"],
                     "pronoun_accuracy_opposite_gender_it_head_off": off["pronoun_accuracy_opposite_gender"]})
