@@ -21,8 +21,11 @@ SESSIONS, TOKENS, BUDGET_MB = 6, 512, 128
 @pytest.fixture(scope="module")
 def flood(tmp_path_factory):
     folder = make_folder_model(tmp_path_factory.mktemp("flood-model"), TOKENS, layers=6, heads=12, d=384, vocab=2000)
+    # the queue's own give-up time as long as the test's deadline: on a loaded machine six traces may take minutes,
+    # and this test is about memory and drawing, not about LAB_TRACE_WAIT_S (300 s by default)
     return run_flood(SESSIONS, TOKENS, folder, others=1, deadline=900,
-                     env={"LAB_TRACE_BUDGET_MB": str(BUDGET_MB)}, texts=distinct_texts(SESSIONS, TOKENS, 2000))
+                     env={"LAB_TRACE_BUDGET_MB": str(BUDGET_MB), "LAB_TRACE_WAIT_S": "900"},
+                     texts=distinct_texts(SESSIONS, TOKENS, 2000))
 
 
 def test_flood_fixture_uses_distinct_texts_and_the_small_budget(flood):
