@@ -26,9 +26,16 @@ from app_pages.registry import KEYS
 
 
 def _import_ahead() -> None:
+    import os
+    import sys
+
     from model.serving.store import apply_torch_threads
 
-    apply_torch_threads()     # LAB_TORCH_THREADS (default 1): script threads started after this use it
+    n = apply_torch_threads()     # LAB_TORCH_THREADS (default 1): script threads started after this use it
+    raw = os.environ.get("LAB_TORCH_THREADS", "").strip()
+    if raw and raw.lower() not in ("0", "auto") and not (raw.isdigit() and int(raw) >= 1):
+        print(f"LAB_TORCH_THREADS={raw!r} is not a whole number of at least 1, 0 or 'auto' (torch's own default): "
+              f"ignored; torch uses {n} thread{'s' if n != 1 else ''}.", file=sys.stderr, flush=True)
     import app_pages.common  # noqa: F401  (imports model, hence torch)
     import viz.attention  # noqa: F401
 

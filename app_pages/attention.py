@@ -19,9 +19,36 @@ if not stacks:
             "See the **LSTM** page, or pick a Transformer in the sidebar.")
     st.stop()
 roles = list(stacks)
-role = st.radio("Attention", roles, format_func=lambda k: stacks[k].title, horizontal=True,
+titles = {k: s.title for k, s in stacks.items()}
+role = st.radio("Attention", roles, format_func=titles.get, horizontal=True,
                 **c.labelled("stack", roles[0], options=roles)) if len(roles) > 1 else roles[0]
 v = stacks[role]
+
+
+def current_view() -> views.AttentionView:
+    """This session's view of `role`: the page's own while the whole page runs, else (a fragment's own rerun, a
+    download) from the shared trace cache, traced again (queued) if the budget evicted it meanwhile.
+
+    The page drops its `r` and `v` when its run ends: a fragment keeps this script's globals alive for as long as
+    the session lives, so a page that kept its run there would pin one trace per session past the server's trace
+    budget (issue 19's flood: six 1,024-token pages held 5.9 GB, and still did after every tab had closed)."""
+    pinned = globals().get("v")
+    if pinned is not None:
+        return pinned
+    try:
+        rr = c.get_run(m, c.text())                 # a cache hit unless the budget evicted it meanwhile
+    except c.LabError as e:
+        st.warning(c.md_escape(e))
+        st.stop()
+    return c.cached(m, "attention_views", c.run_key(rr), lambda: views.attention_views(rr))[role]
+
+
+def grid_data() -> dict:
+    w = current_view()
+    return {"layers × heads × queries × keys": w.weights.astype("float32").round(6).tolist(),
+            "queries": w.query_tokens, "keys": w.key_tokens}
+
+
 if r.target_tokens:
     st.markdown(f"Source: {c.tokens_line(r.tokens)}  \nTarget so far (the decoder's input): "
                 f"{c.tokens_line(r.target_tokens)}")
@@ -35,15 +62,14 @@ if L * H > 48:
                           **c.bound("grid", L * H <= 144))
 if show_grid:
     grid = c.cached_figure(m, "grid", (role, *seen), lambda: attention_grid(v.weights, v.query_tokens, v.key_tokens))
-    c.plot(grid, key=f"grid_{role}",
-           data=lambda: {"layers × heads × queries × keys": v.weights.astype("float32").round(6).tolist(),
-                         "queries": v.query_tokens, "keys": v.key_tokens})
+    c.plot(grid, key=f"grid_{role}", data=grid_data)
     st.caption("Rows of the grid are layers (1 = closest to the input), columns are heads; inside each cell, "
                "queries run down and keys across. Pick one below to see it large.")
 
 
 @st.fragment
 def one_head() -> None:
+    v = current_view()
     st.subheader("One head, large")
     c1, c2 = st.columns(2)
     layers, heads = list(range(1, L + 1)), list(range(1, H + 1))
@@ -62,6 +88,7 @@ def one_head() -> None:
 
 @st.fragment
 def one_token() -> None:
+    v = current_view()
     st.subheader("Where one token looks, in every head")
     q = v.query_tokens
     opts = list(range(len(q)))
@@ -72,5 +99,9 @@ def one_token() -> None:
     st.caption("One row per head (L = layer, H = head); each row is that head's attention from the chosen token.")
 
 
-one_head()
-one_token()
+try:
+    one_head()
+    one_token()
+finally:                  # nothing of the run stays pinned by this session between runs: see current_view
+    del r, stacks, v
+    grid = None

@@ -7,6 +7,8 @@
     python -m bench --only load2,cold   # 2 replicas behind nginx; cold start and import breakdown
     python -m bench --only drag      # live sampling drag: input -> painted frame, quiet and CPU-throttled x4
     python -m bench --only serve        # a fresh server (and 2 replicas behind nginx) to a finished session
+    python -m bench --only flood --sessions 30 --tokens 1024 --runs 3   # a class floods one replica (bench/flood.py)
+    python -m bench --only pages --sessions 30 --runs 3                 # whole-page rerun, one shared text, every page
 
 Each line is a median over repeats after a warm-up, on this machine, printed as a markdown table
 that goes into the README's benchmark table.
@@ -369,6 +371,25 @@ def bench_load(repeat: int) -> None:
         row(*r)
 
 
+def bench_flood(repeat: int, sessions: int = 30, tokens: int = 1024, runs: int = 3) -> None:
+    """N Chromium sessions, each a distinct long text on the Attention page of a GPT-2-small-sized folder model, on
+    one replica: server RSS peak against models + trace budget + 0.5 GiB, every page drawn, the others' slider p95
+    (bench/flood.py)."""
+    from bench.flood import flood_rows
+
+    for r in flood_rows(sessions, tokens, runs, log=lambda m: print(m, flush=True)):
+        row(*r)
+
+
+def bench_pages(repeat: int, sessions: int = 30, tokens: int = 1024, runs: int = 3) -> None:
+    """The whole-page rerun (the sidebar's device switch) at N sessions with one shared text, on every page, median
+    (range) of the p95 over `runs` fresh servers (bench/flood.py)."""
+    from bench.flood import pages_rows
+
+    for r in pages_rows(sessions, runs, log=lambda m: print(m, flush=True)):
+        row(*r)
+
+
 def bench_load2(repeat: int) -> None:
     from bench.load import load_rows
 
@@ -392,8 +413,10 @@ def bench_cold(repeat: int) -> None:
 
 def bench_threads(repeat: int) -> None:
     """torch's intra-op threads for a server: a 128-token trace of a GPT-2-small-sized Hugging Face model (random
-    weights) with 1 and with 2 threads, interleaved (1, 2, 2, 1, ...), first on this machine as it is, then while a
-    second process keeps one core busy. Medians; the load average is printed with each row (LAB_TORCH_THREADS)."""
+    weights) with 1, 2 and torch's own default (the core count) threads, interleaved (the order rotates every round,
+    so drift in the machine's load falls on every setting alike), first on this machine as it is, then while a
+    second process keeps one core busy. Medians and ranges; the load average is printed with each row. The server
+    reads LAB_TORCH_THREADS (model/serving/store.py; default 1)."""
     import subprocess
     import sys
 
@@ -404,6 +427,9 @@ def bench_threads(repeat: int) -> None:
 
     torch.manual_seed(0)
     before = torch.get_num_threads()
+    default = os.cpu_count() or before                      # torch's own default: one thread per core
+    settings = list(dict.fromkeys([1, 2, default]))         # 1, 2 and the default where it is not 2 already
+    names = {n: f"{n}" + (" (torch's default here)" if n == default else "") for n in settings}
     with tempfile.TemporaryDirectory() as d:
         GPT2LMHeadModel(GPT2Config(attn_implementation="eager")).save_pretrained(d)
         save_word_tokenizer(d, vocab_size=50257)
@@ -412,9 +438,10 @@ def bench_threads(repeat: int) -> None:
         assert len(m.tokenize(text).ids) == 128
 
         def measure() -> dict[int, list[float]]:
-            times: dict[int, list[float]] = {1: [], 2: []}
+            times: dict[int, list[float]] = {n: [] for n in settings}
             for i in range(max(repeat, 2)):
-                for n in ((1, 2) if i % 2 == 0 else (2, 1)):       # interleaved, alternating which goes first
+                order = settings[i % len(settings):] + settings[:i % len(settings)]    # rotate who goes first
+                for n in order:
                     torch.set_num_threads(n)
                     t0 = time.perf_counter()
                     m.run(text)
@@ -435,11 +462,15 @@ def bench_threads(repeat: int) -> None:
                     for p in procs:
                         p.kill()
                         p.wait()
-                t1, t2 = statistics.median(times[1]), statistics.median(times[2])
-                row(f"GPT-2-small-sized trace, 128 tokens, {label}: 1 / 2 torch threads (n = {len(times[1])} each, "
-                    f"interleaved; load average {load0:.1f} -> {load1:.1f} on {os.cpu_count()} cores)",
-                    f"{ms(t1)} / {ms(t2)} (2 threads: {t2 / t1:.2f}x the time of 1; ranges "
-                    f"{ms(min(times[1]))}-{ms(max(times[1]))} / {ms(min(times[2]))}-{ms(max(times[2]))})")
+                med = {n: statistics.median(times[n]) for n in settings}
+                best = min(settings, key=med.get)
+                row(f"GPT-2-small-sized trace, 128 tokens, {label}: torch threads "
+                    f"{' / '.join(names[n] for n in settings)} (n = {len(times[1])} each, interleaved; load average "
+                    f"{load0:.1f} -> {load1:.1f} on {os.cpu_count()} cores)",
+                    " / ".join(ms(med[n]) for n in settings) + f"; fastest: {best} thread{'s' if best > 1 else ''} ("
+                    + ", ".join(f"{n}: {med[n] / med[best]:.2f}x" for n in settings if n != best) + "); ranges "
+                    + " / ".join(f"{ms(min(times[n]))}-{ms(max(times[n]))}" for n in settings),
+                    "the server's default (LAB_TORCH_THREADS) is the fastest under a busy process")
         finally:
             torch.set_num_threads(before)
 
@@ -521,8 +552,9 @@ SECTIONS = {"builtin": bench_builtin, "generation": bench_generation, "gpt2": be
             "sampling": bench_sampling, "viz": bench_viz, "tokens": bench_tokens, "training": bench_training,
             "browser": bench_browser, "drag": bench_drag, "load": bench_load, "load2": bench_load2, "serve": bench_serve, "cold": bench_cold,
             "threads": bench_threads, "admission": bench_admission, "plotly": bench_plotly_paths,
-            "trainqueue": bench_trainqueue, "heal": bench_heal}
-SLOW = ("browser", "drag", "load", "load2", "serve", "cold", "admission", "trainqueue", "heal")          # run only with --browser / --only
+            "trainqueue": bench_trainqueue, "heal": bench_heal, "flood": bench_flood, "pages": bench_pages}
+SLOW = ("browser", "drag", "load", "load2", "serve", "cold", "admission", "trainqueue", "heal", "flood", "pages")
+SIZED = ("flood", "pages")          # sections that take --sessions, --tokens and --runs          # run only with --browser / --only
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -530,13 +562,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", default="", help="comma-separated sections: " + ",".join(SECTIONS))
     ap.add_argument("--browser", action="store_true", help="include the in-browser timings (needs Chromium)")
     ap.add_argument("--repeat", type=int, default=20, help="timed repeats per figure (median reported)")
+    ap.add_argument("--sessions", type=int, default=30, help="flood, pages: browser / headless sessions at once")
+    ap.add_argument("--tokens", type=int, default=1024, help="flood: words (tokens) in each session's distinct text")
+    ap.add_argument("--runs", type=int, default=3, help="flood, pages: fresh-server runs (median and range reported)")
     a = ap.parse_args(argv)
     names = [s for s in a.only.split(",") if s] or [s for s in SECTIONS if s not in SLOW or (a.browser and s == "browser")]
+    unknown = [s for s in names if s not in SECTIONS]
+    if unknown:
+        ap.error(f"no section {', '.join(map(repr, unknown))}; the sections are {', '.join(SECTIONS)}")
+    for flag, v, lo in (("--sessions", a.sessions, 1), ("--tokens", a.tokens, 1), ("--runs", a.runs, 1),
+                        ("--repeat", a.repeat, 1)):
+        if v < lo:
+            ap.error(f"{flag} must be a whole number of at least {lo} (got {v})")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
     print(f"machine: {machine}")
     for s in names:
         print(f"[{s}]", flush=True)
-        SECTIONS[s](a.repeat)
+        if s in SIZED:
+            SECTIONS[s](a.repeat, sessions=a.sessions, tokens=a.tokens, runs=a.runs)
+        else:
+            SECTIONS[s](a.repeat)
     print(f"\n| what | measured ({machine}) | target |\n|---|---|---|")
     for what, fig, target in ROWS:
         print(f"| {what} | {fig} | {target} |")

@@ -99,7 +99,7 @@ def spinner_texts(monkeypatch) -> list[str]:
 # veths for its namespaced hosts). Chromium aborts requests in flight when the machine's interfaces change
 # (net::ERR_NETWORK_CHANGED), so these files run one after another on one xdist worker (`--dist loadgroup`);
 # every other file is its own group, as with `--dist loadfile` (its module fixtures load once).
-CHROMIUM_OR_NETWORK = {"test_browser.py", "test_console.py", "test_hosts.py", "test_layout.py",
+CHROMIUM_OR_NETWORK = {"test_browser.py", "test_console.py", "test_flood.py", "test_hosts.py", "test_layout.py",
                        "test_live_sampling.py", "test_no_links.py"}
 
 
