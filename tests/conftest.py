@@ -62,6 +62,18 @@ def lstm():
     return model.load("lstm-lm", "cpu")
 
 
+def run_page(at, page: str | None):
+    """Run an AppTest of lab.py with app_pages/<page>.py opened directly, as by its link (one run; None: the home page).
+    Before the first run AppTest finds a page by its file's stem, which is its url path in this app; the check says
+    so if that ever changes (AppTest would run the home page instead, and say nothing)."""
+    if page:
+        at.switch_page(f"app_pages/{page}.py")
+    at.run()
+    if page:                                         # AppTest has no public name for the page that ran
+        assert at._finished_page_script_hash == at._page_hash, f"{page}: another page ran"
+    return at
+
+
 def until(done, what: str, timeout: float, every: float = 0.5):
     """Call done() until it returns something true and return that; fail naming `what` after `timeout` s."""
     import time
