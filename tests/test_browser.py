@@ -2,12 +2,11 @@
 
 Starts `streamlit run app.py` on a free local port and drives Debian's headless Chromium with
 Playwright: one server and one Chromium for the module, each test's pages in a new browser context (their own
-cookies, storage and cache, as in a new browser). Screenshots go to test-artifacts/screenshots/ (and to docs/screenshots/ with
-LAB_UPDATE_SCREENSHOTS=1).
+cookies, storage and cache, as in a new browser). Screenshots go to test-artifacts/screenshots/ (and to
+docs/screenshots/ with LAB_UPDATE_SCREENSHOTS=1).
 """
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
                                  reason=f"no Chromium at {CHROMIUM} (run tests/install_system.sh, or set CHROMIUM)")]
 SHOTS = ROOT / "test-artifacts" / "screenshots"
-
-
-LATE_S = 0.5             # after a page is drawn, requests (components, fonts) and console errors still counted
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +44,10 @@ def test_every_page_in_chromium(app_url, browser):
         for name in PAGES:                            # each a new document opened by its own address: a deep link
             console.clear()
             seconds = open_page(page, app_url, name)
-            drawn = time.monotonic()
-            shot(page, name)
-            page.wait_for_timeout(max(0.0, LATE_S - (time.monotonic() - drawn)) * 1000)   # late ones still counted
+            page.wait_for_timeout(500)                # late requests (components, fonts) still counted
             exceptions = page.locator("[data-testid='stException']").count()
             charts = page.locator("[data-testid='stPlotlyChart']").count()
+            shot(page, name)
             if exceptions:
                 problems.append(f"{name}: {exceptions} exception element(s)")
             if console:
