@@ -89,16 +89,33 @@ def serve_app(timeout: float = 90, script: Path | None = None, env: dict | None 
 
 
 @contextlib.contextmanager
-def browser_page(width: int = 1400, height: int = 1000):
+def chromium():
+    """One headless Chromium; open pages in it with fresh_page (a test module can share one browser)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROME_ARGS)
         try:
-            page = browser.new_page(viewport={"width": width, "height": height})
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+@contextlib.contextmanager
+def fresh_page(browser, width: int = 1400, height: int = 1000):
+    """A page in a new browser context of `browser`: its own cookies, storage and cache, as a new browser has."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+@contextlib.contextmanager
+def browser_page(width: int = 1400, height: int = 1000):
+    """A page in a Chromium of its own."""
+    with chromium() as browser, fresh_page(browser, width, height) as page:
+        yield page
 
 
 def wait_idle(page, timeout_ms: int = 60_000) -> None:

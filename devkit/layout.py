@@ -240,9 +240,77 @@ def describe(found: list[dict]) -> str:
     return "\n".join(f"[{d['kind']}] {d['chart'] or '-'}: {d['what']} {d['detail']}" for d in found)
 
 
-def resize(page, width: int, height: int, settle_ms: int = 700) -> None:
-    """A new viewport size; Plotly's responsive charts relayout after a resize event (debounced)."""
+# The page's layout has settled: every Plotly chart drawn at its column's width (Streamlit passes the column width
+# to Plotly as layout.width some hundreds of ms after a resize: more on a busy machine), no chart in a transition or
+# a pending Plotly resize, every live sampling chart drawn at its box's width, and then nothing on the page moving or
+# changing size for `quiet` ms (frames in a row). Resolves {waited: ms} or {late: what is still pending} at the
+# deadline.
+SETTLED_JS = r"""
+async ({quiet, timeout}) => {
+  const frame = () => new Promise(r => requestAnimationFrame(() => r()));
+  const t0 = performance.now();
+  const hosts = () => [...document.querySelectorAll("[data-testid='stBidiComponentIsolated']")];
+  const pending = () => {
+    const out = [];
+    if (document.querySelector("[data-stale='true'], [data-testid='stSkeleton']")) out.push('a stale or loading element');
+    document.querySelectorAll("[data-testid='stPlotlyChart']").forEach((c, i) => {
+      const p = c.querySelector('.js-plotly-plot'), s = p && p.querySelector('.main-svg');
+      if (!p || !s || !p.layout) { out.push(`chart ${i + 1} not drawn`); return; }
+      if (p._transitioning || p._transitioningWithDuration || p._resolveResize) { out.push(`chart ${i + 1} in transition`); return; }
+      const w = c.getBoundingClientRect().width;
+      if (w > 0 && (Math.abs(p.layout.width - w) > 1 || Math.abs(Number(s.getAttribute('width')) - p.layout.width) > 1))
+        out.push(`chart ${i + 1} drawn at ${s.getAttribute('width')} px in a ${Math.round(w)} px column`);
+    });
+    hosts().forEach((h, i) => {
+      const r = h.shadowRoot && h.shadowRoot.querySelector('.ls-root');
+      if (!r) return;                                   // not the live sampling chart
+      const inst = r.__liveSampling && r.__liveSampling.instance;
+      if (!r.dataset.draws || !inst) { out.push(`live sampling chart ${i + 1} not drawn`); return; }
+      const box = inst.chartBox, cs = box && getComputedStyle(box);   // its ResizeObserver reads the content box
+      const w = box ? Math.floor(box.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight)) : 0;
+      if (w > 0 && Math.abs(w - inst.width) > 1) out.push(`live sampling chart ${i + 1} drawn at ${inst.width} px in a ${w} px box`);
+    });
+    return out;
+  };
+  const geometry = () => {
+    const boxes = [...document.querySelectorAll('.js-plotly-plot, [data-testid="stElementContainer"]')]
+        .map(e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.width, r.height].map(Math.round).join(','); });
+    const svgs = [...document.querySelectorAll('.js-plotly-plot .main-svg')].map(s => s.getAttribute('width') + 'x' + s.getAttribute('height'));
+    const live = hosts().map(h => { const s = h.shadowRoot && h.shadowRoot.querySelector('.ls-root svg');
+                                    return s ? s.getAttribute('width') + 'x' + s.getAttribute('height') : ''; });
+    return [document.documentElement.scrollHeight, boxes.join(';'), svgs.join(';'), live.join(';')].join('|');
+  };
+  // settled before and nothing has changed since (the same size measured twice): no new quiet period needed
+  if (!pending().length && window.__labSettled === geometry()) return {waited: 0};
+  let last = null, since = null;
+  while (true) {
+    await frame();
+    const now = performance.now(), busy = pending();
+    const g = busy.length ? null : geometry();
+    if (g === null || g !== last) { last = g; since = now; }
+    else if (now - since >= quiet) { window.__labSettled = g; return {waited: Math.round(now - t0)}; }
+    if (now - t0 > timeout) return {late: busy.length ? busy.slice(0, 5) : ['the layout still moving']};
+  }
+}
+"""
+
+
+def settle(page, quiet_ms: int = 150, timeout_ms: int = 30_000) -> int:
+    """Wait until the layout has settled (SETTLED_JS); return the ms waited. Fails naming what is still pending after
+    timeout_ms (a measurement of a half-drawn page would say nothing)."""
+    got = page.evaluate(SETTLED_JS, {"quiet": quiet_ms, "timeout": timeout_ms})
+    if "late" in got:
+        raise AssertionError(f"the layout did not settle within {timeout_ms / 1000:.0f} s: {'; '.join(got['late'])}")
+    return got["waited"]
+
+
+def resize(page, width: int, height: int, settle_ms: int | None = None) -> None:
+    """A new viewport size, then wait until the charts have been redrawn at their new column widths (settle). With
+    settle_ms, a fixed wait instead (0: none, e.g. before loading another page)."""
     page.set_viewport_size({"width": width, "height": height})
+    if settle_ms is None:
+        settle(page)
+        return
     page.wait_for_timeout(settle_ms)
     page.wait_for_function("""() => [...document.querySelectorAll('.js-plotly-plot')]
         .every(p => !p._transitioning && p.querySelector('.main-svg'))""", timeout=15_000)

@@ -62,6 +62,18 @@ def lstm():
     return model.load("lstm-lm", "cpu")
 
 
+def run_page(at, page: str | None):
+    """Run an AppTest of lab.py with app_pages/<page>.py opened directly, as by its link (one run; None: the home page).
+    Before the first run AppTest finds a page by its file's stem, which is its url path in this app; the check says
+    so if that ever changes (AppTest would run the home page instead, and say nothing)."""
+    if page:
+        at.switch_page(f"app_pages/{page}.py")
+    at.run()
+    if page:                                         # AppTest has no public name for the page that ran
+        assert at._finished_page_script_hash == at._page_hash, f"{page}: another page ran"
+    return at
+
+
 def until(done, what: str, timeout: float, every: float = 0.5):
     """Call done() until it returns something true and return that; fail naming `what` after `timeout` s."""
     import time
@@ -95,15 +107,51 @@ def spinner_texts(monkeypatch) -> list[str]:
     return said
 
 
-# Test files that drive Chromium, and the one that adds network interfaces (tests/test_hosts.py: a bridge and
-# veths for its namespaced hosts). Chromium aborts requests in flight when the machine's interfaces change
-# (net::ERR_NETWORK_CHANGED), so these files run one after another on one xdist worker (`--dist loadgroup`);
-# every other file is its own group, as with `--dist loadfile` (its module fixtures load once).
-CHROMIUM_OR_NETWORK = {"test_browser.py", "test_console.py", "test_flood.py", "test_hosts.py", "test_layout.py",
-                       "test_live_sampling.py", "test_no_links.py"}
+# Scheduling (pytest-xdist, `--dist loadgroup --no-loadscope-reorder` in pytest.ini). Each test file is one group,
+# run whole on one worker (its module fixtures load once), as with `--dist loadfile`; workers take files in the
+# order below: test_hosts.py first (see the lock), then the longest file without a browser (it starts at once on
+# the other worker: a browser file there would wait for the lock), then the longest files first, so that the last
+# file to start is a short one. Seconds per file on 2 cores (pytest --durations summed per file, estimated after
+# the changes of 2026-12-02; files not listed take less).
+COST = {"test_flood.py": 150, "test_keyboard.py": 100, "test_layout.py": 118, "test_browser.py": 79, "test_lessons.py": 79, "test_deploy.py": 50,
+        "test_training_queue.py": 48, "test_live_sampling.py": 42, "test_hf.py": 35, "test_bad_input.py": 27}
+
+# Chromium aborts its requests in flight when the machine's network interfaces change (net::ERR_NETWORK_CHANGED),
+# and tests/test_hosts.py adds and removes interfaces (a bridge and veths for its namespaced hosts) and cuts links.
+# So test_hosts.py holds an exclusive lock while it runs, and each file below that drives Chromium holds a shared
+# one: Chromium files run side by side on the two workers, never while test_hosts.py's network exists. test_hosts.py
+# is scheduled first and the files after it in the queue are long ones without a browser (test_lessons.py,
+# test_deploy.py...), so nobody waits for the lock in a full run. (Until 2026-12 every Chromium file and
+# test_hosts.py ran one after another on one worker: about 90% of the full suite's wall time on 2 cores.)
+CHANGES_NETWORK = "test_hosts.py"
+DRIVES_CHROMIUM = {"test_browser.py", "test_console.py", "test_flood.py", "test_keyboard.py", "test_layout.py",
+                   "test_live_sampling.py", "test_no_links.py"}
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
+    second = max((n for n in COST if n not in DRIVES_CHROMIUM), key=COST.get)
+
+    def order(item):
         name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("chromium-and-network" if name in CHROMIUM_OR_NETWORK else name))
+        return (name != CHANGES_NETWORK, name != second, -COST.get(name, 0))
+    items.sort(key=order)                                   # stable: a file's tests keep their order
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(item.path.name))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _network_lock(request, tmp_path_factory):
+    """Exclusive for test_hosts.py, shared for the files that drive Chromium (see above), for the whole module. The
+    lock file lies in the run's temporary folder, which the xdist workers of one run share (pytest removes it later)."""
+    import fcntl
+
+    name = request.path.name
+    if name != CHANGES_NETWORK and name not in DRIVES_CHROMIUM:
+        yield
+        return
+    with open(tmp_path_factory.getbasetemp().parent / "network.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX if name == CHANGES_NETWORK else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

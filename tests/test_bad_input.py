@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app_pages.registry import KEYS as PAGES
-from conftest import ROOT, slow_except
+from conftest import ROOT, run_page, slow_except
 
 pytestmark = pytest.mark.apptest
 
@@ -28,16 +28,13 @@ LIVE_LINK = re.compile(r"(?<!\\)!?\[[^\]]*(?<!\\)\]\((?!#)")      # [x](url) or 
 
 
 def open_at(page: str | None, state: dict | None = None, query: dict | None = None) -> AppTest:
+    """lab.py with this page (None: home) opened directly, as by its link: one run, the query and state as given."""
     at = AppTest.from_file(str(ROOT / "lab.py"), default_timeout=120)
     for k, v in (state or {}).items():
         at.session_state[k] = v
     if query:
         at.query_params.update(query)
-    at.run()
-    if page:
-        at.switch_page(f"app_pages/{page}.py")
-        at.run()
-    return at
+    return run_page(at, page)
 
 
 def bodies(at) -> list[str]:

@@ -1,8 +1,9 @@
 """The real app in a real browser: every page renders with no exception and no console error.
 
 Starts `streamlit run app.py` on a free local port and drives Debian's headless Chromium with
-Playwright. Screenshots go to test-artifacts/screenshots/ (and to docs/screenshots/ with
-LAB_UPDATE_SCREENSHOTS=1).
+Playwright: one server and one Chromium for the module, each test's pages in a new browser context (their own
+cookies, storage and cache, as in a new browser). Screenshots go to test-artifacts/screenshots/ (and to
+docs/screenshots/ with LAB_UPDATE_SCREENSHOTS=1).
 """
 import os
 import shutil
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from devkit.browser import CHROMIUM, PAGES, browser_page, open_page, open_url, serve_app, wait_idle
+from devkit.browser import CHROMIUM, PAGES, chromium, fresh_page, open_page, open_url, serve_app, wait_idle
 from conftest import ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
@@ -25,10 +26,16 @@ def app_url():
         yield url
 
 
-def test_every_page_in_chromium(app_url):
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as b:
+        yield b
+
+
+def test_every_page_in_chromium(app_url, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
     problems = []
-    with browser_page() as page:
+    with fresh_page(browser) as page:
         console = []
         page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)   # deep links: app.py
         page.on("response", lambda r: console.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
@@ -60,10 +67,10 @@ def shot(page, name: str, full_page: bool = True) -> None:
         shutil.copy(SHOTS / f"{name}.png", dest / f"{name}.png")
 
 
-def test_shareable_link_sets_model_and_text():
+def test_shareable_link_sets_model_and_text(browser):
     """A link such as /sampling?model=lstm-lm&text=... opens that page, through lab.py (sidebar and
     navigation present), with that model and text, even as the first request a fresh server sees."""
-    with serve_app() as app_url, browser_page() as page:            # its own, fresh server
+    with serve_app() as app_url, fresh_page(browser) as page:       # its own, fresh server
         open_url(page, f"{app_url}/sampling?model=lstm-lm&text=the%20bear%20ate%20the")
         assert page.locator("[data-testid='stException']").count() == 0
         assert page.locator("[data-testid='stSidebarNav']").count() == 1, "page ran without lab.py's navigation"
@@ -100,9 +107,9 @@ def pick(page, label: str, option: str) -> None:
     wait_idle(page)
 
 
-def test_a_copied_link_reproduces_the_view(app_url):
+def test_a_copied_link_reproduces_the_view(app_url, browser):
     """Move widgets, copy the address, open it in a fresh browser: the same figures with the same numbers."""
-    with browser_page() as page:
+    with fresh_page(browser) as page:
         open_url(page, f"{app_url}/attention?model=translator-en-fr&text=the%20small%20black%20cat")
         page.get_by_text("Cross-attention (decoder → encoder)", exact=True).click()
         wait_idle(page)
@@ -111,7 +118,7 @@ def test_a_copied_link_reproduces_the_view(app_url):
         link = page.url
         want = figure(page, "layer 1, head 3")
     assert "stack=cross" in link and "layer=1" in link and "head=3" in link and "model=translator-en-fr" in link
-    with browser_page() as fresh:                                   # a new browser: nothing but the address
+    with fresh_page(browser) as fresh:                # a new context, as a new browser: nothing but the address
         open_url(fresh, link)
         assert figure(fresh, "layer 1, head 3") == want
         assert fresh.locator("[data-testid='stException']").count() == 0
@@ -121,12 +128,12 @@ def download(page, kind: str):
     return page.get_by_test_id("stBaseButton-tertiary").filter(has_text=kind).filter(visible=True)
 
 
-def test_export_downloads_exactly_the_numbers_drawn(app_url):
+def test_export_downloads_exactly_the_numbers_drawn(app_url, browser):
     import csv
     import io
     import json
 
-    with browser_page() as page:
+    with fresh_page(browser) as page:
         open_url(page, f"{app_url}/attention")
         drawn = json.loads(figure(page, "layer 3, head 1"))[0]                  # as decoded by Plotly.js
         with page.expect_download() as dl:
@@ -148,9 +155,9 @@ def test_export_downloads_exactly_the_numbers_drawn(app_url):
     np.testing.assert_allclose(np.asarray(data["traces"][0]["z"], float), z, atol=1e-7)
 
 
-def test_projector_mode_has_large_type_and_a_closed_sidebar(app_url):
+def test_projector_mode_has_large_type_and_a_closed_sidebar(app_url, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with browser_page(1280, 720) as page:
+    with fresh_page(browser, 1280, 720) as page:
         sizes = {}
         for present in ("0", "1"):
             open_url(page, f"{app_url}/attention?present={present}")
@@ -165,10 +172,10 @@ def test_projector_mode_has_large_type_and_a_closed_sidebar(app_url):
             shot(page, f"projector-{name}", full_page=False)
 
 
-def test_sampling_chart_follows_a_dragged_slider_on_the_real_page(app_url):
+def test_sampling_chart_follows_a_dragged_slider_on_the_real_page(app_url, browser):
     from devkit.drag import drag, root_js
 
-    with browser_page(1600, 1000) as page:
+    with fresh_page(browser, 1600, 1000) as page:
         open_url(page, f"{app_url}/sampling?text=the%20bear%20ate%20the")
         page.wait_for_function(f"() => {{ try {{ return !!{root_js()}.__liveSampling; }} catch (e) {{ return false; }} }}",
                                timeout=30_000)

@@ -164,20 +164,39 @@ def test_sighup_to_the_launcher_stops_everything_and_keeps_the_logs(launched):
     assert "SIGHUP: stopping" in (launched["tmp"] / "launcher.out").read_text()
 
 
+LAUNCHER_SIGNALS = [signal.SIGTERM, signal.SIGINT, signal.SIGKILL]
+
+
+@pytest.fixture(scope="module")
+def one_per_signal(tmp_path_factory):
+    """A deployment of one replica for each signal the launcher is sent below, launched side by side (most of a
+    launch is waiting for programs to start); each test stops its own. Whatever is left is stopped at the end."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _need_tools()
+    with ThreadPoolExecutor(len(LAUNCHER_SIGNALS)) as pool:
+        futures = {sig: pool.submit(_launch, tmp_path_factory.mktemp(sig.name), 1) for sig in LAUNCHER_SIGNALS}
+    got = {sig: f.result() for sig, f in futures.items() if f.exception() is None}
+    try:
+        for f in futures.values():
+            if f.exception() is not None:             # a launch that failed stopped its own deployment
+                raise f.exception()
+        yield got
+    finally:
+        for g in got.values():
+            _end(g)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=["SIGTERM", "SIGINT", "SIGKILL"])
-def test_sigterm_sigint_and_kill_9_of_the_launcher_leave_no_process(tmp_path, sig):
+@pytest.mark.parametrize("sig", LAUNCHER_SIGNALS, ids=["SIGTERM", "SIGINT", "SIGKILL"])
+def test_sigterm_sigint_and_kill_9_of_the_launcher_leave_no_process(one_per_signal, sig):
     """SIGTERM and SIGINT stop it cleanly; after kill -9 of the launcher, supervisord (told by the kernel's
     parent-death signal) still stops every program."""
-    _need_tools()
-    got = _launch(tmp_path, 1)
-    try:
-        _gone_after(got, sig)
-        if sig != signal.SIGKILL:
-            assert got["proc"].returncode == 0
-            assert f"{signal.Signals(sig).name}: stopping" in (tmp_path / "launcher.out").read_text()
-    finally:
-        _end(got)
+    got = one_per_signal[sig]
+    _gone_after(got, sig)
+    if sig != signal.SIGKILL:
+        assert got["proc"].returncode == 0
+        assert f"{signal.Signals(sig).name}: stopping" in (got["tmp"] / "launcher.out").read_text()
 
 
 @pytest.mark.unit

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
 
 import model
-from conftest import ROOT, charts, slow_except
+from conftest import ROOT, charts, run_page, slow_except
 from devkit.hf_fixtures import FAMILIES, ROTARY, make_tiny
 from model import (Generates, LogitLens, MaskedFill, ModelLoadError, NextToken, PaddedBatch, PositionTable,
                    TracedRun, Translates)
@@ -489,9 +489,7 @@ def test_every_page_runs_on_each_family(tiny, family, monkeypatch):
         at.session_state["model_choice"] = "Other Hugging Face id or local folder…"
         at.session_state["model_custom"] = tiny[family]
         at.session_state["text"] = text_for(family)
-        at.run()
-        at.switch_page(f"app_pages/{page}.py")
-        at.run()
+        run_page(at, page)                               # opened by its link
         assert not at.exception, (family, page, [e.message for e in at.exception])
         assert not at.error, (family, page, [e.value for e in at.error])
         if page == "translate" and not charts(at):       # a random tiny model may stop at once: said plainly
@@ -525,9 +523,7 @@ def test_break_it_ablates_heads_of_a_grouped_query_llama(tiny, monkeypatch):
     at.session_state["model_choice"] = "Other Hugging Face id or local folder…"
     at.session_state["model_custom"] = tiny["llama"]
     at.session_state["text"] = LM_TEXT
-    at.run()
-    at.switch_page("app_pages/experiments.py")
-    at.run()
+    run_page(at, "experiments")
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.selectbox(key="break").options == ["Ablate attention heads", "Remove the positional encoding"]
     bars = [t for ch in charts(at) for t in ch["data"] if t.get("type") == "bar"]

@@ -136,8 +136,14 @@ def test_weights_come_back_through_safetensors_and_stop_resume_continues_them():
     assert not folder.exists()                                   # temporary folders are cleaned
 
 
-def test_save_onto_a_full_disk_gives_a_clear_message_and_leaves_nothing(tmp_path, monkeypatch):
-    job = _finished_tiny()
+@pytest.fixture(scope="module")
+def finished_rnn():
+    """One finished tiny RNN training, for the tests that only save it (none of them changes the job)."""
+    return _finished_tiny()
+
+
+def test_save_onto_a_full_disk_gives_a_clear_message_and_leaves_nothing(tmp_path, monkeypatch, finished_rnn):
+    job = finished_rnn
 
     def full(folder, *a):
         (folder / "model.safetensors").write_bytes(b"\0" * 100)     # half written, then the disk is full
@@ -178,8 +184,8 @@ def test_save_onto_a_real_full_tmpfs_leaves_nothing(tmp_path):
         subprocess.run(["umount", str(disk)], check=False)
 
 
-def test_save_into_a_read_only_folder_gives_a_clear_message(tmp_path):
-    job = _finished_tiny()
+def test_save_into_a_read_only_folder_gives_a_clear_message(tmp_path, finished_rnn):
+    job = finished_rnn
     ro = tmp_path / "ro"
     ro.mkdir()
     if os.geteuid() != 0:
