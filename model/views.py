@@ -15,7 +15,7 @@ from .nets import sampling
 from .api import (Generation, LabModel, LogitLens, NextToken, PaddedBatch, PositionInfo, RawScores, Run,
                   Translates)
 from .errors import InputError
-from .trace import ROLES, AttentionStack
+from .trace import ROLES, AttentionStack, CompactLayerNormTrace, default_query, head_weights
 
 def _np(t) -> np.ndarray:
     return t.detach().float().cpu().numpy()
@@ -78,11 +78,6 @@ def attention_views(run: Run) -> dict[str, AttentionView]:
                       for a in st])
         out[role] = AttentionView(st, w)
     return out
-
-
-def default_query(tokens: list[str], prefer: str = "it") -> int:
-    """The row a page opens on: the pronoun of the teaching example if present, else the last token."""
-    return tokens.index(prefer) if prefer in tokens else len(tokens) - 1
 
 
 # ----------------------------------------------------------------------------- masks

@@ -311,14 +311,21 @@ class ModelStore:
 
 
 def trace_bytes(obj) -> int:
-    """Bytes held by the tensors and arrays of a run (or any nest of dataclasses, lists and dicts)."""
+    """Bytes held by the tensors and arrays of a run (or any nest of dataclasses, lists and dicts). A storage
+    shared by several tensors (a compact trace's block inputs are its hidden states) and an object reached twice
+    (the replay every compact layer points to) count once."""
     import dataclasses
 
     import numpy as np
 
     seen: set[int] = set()
+    visited: set[int] = set()
 
     def walk(o) -> int:
+        if isinstance(o, (list, tuple, dict)) or (dataclasses.is_dataclass(o) and not isinstance(o, type)):
+            if id(o) in visited:
+                return 0
+            visited.add(id(o))
         if isinstance(o, torch.Tensor):
             return 0 if o.data_ptr() in seen or seen.add(o.data_ptr()) else o.numel() * o.element_size()
         if isinstance(o, np.ndarray):
