@@ -9,9 +9,10 @@ run is called without `output_attentions`: eager attention still computes each l
   calls      each block's call as the model made it: its input (the residual stream, shared with trace.hidden) and
              its keyword arguments (the mask, the rotary (cos, sin): one object shared by every layer)
 
-`HFReplay.weights(layer, head)` runs that one block again on its kept input, under a hook run of the calling thread
+`HFReplay.weights(layer)` runs that one block again on its kept input, under a hook run of the calling thread
 that reads the attention module's weights and stops the block there: the same modules on the same input compute
-the same numbers (bit for bit on the fixtures; the tests check 1e-6 against `output_attentions`). Nothing is stored
+the same numbers (bit for bit on the fixtures; the tests check 1e-6 against `output_attentions`). One head
+(`weights(layer, head)`) is computed from that layer's q and k alone (the block run only to its projections). Nothing is stored
 on a module and nothing recomputed is cached here, so one shared model serves every session and a trace does not
 grow as pages ask for heads. A norm's input and output vectors come back the same way (`norm`). Raw scores and
 query rows use the layer's q and k (capture.layer_qk), re-projected from the kept input; they are offered only when
@@ -154,8 +155,17 @@ class HFReplay:
         return layer_qk(self.model.spec, mod, proj, i, self.n_heads, self.rotary)
 
     def weights(self, layer: int, head: int | None = None) -> Tensor:
-        """(B, H, Tq, Tk) float32 weights of the layer (head given: (B, 1, Tq, Tk)), recomputed: block `layer` run
-        again on its kept input, its attention module's own weights."""
+        """(B, H, Tq, Tk) float32 weights of the layer (head given: (B, 1, Tq, Tk)), recomputed: every head by
+        running block `layer` again on its kept input (its attention module's own weights); one head from its q and
+        k (softmax(q.k * scaling + mask): the block runs only to its projections, and H - 1 heads are not
+        computed) where the run checked that q.k reproduces the weights, else the same way as every head."""
+        if head is not None and self.verified:
+            got = self._qk(layer)
+            if got is not None:
+                q, k, scaling = got
+                kv = head // (q.shape[1] // k.shape[1])
+                s = raw_scores(q[:, head:head + 1], k[:, kv:kv + 1], scaling)           # (B, 1, Tq, Tk)
+                return torch.nan_to_num(s.masked_fill(~self.allowed[layer][:, None], float("-inf")).softmax(-1))
         w = self._block(layer, {f"blocks.{layer}.attn.weights"})[f"blocks.{layer}.attn.weights"]
         w = w if head is None else w[:, head:head + 1]
         return w.detach().float().cpu().clone()
