@@ -321,8 +321,8 @@ def test_the_estimate_covers_the_builtin_traces():
 
 
 def test_the_gpt2_small_estimate_matches_the_measured_trace_sizes():
-    """GPT-2 small (12 layers x 12 heads, d 768): measured 37 MB held at 128 tokens (a full trace), 52 MB at 1,024
-    and 257 MB at 4,096 (compact; README). test_compact.py measures a real 1,024-token trace against it."""
+    """GPT-2 small (12 layers x 12 heads, d 768): measured 37 MiB held at 128 tokens (a full trace), 49.6 MiB at
+    1,024 and 244.5 MiB at 4,096 (compact; README). test_compact.py measures a real 1,024-token trace against it."""
     from model.api import Architecture
 
     a = Architecture("decoder-only Transformer", n_layers=12, n_heads=12, d_model=768)

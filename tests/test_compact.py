@@ -236,3 +236,31 @@ def test_1024_tokens_of_a_gpt2_small_random_model_hold_under_60_mb(tmp_path):
     assert held <= 60 * 2**20, held / 2**20
     assert abs(run_estimate(m, text) - trace_bytes(r)) <= 0.05 * held + 64 * 1024
     assert abs(trace_estimate(m.arch, 1024) - trace_bytes(r)) <= 0.05 * held + 64 * 1024
+
+
+@pytest.mark.apptest
+def test_pages_draw_a_compact_trace(tmp_path, monkeypatch):
+    """The pages that read attention and norms run on a long text (a compact trace) and draw their figures; the
+    Masks page gets its raw scores on demand."""
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT, charts
+
+    folder = str(make_tiny("gpt2", tmp_path / "gpt2", positions=1024))
+    m = model.load(folder, "cpu")
+    text = long_text(m, 400)
+    assert len(m.tokenize(text).ids) > families.COMPACT_ABOVE
+    monkeypatch.setenv("LAB_ALLOW_FOLDERS", "1")
+    for page in ("attention", "masks", "layernorm", "experiments"):
+        at = AppTest.from_file(str(ROOT / "lab.py"), default_timeout=240)
+        at.session_state["model_choice"] = "Other Hugging Face id or local folder…"
+        at.session_state["model_custom"] = folder
+        at.session_state["text"] = text
+        at.run()
+        at.switch_page(f"app_pages/{page}.py")
+        at.run()
+        assert not at.exception, (page, [e.message for e in at.exception])
+        assert not at.error, (page, [e.value for e in at.error])
+        assert charts(at), page
+        if page == "masks":
+            assert not any("raw scores" in i.value for i in at.info), [i.value for i in at.info]

@@ -18,7 +18,7 @@ Long inputs: a self-attention run of more than COMPACT_ABOVE (model.serving.stor
 (compact.py): no `output_attentions`; each layer's weights are pooled for the grid as eager attention computes them,
 a query row is kept, norms keep their statistics, and one layer's or one head's weights, raw scores or a norm's
 vectors are recomputed exactly on demand from the block's kept input and call. (GPT-2 small at 1,024 tokens holds
-about 52 MB instead of 475 MB.) Encoder-decoder runs (translations, at most TRANSLATION_TOKENS long) stay full.
+about 50 MiB instead of 475 MiB.) Encoder-decoder runs (translations, at most TRANSLATION_TOKENS long) stay full.
 """
 from __future__ import annotations
 
