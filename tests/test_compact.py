@@ -19,8 +19,6 @@ from model.hf import families
 from model.serving.store import run_estimate, trace_bytes, trace_estimate
 from model.trace import CompactAttentionTrace, CompactLayerNormTrace
 
-pytestmark = pytest.mark.unit
-
 TEXT = ("the bear ate the honey because it was hungry . the keys to the old cabinet are on the table . "
         "the black cat ate the mouse . a dog sleeps . the river bank is wet . ")
 FAMILIES = ["gpt2", "llama", "bert"]
@@ -60,6 +58,7 @@ def reference_attentions(m, ids):
     return [a.float() for a in out.attentions]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("family", FAMILIES)
 def test_recomputed_weights_equal_output_attentions(tiny, family, monkeypatch):
     m = tiny[family]
@@ -79,6 +78,7 @@ def test_recomputed_weights_equal_output_attentions(tiny, family, monkeypatch):
         torch.testing.assert_close(st.query_rows(q), torch.stack([w[0, :, q] for w in ref]), atol=1e-6, rtol=0)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("family", FAMILIES)
 def test_scores_norms_and_hidden_states_equal_the_full_trace(tiny, family, monkeypatch):
     m = tiny[family]
@@ -108,6 +108,7 @@ def test_scores_norms_and_hidden_states_equal_the_full_trace(tiny, family, monke
     assert (mc.allowed == mf.allowed).all()
 
 
+@pytest.mark.unit
 def test_the_views_draw_the_same_grid_head_and_token_rows(tiny, monkeypatch):
     """The pages' figures from a compact trace equal those of the float16 full trace they replace."""
     from viz.attention import attention_grid, attention_heatmap, token_attention
@@ -135,6 +136,7 @@ def test_the_views_draw_the_same_grid_head_and_token_rows(tiny, monkeypatch):
     assert vc.n_layers == vf.n_layers and vc.n_heads == vf.n_heads
 
 
+@pytest.mark.unit
 def test_on_demand_work_keeps_nothing_and_is_safe_across_threads(tiny, monkeypatch):
     """Recomputation stores nothing on the shared modules or in the trace, and concurrent sessions asking for
     different heads of different texts each get their own exact weights."""
@@ -167,6 +169,7 @@ def test_on_demand_work_keeps_nothing_and_is_safe_across_threads(tiny, monkeypat
     assert hooks.current() is None
 
 
+@pytest.mark.unit
 def test_a_trace_made_under_an_intervention_recomputes_under_it(tiny, monkeypatch):
     """A head switched off in layer 1 changes layer 2's weights; the compact trace recomputes the changed ones."""
     from model.nets.transformer import Interventions
@@ -183,6 +186,7 @@ def test_a_trace_made_under_an_intervention_recomputes_under_it(tiny, monkeypatc
                                atol=1e-6, rtol=0)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("family", FAMILIES)
 def test_the_admission_estimate_matches_the_compact_trace(tiny, family):
     """What the admission reserves before computing is what the compact trace then holds: within 5% + 64 KB (the
@@ -195,6 +199,8 @@ def test_the_admission_estimate_matches_the_compact_trace(tiny, family):
     assert abs(est - held) <= 0.05 * held + 64 * 1024, (family, held, est)
 
 
+@pytest.mark.unit
+@pytest.mark.slow
 def test_4096_tokens_on_a_model_with_4096_positions_hold_under_500_mb(tmp_path):
     """A random GPT-2 (4 layers x 4 heads, d 128) with 4,096 positions: the token limit comes from its positions and
     the budget, a 4,096-token text is traced, and its compact trace holds what the estimate said, far under 500 MB
@@ -218,6 +224,7 @@ def test_4096_tokens_on_a_model_with_4096_positions_hold_under_500_mb(tmp_path):
     assert w.shape == (1, 4096, 4096) and torch.allclose(w.sum(-1), torch.ones(1, 4096))
 
 
+@pytest.mark.unit
 @pytest.mark.slow
 def test_1024_tokens_of_a_gpt2_small_random_model_hold_under_60_mb(tmp_path):
     """The issue's target, measured: GPT-2 small's configuration (12 layers x 12 heads, d 768), random weights, a
