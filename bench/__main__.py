@@ -192,7 +192,7 @@ def bench_hf_trace(repeat: int) -> None:
             if n > 128:                # once each first (allocator, caches), then single timed calls
                 m.run(text)
                 plain()
-            for i in range(max(3, repeat // 3) if n <= 128 else max(3, repeat // 6)):      # interleaved, alternating
+            for i in range(max(3, repeat // 3) if n <= 128 else max(5, repeat // 4)):      # interleaved, alternating
                 pair = [("lab", lambda: m.run(text)), ("ref", plain)]                   # which goes first
                 for name, f in (pair if i % 2 == 0 else pair[::-1]):
                     (labs if name == "lab" else refs).append(timeit(f, k, warm))

@@ -205,10 +205,10 @@ class Capture(HookRun):
             gamma = None if not isinstance(gamma, Tensor) else gamma.detach().float().cpu()
             beta = None if not isinstance(beta, Tensor) else beta.detach().float().cpu()
             if self.replay is not None:          # compact: the statistics; the vectors are recomputed on demand
-                x_out = x.detach().float().cpu()
-                self.layernorms.append(CompactLayerNormTrace(
-                    label, x_in.mean(-1), x_in.std(-1, unbiased=False), x_out.mean(-1), x_out.std(-1, unbiased=False),
-                    gamma, beta, stack=stack, source=self.replay, point=base))
+                s_in, m_in = torch.std_mean(x_in, -1, unbiased=False)
+                s_out, m_out = torch.std_mean(x.detach().float().cpu(), -1, unbiased=False)
+                self.layernorms.append(CompactLayerNormTrace(label, m_in, s_in, m_out, s_out, gamma, beta, stack=stack,
+                                                             source=self.replay, point=base))
                 return x
             self.layernorms.append(LayerNormTrace(
                 label, x_in.to(self.dtype), x.detach().cpu().to(self.dtype), gamma, beta, stack=stack))

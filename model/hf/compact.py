@@ -33,6 +33,18 @@ from ..trace import CompactAttentionTrace, grid_pool
 from .capture import layer_qk, raw_scores, reproduces, resolve
 
 
+def _pool_max(w: Tensor, f: int) -> Tensor:
+    """(B, H, Tq, Tk) -> (B, H, ceil(Tq/f), ceil(Tk/f)), each cell the largest weight of its f x f block (as
+    viz.attention.pool_max): whole rows compared at once where f divides both sides."""
+    if f == 1:
+        return w
+    b, h, tq, tk = w.shape
+    if tq % f or tk % f:
+        return torch.nn.functional.max_pool2d(w, f, f, ceil_mode=True)
+    rows = w.view(b, h, tq // f, f, tk).amax(3)                                   # (B, H, Tq/f, Tk)
+    return rows.view(b, h, tq // f, tk // f, f).amax(4)
+
+
 class _Stop(Exception):
     """Raised by a replay's hook run once it has what it asked for: the rest of the block is not computed."""
 
@@ -100,7 +112,7 @@ class HFReplay:
         w = w.detach()
         b, h, tq, tk = w.shape
         f = grid_pool(tq, tk)
-        pooled = torch.nn.functional.max_pool2d(w.float(), f, f, ceil_mode=True) if f > 1 else w.float()
+        pooled = _pool_max(w.float(), f)
         rows = {q: w[:, :, q].float().cpu().clone() for q in self.keep_rows if 0 <= q < tq}
         if self.verified:
             got = cap.verified_qk(i, w, self.allowed[i], self.n_heads, self.n_layers) if cap.want_qk else None
