@@ -52,7 +52,7 @@ class _Stop(Exception):
 class _Take(HookRun):
     """Record the named points (visits and notes); stop the forward once every one has been seen."""
 
-    def __init__(self, names: set[str], first_only: bool = False):
+    def __init__(self, names: set[str]):
         super().__init__(record=set(names))
         self.left = set(names)
 
