@@ -44,9 +44,8 @@ def current_view() -> views.AttentionView:
 
 
 def grid_data() -> dict:
-    w = current_view()
-    return {"layers × heads × queries × keys": w.weights.astype("float32").round(6).tolist(),
-            "queries": w.query_tokens, "keys": w.key_tokens}
+    """What the grid draws, for its download (every weight, or a compact trace's pooled cells)."""
+    return current_view().grid_data()
 
 
 if r.target_tokens:
@@ -61,7 +60,8 @@ if L * H > 48:
     show_grid = st.toggle(f"Draw all {L * H} heads", help="Large models have many heads; the grid is drawn on demand.",
                           **c.bound("grid", L * H <= 144))
 if show_grid:
-    grid = c.cached_figure(m, "grid", (role, *seen), lambda: attention_grid(v.weights, v.query_tokens, v.key_tokens))
+    grid = c.cached_figure(m, "grid", (role, *seen),
+                           lambda: attention_grid(*v.grid()[:1], v.query_tokens, v.key_tokens, pool=v.grid()[1]))
     c.plot(grid, key=f"grid_{role}", data=grid_data)
     st.caption("Rows of the grid are layers (1 = closest to the input), columns are heads; inside each cell, "
                "queries run down and keys across. Pick one below to see it large.")
@@ -94,7 +94,7 @@ def one_token() -> None:
     opts = list(range(len(q)))
     qi = st.selectbox("Query token", opts, format_func=lambda i: f"{i}: {q[i]}",
                       **c.labelled("q", views.default_query(q), options=opts))
-    c.plot(c.cached_figure(m, "token", (role, qi, *seen), lambda: token_attention(v.weights, qi, v.key_tokens, q[qi])),
+    c.plot(c.cached_figure(m, "token", (role, qi, *seen), lambda: token_attention(v.query_rows(qi), None, v.key_tokens, q[qi])),
            key=f"tok_{role}")
     st.caption("One row per head (L = layer, H = head); each row is that head's attention from the chosen token.")
 

@@ -20,7 +20,7 @@ from model.serving.store import LinkPolicy, ModelStore, TraceCache
 
 DEFAULT_TEXT = "the bear ate the honey because it was hungry"
 OTHER = "Other Hugging Face id or local folder…"
-MAX_TEXT = 10_000                                 # characters (1,024 tokens of words fit); longer text is cut, with a message
+MAX_TEXT = 40_000                                 # characters (4,096 tokens of words fit); longer text is cut, with a message
 
 
 

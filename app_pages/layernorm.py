@@ -46,7 +46,7 @@ def one_token() -> None:
     left, right = st.columns(2)
     with left:
         c.plot(c.cached_figure(m, "ln_feat", (li, ti, *seen),
-                               lambda: feature_distribution(g.x_in[li][ti], g.x_out[li][ti],
+                               lambda: feature_distribution(*g.features(li, ti),
                                                             title=f"“{g.tokens[ti]}” at {g.names[li]}")), key="ln_feat")
     with right:
         if g.gamma[li] is not None:

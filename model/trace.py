@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import torch
 from torch import Tensor
 
 ROLES = ("encoder", "decoder", "cross", "self")      # the order pages list stacks in
@@ -28,6 +30,88 @@ class AttentionTrace:
     weights: Tensor               # (B, H, Tq, Tk) after mask and softmax; rows sum to 1
     scores: Tensor | None = None  # (B, H, Tq, Tk) raw q.k / sqrt(d_k), before the mask (None if unavailable)
     allowed: Tensor | None = None  # (B, Tq, Tk) bool, True where a query may attend to a key
+
+
+def default_query(tokens: list[str] | tuple[str, ...], prefer: str = "it") -> int:
+    """The row a page opens on: the pronoun of the teaching example if present, else the last token."""
+    return tokens.index(prefer) if prefer in tokens else len(tokens) - 1
+
+
+GRID_PIXELS = 128    # a compact trace keeps each head max-pooled to at most this many cells a side: the all-heads
+                     # grid's tiles (viz.attention.POOL_ABOVE draws long texts at this size)
+
+
+def grid_pool(tq: int, tk: int) -> int:
+    """The block size f of a compact trace's pooled grid: each f x f block of a head becomes one cell."""
+    return max(1, -(-max(tq, tk) // GRID_PIXELS))
+
+
+@dataclass(frozen=True)
+class CompactAttentionTrace:
+    """One attention layer of a long run, held compactly: every head max-pooled for the all-heads grid, a few query
+    rows kept whole, and a `source` that recomputes the full weights of this layer (one head, or every head) exactly
+    on demand from what the run kept (the block's input and its call: model/hf/compact.py). Nothing recomputed is
+    kept here, so what a trace holds does not grow as pages ask for heads."""
+
+    pooled: Tensor                # (B, H, ceil(Tq/pool), ceil(Tk/pool)) float16: each cell its block's largest weight
+    pool: int                     # f: the block size (grid_pool)
+    shape: tuple[int, int, int, int]   # (B, H, Tq, Tk) of the full weights
+    allowed: Tensor | None        # (B, Tq, Tk) bool, True where a query may attend to a key
+    source: Any                   # .weights(layer, head) / .rows(query) / .scores(layer, head): recomputed, exact
+    layer: int
+    rows: dict[int, Tensor] = field(default_factory=dict)   # query index -> (B, H, Tk) float32, kept at trace time
+    scores: None = None           # raw scores are computed on demand (`model.scores(run, layer, head)`)
+
+    @property
+    def weights(self) -> Tensor:
+        """(B, H, Tq, Tk) float32, every head recomputed (H x T x T floats: ask for one head where that is enough)."""
+        return self.source.weights(self.layer)
+
+    def head_weights(self, head: int) -> Tensor:
+        """(B, Tq, Tk) float32 weights of one head, recomputed."""
+        return self.source.weights(self.layer, head)[:, 0]
+
+    def query_row(self, query: int) -> Tensor:
+        """(B, H, Tk) float32: where one query looks in every head of this layer."""
+        kept = self.rows.get(query)
+        return kept if kept is not None else self.source.rows(query, [self.layer])[0]
+
+
+def head_weights(a: AttentionTrace | CompactAttentionTrace, b: int, head: int) -> Tensor:
+    """(Tq, Tk) weights of one head of batch row b, held or recomputed."""
+    if isinstance(a, CompactAttentionTrace):
+        return a.head_weights(head)[b]
+    return a.weights[b, head]
+
+
+@dataclass(frozen=True)
+class CompactLayerNormTrace:
+    """One norm of a long run: its statistics per token, held; its input and output vectors recomputed on demand
+    (`source.norm(point)`: the block that contains it is run again from its kept input)."""
+
+    name: str
+    mean_in: Tensor               # (B, T) over features
+    std_in: Tensor                # (B, T) population std
+    mean_out: Tensor
+    std_out: Tensor
+    gamma: Tensor | None = None
+    beta: Tensor | None = None
+    stack: str = ""
+    source: Any = None
+    point: str = ""               # its hook-point name ("blocks.3.ln_2", "ln_f")
+
+    @property
+    def x_in(self) -> Tensor:     # (B, T, D) recomputed
+        return self.source.norm(self.point)[0]
+
+    @property
+    def x_out(self) -> Tensor:
+        return self.source.norm(self.point)[1]
+
+    def features(self, b: int, t: int) -> tuple[Tensor, Tensor]:
+        """Token t's (D,) input and output vectors (one recomputation)."""
+        x_in, x_out = self.source.norm(self.point)
+        return x_in[b, t], x_out[b, t]
 
 
 @dataclass(frozen=True)
@@ -79,7 +163,7 @@ class AttentionStack(Sequence):
 
     role: str                             # "self", "encoder", "decoder" (masked self-attention) or "cross"
     causal: bool                          # a query may not look at later keys
-    layers: tuple[AttentionTrace, ...]
+    layers: tuple[AttentionTrace, ...] | tuple[CompactAttentionTrace, ...]
     query_tokens: tuple[str, ...] = ()    # row labels (the target for decoder and cross)
     key_tokens: tuple[str, ...] = ()      # column labels (the source for cross)
 
@@ -88,6 +172,19 @@ class AttentionStack(Sequence):
 
     def __len__(self) -> int:
         return len(self.layers)
+
+    @property
+    def compact(self) -> bool:
+        """Whether the layers are CompactAttentionTrace (full weights recomputed on demand)."""
+        return bool(self.layers) and isinstance(self.layers[0], CompactAttentionTrace)
+
+    def query_rows(self, query: int, b: int = 0) -> Tensor:
+        """(L, H, Tk): where one query looks, in every head of every layer (held, or recomputed layer by layer)."""
+        if not self.compact:
+            return torch.stack([a.weights[b, :, query] for a in self.layers])
+        missing = [i for i, a in enumerate(self.layers) if query not in a.rows]
+        got = dict(zip(missing, self.layers[0].source.rows(query, missing))) if missing else {}
+        return torch.stack([(a.rows[query] if i not in got else got[i])[b] for i, a in enumerate(self.layers)])
 
     @property
     def title(self) -> str:

@@ -15,7 +15,7 @@ from .nets import sampling
 from .api import (Generation, LabModel, LogitLens, NextToken, PaddedBatch, PositionInfo, RawScores, Run,
                   Translates)
 from .errors import InputError
-from .trace import ROLES, AttentionStack
+from .trace import ROLES, AttentionStack, CompactLayerNormTrace, default_query, head_weights
 
 def _np(t) -> np.ndarray:
     return t.detach().float().cpu().numpy()
@@ -24,11 +24,14 @@ def _np(t) -> np.ndarray:
 # ----------------------------------------------------------------------------- attention
 @dataclass(frozen=True)
 class AttentionView:
-    """An attention stack of a run (role, causality, token labels: the trace's AttentionStack) with its weights as
-    one numpy array, ready to draw."""
+    """An attention stack of a run (role, causality, token labels: the trace's AttentionStack), ready to draw: its
+    weights as one numpy array, or for a compact trace (a long Hugging Face text) the pooled grid it keeps, with one
+    head and one query's rows recomputed when asked."""
 
     stack: AttentionStack
-    weights: np.ndarray          # (L, H, Tq, Tk) float32 (float16 for long texts), rows sum to 1
+    weights: np.ndarray | None   # (L, H, Tq, Tk) float32 (float16 for long texts), rows sum to 1; None when compact
+    pooled: np.ndarray | None = None   # compact: (L, H, ceil(Tq/pool), ceil(Tk/pool)) float16, each cell the largest
+    pool: int = 1                      # weight of its pool x pool block
 
     @property
     def role(self) -> str:       # "self", "encoder", "decoder", "cross"
@@ -43,6 +46,10 @@ class AttentionView:
         return self.stack.causal
 
     @property
+    def compact(self) -> bool:
+        return self.weights is None
+
+    @property
     def query_tokens(self) -> list[str]:
         return list(self.stack.query_tokens)
 
@@ -52,18 +59,41 @@ class AttentionView:
 
     @property
     def n_layers(self) -> int:
-        return self.weights.shape[0]
+        return len(self.stack)
 
     @property
     def n_heads(self) -> int:
-        return self.weights.shape[1]
+        return (self.weights if self.weights is not None else self.pooled).shape[1]
+
+    def grid(self) -> tuple[np.ndarray, int]:
+        """(weights for the all-heads grid, the block size they are pooled by: 1 = not pooled)."""
+        return (self.weights, 1) if self.weights is not None else (self.pooled, self.pool)
 
     def head(self, layer: int, head: int) -> np.ndarray:
-        """(Tq, Tk) of one head; layer and head count from 0."""
-        return self.weights[layer, head]
+        """(Tq, Tk) of one head; layer and head count from 0 (a compact trace recomputes it: float16 as it drew)."""
+        if self.weights is not None:
+            return self.weights[layer, head]
+        return self.stack[layer].head_weights(head)[0].half().numpy()
 
     def head_mean(self, layer: int) -> np.ndarray:
-        return self.weights[layer].mean(0)
+        if self.weights is not None:
+            return self.weights[layer].mean(0)
+        return _np(self.stack[layer].weights[0].mean(0))
+
+    def query_rows(self, query: int) -> np.ndarray:
+        """(L, H, Tk): where one query token looks, in every head of every layer."""
+        if self.weights is not None:
+            return self.weights[:, :, query, :]
+        return _np(self.stack.query_rows(query))
+
+    def grid_data(self) -> dict:
+        """What the grid draws, for a download: every weight, or for a compact trace the pooled cells it draws."""
+        if self.weights is not None:
+            return {"layers × heads × queries × keys": self.weights.astype("float32").round(6).tolist(),
+                    "queries": self.query_tokens, "keys": self.key_tokens}
+        return {f"layers × heads × query blocks × key blocks (largest weight of each {self.pool} × {self.pool} block)":
+                self.pooled.astype("float32").round(6).tolist(), "queries": self.query_tokens,
+                "keys": self.key_tokens, "block": self.pool}
 
 
 def attention_views(run: Run) -> dict[str, AttentionView]:
@@ -73,16 +103,14 @@ def attention_views(run: Run) -> dict[str, AttentionView]:
         st = run.trace.attention.get(role)
         if st is None or not len(st):
             continue
+        if st.compact:
+            out[role] = AttentionView(st, None, np.stack([a.pooled[0].numpy() for a in st]), st[0].pool)
+            continue
         # float16 traces (long texts) stay float16 here: half the memory; figures convert what they draw
         w = np.stack([a.weights[0].detach().cpu().numpy() if a.weights.dtype == torch.float16 else _np(a.weights[0])
                       for a in st])
         out[role] = AttentionView(st, w)
     return out
-
-
-def default_query(tokens: list[str], prefer: str = "it") -> int:
-    """The row a page opens on: the pronoun of the teaching example if present, else the last token."""
-    return tokens.index(prefer) if prefer in tokens else len(tokens) - 1
 
 
 # ----------------------------------------------------------------------------- masks
@@ -104,7 +132,7 @@ def masked_role(run: Run) -> str:
 
 
 def _masking(a, b: int, head: int, q: list[str], k: list[str]) -> MaskingView:
-    w = _np(a.weights[b, head])
+    w = _np(head_weights(a, b, head))
     allowed = a.allowed[b].cpu().numpy().astype(bool) if a.allowed is not None else np.ones_like(w, dtype=bool)
     scores = None if a.scores is None else _np(a.scores[b, head])
     masked = None if scores is None else np.where(allowed, scores, -np.inf).astype(np.float32)
@@ -119,7 +147,7 @@ def masking_view(run: Run, role: str, layer: int, head: int, m: LabModel | None 
     if v.scores is None and isinstance(m, RawScores):
         s = m.scores(run, layer, head, role)
         if s is not None:
-            scores = _np(s)
+            scores = _np(s[0])
             v = MaskingView(v.query_tokens, v.key_tokens, v.allowed, scores,
                             np.where(v.allowed, scores, -np.inf).astype(np.float32), v.weights)
     return v
@@ -190,10 +218,18 @@ class NormGroup:
     std_in: np.ndarray
     mean_out: np.ndarray
     std_out: np.ndarray
-    x_in: list[np.ndarray]             # per norm (T, D)
-    x_out: list[np.ndarray]
+    x_in: list[np.ndarray] | None      # per norm (T, D); None for a compact trace (see `features`)
+    x_out: list[np.ndarray] | None
     gamma: list[np.ndarray | None]     # per norm (D,)
     beta: list[np.ndarray | None]
+    norms: tuple = ()                  # the traces, for `features` of a compact trace
+
+    def features(self, norm: int, token: int) -> tuple[np.ndarray, np.ndarray]:
+        """(D,) input and output vectors of one token at one norm (a compact trace recomputes that norm)."""
+        if self.x_in is not None:
+            return self.x_in[norm][token], self.x_out[norm][token]
+        x_in, x_out = self.norms[norm].features(0, token)
+        return _np(x_in), _np(x_out)
 
 
 def norm_groups(run: Run) -> dict[str, NormGroup]:
@@ -205,13 +241,14 @@ def norm_groups(run: Run) -> dict[str, NormGroup]:
     for stack in [r for r in ROLES if r in by] + [r for r in by if r not in ROLES]:
         lns = by[stack]
         toks = run.target_tokens if stack == "decoder" and run.target_tokens else run.tokens
+        compact = any(isinstance(l, CompactLayerNormTrace) for l in lns)
         out[stack] = NormGroup(
             stack, [l.name for l in lns], list(toks),
             np.stack([_np(l.mean_in[0]) for l in lns]), np.stack([_np(l.std_in[0]) for l in lns]),
             np.stack([_np(l.mean_out[0]) for l in lns]), np.stack([_np(l.std_out[0]) for l in lns]),
-            [_np(l.x_in[0]) for l in lns], [_np(l.x_out[0]) for l in lns],
+            None if compact else [_np(l.x_in[0]) for l in lns], None if compact else [_np(l.x_out[0]) for l in lns],
             [None if l.gamma is None else _np(l.gamma) for l in lns],
-            [None if l.beta is None else _np(l.beta) for l in lns])
+            [None if l.beta is None else _np(l.beta) for l in lns], tuple(lns))
     return out
 
 

@@ -321,12 +321,14 @@ def test_the_estimate_covers_the_builtin_traces():
 
 
 def test_the_gpt2_small_estimate_matches_the_measured_trace_sizes():
-    """GPT-2 small (12 layers x 12 heads, d 768): measured 37 / 475 MB held at 128 / 1,024 tokens (README)."""
+    """GPT-2 small (12 layers x 12 heads, d 768): measured 37 MiB held at 128 tokens (a full trace), 49.6 MiB at
+    1,024 and 244.5 MiB at 4,096 (compact; README). test_compact.py measures a real 1,024-token trace against it."""
     from model.api import Architecture
 
     a = Architecture("decoder-only Transformer", n_layers=12, n_heads=12, d_model=768)
     assert 37 <= trace_estimate(a, 128) / 2**20 <= 45
-    assert 475 <= trace_estimate(a, 1024) / 2**20 <= 560
+    assert 45 <= trace_estimate(a, 1024) / 2**20 <= 60
+    assert trace_estimate(a, 4096) / 2**20 <= 500
 
 
 def test_max_tokens_for_is_the_longest_input_whose_estimate_fits_and_no_more_than_the_positions():
@@ -338,10 +340,14 @@ def test_max_tokens_for_is_the_longest_input_whose_estimate_fits_and_no_more_tha
     arch = Architecture("decoder-only Transformer", n_layers=12, n_heads=12, d_model=768)
     m = SimpleNamespace(arch=arch, source="hf", max_len=1024,
                         hf=SimpleNamespace(config=SimpleNamespace(max_position_embeddings=4096)))
-    budget = 1024 * 2**20
+    assert max_tokens_for(m, 1024 * 2**20) == 4096         # compact: 4,096 tokens fit the default 1 GB budget
+    budget = 160 * 2**20
     n = max_tokens_for(m, budget)
     assert trace_estimate(arch, n, None, COMPACT_ABOVE) <= budget < trace_estimate(arch, n + 1, None, COMPACT_ABOVE)
     assert 1024 < n < 4096                                  # beyond the old 1,024 cap, short of the positions
+    small = max_tokens_for(m, 60 * 2**20)                   # a budget a full 256-token trace (120 MB) does not fit:
+    assert small < COMPACT_ABOVE                            # every shorter text must fit too, so the limit stays short
+    assert all(trace_estimate(arch, k, None, COMPACT_ABOVE) <= 60 * 2**20 for k in range(1, small + 1))
     assert max_tokens_for(m, 10**15) == 4096                # a generous budget: the model's positions decide
     assert max_tokens_for(m, budget, positions=512) == 512
 

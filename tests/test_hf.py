@@ -395,15 +395,18 @@ def test_long_runs_are_compact_with_scores_on_demand(tmp_path, family):
     assert COMPACT_ABOVE < n <= 2048 and k < COMPACT_ABOVE
     assert long_run.ids[:k] == m.run(" ".join(words[:40])).ids       # whole words: the short text's tokens are a prefix
     tr = long_run.trace                       # a causal model's first k positions do not depend on what follows
+    assert tr.attention["self"].compact                                 # model/hf/compact.py; test_compact.py
     for i, (a, b) in enumerate(zip(tr.attention["self"], short.attention["self"])):
-        assert a.weights.dtype == torch.float16 and a.scores is None
+        assert a.scores is None and a.pooled.dtype == torch.float16
         assert b.weights.dtype == torch.float32 and b.scores is not None
-        torch.testing.assert_close(a.weights[..., :k, :k].float(), b.weights, atol=1e-3, rtol=0)
         for h in range(4):
+            w = a.head_weights(h)                                        # recomputed on demand, float32
+            assert w.shape == (1, n, n) and w.dtype == torch.float32
+            torch.testing.assert_close(w[:, :k, :k], b.weights[:, h], atol=1e-5, rtol=0)
             s = m.scores(tr, i, h)
             assert s.shape == (1, n, n)
             torch.testing.assert_close(s[:, :k, :k], b.scores[:, h], atol=1e-5, rtol=0)
-    assert all(ln.x_in.dtype == torch.float16 for ln in tr.layernorms)
+    assert all(ln.x_in is not None and ln.mean_in.shape == (1, n) for ln in tr.layernorms[:2])
     with pytest.raises(model.InputError):
         m.tokenize(" ".join([LM_TEXT] * 400))                         # past 2048 tokens: refused in words
 

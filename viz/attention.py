@@ -148,7 +148,7 @@ GRID_LABELS_MAX = 20           # tokens per axis up to which the grid labels eve
 
 
 def attention_grid(weights, q_labels: Sequence[str], k_labels: Sequence[str],
-                   row_names: Sequence[str] | None = None, max_exact_cells: int = 40_000) -> go.Figure:
+                   row_names: Sequence[str] | None = None, max_exact_cells: int = 40_000, pool: int = 1) -> go.Figure:
     """Every layer x head as small heatmaps in ONE trace (lean: no subplots).
 
     Small grids are one heatmap with exact float32 weights and a hover that names layer, head and
@@ -157,17 +157,20 @@ def attention_grid(weights, q_labels: Sequence[str], k_labels: Sequence[str],
     browser decodes natively: a few MB at most and drawn several times faster than a 2.6-million-cell
     heatmap. They have no hover; pick a head to see exact values. In both, cell (query i, key j) of
     layer l, head h sits at x = h*(Tk+gap)+j, y = l*(Tq+gap)+i (see `grid_tile_at`).
+
+    pool > 1: `weights` are already max-pooled, each cell the largest weight of a pool x pool block of the
+    len(q_labels) x len(k_labels) head (a compact trace keeps them so); drawn as the image, as pooled here.
     """
     w = as_array(weights, 4, "attention weights", "(layers, heads, queries, keys)")
     w = w if w.dtype == np.float16 else w.astype(np.float32)     # long texts stay float16 until pooled
     L, H, Tq, Tk = w.shape
-    check_labels(q_labels, Tq, "query")
-    check_labels(k_labels, Tk, "key")
+    check_labels(q_labels[::pool] if pool > 1 else q_labels, Tq, "query")
+    check_labels(k_labels[::pool] if pool > 1 else k_labels, Tk, "key")
     row_names = list(row_names) if row_names is not None else [f"layer {i + 1}" for i in range(L)]
     check_labels(row_names, L, "layer")
-    exact = w.size <= max_exact_cells
+    exact = w.size <= max_exact_cells and pool == 1
     w = w.astype(np.float32) if exact else w
-    if not exact and max(Tq, Tk) > POOL_ABOVE:            # long texts: each tile max-pooled to <= POOL_ABOVE pixels
+    if not exact and pool == 1 and max(Tq, Tk) > POOL_ABOVE:   # long texts: each tile max-pooled to <= POOL_ABOVE px
         w = pool_max(w, -(-max(Tq, Tk) // POOL_ABOVE))
         Tq, Tk = w.shape[2:]
     gap = _gap(Tq, Tk)
@@ -203,7 +206,7 @@ def attention_grid(weights, q_labels: Sequence[str], k_labels: Sequence[str],
     if not exact:
         fig.update_yaxes(autorange=False, range=[L * (Tq + gap) - gap - 0.5, -0.5])
     tile_px = int(np.clip(900 / max(H, 1), 40, 160))
-    labelled = max(Tq, Tk) <= GRID_LABELS_MAX and H <= 8
+    labelled = pool == 1 and max(Tq, Tk) <= GRID_LABELS_MAX and H <= 8
     if labelled:                      # token labels where they fit: queries left of each layer, keys under each head
         fig.update_yaxes(side="right")
         small = dict(size=11, color="#555")

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..hooks import HookRun
-from ..trace import LayerNormTrace
+from ..trace import CompactLayerNormTrace, LayerNormTrace
 from .architectures import ArchSpec
 
 CHECK_ATOL = 1e-4        # softmax(scores + mask) vs transformers' weights (the tests check 1e-5 on the fixtures)
@@ -92,6 +92,50 @@ def raw_scores(q: Tensor, k: Tensor, scaling: float) -> Tensor:
     return (q @ k.transpose(-1, -2)) * scaling
 
 
+def layer_qk(spec: ArchSpec, mod: nn.Module, proj: dict[tuple[int, str], Tensor], i: int, n_heads: int,
+             rotary: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor, float] | None:
+    """Layer i's (B, H, T, dh) queries and (B, H_kv, T, dh) keys from its recorded projection outputs `proj`
+    ((i, child name) -> (B, T, width)), rotated by the model's own (cos, sin) where it has rotary positions, and the
+    scaling of its attention module `mod`; None when something is missing."""
+    a = spec.attention["self"]
+    if a.qkv:
+        fused = proj.get((i, a.qkv))
+        if fused is None:
+            return None
+        q, k, _ = fused.split(fused.shape[-1] // 3, dim=-1)
+    else:
+        q, k = proj.get((i, a.q)), proj.get((i, a.k))
+        if q is None or k is None:
+            return None
+    b, t, _ = q.shape
+    dh = q.shape[-1] // n_heads
+    q = q.reshape(b, t, n_heads, dh).transpose(1, 2).float()
+    k = k.reshape(b, k.shape[1], -1, dh).transpose(1, 2).float()
+    if spec.position.rotary:
+        if rotary is None:
+            return None
+        cos, sin = (x.float()[:, None] for x in rotary)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+    scaling = float(getattr(mod, "scaling", dh ** -0.5))
+    return q.contiguous().cpu(), k.contiguous().cpu(), scaling     # own storage: never keeps v (fused c_attn) alive
+
+
+def check_rows(t: int) -> Tensor:
+    """The query rows a check compares: all up to CHECK_ROWS, else CHECK_ROWS evenly spaced (first and last)."""
+    return torch.arange(t) if t <= CHECK_ROWS else torch.linspace(0, t - 1, CHECK_ROWS).round().long().unique()
+
+
+def reproduces(q: Tensor, k: Tensor, scaling: float, weights: Tensor, allowed: Tensor) -> bool:
+    """Whether softmax(q.k * scaling + mask) gives `weights` (B, H, T, T) on the check rows of every head."""
+    rows = check_rows(q.shape[2])
+    s = raw_scores(q[:, :, rows], k, scaling)
+    if s.shape != (*weights.shape[:2], len(rows), weights.shape[3]):
+        return False
+    check = torch.nan_to_num(s.masked_fill(~allowed[:, rows][:, None], float("-inf")).softmax(-1))
+    return bool((check - weights[:, :, rows].float().cpu()).abs().max() <= CHECK_ATOL)
+
+
 class Capture(HookRun):
     """One traced call's recordings, as a hook run over the model's hook points (hookpoints.py): every norm's input
     and output, and (want_qk) the self-attention's q/k projections and a rotary model's (cos, sin). Use as
@@ -100,10 +144,12 @@ class Capture(HookRun):
     compact runs), so no float32 copy of a long run is held."""
 
     def __init__(self, hf: nn.Module, spec: ArchSpec, norms: list[tuple[str, str, str, nn.Module]],
-                 final_norm: nn.Module | None, want_qk: bool, half: bool = False):
+                 final_norm: nn.Module | None, want_qk: bool, half: bool = False, replay=None):
         self.hf, self.spec, self.want_qk = hf, spec, want_qk
         self.dtype = torch.float16 if half else torch.float32
-        self.layernorms: list[LayerNormTrace] = []
+        self.replay = replay                 # compact run (model/hf/compact.py): per-norm statistics, each layer's
+                                             # weights handed to it as they are computed, the block calls noted
+        self.layernorms: list[LayerNormTrace | CompactLayerNormTrace] = []
         self.final_norm_input: Tensor | None = None
         self.proj: dict[tuple[int, str], Tensor] = {}
         self.rotary: tuple[Tensor, Tensor] | None = None
@@ -126,7 +172,19 @@ class Capture(HookRun):
         names = {f"{n}.{end}" for n in self._norms for end in ("in", "out")} | set(self._qk)
         if want_qk and spec.position.rotary:
             names.add("pos")
+        if replay is not None:
+            names |= {f"blocks.{i}.{end}" for i in range(len(self.attn_modules))
+                      for end in ("resid_pre.call", "attn.weights")}
         super().__init__(record=names)
+
+    def note(self, name: str, x) -> None:
+        if self.replay is None or not self.records(name):
+            return
+        i = int(name.split(".")[1])
+        if name.endswith(".call"):
+            self.replay.calls[i] = x
+        else:
+            self.replay.layer_weights(i, x, self)
 
     def visit(self, name: str, x):
         if not self.records(name):
@@ -144,37 +202,21 @@ class Capture(HookRun):
             if is_final:
                 self.final_norm_input = x_in
             gamma, beta = getattr(mod, "weight", None), getattr(mod, "bias", None)
+            gamma = None if not isinstance(gamma, Tensor) else gamma.detach().float().cpu()
+            beta = None if not isinstance(beta, Tensor) else beta.detach().float().cpu()
+            if self.replay is not None:          # compact: the statistics; the vectors are recomputed on demand
+                s_in, m_in = torch.std_mean(x_in, -1, unbiased=False)
+                s_out, m_out = torch.std_mean(x.detach().float().cpu(), -1, unbiased=False)
+                self.layernorms.append(CompactLayerNormTrace(label, m_in, s_in, m_out, s_out, gamma, beta, stack=stack,
+                                                             source=self.replay, point=base))
+                return x
             self.layernorms.append(LayerNormTrace(
-                label, x_in.to(self.dtype), x.detach().cpu().to(self.dtype),
-                None if not isinstance(gamma, Tensor) else gamma.detach().float().cpu(),
-                None if not isinstance(beta, Tensor) else beta.detach().float().cpu(), stack=stack))
+                label, x_in.to(self.dtype), x.detach().cpu().to(self.dtype), gamma, beta, stack=stack))
         return x
 
     def qk(self, i: int, n_heads: int) -> tuple[Tensor, Tensor, float] | None:
         """Layer i's (B, H, T, dh) queries and (B, H_kv, T, dh) keys as the attention used them, and its scaling."""
-        a = self.spec.attention["self"]
-        mod = self.attn_modules[i]
-        if a.qkv:
-            fused = self.proj.get((i, a.qkv))
-            if fused is None:
-                return None
-            q, k, _ = fused.split(fused.shape[-1] // 3, dim=-1)
-        else:
-            q, k = self.proj.get((i, a.q)), self.proj.get((i, a.k))
-            if q is None or k is None:
-                return None
-        b, t, _ = q.shape
-        dh = q.shape[-1] // n_heads
-        q = q.reshape(b, t, n_heads, dh).transpose(1, 2).float()
-        k = k.reshape(b, k.shape[1], -1, dh).transpose(1, 2).float()
-        if self.spec.position.rotary:
-            if self.rotary is None:
-                return None
-            cos, sin = (x.float()[:, None] for x in self.rotary)
-            q = q * cos + rotate_half(q) * sin
-            k = k * cos + rotate_half(k) * sin
-        scaling = float(getattr(mod, "scaling", dh ** -0.5))
-        return q.contiguous().cpu(), k.contiguous().cpu(), scaling     # own storage: never keeps v (fused c_attn) alive
+        return layer_qk(self.spec, self.attn_modules[i], self.proj, i, n_heads, self.rotary)
 
     def verified_qk(self, i: int, weights: Tensor, allowed: Tensor, n_heads: int, n_layers: int):
         """Layer i's (q, k, scaling) when softmax(scores + mask) reproduces its `weights` (B, H, T, T) on CHECK_ROWS
@@ -184,13 +226,4 @@ class Capture(HookRun):
         got = self.qk(i, n_heads)
         if got is None:
             return None
-        q, k, scaling = got
-        t = q.shape[2]
-        rows = torch.arange(t) if t <= CHECK_ROWS else torch.linspace(0, t - 1, CHECK_ROWS).round().long().unique()
-        s = raw_scores(q[:, :, rows], k, scaling)
-        if s.shape != (*weights.shape[:2], len(rows), weights.shape[3]):
-            return None
-        check = torch.nan_to_num(s.masked_fill(~allowed[:, rows][:, None], float("-inf")).softmax(-1))
-        if (check - weights[:, :, rows].float()).abs().max() > CHECK_ATOL:
-            return None
-        return got
+        return got if reproduces(*got, weights, allowed) else None

@@ -12,11 +12,13 @@ kept only when softmax(scores + mask) reproduces those weights: on every layer, 
 stacks carry weights only (scores None).
 
 The longest input is the model's own limit (its positions, its tokenizer's model_max_length) or the longest
-whose trace fits the server's trace budget (model.serving.store.max_tokens_for), whichever is shorter; no constant.
-Long inputs: when a run has more than COMPACT_ABOVE = 256 tokens, its trace
-is stored compactly: attention weights and LayerNorm inputs/outputs as float16, and `AttentionTrace.scores`
-is None on every layer; the verified queries and keys are kept instead (T x d_model per layer, not
-H x T x T) and `model.scores(run, layer, head)` computes one head's raw scores on demand.
+whose trace fits the server's trace budget (model.serving.store.max_tokens_for, from the compact estimate),
+whichever is shorter; no constant.
+Long inputs: a self-attention run of more than COMPACT_ABOVE (model.serving.store) tokens is traced compactly
+(compact.py): no `output_attentions`; each layer's weights are pooled for the grid as eager attention computes them,
+a query row is kept, norms keep their statistics, and one layer's or one head's weights, raw scores or a norm's
+vectors are recomputed exactly on demand from the block's kept input and call. (GPT-2 small at 1,024 tokens holds
+about 50 MiB instead of 475 MiB.) Encoder-decoder runs (translations, at most TRANSLATION_TOKENS long) stay full.
 """
 from __future__ import annotations
 
@@ -29,15 +31,16 @@ from torch import Tensor, nn
 from ..api import (Architecture, Generates, Hooked, LabModel, LogitLens, MaskedFill, NextToken, PaddedBatch, PaddedRun,
                    PositionInfo, PositionTable, RawScores, Run, Tokens, TracedRun, Translates)
 from ..errors import InputError, ModelLoadError
-from ..trace import AttentionTrace, Trace, describe_stacks
+from ..serving.store import COMPACT_ABOVE
+from ..trace import AttentionTrace, CompactAttentionTrace, Trace, default_query, describe_stacks
 from .architectures import CAUSAL_LM, ENCODER, ENCODER_DECODER, MASKED_LM, ArchSpec, config_value
 from .. import hooks
 from ..hooks import HookRun
 from .capture import Capture, is_norm, norm_label, raw_scores, resolve
+from .compact import HFReplay
 from .hookpoints import PREFIX, install, no_positions_edit
 
 NO_LIMIT = 4096          # a model that declares no position limit (rotary, relative) is traced up to this (and the budget)
-COMPACT_ABOVE = 256      # longer runs keep float16 weights and lazy scores (see the module docstring)
 TRANSLATION_TOKENS = 48  # longest translation `translate` / `run(text)` writes
 
 
@@ -190,13 +193,15 @@ class HFModel(LabModel, Hooked):
         return t if t.dim() == 2 else t[None]
 
     # ----------------------------------------------------------------- traced forward
-    def _capture(self, want_qk: bool, half: bool) -> Capture:
-        return Capture(self.hf, self.spec, self.norms, self.final_norm, want_qk, half)
+    def _capture(self, want_qk: bool, half: bool, replay: HFReplay | None = None) -> Capture:
+        return Capture(self.hf, self.spec, self.norms, self.final_norm, want_qk, half, replay)
 
     @torch.inference_mode()
     def _forward(self, ids: Tensor, attention_mask: Tensor | None = None, decoder_ids: Tensor | None = None,
-                 want_qk: bool = True, half: bool = False):
-        kw: dict[str, Any] = dict(output_attentions=True, output_hidden_states=True, return_dict=True)
+                 want_qk: bool = True, half: bool = False, replay: HFReplay | None = None):
+        """One traced call. With `replay` (a compact run) transformers keeps no attentions: each layer's weights go to
+        the replay as they are computed."""
+        kw: dict[str, Any] = dict(output_attentions=replay is None, output_hidden_states=True, return_dict=True)
         if decoder_ids is not None:
             kw["decoder_input_ids"] = decoder_ids
         if attention_mask is not None:
@@ -204,10 +209,40 @@ class HFModel(LabModel, Hooked):
         if self.causal:
             kw["use_cache"] = False
             kw["logits_to_keep"] = 1             # only the last position's logits are used
-        cap = self._capture(want_qk, half)
+        cap = self._capture(want_qk, half, replay)
+        if replay is not None:
+            replay.ambient, replay.ids, replay.attention_mask = hooks.current(), ids, attention_mask
         with hooks.active(hooks.merged(hooks.current(), cap)):   # an intervention active edits first
             out = self.hf(input_ids=ids, **kw)
         return out, cap
+
+    def _self_run(self, ids: Tensor, valid: Tensor, causal: bool, tokens: list[str],
+                  attention_mask: Tensor | None = None):
+        """(transformers' output, Trace) of a self-attention model: compact above COMPACT_ABOVE tokens."""
+        t = valid.shape[1]
+        if t > COMPACT_ABOVE and "self" in self.spec.stacks:
+            replay = HFReplay(self, self.arch.n_layers, self.n_heads, valid, causal,
+                              keep_rows=(default_query(tokens),))
+            out, cap = self._forward(ids, attention_mask, replay=replay)
+            layers = replay.finish(cap)
+            if layers is not None:
+                return out, self._compact_trace(out, cap, replay, layers, causal, tokens)
+        out, cap = self._forward(ids, attention_mask, half=t > COMPACT_ABOVE)
+        return out, self._self_trace(out, cap, valid, causal, tokens)
+
+    def _compact_trace(self, out, cap: Capture, replay: HFReplay, layers: list[CompactAttentionTrace], causal: bool,
+                       tokens: list[str]) -> Trace:
+        tr = Trace(layernorms=cap.layernorms)
+        tr.attention = describe_stacks({"self": layers}, tokens, None, self_causal=causal)
+        hidden = [replay.block_input(i).detach().float().cpu() for i in range(replay.n_layers)]  # the kept inputs
+        if self.final_norm is not None and cap.final_norm_input is not None:
+            replay.final_input = cap.final_norm_input
+            hidden.append(cap.final_norm_input)      # the lab's last hidden state is before the final norm
+        else:
+            hidden.append(out.hidden_states[-1].detach().float().cpu())
+        out["hidden_states"] = None
+        tr.hidden["self"] = hidden
+        return tr
 
     def check_attentions(self) -> None:
         ids = self.tokenize("hello world").ids
@@ -285,6 +320,8 @@ class HFModel(LabModel, Hooked):
         if att is None or not 0 <= layer < len(att) or not 0 <= head < self.n_heads:
             raise InputError(f"No attention layer {layer} / head {head} in the {stack!r} stack of {self.name}.")
         a = att[layer]
+        if isinstance(a, CompactAttentionTrace):
+            return a.source.scores(layer, head)
         if isinstance(a, HFAttentionTrace):
             return a.head_scores(head)
         return None if a.scores is None else a.scores[:, head]
@@ -298,16 +335,14 @@ class HFModel(LabModel, Hooked):
         n = max(len(t.ids) for t in toks)
         right = [t.ids + [self.pad_id] * (n - len(t.ids)) for t in toks]
         valid = torch.tensor([[True] * len(t.ids) + [False] * (n - len(t.ids)) for t in toks])
-        out, cap = self._forward(self._t(right), attention_mask=valid.long().to(self.device), half=n > COMPACT_ABOVE)
         padded = [Tokens(r, t.tokens + ["[PAD]"] * (n - len(t.ids)), t.special + [True] * (n - len(t.ids)), t.unknown)
                   for r, t in zip(right, toks)]
-        tr = self._self_trace(out, cap, valid, self.causal, padded[0].tokens)
+        _, tr = self._self_run(self._t(right), valid, self.causal, padded[0].tokens,
+                               attention_mask=valid.long().to(self.device))
         return PaddedRun(padded, [v.tolist() for v in valid], tr)
 
     def _traced(self, ids: list[int], tokens: list[str]):
-        valid = torch.ones(1, len(ids), dtype=torch.bool)
-        out, cap = self._forward(self._t(ids), half=len(ids) > COMPACT_ABOVE)
-        return out, self._self_trace(out, cap, valid, self.causal, tokens)
+        return self._self_run(self._t(ids), torch.ones(1, len(ids), dtype=torch.bool), self.causal, tokens)
 
     # ----------------------------------------------------------------- positions
     def position_kind(self) -> str:
@@ -390,9 +425,7 @@ class HFMaskedLM(HFModel, RawScores, MaskedFill, PositionTable, PaddedBatch):
     @torch.inference_mode()
     def run(self, text: str) -> Run:
         t = self.tokenize(text)
-        valid = torch.ones(1, len(t.ids), dtype=torch.bool)
-        out, cap = self._forward(self._t(t.ids), half=len(t.ids) > COMPACT_ABOVE)
-        tr = self._self_trace(out, cap, valid, False, t.tokens)
+        out, tr = self._self_run(self._t(t.ids), torch.ones(1, len(t.ids), dtype=torch.bool), False, t.tokens)
         mask_id = self.tok.mask_token_id
         pos = t.ids.index(mask_id) if mask_id in t.ids else None
         nxt = out.logits[0, pos].float().cpu() if pos is not None else None

@@ -10,6 +10,10 @@ built-in Transformer's:
   {p}blocks.{i}.attn.head_out   (B, H, T, d_head): the input of W_o, split into its heads
   {p}blocks.{i}.attn.out        W_o's output;  `cross` instead of `attn` for a decoder's cross-attention
   {p}blocks.{i}.ffn.out         the feed-forward sublayer's output, before the residual
+  blocks.{i}.attn.weights       (B, H, T, T) a self-attention layer's weights after softmax, as eager attention
+                                returned them: read only (noted, never replaced; they are already used)
+  blocks.{i}.resid_pre.call     noted: the block's call as the model made it, (args, kwargs) before any edit,
+                                so a compact trace can run that one block again (model/hf/compact.py)
 
 with {p} "" for a single stack, "encoder." or "decoder." for an encoder-decoder.
 """
@@ -67,9 +71,15 @@ def _head_out_hook(name: str, n_heads: int):
 
 
 def _block_pre_hook(name: str):
+    call = f"{name}.call"
+
     def pre(_mod, args, kwargs):
         run = hooks.current()
-        if run is None or not run.wants(name):
+        if run is None:
+            return None
+        if run.records(call):                   # the call as made, before any edit (a replay re-applies the edits)
+            run.note(call, (args, kwargs))
+        if not run.wants(name):
             return None
         if args:
             return (run.visit(name, args[0]), *args[1:]), kwargs
@@ -87,6 +97,19 @@ def _output_hook(name: str, whole: bool = False):
             run = hooks.current()
             return run.visit(name, output) if run is not None and run.wants(name) else None
         return _visit_first(name, output)
+    return post
+
+
+def _weights_hook(name: str):
+    """A self-attention module's weights (the second element of its output, eager attention), noted for a run that
+    records them; the output itself is never changed."""
+    def post(_mod, _args, output):
+        run = hooks.current()
+        if run is None or not run.records(name):
+            return None
+        if isinstance(output, tuple) and len(output) > 1 and isinstance(output[1], Tensor):
+            run.note(name, output[1])
+        return None
     return post
 
 
@@ -135,6 +158,7 @@ def install(hf: nn.Module, spec: ArchSpec, n_heads: int, norm_paths: list[str] =
     for i, attn in enumerate(_layers(base, a.path) if a else []):    # q/k projections (raw scores are rebuilt)
         for part in ([a.qkv] if a.qkv else [a.q, a.k]):
             hook(getattr(attn, part), f"blocks.{i}.attn.{part}", post=_output_hook(f"blocks.{i}.attn.{part}"))
+        hook(attn, f"blocks.{i}.attn.weights", post=_weights_hook(f"blocks.{i}.attn.weights"))
     modules = dict(hf.named_modules())
     for path in norm_paths:
         name = point_name(spec, path, hf)

@@ -311,14 +311,21 @@ class ModelStore:
 
 
 def trace_bytes(obj) -> int:
-    """Bytes held by the tensors and arrays of a run (or any nest of dataclasses, lists and dicts)."""
+    """Bytes held by the tensors and arrays of a run (or any nest of dataclasses, lists and dicts). A storage
+    shared by several tensors (a compact trace's block inputs are its hidden states) and an object reached twice
+    (the replay every compact layer points to) count once."""
     import dataclasses
 
     import numpy as np
 
     seen: set[int] = set()
+    visited: set[int] = set()
 
     def walk(o) -> int:
+        if isinstance(o, (list, tuple, dict)) or (dataclasses.is_dataclass(o) and not isinstance(o, type)):
+            if id(o) in visited:
+                return 0
+            visited.add(id(o))
         if isinstance(o, torch.Tensor):
             return 0 if o.data_ptr() in seen or seen.add(o.data_ptr()) else o.numel() * o.element_size()
         if isinstance(o, np.ndarray):
@@ -339,16 +346,23 @@ def trace_bytes(obj) -> int:
 
 
 # ----------------------------------------------------------------------------- traced runs, bounded before they start
-COMPACT_ABOVE = 256          # Hugging Face traces above this many tokens keep float16 weights and q/k (model/hf)
+COMPACT_ABOVE = 256          # Hugging Face self-attention traces above this many tokens are compact (model/hf/compact.py)
+GRID_PIXELS = 128            # a compact trace's pooled grid: at most this many cells a side per head (model.trace)
 
 
 def trace_estimate(arch, n_tokens: int, n_target: int | None = None, compact_above: int | None = COMPACT_ABOVE) -> int:
     """Bytes a traced run of `n_tokens` will hold, from the model's shape alone (before computing it).
 
-    Per attention stack: layers x heads x Tq x Tk weights and raw scores (float32), or above `compact_above`
-    tokens float16 weights plus the checked q and k (layers x 2 x T x d_model float32); per norm its input and
-    output (T x d_model, float32 or float16 when compact); an LSTM's six gates and states per layer. On GPT-2
-    small this gives 42 / 120 / 168 / 486 MB at 128 / 256 / 512 / 1,024 tokens (measured: 37 / 110 / 166 / 475).
+    Full traces, per attention stack: layers x heads x Tq x Tk weights and raw scores (float32), the allowed mask;
+    per norm its input and output (T x d_model); the hidden states; an LSTM's six gates and states per layer.
+
+    Compact traces (a self-attention model above `compact_above` tokens, model/hf/compact.py): the hidden states
+    ((L + 1) x T x d_model float32: the blocks' kept inputs are these), the mask the blocks were called with (a
+    decoder's T x T float32, shared by every layer), the allowed mask (T x T bool), each head pooled to at most
+    GRID_PIXELS cells a side (float16), one query row of every head (float32), four statistics per norm and token,
+    the rotary (cos, sin). GPT-2 small: 50.0 MiB at 1,024 tokens, 246 MiB at 4,096 (its 4,096-position variant;
+    measured 49.6 and 244.5 MiB).
+    An encoder-decoder above `compact_above` keeps float16 weights (its translations are short).
     """
     T = max(int(n_tokens), 1)
     S = max(int(n_target or T), 1)
@@ -356,22 +370,26 @@ def trace_estimate(arch, n_tokens: int, n_target: int | None = None, compact_abo
     if arch.n_heads <= 0:                                        # recurrent: gates, candidate, cell, hidden
         return 6 * L * T * d * 4 + 64 * 1024
     compact = compact_above is not None and max(T, S) > compact_above
+    enc = max(arch.n_encoder_layers, 0)
+    if compact and not enc:                                      # a compact self-attention trace
+        f = -(-T // GRID_PIXELS)
+        p = -(-T // f)
+        decoder = "decoder" in getattr(arch, "family", "")       # its blocks are called with a T x T float mask
+        dh = d // H
+        return ((L + 1) * T * d * 4 + (T * T * 4 if decoder else 0) + T * T + L * H * p * p * 2 + L * H * T * 4
+                + (2 * L + 1) * 4 * T * 4 + 2 * T * dh * 4 + T * 17 + 64 * 1024)
     per_cell = 2 if compact else 8                               # weights (+ raw scores when not compact)
     act = 2 if compact else 4
 
-    def stack(layers: int, tq: int, tk: int, self_attn: bool) -> int:
-        b = layers * H * tq * tk * per_cell + layers * tq * tk        # + the allowed mask (bool)
-        if compact and self_attn:
-            b += layers * 2 * tq * d * 4                               # q and k for scores on demand
-        return b
+    def stack(layers: int, tq: int, tk: int) -> int:
+        return layers * H * tq * tk * per_cell + layers * tq * tk        # + the allowed mask (bool)
 
-    enc = max(arch.n_encoder_layers, 0)
     if enc:                                                      # encoder self, decoder self, cross
-        att = stack(enc, T, T, True) + stack(L, S, S, True) + stack(L, S, T, False)
+        att = stack(enc, T, T) + stack(L, S, S) + stack(L, S, T)
         norms = (2 * enc + 1) * 2 * T * d * act + (3 * L + 1) * 2 * S * d * act
         hidden = (enc + 1) * T * d * 4 + (L + 1) * S * d * 4
     else:
-        att = stack(L, T, T, True)
+        att = stack(L, T, T)
         norms = (2 * L + 1) * 2 * T * d * act
         hidden = (L + 1) * T * d * 4                             # the residual stream after each block, float32
     return att + norms + hidden + 64 * 1024                               # + tokens, next-word logits, small arrays
@@ -406,11 +424,17 @@ def max_tokens_for(m, budget_bytes: int, positions: int | None = None) -> int:
         positions = (getattr(m, "positions_limit", None) or getattr(cfg, "max_position_embeddings", None)
                      or getattr(cfg, "n_positions", None) or getattr(m, "max_len", 0))
     compact = COMPACT_ABOVE if getattr(m, "source", "") == "hf" else None
+    seq2seq = bool(getattr(m.arch, "n_encoder_layers", 0))
+    fits = lambda n: trace_estimate(m.arch, n, n if seq2seq else None, compact) <= budget_bytes
     lo, hi = 0, int(positions)
+    if compact is not None and hi > compact:      # the estimate grows with T up to COMPACT_ABOVE and again after it
+        if fits(compact):                         # (it drops where traces turn compact): bisect the part that decides
+            lo = compact
+        else:
+            hi = compact
     while lo < hi:                                               # the estimate grows with T: bisect
         mid = (lo + hi + 1) // 2
-        n_target = mid if getattr(m.arch, "n_encoder_layers", 0) else None
-        if trace_estimate(m.arch, mid, n_target, compact) <= budget_bytes:
+        if fits(mid):
             lo = mid
         else:
             hi = mid - 1

@@ -319,7 +319,12 @@ def _dist_rows(lp_a: torch.Tensor, lp_b: torch.Tensor, vocab: list[str], k: int)
 
 
 def _stack_maps(trace) -> dict[str, np.ndarray]:
-    return {s: torch.cat([a.weights for a in ats], 0).numpy() for s, ats in trace.attention.items()}  # (L, H, Tq, Tk)
+    """stack -> (L, H, Tq, Tk) weights; a compact trace's (a long Hugging Face text) recomputed layer by layer and
+    kept as float16, as long traces held them before they were compact."""
+    from ..trace import CompactAttentionTrace
+
+    return {s: torch.cat([a.weights.half() if isinstance(a, CompactAttentionTrace) else a.weights for a in ats],
+                         0).numpy() for s, ats in trace.attention.items()}
 
 
 def _unpermute(a: np.ndarray, perm_q: list[int] | None, perm_k: list[int] | None) -> np.ndarray:
