@@ -114,7 +114,7 @@ def test_residual_view_norms_are_the_traced_stream_and_transformer_lm_grows(lm, 
     np.testing.assert_allclose(rv.norms, want, rtol=1e-5)
     assert rv.trend == "grows"                         # measured: mean norm 13.5, 25.4, 41.4, 73.3 on this text
     rt = tr.run("the black cat")
-    assert views.residual_view(rt, "encoder").norms.shape[0] == 3
+    assert views.residual_view(rt, "encoder").norms.shape[0] == tr.arch.n_encoder_layers + 1   # embeddings + each layer
 
 
 def test_sampling_view_equals_the_sampling_module():
