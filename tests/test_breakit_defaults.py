@@ -45,6 +45,7 @@ def _codes(at) -> list[str]:
     return [c.value for c in at.code]
 
 
+@pytest.mark.slow                                  # 3-4 s
 def test_transformer_lm_opens_on_a_head_that_moves_the_prediction():
     at = _page()
     assert at.session_state["text"] == lessons.DEFAULTS["experiments"]["transformer-lm"]
@@ -85,6 +86,7 @@ def test_translator_opens_on_an_intervention_that_changes_its_translation():
     assert opening_why("translator-en-fr") in [c.value for c in at.caption]        # why this intervention, said
 
 
+@pytest.mark.slow                                  # 3-4 s
 def test_shuffle_title_names_the_word_the_shuffled_run_predicts_after():
     at = _page()
     at.selectbox(key="break").set_value("shuffle").run()

@@ -148,6 +148,7 @@ def test_shipped_translator_translates_heldout_combination_exactly_95_percent(na
     assert len(wrong) <= 0.05 * len(pairs), (name, len(wrong), wrong[:5])
 
 
+@pytest.mark.slow                                  # ~11 s; the translate.exact.* lessons check them in the fast loop
 @pytest.mark.unit
 def test_shipped_translator_translates_seed_examples_exactly():
     t = _translator()

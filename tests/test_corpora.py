@@ -146,6 +146,7 @@ def test_and_and_with_items_are_deterministic():
     assert C.coordination_items(50, seed=4) != C.coordination_items(50, seed=5)
 
 
+@pytest.mark.slow                                  # 4-5 s: many generated pairs
 def test_french_word_order_and_agreement():
     pairs = dict(C.parallel_pairs(40000, seed=0))
     cat = {e: f for e, f in pairs.items() if e.startswith("the black cat ate the ")}
@@ -161,6 +162,7 @@ def test_french_word_order_and_agreement():
     assert all(len(v) == 1 for v in many.values())        # one translation per English sentence
 
 
+@pytest.mark.slow                                  # 4-5 s: many generated pairs
 def test_french_it_follows_the_referent_gender_and_elides():
     pairs = dict(C.parallel_pairs(80000, seed=0))                  # the translator's training set size
     assert pairs["the cat ate the soup because it was hungry"] == "le chat a mangé la soupe parce qu'il avait faim"
@@ -189,6 +191,7 @@ def test_french_tokenizer_keeps_elisions_whole():
     assert tok.encode("parce qu’elle").tokens == ["parce", "qu'elle"]
 
 
+@pytest.mark.slow                                  # 2-3 s: the whole training set
 def test_heldout_pronoun_pairs_never_meet_in_training():
     train, _ = C.translation_datasets(40000, 1000, 0)
     held = C.PRONOUN_HELDOUT_PAIRS

@@ -17,9 +17,14 @@ def _model(name):
 
 SLOW = {"attention.translator_it", "translate.it_gender", "translate.compose", "patching.agreement_head", "lstm.number_holds",
         "attention.number_family", "break.no_mask"}     # 4-14 CPU-s each: many generated sentences per check
+SLOW_FAMILIES = ("agreement.", "attention.agreement.", "lstm.compare.")   # 2-2.5 s each: 24-25 variants each
 
 
-@pytest.mark.parametrize("lesson", [pytest.param(l, id=l.key, marks=pytest.mark.slow if l.key in SLOW else ())
+def _slow(key: str) -> bool:
+    return key in SLOW or key.startswith(SLOW_FAMILIES)
+
+
+@pytest.mark.parametrize("lesson", [pytest.param(l, id=l.key, marks=pytest.mark.slow if _slow(l.key) else ())
                                     for l in lessons.LESSONS])
 def test_lesson_claim_holds_on_shipped_checkpoint(lesson):
     ok, measured = lesson.check(_model(lesson.model))
