@@ -51,7 +51,7 @@ if b3.button("Resume", disabled=job is None or running or job.snapshot().step >=
 
 def _duration(seconds: float | None) -> str:
     if seconds is None:
-        return "unknown until a first training of this preset has run on this server"
+        return "a time this server can estimate only once a training of this preset has run on it"
     if seconds < 90:
         return f"about {max(1, round(seconds)):,} s"
     return f"about {seconds / 60:,.0f} min"
