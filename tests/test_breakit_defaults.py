@@ -131,21 +131,28 @@ def test_translator_chart_is_drawn_where_the_translations_part():
     from model.teaching.interventions import build, compare
 
     tr = model.load("translator-en-fr", "cpu")
-    c = compare(tr, "the cat ate the soup because it was hungry", build("positions"))
+    o = OPENINGS["translator-en-fr"]
+    c = compare(tr, "the cat ate the soup because it was hungry",
+                build(o.what, stack=o.stack, layer=o.layer, heads=o.heads, head_mode=o.head_mode))
     assert c.translation_intact != c.translation_broken
     assert c.predicts == "the French word after “le chat a mangé la soupe parce”"
     assert c.tv >= 0.1
 
 
-@pytest.mark.slow                                  # the reference means of three layers
-def test_translator_sentence_survives_mean_ablating_any_one_encoder_layers_heads():
-    """Why the translator does not open on a head ablation: replacing every head of any one encoder layer by its mean
-    over the reference set leaves the Break it sentence's translation exactly as it was."""
+@pytest.mark.slow                                  # four mean ablations of one cross-attention layer
+def test_translator_opening_needs_the_four_cross_heads_together_any_one_alone_changes_nothing():
+    """The opening's caption: all four cross-attention heads of decoder layer 1, replaced by their means over the
+    reference set, turn qu'il into qu'elle; each of them alone leaves the translation exactly as it was."""
     import model
     from model.teaching.interventions import build, compare
 
     tr = model.load("translator-en-fr", "cpu")
-    for layer in range(tr.cfg.model["n_encoder_layers"]):
-        c = compare(tr, lessons.DEFAULTS["experiments"]["translator-en-fr"],
-                    build("heads", stack="encoder", layer=layer, heads=range(4), head_mode="reference"))
-        assert c.translation_broken == c.translation_intact, (layer, c.translation_broken)
+    text = lessons.DEFAULTS["experiments"]["translator-en-fr"]
+    o = OPENINGS["translator-en-fr"]
+    assert (o.what, o.stack, o.layer, o.heads, o.head_mode) == ("heads", "cross", 0, (0, 1, 2, 3), "reference")
+    both = compare(tr, text, build("heads", stack="cross", layer=0, heads=o.heads, head_mode="reference"))
+    assert "qu'il" in both.translation_intact and "qu'elle" in both.translation_broken, both.translation_broken
+    for head in o.heads:
+        c = compare(tr, text, build("heads", stack="cross", layer=0, heads=(head,), head_mode="reference"))
+        assert c.translation_broken == c.translation_intact, (head, c.translation_broken)
+    assert "all four heads" in opening_why("translator-en-fr") and "any one of them alone" in opening_why("translator-en-fr")

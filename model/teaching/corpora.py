@@ -391,6 +391,7 @@ FR_OF_NOUNS = [n for n in FR_OBJECTS if n[0] in ("cabinet", "box", "door", "tabl
 # the "because" sentences: animals eat foods; hungry/tired describe the eater, the rest the food (see fr_because)
 FR_EATERS = [n for n in FR_ANIMALS]
 FR_STATES = ["hungry", "tired"]
+FR_COPULA_STATES = {"tired": "fatigué", "asleep": "endormi"}           # "the goats were asleep" -> "endormies"
 FR_FOOD_PROPS = {"delicious": ("délicieux", "délicieuse"), "fresh": ("frais", "fraîche"), "hot": ("chaud", "chaude"),
                  "sweet": ("sucré", "sucrée")}
 FR_EAT_VERBS = [("ate", ("a mangé", "ont mangé")), ("liked", ("a aimé", "ont aimé"))]
@@ -491,7 +492,7 @@ class _Phrase:
 
 # Features a translation sentence can have; whole combinations of them are held out of training.
 FR_FEATURES = ("fronted", "because", "place", "places2", "adj3", "subj_and", "subj_with", "subj_pronoun", "obj_and",
-               "svo", "because_kind", "progressive", "sit", "bare", "location")
+               "svo", "because_kind", "when", "progressive", "sit", "bare", "location", "state")
 FR_FRONTED = [("in the morning", "le matin"), ("at night", "la nuit"), ("in the garden", "dans le jardin")]
 FR_TIMES = {"in the morning", "at night"}
 FR_BECAUSE_PLACES = [("in the garden", "dans le jardin"), ("in the morning", "le matin"), ("at night", "la nuit")]
@@ -624,8 +625,19 @@ def _fr_bare(d: _Draw, f: dict) -> _Phrase:
 
 
 def _fr_location(d: _Draw, f: dict) -> _Phrase:
+    """'the keys to the cabinet are on the table', or a state that agrees with the subject's head:
+    'the goat with the wolf was tired' -> 'la chèvre avec le loup était fatiguée'."""
     p = _Phrase(tags={"location"})
-    front = _fr_fronted(d, p, f.get("fronted"), p_fronted=0.1, pool=[q for q in FR_FRONTED if q[0] in FR_TIMES])
+    front = _fr_fronted(d, p, f.get("fronted"), p_fronted=0.2, pool=[q for q in FR_FRONTED if q[0] in FR_TIMES])
+    if f.get("state", d.chance(0.35)):
+        s_en, s_fr, num, g = _fr_subject(d, p, f.get("subject"), n_adj=f.get("subj_adj"))
+        state = d.pick(list(FR_COPULA_STATES))
+        tense = d.pick([0, 1])
+        p.add(s_en + [[["is", "are"], ["was", "were"]][tense][num], state],
+              s_fr + [[["est", "sont"], ["était", "étaient"]][tense][num],
+                      FR_COPULA_STATES[state] + ("" if g == "m" else "e") + ("s" if num else "")])
+        p.tags.add("state")
+        return p
     if f.get("subject") is None and d.chance(0.4):
         s_en, s_fr, num, _, _ = _np_tagged(p, d, [n for n in FR_OBJECTS if n[0] in FR_OF_HEADS], n_adj=f.get("subj_adj"))
         o_en, o_fr, _, _, _ = _np_tagged(p, d, FR_OF_NOUNS)
@@ -659,9 +671,11 @@ def fr_because(eater: tuple, eater_num: int, verb: tuple, food: tuple, word: str
     return en + c_en, fr + c_fr
 
 
-def _because_clause(num: int, eater_gender: str, food_gender: str, word: str) -> tuple[list[str], list[str]]:
-    """'because it was hungry' -> 'parce qu'il avait faim': hungry / tired describe the eater(s), the rest the food."""
-    en, fr = ["because"], ["parce", "que"]
+def _because_clause(num: int, eater_gender: str, food_gender: str, word: str,
+                    conj: str = "because") -> tuple[list[str], list[str]]:
+    """'because it was hungry' -> 'parce qu'il avait faim': hungry / tired describe the eater(s), the rest the food.
+    conj="when": 'when it was hungry' -> 'quand il avait faim' (the same pronoun rule)."""
+    en, fr = [conj], {"because": ["parce", "que"], "when": ["quand"]}[conj]
     if word in FR_STATES:
         pron = {("m", 0): "il", ("f", 0): "elle", ("m", 1): "ils", ("f", 1): "elles"}[(eater_gender, num)]
         en += (["it", "was"] if num == 0 else ["they", "were"]) + [word]
@@ -675,9 +689,9 @@ def _because_clause(num: int, eater_gender: str, food_gender: str, word: str) ->
     return en, fr
 
 
-def _fr_because_draw(d: _Draw, f: dict) -> _Phrase:
-    """[fronted] eater(s) ate|liked the food [places] because it was ... : 'it' is the eater or the food."""
-    p = _Phrase(tags={"because_kind", "because"})
+def _fr_because_draw(d: _Draw, f: dict, conj: str = "because") -> _Phrase:
+    """[fronted] eater(s) ate|liked the food [places] because|when it was ... : 'it' is the eater or the food."""
+    p = _Phrase(tags={"because_kind", conj})
     front = _fr_fronted(d, p, f.get("fronted"))
     kind = f.get("subject") or d.pick(["np", "and", "with"], [0.7, 0.15, 0.15])
     if kind in ("and", "with"):                     # "with": "it" / the verb agree with the first eater
@@ -693,13 +707,20 @@ def _fr_because_draw(d: _Draw, f: dict) -> _Phrase:
     n = d.pick([0, 1, 2], [0.7, 0.22, 0.08]) if f.get("places") is None else f["places"]
     _fr_trailing(d, p, n, pool=FR_BECAUSE_PLACES, exclude={front} if front else None)
     word = d.pick(FR_STATES) if d.chance(0.5) else d.pick(list(FR_FOOD_PROPS))
-    c_en, c_fr = _because_clause(num, g, fg, word)
+    c_en, c_fr = _because_clause(num, g, fg, word, conj)
     p.add(c_en, c_fr)
     return p
 
 
-FR_KINDS = [(_fr_svo, 0.3), (_fr_because_draw, 0.28), (_fr_progressive, 0.14), (_fr_sit, 0.08), (_fr_bare, 0.08),
-            (_fr_location, 0.12)]
+def _fr_when_draw(d: _Draw, f: dict) -> _Phrase:
+    """The same sentences with a "when" clause: 'the cat ate the soup when it was hot' -> '... quand elle était
+    chaude'. Its pronoun follows the rule of the because-clause, and "when" sentences combine with every subject
+    and fronted place, so the held-out because-combinations ask whether "because" composes with them."""
+    return _fr_because_draw(d, f, conj="when")
+
+
+FR_KINDS = [(_fr_svo, 0.27), (_fr_because_draw, 0.24), (_fr_when_draw, 0.1), (_fr_progressive, 0.12), (_fr_sit, 0.09),
+            (_fr_bare, 0.06), (_fr_location, 0.12)]
 
 # Whole combinations of features that the training generator never produces (each feature alone is
 # frequent in training): the translator's test of composition. name -> (features, what to force).

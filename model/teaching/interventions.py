@@ -158,12 +158,15 @@ OPENINGS: dict[str, Opening] = {
     "transformer-lm": Opening(layer=2, heads=(0,), why=(
         "Layer 3, head 1 is the head that carries the subject's number to the verb: activation patching (Find the "
         "cause) names it the strongest head in 40 of 40 generated agreement pairs.")),
-    # the plainly trained translator shrugs off mean-ablating the heads of any one encoder layer on its Break it
-    # sentence (its translation stays exact); without the positional encoding "... parce qu'il avait faim" becomes
-    # "... parce qu'elle avait faim" (tests/test_breakit_defaults.py)
-    "translator-en-fr": Opening(what="positions", why=(
-        "Without the positional encoding the translator sees the same words with no order: on this sentence "
-        "“qu'il” becomes “qu'elle”.")),
+    # the translator's decoder reads "hungry" through several cross-attention heads at once (patching: no single one
+    # carries more than 29% of il/elle on 20 held-out pairs); replacing all four heads of decoder layer 1's
+    # cross-attention by their mean over the reference set turns "... parce qu'il avait faim" into "... parce
+    # qu'elle avait faim" (TV 1.00), while any one of them alone, or any encoder layer's heads, changes nothing
+    # (tests/test_breakit_defaults.py)
+    "translator-en-fr": Opening(stack="cross", layer=0, heads=(0, 1, 2, 3), why=(
+        "The decoder reads “hungry” through several cross-attention heads at once: replace all four heads of "
+        "layer 1's cross-attention by their mean over the reference set and “qu'il” becomes “qu'elle”; any one of "
+        "them alone changes nothing here.")),
 }
 
 
