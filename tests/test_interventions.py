@@ -346,3 +346,26 @@ def test_reference_mean_ablation_puts_the_heads_mean_over_the_reference_set_in_i
         with hooks.active(HookRun({name: by_hand})):
             want = lab.module(ids).logits
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.slow                                  # generates each model's whole training set (40,000 / 80,000)
+@pytest.mark.unit
+@pytest.mark.parametrize("name", ["transformer-lm", "translator-en-fr"])
+def test_break_it_held_out_slice_and_reference_set_are_never_training_sentences_of_the_model(name):
+    """Break it's held-out figures and its reference means come from the split of the corpus the checkpoint's own
+    recipe trained on (its config's `data`), so none of their sentences was seen in training."""
+    import model
+    from model.teaching import corpora
+    from model.teaching.interventions import N_CE, N_TRANSLATE, heldout_split, reference_texts
+
+    lab = model.load(name, "cpu")
+    d = lab.cfg.data
+    if name == "translator-en-fr":
+        train = {e for e, _ in corpora.translation_datasets(d["n_train"], d["n_heldout"], d["seed"])[0]}
+        used = [e for e, _ in heldout_split(lab)[:N_TRANSLATE]]
+    else:
+        train = set(corpora.lm_datasets(d["n_train"], d["n_heldout"], d["seed"])[0])
+        used = list(heldout_split(lab)[:N_CE])
+    texts, _ = reference_texts(lab)
+    assert len(used) in (N_CE, N_TRANSLATE) and len(texts) == 50
+    assert not [t for t in used + texts if t in train]
