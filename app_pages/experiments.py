@@ -37,7 +37,7 @@ what = st.selectbox("What to break", available, format_func=CHOICES.get,
 kw: dict = {}
 seed = None
 if what == "heads":
-    cols = st.columns(4)
+    cols = st.columns([1, 0.7, 1.6, 1.4])            # the heads field wide enough for four chips at 1280 px
     stack = cols[0].selectbox("Attention", list(parts), format_func=STACKS.get,
                               **c.labelled("stack", first_stack, options=list(parts))) if len(parts) > 1 else "self"
     n_layers, n_heads = parts[stack]["layers"], parts[stack]["heads"]

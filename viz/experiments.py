@@ -48,11 +48,14 @@ def head_change_grid(change, title: str = "") -> go.Figure:
     """(layers, heads) largest |change| of any attention weight, per head; 0 means untouched."""
     c = as_array(change, 2, "change", "(layers, heads)").astype(float)
     L, H = c.shape
+    top = max(1e-6, float(c.max()))
+    ticks = [0.0, top / 2, top]                  # three ticks: a grid of one or two layers leaves a short bar
     fig = go.Figure(go.Heatmap(z=c, x=[f"head {h + 1}" for h in range(H)], y=[f"layer {l + 1}" for l in range(L)],
-                               colorscale=MAGNITUDE, zmin=0, zmax=max(1e-6, float(c.max())),
+                               colorscale=MAGNITUDE, zmin=0, zmax=top,
                                text=[[f"{v:.3f}" for v in row] for row in c], texttemplate="%{text}",
                                hovertemplate="%{y}, %{x}<br>max |Δ weight|: %{z:.4f}<extra></extra>",
-                               colorbar=dict(title="max |Δ|", thickness=14)))
+                               colorbar=dict(title=dict(text="max |Δ|", side="right"), thickness=14,
+                                             tickvals=ticks, ticktext=[f"{v:.2g}" for v in ticks])))
     fig.update_yaxes(autorange="reversed")
     return apply_theme(fig, height=120 + 48 * L, title=title)
 
