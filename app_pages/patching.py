@@ -50,7 +50,9 @@ for stack, eff in res.heads.items():
     st.markdown(f"Patching the output of {STACK_NAMES[stack]}**layer {l + 1} head {h + 1}** alone moves the answer "
                 f"**{e:.0%}** of the way from {A} to {B} on these two texts.")
 
-cols = st.columns(len(res.heads)) if len(res.heads) > 1 else [st.container()]
+n = len(res.heads)                                  # at most two grids side by side: three leave a title and
+rows = [st.columns(2) for _ in range((n + 1) // 2)] if n > 1 else [[st.container()]]   # ticks no room at 1280 px
+cols = [col for row in rows for col in row]
 for col, (stack, eff) in zip(cols, res.heads.items()):
     with col:
         title = f"Patching each {STACK_NAMES[stack]}head's output"

@@ -96,11 +96,12 @@ LAYOUT_JS = r"""
     modebars.forEach(m => m.text = 'toolbar');
     // tick labels grouped by their axis layer (colour-bar ticks belong to their colour bar)
     const tickGroups = new Map();
-    plot.querySelectorAll('.xtick text, .ytick text').forEach(el => {
+    // (a colour bar's tick labels are in groups named "ycb<id>tick", not "ytick")
+    plot.querySelectorAll('.xtick text, .ytick text, .colorbar g[class^="ycb"][class$="tick"] text').forEach(el => {
       if (!visible(el) || !(el.textContent || '').trim()) return;
       const q = quad(el, TICK_GAP ? TICK_GAP / 2 : undefined); if (!q) return;
       const layer = el.closest('[class*="axislayer"], .cbaxis, .colorbar') || el.parentNode.parentNode;
-      const cls = el.parentNode.classList.contains('xtick') ? 'x' : 'y';
+      const cls = el.parentNode.classList.contains('xtick') ? 'x' : 'y';           // colour bars here are vertical
       const key = layer;
       if (!tickGroups.has(key)) tickGroups.set(key, {cls, items: [], colorbar: !!el.closest('.colorbar, .cbaxis')});
       tickGroups.get(key).items.push(item(el, 'tick', q));

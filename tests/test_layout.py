@@ -99,3 +99,14 @@ def test_projector_key_figure_starts_on_the_first_screen_at_1280x720(browser_tab
     where = first_screen(browser_tab, KEY_FIGURE[name])
     assert where is not None, f"{name}: no figure"
     assert where["top"] < 720 and where["visible"] >= 0.6, f"{name}: key figure {where}"
+
+
+# the translator draws other figures on these pages (three attention kinds, two-layer grids, translation steps)
+TRANSLATOR_PAGES = ["attention", "translate", "experiments", "patching"]
+
+
+@pytest.mark.parametrize("name", TRANSLATOR_PAGES)
+def test_translator_pages_have_no_collision_or_cut_label_at_1280x720(browser_tab, name):
+    open_at_1280(browser_tab, f"{browser_tab.lab_url}/{PAGES[name]}?model=translator-en-fr")
+    found = defects(browser_tab)
+    assert not found, f"{name} (translator-en-fr): {count_by_kind(found)}\n{describe(found)}"
