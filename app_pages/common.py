@@ -41,14 +41,32 @@ def tokens_line(tokens: Sequence[str]) -> str:
     return " ".join("`" + str(t).replace("`", "'").replace("\n", " ") + "`" for t in tokens)
 
 
-def intro(title: str, what: str) -> None:
-    """Page heading with a short explanation (the lab's own words, not user text)."""
-    st.title(title)
+def intro(title: str, what: str, tip: str = ""):
+    """Page heading with a short explanation (the lab's own words, not user text) and an optional "Try:" line.
+    In projector mode the heading, the explanation and the page's hints share one row (the explanation and the hints
+    behind buttons that open over the page), so that the key figure starts high on the first screen: returns that
+    row (None in normal mode), for `hints`."""
     if not presenting():
+        st.title(title)
         st.markdown(what)
+        if tip:
+            st.caption(tip)
+        return None
+    row = st.container(horizontal=True, vertical_alignment="center", gap="medium", key="page_head")
+    row.title(title, width="content")
+    with row.popover("What this shows", icon=":material/info:"):
+        st.markdown(what)
+        if tip:
+            st.caption(tip)
+    return row
+
+
+def fallback_note(text: str) -> None:
+    """A note about what the page shows instead (a fallback model): a box, or in projector mode one caption line."""
+    if presenting():
+        st.caption(f":material/info: {text}")
     else:
-        with st.expander("What this shows"):
-            st.markdown(what)
+        st.info(text)
 
 
 def use_text(t: str) -> None:
@@ -259,22 +277,25 @@ def run_or_stop(m: LabModel, text_: str | None = None, target: str | tuple[int, 
 
 
 def open_page(page: str, title: str, what: str, *, needs: type | None = TracedRun, message: str = "",
-              fallback: str | None = None, example: str = "home", run: bool = True) -> tuple[LabModel, Run | None]:
+              fallback: str | None = None, example: str = "home", run: bool = True,
+              tip: str = "") -> tuple[LabModel, Run | None]:
     """How every page opens: its title and lesson (`what`), the sidebar's model (a spinner while it loads, a clear
     message if it cannot), the capability the page `needs` (without it: `message` and stop, or the built-in
     `fallback` model with `message` as a note; "{name}" in it is the model's name), the page's hints, and the
     traced run of the text (a spinner while it runs; unknown words named, with a sentence the model knows from
-    `example`'s lesson). Returns (model, run); run is None with run=False."""
-    intro(title, what)
+    `example`'s lesson). `tip`: a "Try:" line under the explanation. Returns (model, run); run is None with
+    run=False."""
+    head = intro(title, what, tip)
     m = load_or_stop()
     for note in m.training_notes():                # an extra loss or a planted head: always in sight, never folded
         st.caption(f":material/info: {md_escape(note)}")
     if needs is not None and not isinstance(m, needs):
-        st.info(message.replace("{name}", md_escape(m.name)))
         if fallback is None:
+            st.info(message.replace("{name}", md_escape(m.name)))
             st.stop()
+        fallback_note(message.replace("{name}", md_escape(m.name)))
         m = load_or_stop(fallback)
-    hints(page, m)
+    hints(page, m, head)
     return m, run_or_stop(m, example=example_for(m, example)) if run else None
 
 

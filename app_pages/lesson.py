@@ -46,16 +46,20 @@ def banner(page: str) -> None:
                         icon=":material/arrow_forward:", query_params={**LESSON[i + 1].params, "stop": str(i + 2)})
 
 
-def hints(page: str, m: LabModel) -> None:
+def hints(page: str, m: LabModel, head=None) -> None:
     """What this page shows about this model: each line is a lesson in model/lessons.py whose check a test runs
-    on the model it names, so a hint only appears with the model it is true for. A button loads its sentence."""
+    on the model it names, so a hint only appears with the model it is true for. A button loads its sentence.
+    In an expander; in projector mode behind a button in the page's heading row (`head`, from common.intro)."""
     from app_pages.common import md_escape, presenting, text, tokens_line, use_text
     from model.teaching import lessons
 
     found = lessons.lessons_for(page, m.name)
     if not found:
         return
-    with st.expander(f"Try: what {md_escape(m.name)} shows here ({len(found)})", expanded=len(found) <= 3 and not presenting()):
+    label = f"Try: what {md_escape(m.name)} shows here ({len(found)})"
+    box = head.popover(label, icon=":material/lightbulb:") if head is not None and presenting() else \
+        st.expander(label, expanded=len(found) <= 3 and not presenting())
+    with box:
         for i, lesson in enumerate(found):
             a, b = st.columns([3, 1], vertical_alignment="center")
             if page == "patching":          # this page reads its own two fields, not the sidebar's text
