@@ -17,14 +17,19 @@ m, _ = c.open_page(
     message="Using the built-in translator, on the sidebar's text (pick an encoder-decoder model such as t5-small "
             "or Helsinki-NLP/opus-mt-en-fr in the sidebar to use it here).")
 src = c.text()
-st.markdown(f"English (the sidebar's text): {c.tokens_line([src])}")
-c1, c2, c3, c4, c5 = st.columns([1.2, 1, 1, 1, 1])
-modes = ["greedy", "sample"]
-mode = c1.radio("Decoding", modes, horizontal=True, **c.bound("mode", "greedy", options=modes))
-off = mode == "greedy"
-ss = c.sampling_controls("d", len(m.vocab), cols=[c2, c3, c4], disabled=off)      # ?dt=, ?dk=, ?dp=
-t, k, p = ss.temperature, ss.top_k, ss.top_p
-seed = c.number("Seed", "seed", 0, 0, 2**31 - 1, container=c5, disabled=off)
+present = c.presenting()
+if not present:
+    st.markdown(f"English (the sidebar's text): {c.tokens_line([src])}")
+# projector mode: the sentence and its translation, then the steps (the key figure), the decoding settings under them
+head, stage, settings = (st.container(), st.container(), st.container()) if present else (None, None, st.container())
+with settings:
+    c1, c2, c3, c4, c5 = st.columns([1.2, 1, 1, 1, 1])
+    modes = ["greedy", "sample"]
+    mode = c1.radio("Decoding", modes, horizontal=True, **c.bound("mode", "greedy", options=modes))
+    off = mode == "greedy"
+    ss = c.sampling_controls("d", len(m.vocab), cols=[c2, c3, c4], disabled=off)      # ?dt=, ?dk=, ?dp=
+    t, k, p = ss.temperature, ss.top_k, ss.top_p
+    seed = c.number("Seed", "seed", 0, 0, 2**31 - 1, container=c5, disabled=off)
 
 try:
     tv = c.cached(m, "translate", (src, off, t, k, p, seed),
@@ -32,8 +37,13 @@ try:
 except Exception as e:  # LabError: empty or too long text
     st.warning(c.md_escape(e))
     st.stop()
-c.unknown_warning(m, tv.run.unknown if tv.run else [], c.example_for(m, "translate"))
-st.markdown("### " + (c.md_escape(tv.text) or "(empty)"))
+if present:
+    with head:
+        c.unknown_warning(m, tv.run.unknown if tv.run else [], c.example_for(m, "translate"))
+        st.markdown(f"{c.tokens_line([src])} → **{c.md_escape(tv.text) or '(empty)'}**")
+else:
+    c.unknown_warning(m, tv.run.unknown if tv.run else [], c.example_for(m, "translate"))
+    st.markdown("### " + (c.md_escape(tv.text) or "(empty)"))
 if tv.run is None:
     st.info("The model produced no words.")
     st.stop()
@@ -46,8 +56,10 @@ def steps() -> None:
     n = len(tv.steps)
     i = st.slider("Step", 1, n, **c.bound("step", 1, lo=1, hi=n)) if n > 1 else 1
     s = tv.steps[i - 1]
-    st.markdown(f"Step {i}: the decoder has {c.tokens_line(s.written)} and picks {c.tokens_line([s.token])} "
-                f"(probability {s.prob:.3f}).")
+    said = (f"Step {i}: the decoder has {c.tokens_line(s.written)} and picks {c.tokens_line([s.token])} "
+            f"(probability {s.prob:.3f}).")
+    if not c.presenting():                  # projector mode: under the figures (their titles name the step)
+        st.markdown(said)
     a, b = st.columns([1, 1])
     with a:
         c.plot(c.cached_figure(m, "tr_dist", (i, *seen), lambda: final_distribution(
@@ -56,10 +68,16 @@ def steps() -> None:
         if s.cross is not None:
             c.plot(c.cached_figure(m, "tr_cross_row", (i, *seen),
                                    lambda: token_attention(s.cross, None, r.tokens, s.written[-1])), key="tr_cross_row")
+    if c.presenting():
+        st.markdown(said)
     st.caption("Right: where the decoder looks in the English while choosing this word, in every layer (L) and head (H).")
 
 
-steps()
+if stage is not None:
+    with stage:
+        steps()
+else:
+    steps()
 
 
 @st.fragment
