@@ -1,4 +1,6 @@
 """LSTM: gates, cell and hidden state over time, beside the Transformer on the same text."""
+import contextlib
+
 import streamlit as st
 
 from app_pages import common as c
@@ -17,22 +19,28 @@ lstm, r = c.open_page(
             "the sidebar's model beside it below.")
 chosen = c.load_or_stop()                   # the sidebar's model (the same object as `lstm` when it is recurrent)
 layers = views.lstm_layers(r)
-UNITS_SHOWN = 24            # a readable number of rows on a projector
+UNITS_SHOWN = 24            # a readable number of rows
+UNITS_PROJECTED = 12        # projector mode: the gates and states on one screen, every row named in large type
 
 
 @st.fragment
 def gates() -> None:
+    # projector mode: the panel first (gates in one row, states in the next: one screen), its choices under it
+    above = st.container() if c.presenting() else None
     opts = list(range(1, len(layers) + 1))
-    layer = st.radio("Layer", opts, horizontal=True, **c.bound("layer", 1, options=opts)) if len(layers) > 1 else 1
+    left, right = st.columns([1, 2]) if above is not None else (st, st)
+    layer = left.radio("Layer", opts, horizontal=True, **c.bound("layer", 1, options=opts)) if len(layers) > 1 else 1
     g = layers[layer - 1]
     n_units = g["cell state"].shape[1]
-    few = min(UNITS_SHOWN, n_units)
-    which = st.radio("Units", ["few", "all"], horizontal=True,
-                     captions=[f"the {few} whose memory changes most on this text", f"all {n_units}"],
-                     **c.bound("units", "few", options=["few", "all"]))
+    few = min(UNITS_PROJECTED if above is not None else UNITS_SHOWN, n_units)
+    which = right.radio("Units", ["few", "all"], horizontal=True,
+                        captions=[f"the {few} whose memory changes most on this text", f"all {n_units}"],
+                        **c.bound("units", "few", options=["few", "all"]))
     units = most_changing_units(g["cell state"], few) if which == "few" else None
-    c.plot(c.cached_figure(lstm, "lstm_panel", (layer, which, *c.run_key(r)),
-                           lambda: lstm_gates_panel(g, r.tokens, units)), key="lstm_panel")
+    cols = 3 if above is not None else 2
+    with above if above is not None else contextlib.nullcontext():
+        c.plot(c.cached_figure(lstm, "lstm_panel", (layer, which, cols, *c.run_key(r)),
+                               lambda: lstm_gates_panel(g, r.tokens, units, cols=cols)), key="lstm_panel")
     st.caption("Each panel: units (rows) over the words (columns). Gates run 0 (closed) to 1 (open); "
                "candidate, cell and hidden are signed (blue negative, red positive). "
                + ("Units are ordered by how much their cell state varies across the text." if units is not None

@@ -41,8 +41,10 @@ def most_changing_units(states, n: int) -> np.ndarray:
 
 
 def lstm_gates_panel(gates: Mapping[str, object], token_labels: Sequence[str],
-                     units: Sequence[int] | None = None) -> go.Figure:
-    """Small multiples (2 columns) of gate / state heatmaps of one layer, sharing the token axis.
+                     units: Sequence[int] | None = None, cols: int = 2) -> go.Figure:
+    """Small multiples (`cols` columns) of gate / state heatmaps of one layer, sharing the token axis. With 3
+    columns the three gates make the first row and the candidate, cell and hidden state the second (projector mode:
+    the whole panel on one screen).
 
     `units`: which units (rows) to show, in that order (default all, 0..U-1 bottom to top)."""
     if not gates:
@@ -56,13 +58,20 @@ def lstm_gates_panel(gates: Mapping[str, object], token_labels: Sequence[str],
         units = [int(u) for u in units]
         if not units or min(units) < 0 or max(units) >= U:
             raise ValueError(f"units must be a non-empty list of unit numbers in 0..{U - 1}")
+    if cols not in (2, 3):
+        raise ValueError(f"cols must be 2 or 3; got {cols}")
     names = list(arrays)
-    rows = (len(names) + 1) // 2
-    fig = make_subplots(rows=rows, cols=2, subplot_titles=names, horizontal_spacing=0.2, vertical_spacing=0.16)
+    rows = -(-len(names) // cols)
+    # 2 columns: every panel labels its units and words. 3 columns (narrower panels): the panels of a row share the
+    # units (labelled once, at the left) and those of a column the words (labelled once, at the bottom), so the
+    # space between two panels holds only the left one's colour bar
+    three = cols == 3
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=names, horizontal_spacing=0.2 if not three else 0.11,
+                        vertical_spacing=0.16 if not three else 0.1, shared_xaxes=three, shared_yaxes=three)
     x = position_labels(token_labels)
     y = None if units is None else [f"unit {u}" for u in units]
     for k, name in enumerate(names):
-        r, c = divmod(k, 2)
+        r, c = divmod(k, cols)
         a = arrays[name] if units is None else arrays[name][:, units]
         signed = name in SIGNED or float(arrays[name].min()) < 0
         dom = fig.get_subplot(r + 1, c + 1).yaxis.domain            # each panel its own colour bar, beside it
@@ -71,15 +80,17 @@ def lstm_gates_panel(gates: Mapping[str, object], token_labels: Sequence[str],
                    x=fig.get_subplot(r + 1, c + 1).xaxis.domain[1] + 0.01, xanchor="left", tickfont=dict(size=13))
         if not signed:
             bar.update(tickvals=[0, 0.5, 1], ticktext=["0 shut", "0.5", "1 open"])
+        if three:
+            bar.update(nticks=3, **({"tickvals": [0, 1], "ticktext": ["0 shut", "1 open"]} if not signed else {}))
         fig.add_trace(go.Heatmap(z=a.T, x=x, y=y, colorbar=bar, **_scale(a, signed),
                                  hovertemplate=f"{name}<br>token %{{x}}<br>unit %{{y}}<br>%{{z:.3f}}<extra></extra>"),
                       r + 1, c + 1)
         fig.update_xaxes(token_axis(token_labels, tickangle=-45), row=r + 1, col=c + 1)
         fig.update_yaxes(title="unit" if c == 0 and units is None else None, row=r + 1, col=c + 1,
-                         tickfont=dict(size=12),
+                         tickfont=dict(size=12 if not three else 11),       # 3 columns: 15 px in projector mode
                          autorange="reversed" if units is not None else True,
                          dtick=max(1, -(-U // UNIT_TICKS)) if units is None else None)
-    return apply_theme(fig, height=320 * rows + 80)
+    return apply_theme(fig, height=320 * rows + 80 if not three else 320 * rows + 100)
 
 
 def compare_next_token(dists: Mapping[str, object], vocab_labels: Sequence[str], top_n: int = 12) -> go.Figure:
