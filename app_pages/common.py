@@ -285,7 +285,7 @@ def open_page(page: str, title: str, what: str, *, needs: type | None = TracedRu
     traced run of the text (a spinner while it runs; unknown words named, with a sentence the model knows from
     `example`'s lesson). `tip`: a "Try:" line under the explanation. Returns (model, run); run is None with
     run=False."""
-    head = intro(title, what, tip)
+    head = intro(title, what, tip if presenting() else "")     # normal mode: the tip under the hints
     m = load_or_stop()
     for note in m.training_notes():                # an extra loss or a planted head: always in sight, never folded
         st.caption(f":material/info: {md_escape(note)}")
@@ -296,6 +296,8 @@ def open_page(page: str, title: str, what: str, *, needs: type | None = TracedRu
         fallback_note(message.replace("{name}", md_escape(m.name)))
         m = load_or_stop(fallback)
     hints(page, m, head)
+    if tip and not presenting():
+        st.caption(tip)
     return m, run_or_stop(m, example=example_for(m, example)) if run else None
 
 

@@ -1,4 +1,6 @@
 """Positional encoding: how a Transformer knows word order."""
+import contextlib
+
 import streamlit as st
 
 from app_pages import common as c
@@ -13,26 +15,29 @@ m, _ = c.open_page(
     "position gets a vector added to its word's embedding. The paper uses waves: dimension 2i is "
     "sin(pos / 10000^(2i/d_model)) and dimension 2i+1 the matching cos. Low dimensions wiggle fast, high "
     "ones slowly, like the hands of a clock, so every position gets a unique pattern, and nearby "
-    "positions get similar ones.", needs=None, run=False)
-st.caption("Try: move d_model and see the slow dimensions stretch; in the similarity map, the bright band along the "
-           "diagonal says that neighbouring positions look alike.")
+    "positions get similar ones.", needs=None, run=False,
+    tip="Try: move d_model and see the slow dimensions stretch; in the similarity map, the bright band along the "
+        "diagonal says that neighbouring positions look alike.")
 
 
 @st.fragment
 def sinusoidal() -> None:
-    c1, c2 = st.columns(2)
+    # projector mode: the waves (the key figure) first, the three choices in one row under them
+    above = st.container() if c.presenting() else None
+    c1, c2, c3 = st.columns(3) if above is not None else (*st.columns(2), st)
     d_model = c1.slider("d_model (width of the vectors)", 8, 512, step=8, **c.bound("d", 128, lo=8, hi=512))
     max_len = c2.slider("Positions", 8, 256, step=8, **c.bound("len", 64, lo=8, hi=256))
     pe = views.sinusoidal_table(max_len, d_model)
     size = (max_len, d_model)                # the table is the paper's formula: the same for every model
     dims_all = list(range(d_model))
     default = [d for d in (0, 1, 10, 24, 48) if d < d_model]       # fast pair, medium, slow, very slow
-    dims = st.multiselect("Dimensions to draw", dims_all, help="Even dimensions are sines, odd ones cosines of the "
+    dims = c3.multiselect("Dimensions to draw", dims_all, help="Even dimensions are sines, odd ones cosines of the "
                           "same frequency.", **c.bound("dims", default, options=dims_all))
     if dims:
-        c.plot(c.cached_figure(None, "pe_waves", (*size, tuple(dims)),
-                               lambda: pe_waves(pe, dims, title="Sinusoidal encoding: one wave per dimension",
-                                                curve=views.sinusoidal_curve(max_len, d_model))), key="pe_waves")
+        with above if above is not None else contextlib.nullcontext():
+            c.plot(c.cached_figure(None, "pe_waves", (*size, tuple(dims)),
+                                   lambda: pe_waves(pe, dims, title="Sinusoidal encoding: one wave per dimension",
+                                                    curve=views.sinusoidal_curve(max_len, d_model))), key="pe_waves")
     a, b = st.columns(2)
     with a:
         c.plot(c.cached_figure(None, "pe_heat", size, lambda: pe_heatmap(pe, title="Position × dimension")),
