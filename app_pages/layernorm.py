@@ -1,4 +1,6 @@
 """Layer norm and the residual stream: how each token's vector is kept in range, layer after layer."""
+import contextlib
+
 import streamlit as st
 
 from app_pages import common as c
@@ -19,9 +21,13 @@ if not groups:
     st.info(f"{c.md_escape(m.name)} has no LayerNorm (an LSTM keeps its values in range with its gates). "
             "Pick a Transformer in the sidebar.")
     st.stop()
-st.caption("Compare the spread before and after each norm: a norm divides every token's vector by its own spread "
-           "(LayerNorm: its standard deviation, after subtracting its mean; RMSNorm: its root mean square), so every "
-           "token leaves at the same scale, which γ and β then stretch and shift (the 'out' rows are after γ and β).")
+SPREAD = ("Compare the spread before and after each norm: a norm divides every token's vector by its own spread "
+          "(LayerNorm: its standard deviation, after subtracting its mean; RMSNorm: its root mean square), so every "
+          "token leaves at the same scale, which γ and β then stretch and shift (the 'out' rows are after γ and β).")
+# projector mode: the statistics (the key figure) first; the stack, the kind of norm and the note under it
+above = st.container() if c.presenting() else None
+if above is None:
+    st.caption(SPREAD)
 sides = list(groups)
 side = st.radio("Stack", sides, horizontal=True, **c.bound("side", sides[0], options=sides)) if len(sides) > 1 \
     else sides[0]
@@ -29,10 +35,13 @@ g = groups[side]
 a = m.arch
 st.markdown(f"**{c.md_escape(m.name)}** uses **{a.norm}-{a.norm_kind or 'norm'}**: {len(g.names)} norms in this "
             "stack, in forward order.")
+if above is not None:
+    st.caption(SPREAD)
 seen = (side, *c.run_key(r))        # with the model, what every figure below is computed from
-c.plot(c.cached_figure(m, "ln_stats", seen,
-                       lambda: layernorm_stats(g.names, g.mean_in, g.std_in, g.mean_out, g.std_out, g.tokens)),
-       key="ln_stats")
+with above if above is not None else contextlib.nullcontext():
+    c.plot(c.cached_figure(m, "ln_stats", seen,
+                           lambda: layernorm_stats(g.names, g.mean_in, g.std_in, g.mean_out, g.std_out, g.tokens)),
+           key="ln_stats")
 
 
 @st.fragment
