@@ -315,6 +315,10 @@ h1 { font-size: 2.1rem !important; padding: 0 0 0.6rem 0 !important; } h2, h3 { 
 [data-testid="stWidgetLabel"] p { font-size: 1.05rem !important; font-weight: 600; }
 .block-container { padding-top: 1rem; max-width: 100%; }   /* the key figure starts on the first screen */
 [data-testid="stHeader"] { background: transparent; }        /* so the title may sit beside the sidebar button */
+/* the heading's row (title, explanation, hints) lies under the header's band: the band lets clicks through to it,
+   only the header's own buttons and links take them */
+[data-testid="stHeader"], [data-testid="stHeader"] div { pointer-events: none; }
+[data-testid="stHeader"] button, [data-testid="stHeader"] a { pointer-events: auto; }
 </style>
 """
 

@@ -57,11 +57,15 @@ def hints(page: str, m: LabModel, head=None) -> None:
     if not found:
         return
     label = f"Try: what {md_escape(m.name)} shows here ({len(found)})"
-    box = head.popover(label, icon=":material/lightbulb:") if head is not None and presenting() else \
+    in_head = head is not None and presenting()         # a short label: the heading's row holds it at 1280 px
+    box = head.popover(f"Try ({len(found)})", icon=":material/lightbulb:") if in_head else \
         st.expander(label, expanded=len(found) <= 3 and not presenting())
     with box:
+        if in_head:
+            st.markdown(f"**{label}**")
         for i, lesson in enumerate(found):
-            a, b = st.columns([3, 1], vertical_alignment="center")
+            # in the heading's popover (as wide as its text) each button goes under its line, never cut
+            a, b = (st.container(), st.container()) if in_head else st.columns([3, 1], vertical_alignment="center")
             if page == "patching":          # this page reads its own two fields, not the sidebar's text
                 pair = tokens_line([lesson.text]) + (f" / {tokens_line([lesson.contrast])}" if lesson.contrast else "")
                 a.markdown(f"{pair} — {md_escape(lesson.claim)}")
