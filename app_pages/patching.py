@@ -1,4 +1,6 @@
 """Find the cause: activation patching between two texts that differ in one word."""
+import contextlib
+
 import streamlit as st
 
 from app_pages import common as c
@@ -26,6 +28,9 @@ else:
 left, right = st.columns(2)
 clean = left.text_input("Clean text", max_chars=400, **c.bound("clean", pair[0]))
 corrupted = right.text_input("Corrupted text (change one word)", max_chars=400, **c.bound("corrupt", pair[1]))
+# projector mode: the heads grid (the key figure) right under the two texts; what it measured, and the answers to
+# compare, under it
+grids, said = (st.container(), st.container()) if c.presenting() else (None, None)
 with st.expander("Answers to compare (optional)"):
     st.caption("Leave empty to compare what each text makes the model predict first.")
     a1, a2 = st.columns(2)
@@ -41,23 +46,26 @@ except LabError as e:
     st.stop()
 
 A, B = (c.md_escape(w) for w in res.answers)
-st.markdown(f"Predicting {c.md_escape(res.predicts)}"
-            + (f" after *{c.md_escape(' '.join(res.target[1:]))}*" if res.target[1:] else "")
-            + f": the clean text prefers **{A}** to **{B}** by {res.clean_diff:+.2f} (logit difference), the corrupted "
-            f"text by {res.corrupted_diff:+.2f}.")
-for stack, eff in res.heads.items():
-    l, h, e = res.strongest_head(stack)
-    st.markdown(f"Patching the output of {STACK_NAMES[stack]}**layer {l + 1} head {h + 1}** alone moves the answer "
-                f"**{e:.0%}** of the way from {A} to {B} on these two texts.")
+with said if said is not None else contextlib.nullcontext():
+    st.markdown(f"Predicting {c.md_escape(res.predicts)}"
+                + (f" after *{c.md_escape(' '.join(res.target[1:]))}*" if res.target[1:] else "")
+                + f": the clean text prefers **{A}** to **{B}** by {res.clean_diff:+.2f} (logit difference), the "
+                f"corrupted text by {res.corrupted_diff:+.2f}.")
+    for stack, eff in res.heads.items():
+        l, h, e = res.strongest_head(stack)
+        st.markdown(f"Patching the output of {STACK_NAMES[stack]}**layer {l + 1} head {h + 1}** alone moves the "
+                    f"answer **{e:.0%}** of the way from {A} to {B} on these two texts.")
 
-n = len(res.heads)                                  # at most two grids side by side: three leave a title and
-rows = [st.columns(2) for _ in range((n + 1) // 2)] if n > 1 else [[st.container()]]   # ticks no room at 1280 px
-cols = [col for row in rows for col in row]
-for col, (stack, eff) in zip(cols, res.heads.items()):
-    with col:
-        title = f"Patching each {STACK_NAMES[stack]}head's output"
-        c.plot(c.cached_figure(m, f"patch_heads_{stack}", (clean, corrupted, answers),
-                               lambda eff=eff, title=title: head_effects(eff, title=title)), key=f"patch_heads_{stack}")
+with grids if grids is not None else contextlib.nullcontext():
+    n = len(res.heads)                                  # at most two grids side by side: three leave a title and
+    rows = [st.columns(2) for _ in range((n + 1) // 2)] if n > 1 else [[st.container()]]   # ticks no room at 1280 px
+    cols = [col for row in rows for col in row]
+    for col, (stack, eff) in zip(cols, res.heads.items()):
+        with col:
+            title = f"Patching each {STACK_NAMES[stack]}head's output"
+            c.plot(c.cached_figure(m, f"patch_heads_{stack}", (clean, corrupted, answers),
+                                   lambda eff=eff, title=title: head_effects(eff, title=title)),
+                   key=f"patch_heads_{stack}")
 
 st.subheader("Where in the sentence")
 sites = list(SITE_NAMES)
