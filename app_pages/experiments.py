@@ -1,4 +1,6 @@
 """Break it: switch off one part of the Transformer and see what changes, beside the intact model."""
+import contextlib
+
 import streamlit as st
 
 from app_pages import common as c
@@ -25,63 +27,68 @@ CHOICES = {"heads": "Ablate attention heads", "positions": "Remove the positiona
            "residual": "Skip a residual connection", "scale": "Scores without 1/√d_k",
            "shuffle": "Shuffle the word order (seeded)"}
 available = [k for k in NEEDS if offers(m, k)]
-if len(available) < len(NEEDS):
-    st.caption(f"For {c.md_escape(m.name)} the lab supports: {', '.join(applies)}.")
-parts = layout(m)
-first = opening(m)                                    # what the page opens on for this model: a visible effect
-first_what = first.what if first.what in available else available[0]
-first_stack = first.stack if first.stack in parts else (list(parts) or ["self"])[0]
+present = c.presenting()
+# projector mode: what is switched off and the next-word distribution (the key figure) first, the choices under them
+stage, controls = (st.container(), st.container()) if present else (contextlib.nullcontext(), contextlib.nullcontext())
+with controls:
+    if len(available) < len(NEEDS):
+        st.caption(f"For {c.md_escape(m.name)} the lab supports: {', '.join(applies)}.")
+    parts = layout(m)
+    first = opening(m)                                    # what the page opens on for this model: a visible effect
+    first_what = first.what if first.what in available else available[0]
+    first_stack = first.stack if first.stack in parts else (list(parts) or ["self"])[0]
 
-what = st.selectbox("What to break", available, format_func=CHOICES.get,
-                    **c.labelled("break", first_what, options=available))
-kw: dict = {}
-seed = None
-if what == "heads":
-    cols = st.columns([1, 0.7, 1.6, 1.4])            # the heads field wide enough for four chips at 1280 px
-    stack = cols[0].selectbox("Attention", list(parts), format_func=STACKS.get,
-                              **c.labelled("stack", first_stack, options=list(parts))) if len(parts) > 1 else "self"
-    n_layers, n_heads = parts[stack]["layers"], parts[stack]["heads"]
-    layer_opts, head_opts = [*range(1, n_layers + 1), "every"], list(range(1, n_heads + 1))
-    ours = stack == first_stack and first.layer < n_layers and all(h < n_heads for h in first.heads or ())
-    first_layer = first.layer + 1 if ours else 1
-    first_heads = [h + 1 for h in first.heads] if ours and first.heads is not None else head_opts
-    layer = cols[1].selectbox("Layer", layer_opts, **c.bound("layer", first_layer, options=layer_opts))
-    heads = cols[2].multiselect("Heads", head_opts, **c.bound("heads", first_heads, options=head_opts))
-    modes = ["reference", "mean", "zero"]
-    mode = cols[3].radio("Replace the output by", modes,
-                         format_func={"reference": "its mean (reference set)", "mean": "its mean (this text)",
-                                      "zero": "zeros"}.get,
-                         captions=["over held-out or example sentences: the head says nothing particular",
-                                   "over this text's positions", "off the inputs the model knows"],
-                         **c.bound("mode", first.head_mode, options=modes))
-    layers = range(n_layers) if layer == "every" else layer - 1
-    kw = dict(stack=stack, layer=layers, heads=[h - 1 for h in heads], head_mode=mode)
-elif what in ("layernorm", "residual"):
-    with_subs = [s for s in parts if parts[s]["sublayers"]]
-    cols = st.columns(3)
-    stack = cols[0].selectbox("Stack", with_subs, format_func=lambda s: s if s != "self" else "decoder",
-                              key="exp_ln_stack") if len(with_subs) > 1 else with_subs[0]
-    subs = list(parts[stack]["sublayers"])
-    if what == "layernorm" and parts[stack]["final_ln"]:
-        subs.append("final")
-    sub = cols[2].selectbox("Sub-layer", subs, format_func=SUBLAYER_NAMES.get, key=f"exp_{what}_sub")
-    layer = 0
-    if sub != "final":
-        layer = cols[1].selectbox("Layer", range(1, parts[stack]["layers"] + 1), key=f"exp_{what}_layer") - 1
-    kw = dict(stack=stack, layer=layer, sublayer=sub)
-elif what == "shuffle":
-    seed = c.number("Shuffle seed", "seed", 0, 0, 10_000)
-iv = build("none" if what == "shuffle" else what, **kw)
-if what == "heads" and not kw["heads"]:
-    st.info("Pick at least one head to ablate.")
-    st.stop()
+    what = st.selectbox("What to break", available, format_func=CHOICES.get,
+                        **c.labelled("break", first_what, options=available))
+    kw: dict = {}
+    seed = None
+    if what == "heads":
+        cols = st.columns([1, 0.7, 1.6, 1.4])            # the heads field wide enough for four chips at 1280 px
+        stack = cols[0].selectbox("Attention", list(parts), format_func=STACKS.get,
+                                  **c.labelled("stack", first_stack, options=list(parts))) if len(parts) > 1 else "self"
+        n_layers, n_heads = parts[stack]["layers"], parts[stack]["heads"]
+        layer_opts, head_opts = [*range(1, n_layers + 1), "every"], list(range(1, n_heads + 1))
+        ours = stack == first_stack and first.layer < n_layers and all(h < n_heads for h in first.heads or ())
+        first_layer = first.layer + 1 if ours else 1
+        first_heads = [h + 1 for h in first.heads] if ours and first.heads is not None else head_opts
+        layer = cols[1].selectbox("Layer", layer_opts, **c.bound("layer", first_layer, options=layer_opts))
+        heads = cols[2].multiselect("Heads", head_opts, **c.bound("heads", first_heads, options=head_opts))
+        modes = ["reference", "mean", "zero"]
+        mode = cols[3].radio("Replace the output by", modes,
+                             format_func={"reference": "its mean (reference set)", "mean": "its mean (this text)",
+                                          "zero": "zeros"}.get,
+                             captions=["over held-out or example sentences: the head says nothing particular",
+                                       "over this text's positions", "off the inputs the model knows"],
+                             **c.bound("mode", first.head_mode, options=modes))
+        layers = range(n_layers) if layer == "every" else layer - 1
+        kw = dict(stack=stack, layer=layers, heads=[h - 1 for h in heads], head_mode=mode)
+    elif what in ("layernorm", "residual"):
+        with_subs = [s for s in parts if parts[s]["sublayers"]]
+        cols = st.columns(3)
+        stack = cols[0].selectbox("Stack", with_subs, format_func=lambda s: s if s != "self" else "decoder",
+                                  key="exp_ln_stack") if len(with_subs) > 1 else with_subs[0]
+        subs = list(parts[stack]["sublayers"])
+        if what == "layernorm" and parts[stack]["final_ln"]:
+            subs.append("final")
+        sub = cols[2].selectbox("Sub-layer", subs, format_func=SUBLAYER_NAMES.get, key=f"exp_{what}_sub")
+        layer = 0
+        if sub != "final":
+            layer = cols[1].selectbox("Layer", range(1, parts[stack]["layers"] + 1), key=f"exp_{what}_layer") - 1
+        kw = dict(stack=stack, layer=layer, sublayer=sub)
+    elif what == "shuffle":
+        seed = c.number("Shuffle seed", "seed", 0, 0, 10_000)
+    iv = build("none" if what == "shuffle" else what, **kw)
+    if what == "heads" and not kw["heads"]:
+        st.info("Pick at least one head to ablate.")
+        st.stop()
 
-st.markdown(f"**Switched off:** {c.md_escape(describe(with_reference(m, iv), seed))}")
-first_heads_all = range(parts.get(first_stack, {}).get("heads", 0))
-if first.why and what == first.what and iv == build(first.what, stack=first_stack, layer=first.layer,
-                                                    heads=first.heads if first.heads is not None else first_heads_all,
-                                                    head_mode=first.head_mode):
-    st.caption(first.why)                              # the opening's reason, while it is what is switched off
+with stage:
+    st.markdown(f"**Switched off:** {c.md_escape(describe(with_reference(m, iv), seed))}")
+    first_heads_all = range(parts.get(first_stack, {}).get("heads", 0))
+    if first.why and what == first.what and iv == build(first.what, stack=first_stack, layer=first.layer,
+                                                        heads=first.heads if first.heads is not None else first_heads_all,
+                                                        head_mode=first.head_mode):
+        st.caption(first.why)                              # the opening's reason, while it is what is switched off
 seen = (c.text(), repr(iv), seed)       # with the model, what the comparison and its figures come from
 try:
     with st.spinner("Running both models…"):
@@ -91,28 +98,38 @@ except LabError as e:
     st.stop()
 c.unknown_warning(m, c.get_run(m, c.text()).unknown, c.example_for(m))
 
-left, right = st.columns(2)
-left.markdown("**Intact model reads**")
-left.code(" ".join(cmp.tokens), language=None, wrap_lines=True)
-right.markdown("**Intervened model reads**")
-right.code(" ".join(cmp.tokens_broken), language=None, wrap_lines=True)
-if cmp.translation_intact is not None:
-    left.markdown("**Intact translation**")
-    left.code(cmp.translation_intact or "(empty)", language=None, wrap_lines=True)
-    right.markdown("**Intervened translation**")
-    right.code(cmp.translation_broken or "(empty)", language=None, wrap_lines=True)
 
-st.subheader("Next-word distribution")
-c.plot(c.cached_figure(m, "exp_dist", seen,
-                       lambda: distribution_pair(cmp.top_words, cmp.p_intact, cmp.p_broken,
-                                                 title=f"Probability of {cmp.predicts}"
-                                                 + ("" if "(shuffled)" in cmp.predicts else ": intact vs intervened"))),
-       key="exp_dist")
-best_a, best_b = cmp.top_words[int(cmp.p_intact.argmax())], cmp.top_words[int(cmp.p_broken.argmax())]
-st.markdown(f"Most likely as {c.md_escape(cmp.predicts)}: **“{c.md_escape(best_a)}”** ({cmp.p_intact.max():.0%}) "
-            f"intact, **“{c.md_escape(best_b)}”** ({cmp.p_broken.max():.0%}) intervened.")
-st.caption(f"KL(intact ‖ intervened) = {cmp.kl:.4f} nats; total variation distance = {cmp.tv:.4f} "
-           "(0 means the two distributions are identical). Bars: the union of both models' most likely words.")
+def reads() -> None:
+    """What each model reads (and, for a translator, writes)."""
+    left, right = st.columns(2)
+    left.markdown("**Intact model reads**")
+    left.code(" ".join(cmp.tokens), language=None, wrap_lines=True)
+    right.markdown("**Intervened model reads**")
+    right.code(" ".join(cmp.tokens_broken), language=None, wrap_lines=True)
+    if cmp.translation_intact is not None:
+        left.markdown("**Intact translation**")
+        left.code(cmp.translation_intact or "(empty)", language=None, wrap_lines=True)
+        right.markdown("**Intervened translation**")
+        right.code(cmp.translation_broken or "(empty)", language=None, wrap_lines=True)
+
+
+if not present:
+    reads()
+with stage:
+    if not present:
+        st.subheader("Next-word distribution")
+    c.plot(c.cached_figure(m, "exp_dist", seen,
+                           lambda: distribution_pair(cmp.top_words, cmp.p_intact, cmp.p_broken,
+                                                     title=f"Probability of {cmp.predicts}"
+                                                     + ("" if "(shuffled)" in cmp.predicts else ": intact vs intervened"))),
+           key="exp_dist")
+    best_a, best_b = cmp.top_words[int(cmp.p_intact.argmax())], cmp.top_words[int(cmp.p_broken.argmax())]
+    st.markdown(f"Most likely as {c.md_escape(cmp.predicts)}: **“{c.md_escape(best_a)}”** ({cmp.p_intact.max():.0%}) "
+                f"intact, **“{c.md_escape(best_b)}”** ({cmp.p_broken.max():.0%}) intervened.")
+    st.caption(f"KL(intact ‖ intervened) = {cmp.kl:.4f} nats; total variation distance = {cmp.tv:.4f} "
+               "(0 means the two distributions are identical). Bars: the union of both models' most likely words.")
+if present:
+    reads()
 
 st.subheader("Which attention heads changed")
 if not cmp.aligned:
