@@ -5,7 +5,8 @@ drawn page (devkit.browser.wait_idle): it returns a list of dicts {kind, chart, 
 
 Kinds:
 - ``overlap``: a legend, a toolbar (modebar) or a colour-bar title over a figure's title, a subplot title
-  (annotation), a tick label of another axis, or over each other (legend and toolbar).
+  (annotation), a tick label of another axis, or over each other (legend and toolbar); a bar's value label (Plotly's
+  ``text.bartext``) over a title, a subplot title, a legend or the toolbar.
 - ``ticks``: two tick labels of one axis that collide (their rotated boxes intersect), in Plotly figures and in
   the live sampling chart (plain SVG).
 - ``cell-text``: two text labels drawn in heatmap cells that run together ("−∞−∞").
@@ -109,12 +110,17 @@ LAYOUT_JS = r"""
     const groups = [...tickGroups.values()];
     const ticks = groups.flatMap(g => g.items.map(i => Object.assign(i, {group: g})));
 
+    // a bar's value label (text="…" on a bar trace: Plotly draws it as text.bartext in the bar's g.point), which
+    // textposition="outside" with cliponaxis=False may push out of the plotting area, into the title's band
+    const barTexts = texts('g.points text.bartext', 'bar label');
+
     const add = (kind, what, detail) => out.push({kind, chart, what, detail});
     const pair = (a, b) => { if (hit(a.q, b.q)) add('overlap', `${a.kind} over ${b.kind}`, `"${a.text}" / "${b.text}"`); };
     for (const top of [...legends, ...modebars, ...cbtitles]) {
       for (const t of [...titles, ...annos]) pair(top, t);
     }
     for (const l of legends) for (const m of modebars) pair(l, m);
+    for (const b of barTexts) for (const t of [...titles, ...annos, ...legends, ...modebars]) pair(b, t);
     // a colour-bar title or a legend on a plotting area (over the data)
     const areas = [...plot.querySelectorAll('.draglayer .nsewdrag')].map(el => item(el, 'plot area', rectQuad(el)))
         .filter(i => i.q);
@@ -150,7 +156,7 @@ LAYOUT_JS = r"""
       if (n) add('cell-text', `${n} colliding cell label pair(s)`, first);
     });
     // labels cut by the figure's edge
-    for (const it of [...titles, ...annos, ...cbtitles, ...legends, ...ticks]) {
+    for (const it of [...titles, ...annos, ...cbtitles, ...legends, ...ticks, ...barTexts]) {
       const b = bounds(it.q);
       if (b.l < frame.left - 2 || b.r > frame.right + 2 || b.t < frame.top - 2 || b.b > frame.bottom + 2) {
         add('clipped', `${it.kind} outside the figure`, `"${it.text}"`);
