@@ -249,6 +249,19 @@ def test_final_distribution_top_k_one_leaves_one_bar():
     assert list(fig.data[0].x) == ["&lt;c&gt;"] and list(fig.data[0].y) == [1.0]
 
 
+@pytest.mark.parametrize("tallest", [1.0, 0.9, 0.5, 0.05])
+def test_bar_value_labels_get_room_above_the_tallest_bar_and_no_tick_past_1(tallest):
+    """A value label drawn outside a bar (cliponaxis=False) at the top of the axis went over the title (Translate's
+    "1.00" at 1280 px): the axis leaves a fifth of the tallest bar above it, blank past 1."""
+    p = np.array([tallest, 1 - tallest, 0.0])
+    for fig in (final_distribution(p, ["a", "b", "c"]),
+                generation_steps([{"token": "a", "prob": float(tallest)}, {"token": "b", "prob": 0.01}])):
+        lo, hi = fig.layout.yaxis.range
+        assert lo == 0 and hi >= tallest * 1.2
+        if hi > 1:
+            assert max(fig.layout.yaxis.tickvals) == 1.0
+
+
 def test_sample_histogram_and_generation_steps():
     vocab = ["a", "b", "c"]
     fig = sample_histogram(np.array([70, 30, 0]), np.array([0.7, 0.3, 0.0]), vocab)
@@ -397,6 +410,28 @@ def test_lstm_gate_bars_name_their_ends_and_sit_beside_their_panel():
         assert list(t.colorbar.ticktext) == ["0 shut", "0.5", "1 open"]
         right_of = (fig.layout.xaxis if k == 0 else fig.layout.xaxis2).domain[1]
         assert right_of < t.colorbar.x < (fig.layout.xaxis2.domain[0] if k == 0 else 1.1)
+
+
+def test_lstm_panel_in_three_columns_puts_the_gates_in_one_row_and_labels_units_and_words_once():
+    """Projector mode's LSTM panel: the three gates in the first row, candidate / cell / hidden in the second; the
+    panels of a row share their unit labels (left) and those of a column their word labels (bottom), so the space
+    between two panels holds only the left one's colour bar."""
+    from model.views import GATES
+
+    gates = {name: rng.uniform(size=(6, 8)) for name in GATES}
+    fig = lstm_gates_panel(gates, TOKS, units=[5, 1, 2], cols=3)
+    assert [a.text for a in fig.layout.annotations] == list(GATES)
+    assert [(t.xaxis, t.yaxis) for t in fig.data] == [("x", "y")] + [(f"x{i}", f"y{i}") for i in range(2, 7)]
+    lay = fig.layout
+    assert lay.yaxis.domain[0] > lay.yaxis4.domain[1]                        # gates above states
+    assert lay.yaxis2.showticklabels is False and lay.yaxis3.showticklabels is False     # units named once per row
+    assert lay.xaxis.showticklabels is False and lay.xaxis4.showticklabels is not False  # words once per column
+    for k in (0, 1):                                   # each bar between its panel and the next one
+        assert lay[f"xaxis{k + 1 if k else ''}"].domain[1] < fig.data[k].colorbar.x < lay[f"xaxis{k + 2}"].domain[0]
+    assert list(fig.data[0].colorbar.ticktext) == ["0 shut", "1 open"]
+    assert fig.layout.height == 320 * 2 + 100
+    with pytest.raises(ValueError, match="cols"):
+        lstm_gates_panel(gates, TOKS, cols=4)
 
 
 def test_legends_of_the_training_figures_are_beside_the_plot_not_over_the_title():

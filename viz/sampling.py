@@ -62,6 +62,20 @@ def distribution_stages(raw_probs, scaled_probs, topk_keep, topp_keep, final_pro
     return apply_theme(fig, height=480, title=title)
 
 
+LABEL_ROOM = 0.2      # of the tallest bar: room above it for its value label (drawn outside the bar, in the plot)
+
+
+def _probability_axis(tallest: float) -> dict:
+    """A probability axis (0 to 1) that leaves room above the tallest bar for the label drawn outside it: a label
+    pushed above the plotting area would sit on the title (Translate's "1.00" did at 1280 px). Past 1, no tick or
+    grid line: the room is blank."""
+    top = float(tallest) * (1 + LABEL_ROOM) + 0.02
+    ax = dict(range=[0, top])
+    if top > 1:
+        ax.update(tickmode="array", tickvals=[0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    return ax
+
+
 def final_distribution(final_probs, vocab_labels: Sequence[str], top_n: int = 15, title: str = "") -> go.Figure:
     """A plain bar chart of the final distribution's top_n tokens (for side-by-side comparisons)."""
     p = _vec(final_probs, "final_probs", len(vocab_labels))
@@ -71,7 +85,7 @@ def final_distribution(final_probs, vocab_labels: Sequence[str], top_n: int = 15
                            text=[f"{v:.2f}" for v in p[idx]], textposition="outside", cliponaxis=False,
                            hovertemplate="%{x}<br>probability %{y:.3f}<extra></extra>"))
     fig.update_xaxes(type="category", tickangle=-45)
-    fig.update_yaxes(title="probability", range=[0, min(1.0, float(p[idx].max()) * 1.2 + 0.02)])
+    fig.update_yaxes(title="probability", **_probability_axis(p[idx].max()))
     return apply_theme(fig, height=360, title=title)
 
 
@@ -109,5 +123,5 @@ def generation_steps(steps: Sequence[dict]) -> go.Figure:
                            textposition="outside", cliponaxis=False,
                            hovertemplate="%{x} (p = %{y:.3f})<br>alternatives:<br>%{customdata}<extra></extra>"))
     fig.update_xaxes(type="category", tickangle=-45, title="step")
-    fig.update_yaxes(title="probability when chosen", range=[0, 1.1])
+    fig.update_yaxes(title="probability when chosen", **_probability_axis(max(probs)))
     return apply_theme(fig, height=340)
