@@ -1,4 +1,5 @@
 """Train it live: a Transformer, an LSTM and a vanilla RNN learning side by side; then why RNNs forget."""
+import contextlib
 import uuid
 
 import streamlit as st
@@ -15,60 +16,104 @@ from viz.experiments import time_per_token as time_figure
 c.intro("Train it live",
         "Three small language models learn the lab's English corpus side by side, on the same batches: a "
         "**Transformer**, an **LSTM** and a vanilla **RNN** (`h_t = tanh(W x_t + U h_{t-1} + b)`). Watch the "
-        "training and held-out loss fall, the speed of each, and sentences sampled from each model as it learns.")
-st.caption("Try: start the quick preset; stop it half-way and resume; then, below, see why the RNN forgets.")
+        "training and held-out loss fall, the speed of each, and sentences sampled from each model as it learns.",
+        tip="Try: start the quick preset; stop it half-way and resume; then, below, see why the RNN forgets.")
 
 if "train_owner" not in st.session_state:
     st.session_state.train_owner = uuid.uuid4().hex
 job = st.session_state.get("train_job")
-
-cols = st.columns([2, 3])
-preset = cols[0].radio("Preset", VISIBLE_PRESETS, format_func=lambda p: f"{p}: {PRESETS[p].description}",
-                       **c.labelled("preset", VISIBLE_PRESETS[0], options=list(VISIBLE_PRESETS)))
-kinds = cols[1].multiselect("Models", list(KINDS), format_func=LABELS.get,
-                            **c.labelled("models", list(KINDS), options=list(KINDS)))
-b1 = b2 = b3 = st.container(horizontal=True)          # one row of buttons as wide as their labels (never cut)
-running = job is not None and job.alive                 # queued or running
-if b1.button("Start a new training", type="primary", disabled=running or not kinds, key="train_start"):
-    try:
-        job = MANAGER.start(st.session_state.train_owner, preset=preset, kinds=tuple(kinds))
-        st.session_state.train_job = job
-        running = True
-    except JobLimitError as e:
-        st.warning(c.md_escape(str(e)))
-queued = running and job.snapshot().status == "queued"
-if b2.button("Leave the queue" if queued else "Stop", disabled=not running, key="train_stop"):
-    job.stop()
-    running = job.alive
-if b3.button("Resume", disabled=job is None or running or job.snapshot().step >= job.snapshot().steps
-             or job.snapshot().status == "failed", key="train_resume"):
-    try:
-        MANAGER.resume(job)
-        running = True
-    except LabError as e:
-        st.warning(c.md_escape(str(e)))
+present = c.presenting()
+# projector mode: the buttons, then the training's progress and its loss curves (the key figure, once a training has
+# run), then what the server says about time and load, then the choice of preset and models
+buttons_at, progress_at, settings_at = (st.container(), st.container(), st.container()) if present else (None,) * 3
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "a time this server can estimate only once a training of this preset has run on it"
+def at(box):
+    return box if box is not None else contextlib.nullcontext()
+
+
+with at(settings_at):
+    cols = st.columns([2, 3])
+    preset = cols[0].radio("Preset", VISIBLE_PRESETS, format_func=lambda p: f"{p}: {PRESETS[p].description}",
+                           **c.labelled("preset", VISIBLE_PRESETS[0], options=list(VISIBLE_PRESETS)))
+    kinds = cols[1].multiselect("Models", list(KINDS), format_func=LABELS.get,
+                                **c.labelled("models", list(KINDS), options=list(KINDS)))
+with at(buttons_at):
+    b1 = b2 = b3 = st.container(horizontal=True)          # one row of buttons as wide as their labels (never cut)
+    running = job is not None and job.alive                 # queued or running
+    if b1.button("Start a new training", type="primary", disabled=running or not kinds, key="train_start"):
+        try:
+            job = MANAGER.start(st.session_state.train_owner, preset=preset, kinds=tuple(kinds))
+            st.session_state.train_job = job
+            running = True
+        except JobLimitError as e:
+            st.warning(c.md_escape(str(e)))
+    queued = running and job.snapshot().status == "queued"
+    if b2.button("Leave the queue" if queued else "Stop", disabled=not running, key="train_stop"):
+        job.stop()
+        running = job.alive
+    if b3.button("Resume", disabled=job is None or running or job.snapshot().step >= job.snapshot().steps
+                 or job.snapshot().status == "failed", key="train_resume"):
+        try:
+            MANAGER.resume(job)
+            running = True
+        except LabError as e:
+            st.warning(c.md_escape(str(e)))
+
+
+def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"about {max(1, round(seconds)):,} s"
     return f"about {seconds / 60:,.0f} min"
 
 
-busy = MANAGER.busy()
-pace = measured_tokens_per_s(preset, tuple(kinds))
-st.caption(f"Trainings run in the background on the server, {busy['workers']} at a time, one per student; "
-           f"others wait their turn in a queue. A training stops by itself about a minute after you leave "
-           f"this page (resume continues it). The **{preset}** preset with {len(kinds)} model"
-           f"{'s' if len(kinds) != 1 else ''} takes {_duration(estimate_seconds(preset, tuple(kinds)))}"
-           + (f" at {pace:,.0f} tokens/s, measured on this server." if pace else "."))
-if busy["busy"]:
-    load = f"load {busy['load']:.1f} on {busy['cores']} cores" if busy["load"] is not None else ""
-    st.warning(f"The server is busy ({busy['running']} training{'s' if busy['running'] != 1 else ''} running, "
-               f"{busy['queued']} waiting" + (f", {load}" if load else "") + "): a training may wait for its "
-               "turn and run slower than the estimate.")
+def _takes(chosen: str, models: tuple[str, ...]) -> str:
+    """How long a training of `chosen` with `models` takes, as this server knows it now: a training measures its
+    pace from its first steps, so the sentence changes while this session's own training runs."""
+    whole = estimate_seconds(chosen, models)
+    if whole is not None:
+        pace = measured_tokens_per_s(chosen, models)
+        return f"takes {_duration(whole)}" + (f" at {pace:,.0f} tokens/s, measured on this server." if pace else ".")
+    snap = job.snapshot() if job is not None and job.alive else None
+    if snap is not None and snap.preset == chosen and set(snap.kinds) == set(models):
+        return ("takes a time this server measures from the first steps of your training, which "
+                + ("is starting." if snap.status in ("queued", "starting") else "is under way."))
+    return "takes a time this server can estimate only once a training of this preset has run on it."
+
+
+def _busy_words(b: dict, estimated: bool) -> str | None:
+    """The warning for a busy server, saying what is true: trainings waiting in the queue, every worker taken, or
+    only a high load (then nobody is ahead: a training starts at once, but runs slower)."""
+    if not b["busy"]:
+        return None
+    load = f"load {b['load']:.1f} on {b['cores']} cores" if b["load"] is not None else ""
+    slower = "slower than estimated" if estimated else "slower than on a quiet server"
+    n = f"{b['running']} training{'s' if b['running'] != 1 else ''} running"
+    if b["queued"]:
+        return (f"The server is busy ({n}, {b['queued']} waiting" + (f", {load}" if load else "")
+                + f"): a training may wait for its turn and run {slower}.")
+    mine = job is not None and job.alive and job.snapshot().status in ("starting", "running", "stopping")
+    if mine:
+        return (f"The server's load is high ({load}; {n}, none waiting): the queue is empty, and your training runs "
+                f"{slower}.")
+    if b["running"] >= b["workers"]:
+        return (f"The server is busy ({n}, none waiting" + (f", {load}" if load else "")
+                + f"): the queue is empty, but every training worker is taken, so a new training waits for the "
+                f"first to finish, and the load is high, so it will run {slower}.")
+    return (f"The server's load is high ({load}; {n}, none waiting): the queue is empty, so a training starts at "
+            f"once, but it will run {slower}.")
+
+
+def about_time() -> None:
+    """What the server says about time and load (drawn with the progress: refreshed while a training runs)."""
+    busy = MANAGER.busy()
+    st.caption(f"Trainings run in the background on the server, {busy['workers']} at a time, one per student; "
+               f"others wait their turn in a queue. A training stops by itself about a minute after you leave "
+               f"this page (resume continues it). The **{preset}** preset with {len(kinds)} model"
+               f"{'s' if len(kinds) != 1 else ''} {_takes(preset, tuple(kinds))}")
+    warn = _busy_words(busy, estimate_seconds(preset, tuple(kinds)) is not None)
+    if warn:
+        st.warning(warn)
 
 
 def show_progress() -> None:
@@ -90,11 +135,14 @@ def show_progress() -> None:
         st.warning(c.md_escape(snap.message))
     if snap.running and not any(cv.heldout for cv in snap.curves.values()):
         return                                   # nothing measured yet
+    if present:                                  # projector mode: the curves first
+        c.plot(loss_curves(snap.curve_table(), title="Loss while training"), key="train_curves")
     st.table({"model": [r[0] for r in snap.latest()], "tokens / s": [r[1] for r in snap.latest()],
               "training loss": [r[2] for r in snap.latest()], "held-out loss": [r[3] for r in snap.latest()]})
     st.caption("Tokens per second: each model's own compute time (the three take turns on one core of the "
                "server). Losses in nats per token; held-out: 100 sentences never trained on.")
-    c.plot(loss_curves(snap.curve_table(), title="Loss while training"), key="train_curves")
+    if not present:
+        c.plot(loss_curves(snap.curve_table(), title="Loss while training"), key="train_curves")
     st.markdown("**Sampled sentences** (temperature 0.8, seeded), newest first")
     for k in snap.kinds:
         lines = [f"step {step:>5}: {text}" for step, text in reversed(snap.samples[k][-4:])]
@@ -104,10 +152,22 @@ def show_progress() -> None:
         st.rerun(scope="app")                    # finished: refresh the buttons
 
 
-if running:
-    st.fragment(run_every=1.0)(show_progress)()
-else:
-    show_progress()
+def live() -> None:
+    """Time and load, and the training's progress: one fragment, rerun every second while a training runs."""
+    if present:
+        show_progress()
+        about_time()
+    else:
+        about_time()
+        show_progress()
+
+
+with at(progress_at):
+    if running:
+        st.fragment(run_every=1.0)(live)()
+    else:
+        live()
+
 
 has_weights = job is not None and not job.alive and bool(job.saved_step)   # a worker that died saved nothing
 if has_weights:

@@ -255,6 +255,71 @@ def test_train_page_queues_a_second_student_and_shows_the_place(monkeypatch):
         mgr.shutdown()
 
 
+def _train_page():
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+
+    at = AppTest.from_file(str(ROOT / "lab.py"), default_timeout=180)
+    at.run()
+    at.switch_page("app_pages/train.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def _estimate_sentence(at) -> str:
+    return next(c.value for c in at.caption if "Trainings run in the background" in c.value)
+
+
+@pytest.mark.apptest
+def test_train_page_says_the_queue_is_empty_when_only_the_load_is_high(monkeypatch):
+    """A high load with nobody waiting: no 'wait for its turn' (nobody is ahead), but slower than estimated."""
+    mgr = JobManager(max_running=1, max_queued=5)
+    monkeypatch.setattr(jobs, "MANAGER", mgr)
+    monkeypatch.setattr(jobs.os, "getloadavg", lambda: (99.0, 99.0, 99.0))
+    try:
+        at = _train_page()
+        warned = [w.value for w in at.warning]
+        assert len(warned) == 1, warned
+        assert "load is high (load 99.0 on" in warned[0] and "the queue is empty, so a training starts at once" \
+            in warned[0] and "wait for its turn" not in warned[0], warned[0]
+        assert warned[0].endswith("slower than on a quiet server.")          # nothing measured yet: no estimate
+        quick = jobs.PRESETS["quick"]
+        for k in jobs.KINDS:                            # a pace measured on this server: the estimate to compare with
+            monkeypatch.setitem(jobs._PACE, jobs._pace_key(quick, k), 1e-5)
+        at.run()
+        assert "takes about" in _estimate_sentence(at)
+        assert [w.value for w in at.warning][0].endswith("slower than estimated.")
+    finally:
+        mgr.shutdown()
+
+
+@pytest.mark.apptest
+def test_train_page_estimate_follows_the_sessions_own_training(monkeypatch):
+    """Before any pace is measured the sentence says so; once this session's training has run a few steps, the same
+    sentence gives the time at the measured pace, as the progress gives the time left."""
+    mgr = JobManager(max_running=1, max_queued=5)
+    monkeypatch.setattr(jobs, "MANAGER", mgr)
+    monkeypatch.setattr(jobs, "_PACE", {})
+    try:
+        at = _train_page()
+        assert "can estimate only once a training of this preset has run" in _estimate_sentence(at)
+        at.button(key="train_start").click().run()
+        assert not at.exception, [e.message for e in at.exception]
+        job = at.session_state["train_job"]
+        if jobs.estimate_seconds("quick", jobs.KINDS) is None:         # not measured yet: said so, and why
+            assert "measures from the first steps of your training" in _estimate_sentence(at)
+        _until(lambda: jobs.estimate_seconds("quick", jobs.KINDS) is not None, "no pace measured", [job])
+        at.run()
+        said = _estimate_sentence(at)
+        assert "takes about" in said and "tokens/s, measured on this server" in said, said
+        job.stop()
+        _until(lambda: not job.alive, "the page's training did not stop", [job])
+    finally:
+        mgr.shutdown()
+
+
 def test_workers_do_not_rerun_the_servers_main_script(tmp_path):
     """Under `streamlit run`, __main__ is the page script; multiprocessing would run it again in each worker."""
     from conftest import ROOT
