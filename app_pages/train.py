@@ -88,7 +88,7 @@ def _busy_words(b: dict, estimated: bool) -> str | None:
         return None
     load = f"load {b['load']:.1f} on {b['cores']} cores" if b["load"] is not None else ""
     slower = "slower than estimated" if estimated else "slower than on a quiet server"
-    n = f"{b['running']} training{'s' if b['running'] != 1 else ''} running"
+    n = f"{b['running']} training{'s' if b['running'] != 1 else ''} running" if b["running"] else "no training running"
     if b["queued"]:
         return (f"The server is busy ({n}, {b['queued']} waiting" + (f", {load}" if load else "")
                 + f"): a training may wait for its turn and run {slower}.")
