@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT, charts
+from conftest import ROOT, charts, slow_except
 
 from app_pages.registry import KEYS as PAGES
 
@@ -52,6 +52,17 @@ def test_every_page_runs_on_defaults(page):
     at = open_page(page)
     assert charts(at), f"{page} drew no figure"
     assert not at.error
+
+
+@pytest.mark.parametrize("page", slow_except(PAGES, {"lstm", "experiments"}))
+@pytest.mark.parametrize("model", ["transformer-lm", "translator-en-fr"])
+def test_every_page_runs_in_projector_mode(page, model):
+    """Projector mode lays pages out in another order (the key figure first, its choices under it): every page
+    still runs, on a decoder-only model and on the translator (other stacks, other choices), and draws its figures."""
+    at = open_page(page, present=True, model_choice=model, text="the black cat ate the mouse")
+    assert not at.error and not at.exception
+    assert charts(at) or page == "train", f"{page} drew no figure in projector mode"
+    assert not at.expander or page in ("patching",), [e.label for e in at.expander]   # hints: in the heading's row
 
 
 @pytest.mark.parametrize("page", PAGES)
