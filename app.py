@@ -23,6 +23,13 @@ import streamlit as st
 from starlette.middleware import Middleware
 
 from app_pages.registry import KEYS
+from model.serving.memory import apply_malloc_settings
+
+_MALLOC = apply_malloc_settings()     # before any session's thread allocates: see model/serving/memory.py
+if "error" in _MALLOC:
+    import sys
+
+    print(f"{_MALLOC['error']}: the default (1 MiB) is used.", file=sys.stderr, flush=True)
 
 
 def _import_ahead() -> None:

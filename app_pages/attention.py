@@ -13,7 +13,7 @@ m, r = c.open_page(
     "learn different habits: some look at the previous word, some at the first token, some at the word "
     "that a pronoun refers to.", message="This model has no attention to show.")
 seen = c.run_key(r)        # with the model, what the views and every figure below are computed from
-stacks = c.cached(m, "attention_views", seen, lambda: views.attention_views(r))
+stacks = views.attention_views(r)    # made from the run each time (no copy): a cached view would hold the run again
 if not stacks:
     st.info(f"{c.md_escape(m.name)} has no attention: it reads one word at a time and keeps a memory. "
             "See the **LSTM** page, or pick a Transformer in the sidebar.")
@@ -40,7 +40,7 @@ def current_view() -> views.AttentionView:
     except c.LabError as e:
         st.warning(c.md_escape(e))
         st.stop()
-    return c.cached(m, "attention_views", c.run_key(rr), lambda: views.attention_views(rr))[role]
+    return views.attention_views(rr)[role]
 
 
 def grid_data() -> dict:

@@ -220,10 +220,10 @@ def try_load(name: str) -> LabModel | None:
 
 def get_run(m: LabModel, text_: str, target: str | tuple[int, ...] | None = None) -> Run:
     """The traced forward pass of `text`, cached per (model, text, target) under the server's byte budget: computed
-    once however many sessions ask (the others wait for it), at most LAB_MAX_TRACES at once, its estimated bytes
-    reserved while it runs. While it waits its place in the queue is shown; a session that goes away stops waiting
+    once however many sessions ask (the others wait for it), at most LAB_MAX_TRACES at once, its estimated bytes and
+    its forward pass's working memory reserved while it runs. While it waits its place in the queue is shown; a session that goes away stops waiting
     (the callback's Streamlit call raises), and work nobody waits for is dropped."""
-    from model.serving.store import run_estimate
+    from model.serving.store import run_estimate, run_working
 
     shown: list = []
 
@@ -235,7 +235,8 @@ def get_run(m: LabModel, text_: str, target: str | tuple[int, ...] | None = None
     try:
         return traces().get(("run", model_key(m), text_, target),
                             lambda: m.run(text_) if target is None else m.run(text_, target),
-                            estimate=run_estimate(m, text_, target), heavy=True, on_wait=waiting)
+                            estimate=run_estimate(m, text_, target), working=run_working(m, text_, target),
+                            heavy=True, on_wait=waiting)
     finally:
         if shown:
             shown[0].empty()

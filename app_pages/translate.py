@@ -83,7 +83,7 @@ else:
 @st.fragment
 def full() -> None:
     st.subheader("Cross-attention of the whole translation")
-    v = c.cached(m, "tr_cross", seen, lambda: views.attention_views(r)["cross"])
+    v = views.attention_views(r)["cross"]                  # no copy: made from the cached run each time
     c1, c2 = st.columns(2)
     layers = list(range(1, v.n_layers + 1))
     heads = ["average"] + [str(h) for h in range(1, v.n_heads + 1)]

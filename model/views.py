@@ -25,13 +25,23 @@ def _np(t) -> np.ndarray:
 @dataclass(frozen=True)
 class AttentionView:
     """An attention stack of a run (role, causality, token labels: the trace's AttentionStack), ready to draw: its
-    weights as one numpy array, or for a compact trace (a long Hugging Face text) the pooled grid it keeps, with one
-    head and one query's rows recomputed when asked."""
+    weights as numpy arrays, or for a compact trace (a long Hugging Face text) the pooled grid it keeps, with one
+    head and one query's rows recomputed when asked.
+
+    A view copies nothing it does not have to: `layers` are the trace's own tensors seen as numpy (float32, or
+    float16 for long texts), so a view is made from a cached run on every page run instead of being cached beside it
+    (where it would hold the run's tensors a second time, past the run's eviction). `weights` stacks them (a copy):
+    for a figure or a download, built once."""
 
     stack: AttentionStack
-    weights: np.ndarray | None   # (L, H, Tq, Tk) float32 (float16 for long texts), rows sum to 1; None when compact
+    layers: tuple[np.ndarray, ...] | None   # per layer (H, Tq, Tk), rows sum to 1; None when compact
     pooled: np.ndarray | None = None   # compact: (L, H, ceil(Tq/pool), ceil(Tk/pool)) float16, each cell the largest
     pool: int = 1                      # weight of its pool x pool block
+
+    @property
+    def weights(self) -> np.ndarray | None:
+        """(L, H, Tq, Tk) every weight, stacked (a copy; float16 for long texts); None when compact."""
+        return None if self.layers is None else np.stack(self.layers)
 
     @property
     def role(self) -> str:       # "self", "encoder", "decoder", "cross"
@@ -47,7 +57,7 @@ class AttentionView:
 
     @property
     def compact(self) -> bool:
-        return self.weights is None
+        return self.layers is None
 
     @property
     def query_tokens(self) -> list[str]:
@@ -63,32 +73,32 @@ class AttentionView:
 
     @property
     def n_heads(self) -> int:
-        return (self.weights if self.weights is not None else self.pooled).shape[1]
+        return (self.layers[0] if self.layers is not None else self.pooled).shape[-3]
 
     def grid(self) -> tuple[np.ndarray, int]:
         """(weights for the all-heads grid, the block size they are pooled by: 1 = not pooled)."""
-        return (self.weights, 1) if self.weights is not None else (self.pooled, self.pool)
+        return (self.weights, 1) if self.layers is not None else (self.pooled, self.pool)
 
     def head(self, layer: int, head: int) -> np.ndarray:
         """(Tq, Tk) of one head; layer and head count from 0 (a compact trace recomputes it: float16 as it drew)."""
-        if self.weights is not None:
-            return self.weights[layer, head]
+        if self.layers is not None:
+            return self.layers[layer][head]
         return self.stack[layer].head_weights(head)[0].half().numpy()
 
     def head_mean(self, layer: int) -> np.ndarray:
-        if self.weights is not None:
-            return self.weights[layer].mean(0)
+        if self.layers is not None:
+            return self.layers[layer].mean(0)
         return _np(self.stack[layer].weights[0].mean(0))
 
     def query_rows(self, query: int) -> np.ndarray:
         """(L, H, Tk): where one query token looks, in every head of every layer."""
-        if self.weights is not None:
-            return self.weights[:, :, query, :]
+        if self.layers is not None:
+            return np.stack([w[:, query, :] for w in self.layers])
         return _np(self.stack.query_rows(query))
 
     def grid_data(self) -> dict:
         """What the grid draws, for a download: every weight, or for a compact trace the pooled cells it draws."""
-        if self.weights is not None:
+        if self.layers is not None:
             return {"layers × heads × queries × keys": self.weights.astype("float32").round(6).tolist(),
                     "queries": self.query_tokens, "keys": self.key_tokens}
         return {f"layers × heads × query blocks × key blocks (largest weight of each {self.pool} × {self.pool} block)":
@@ -96,8 +106,17 @@ class AttentionView:
                 "keys": self.key_tokens, "block": self.pool}
 
 
+def _layer_array(w) -> np.ndarray:
+    """One layer's (H, Tq, Tk) weights of batch row 0 as numpy: the tensor's own memory where it is on the CPU
+    (float16 traces stay float16: figures convert what they draw), a float32 copy otherwise."""
+    w = w[0].detach()
+    if w.device.type == "cpu" and w.dtype in (torch.float16, torch.float32):
+        return w.numpy()
+    return _np(w)
+
+
 def attention_views(run: Run) -> dict[str, AttentionView]:
-    """Every attention stack of the run, in the order encoder, decoder, cross, self."""
+    """Every attention stack of the run, in the order encoder, decoder, cross, self (cheap: no weight is copied)."""
     out = {}
     for role in ROLES:
         st = run.trace.attention.get(role)
@@ -106,10 +125,7 @@ def attention_views(run: Run) -> dict[str, AttentionView]:
         if st.compact:
             out[role] = AttentionView(st, None, np.stack([a.pooled[0].numpy() for a in st]), st[0].pool)
             continue
-        # float16 traces (long texts) stay float16 here: half the memory; figures convert what they draw
-        w = np.stack([a.weights[0].detach().cpu().numpy() if a.weights.dtype == torch.float16 else _np(a.weights[0])
-                      for a in st])
-        out[role] = AttentionView(st, w)
+        out[role] = AttentionView(st, tuple(_layer_array(a.weights) for a in st))
     return out
 
 

@@ -36,6 +36,17 @@ def test_attention_view_is_the_trace_as_numpy_with_labels_and_roles(lm, tr):
     assert vt["cross"].weights.shape[2:] == (len(rt.target_tokens), len(rt.tokens))
 
 
+def test_an_attention_view_copies_no_weight_of_its_run(lm):
+    """A view is made from the (cached) run on every page run, so it must not hold a second copy of the run's weights:
+    a copy cached beside the run was counted twice and outlived the run's eviction (issue 19)."""
+    r = lm.run(TEXT)
+    a = views.attention_views(r)["self"]
+    for layer, tensor in zip(a.layers, r.trace.attention["self"]):
+        assert np.shares_memory(layer, tensor.weights.numpy())
+    assert np.shares_memory(a.head(1, 2), r.trace.attention["self"][1].weights.numpy())
+    np.testing.assert_array_equal(a.query_rows(4), a.weights[:, :, 4, :])
+
+
 def test_masking_view_masks_exactly_the_disallowed_cells_and_softmax_matches(lm):
     r = lm.run(TEXT)
     v = views.masking_view(r, views.masked_role(r), 2, 1)

@@ -395,6 +395,34 @@ def trace_estimate(arch, n_tokens: int, n_target: int | None = None, compact_abo
     return att + norms + hidden + 64 * 1024                               # + tokens, next-word logits, small arrays
 
 
+def working_estimate(arch, n_tokens: int, n_target: int | None = None) -> int:
+    """Bytes a traced run needs while it runs, besides what it keeps (trace_estimate): the forward pass's working
+    memory, from the model's shape alone. Attention (eager, one layer at a time) holds a layer's scores and weights,
+    (B, H, Tq, Tk) float32 each, while the next block's inputs, q/k/v and the feed-forward's 4 x d_model activations
+    are alive: 2 x H x Tq x Tk x 4 + 8 x T x d_model x 4 bytes per stack, the largest stack counting. Measured on
+    GPT-2 small at 1,024 tokens: the heap peaked 111-128 MB above what the run kept (estimate 126 MB); at 4,096 tokens
+    the same formula gives 1.7 GB (eager attention's 805 MB a layer, twice), more than the default budget."""
+    T = max(int(n_tokens), 1)
+    S = max(int(n_target or T), 1)
+    H, d = max(arch.n_heads, 1), max(arch.d_model, 1)
+    if arch.n_heads <= 0:                                        # recurrent: a few (T, d) activations
+        return 4 * T * d * 4
+    sizes = [(T, T)] + ([(S, S), (S, T)] if max(arch.n_encoder_layers, 0) else [])
+    return max(2 * H * q * k * 4 + 8 * max(q, k) * d * 4 for q, k in sizes)
+
+
+def run_working(m, text: str, target=None) -> int | None:
+    """working_estimate for this model and text (tokenizing only), or None where it cannot be told."""
+    try:
+        n = len(m.tokenize(text).ids)
+        n_target = None
+        if getattr(m.arch, "n_encoder_layers", 0):
+            n_target = len(target) + 1 if isinstance(target, (list, tuple)) else getattr(m, "max_len", n)
+        return working_estimate(m.arch, n, n_target)
+    except Exception:
+        return None
+
+
 def run_estimate(m, text: str, target=None) -> int | None:
     """trace_estimate for this model and text (tokenizing only), or None where it cannot be told."""
     try:
@@ -462,6 +490,7 @@ class _Flight:
     key: Any
     heavy: bool
     estimate: int
+    working: int = 0                 # reserved while it runs, on top of `estimate` (at most what the budget leaves)
     state: str = "queued"            # queued -> admitted (a slot is held) -> running -> done
     waiters: int = 0
     orphan_since: float | None = None  # when its last waiter left (a rerun of that session may come back for it)
@@ -483,9 +512,11 @@ class TraceCache:
     - single flight: one computation per key at a time; a second caller of the same key waits for the first;
     - admission: at most `max_running` heavy computations at once (LAB_MAX_TRACES, default 1: one trace uses
       both cores of a small server), the others queued in order, their place told through `on_wait`;
-    - a heavy computation's estimated bytes (from its shape, `trace_estimate`) are reserved against the budget
-      while it runs; the cache evicts least recently used results to make room, and an estimate over the whole
-      budget is refused before anything is computed;
+    - a heavy computation's estimated bytes (from its shape, `trace_estimate`) and its working memory while it
+      runs (`working_estimate`) are reserved against the budget while it runs; the cache evicts least recently used
+      results to make room, and an estimate over the whole budget is refused before anything is computed (working
+      memory over what the budget leaves empties the cache: one running computation may then pass the budget by
+      the difference, and at most `max_running` run at once);
     - a queued computation whose every waiter has gone (its `on_wait` raised, e.g. the session stopped or
       reran) keeps its place for `orphan_grace` seconds (the same page rerun comes back for it), is never started
       meanwhile, and is then dropped.
@@ -509,10 +540,12 @@ class TraceCache:
         self._cond = threading.Condition(self._lock)
 
     def get(self, key, compute: Callable, *, estimate: int | None = None, heavy: bool | None = None,
-            on_wait: Callable[[Waiting], None] | None = None, timeout: float | None = None):
+            on_wait: Callable[[Waiting], None] | None = None, timeout: float | None = None,
+            working: int | None = None):
         """The cached value of `key`, else compute() once (whoever else asks meanwhile waits for it).
 
-        heavy (default: an estimate was given): wait for an admission slot first. on_wait(Waiting) is called
+        heavy (default: an estimate was given): wait for an admission slot first; `estimate` (what the result holds)
+        and `working` (what computing it needs besides) are reserved while it runs. on_wait(Waiting) is called
         (outside any lock) when the caller's place changes and every `poll` seconds while it waits; if it raises,
         the caller stops waiting, and its queued computation, if no other caller waits for it, keeps its place for
         `orphan_grace` seconds without starting, then is dropped.
@@ -529,7 +562,8 @@ class TraceCache:
                                  "Use a shorter text.")
             f = self._flights.get(key)
             if f is None:
-                f = self._flights[key] = _Flight(key, heavy, int(estimate or 0),
+                est = int(estimate or 0)
+                f = self._flights[key] = _Flight(key, heavy, est, min(int(working or 0), self.budget_bytes - est),
                                                  state="queued" if heavy else "admitted")
                 if heavy:
                     self._queue.append(f)
@@ -600,15 +634,16 @@ class TraceCache:
         queued = [f for f in self._queue if f.orphan_since is None]     # an orphan keeps its place, runs only if claimed
         while queued and self._running < self.max_running:
             f = queued[0]
-            while self._items and self._used + self._reserved + f.estimate > self.budget_bytes:
+            need = f.estimate + f.working
+            while self._items and self._used + self._reserved + need > self.budget_bytes:
                 self._evict()
-            if self._used + self._reserved + f.estimate > self.budget_bytes:
+            if self._used + self._reserved + need > self.budget_bytes:
                 break                                # wait for a running computation to finish
             queued.pop(0)
             self._queue.remove(f)
             f.state = "admitted"
             self._running += 1
-            self._reserved += f.estimate
+            self._reserved += need
             admitted = True
         if admitted:
             self._cond.notify_all()
@@ -620,7 +655,7 @@ class TraceCache:
     def _release(self, f: _Flight) -> None:
         if f.heavy and f.state in ("admitted", "running"):
             self._running -= 1
-            self._reserved -= f.estimate
+            self._reserved -= f.estimate + f.working
 
     def _drop(self, f: _Flight) -> None:
         self._release(f)
@@ -651,7 +686,7 @@ class TraceCache:
             return self._used
 
     def reserved_bytes(self) -> int:
-        """Bytes estimated for the heavy computations running now."""
+        """Bytes estimated for the heavy computations running now (what they will hold and their working memory)."""
         with self._lock:
             return self._reserved
 

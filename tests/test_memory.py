@@ -1,0 +1,78 @@
+"""The server's allocator settings (model/serving/memory.py): blocks of at least LAB_MALLOC_MMAP_MB are mapped on
+their own and returned to the system when freed, so a server's RSS follows what it holds (issue 19's flood: glibc's
+own dynamic threshold kept 3.1-3.3 GiB of freed trace memory resident)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from model.serving import memory
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parent.parent
+
+# In a child process: glibc raises its mmap threshold past 4 MiB after the first such block is freed (as a server
+# does on its first trace); then 60 blocks of 4 MiB that are freed, each beside a 64 KiB block that is kept (a
+# cache's long-lived tensors between a forward pass's short-lived ones). RSS before, at the peak, after the frees.
+CHILD = """
+import sys
+sys.path.insert(0, {root!r})
+from model.serving.memory import apply_malloc_settings
+if {apply}:
+    apply_malloc_settings()
+import torch
+def rss():
+    return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]) // 1024
+x = torch.ones(1 << 20); del x
+base = rss()
+keep, tmp = [], []
+for i in range(60):
+    tmp.append(torch.ones(1 << 20))
+    keep.append(torch.ones(16 << 10))
+peak = rss()
+del tmp
+print(base, peak, rss())
+"""
+
+
+def _child(apply: bool, **env) -> tuple[int, int, int]:
+    import os
+
+    out = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT), apply=apply)], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, **env})
+    assert out.returncode == 0, out.stderr[-2000:]
+    base, peak, after = map(int, out.stdout.split())
+    return base, peak, after
+
+
+def test_the_threshold_comes_from_lab_malloc_mmap_mb(monkeypatch):
+    for var in ("LAB_MALLOC_MMAP_MB", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(var, raising=False)
+    assert memory.mmap_threshold_bytes() == 2**20                  # the default: 1 MiB
+    monkeypatch.setenv("LAB_MALLOC_MMAP_MB", "4")
+    assert memory.mmap_threshold_bytes() == 4 * 2**20
+    monkeypatch.setenv("LAB_MALLOC_MMAP_MB", "0")                  # glibc's own dynamic threshold
+    assert memory.mmap_threshold_bytes() is None
+    for bad in ("lots", "64", "-1"):
+        monkeypatch.setenv("LAB_MALLOC_MMAP_MB", bad)
+        with pytest.raises(ValueError, match="LAB_MALLOC_MMAP_MB"):
+            memory.mmap_threshold_bytes()
+    monkeypatch.setenv("LAB_MALLOC_MMAP_MB", "1")
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")          # glibc's own setting wins
+    assert memory.mmap_threshold_bytes() is None
+
+
+@pytest.mark.skipif(memory._glibc() is None, reason="glibc's malloc only (this system's C library is another)")
+def test_freed_large_blocks_go_back_to_the_system_with_the_servers_setting():
+    base, peak, after = _child(True, LAB_MALLOC_MMAP_MB="1")
+    assert peak - base >= 200, (base, peak, after)                 # 240 MiB were alive
+    assert after - base <= 30, f"{after - base} MiB still resident after every large block was freed"
+    d_base, d_peak, d_after = _child(False)                          # glibc's defaults, for the record
+    print(f"glibc defaults: {d_after - d_base} MiB still resident after the frees; with the setting {after - base}")
+
+
+def test_app_applies_the_setting_at_start_up():
+    """app.py (what `streamlit run` and every replica import first) sets the allocator before any session runs."""
+    text = (ROOT / "app.py").read_text()
+    assert "apply_malloc_settings()" in text.split("st.App(")[0]
