@@ -14,6 +14,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")     # tests never reach the hub
 os.environ.setdefault("LAB_DEVICE", "cpu")
 
 
+def _torch_threads_per_worker() -> None:
+    """Under xdist, each worker runs torch with cores // workers threads (1 on 2 cores), as deploy/ does for
+    replicas, unless OMP_NUM_THREADS says otherwise. Two workers with torch's default (one thread per core) each
+    oversubscribe the cores, and OpenMP's threads then wait on each other: measured on 2 cores at load 11-16, the
+    reference means of the translator (50 traced translations) took 21-23 s in each of two processes with one
+    thread, 690-720 s with two; test_reference.py 5 s against 165 s (bit-identical results either way). Set in
+    this (the main) thread before any test runs: threads started later, AppTest's script threads included, use it.
+    Servers and training workers that tests start are other processes and keep their own settings."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers < 1 or "OMP_NUM_THREADS" in os.environ:
+        return
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+_torch_threads_per_worker()
+
+
 def decode(obj):
     """Plotly JSON with numpy arrays sent as {'dtype', 'bdata', 'shape'} -> nested numpy arrays."""
     if isinstance(obj, dict):
