@@ -126,12 +126,15 @@ def spinner_texts(monkeypatch) -> list[str]:
     return said
 
 
-# Scheduling (pytest-xdist, `--dist loadgroup --no-loadscope-reorder` in pytest.ini). Each test file is one group,
-# run whole on one worker (its module fixtures load once), as with `--dist loadfile`; workers take files in the
-# order below: test_hosts.py first (see the lock), then the longest file without a browser (it starts at once on
-# the other worker: a browser file there would wait for the lock), then the longest files first, so that the last
-# file to start is a short one. Seconds per file on 2 cores (pytest --durations summed per file, estimated after
-# the changes of 2026-12-02; files not listed take less).
+# Scheduling (pytest-xdist, `--dist loadfile --no-loadscope-reorder` in pytest.ini). Each test file is run whole on
+# one worker (its module fixtures load once); workers take files in the order below: test_hosts.py first (see the
+# lock), then the longest file without a browser (it starts at once on the other worker: a browser file there would
+# wait for the lock), then the longest files first, so that the last file to start is a short one. (Until
+# 2026-12-02 this was `--dist loadgroup` with an xdist_group mark per file, but pytest-xdist 3.8 names the groups
+# by rewriting item._nodeid, which pytest 9 no longer reads: every test was scheduled on its own, a file's tests
+# spread over both workers, and module fixtures such as test_flood.py's flood ran once per worker.) Seconds per
+# file on 2 cores (pytest --durations summed per file, measured after the changes of 2026-12-02; files not listed
+# take less).
 COST = {"test_flood.py": 150, "test_keyboard.py": 100, "test_layout.py": 118, "test_browser.py": 79, "test_lessons.py": 79, "test_deploy.py": 50,
         "test_training_queue.py": 48, "test_live_sampling.py": 42, "test_hf.py": 35, "test_bad_input.py": 27}
 
@@ -154,8 +157,6 @@ def pytest_collection_modifyitems(config, items):
         name = item.path.name
         return (name != CHANGES_NETWORK, name != second, -COST.get(name, 0))
     items.sort(key=order)                                   # stable: a file's tests keep their order
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(item.path.name))
 
 
 @pytest.fixture(scope="module", autouse=True)
