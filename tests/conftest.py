@@ -59,6 +59,31 @@ def slow_except(values, fast) -> list:
     return [v if v in fast else pytest.param(v, marks=pytest.mark.slow) for v in values]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _component_scan_once():
+    """Streamlit 1.67's AppTest scans every installed distribution's metadata for components-v2 manifests on the
+    first run of each AppTest (0.16 CPU-s with 145 distributions, about a third of a short page test's time); the
+    installed packages do not change during a test run, so each process scans once. (The lab's own component is
+    declared inline, not by a manifest, and is registered as before: only the scan's result is reused.)"""
+    try:
+        from streamlit.components.v2 import manifest_scanner
+    except ImportError:
+        yield
+        return
+    scan = manifest_scanner.scan_component_manifests
+    found: list = []
+
+    def once(*args, **kwargs):
+        if not found:
+            found.append(scan(*args, **kwargs))
+        return list(found[0])
+    manifest_scanner.scan_component_manifests = once        # component_manager imports it at each call
+    try:
+        yield
+    finally:
+        manifest_scanner.scan_component_manifests = scan
+
+
 @pytest.fixture(scope="session")
 def lm():
     """The built-in transformer-lm on the CPU (model.load keeps one copy per process)."""
