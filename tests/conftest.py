@@ -14,6 +14,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")     # tests never reach the hub
 os.environ.setdefault("LAB_DEVICE", "cpu")
 
 
+def _torch_threads_per_worker() -> None:
+    """Under xdist, each worker runs torch with cores // workers threads (1 on 2 cores), as deploy/ does for
+    replicas, unless OMP_NUM_THREADS says otherwise. Two workers with torch's default (one thread per core) each
+    oversubscribe the cores, and OpenMP's threads then wait on each other: measured on 2 cores at load 11-16, the
+    reference means of the translator (50 traced translations) took 21-23 s in each of two processes with one
+    thread, 690-720 s with two; test_reference.py 5 s against 165 s (bit-identical results either way). Set in
+    this (the main) thread before any test runs: threads started later, AppTest's script threads included, use it.
+    Servers and training workers that tests start are other processes and keep their own settings."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers < 1 or "OMP_NUM_THREADS" in os.environ:
+        return
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+_torch_threads_per_worker()
+
+
 def decode(obj):
     """Plotly JSON with numpy arrays sent as {'dtype', 'bdata', 'shape'} -> nested numpy arrays."""
     if isinstance(obj, dict):
@@ -38,6 +57,31 @@ def slow_except(values, fast) -> list:
     suite runs them all). For matrices (every page, every family) whose cases cost seconds each."""
     assert set(fast) <= set(values), set(fast) - set(values)
     return [v if v in fast else pytest.param(v, marks=pytest.mark.slow) for v in values]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _component_scan_once():
+    """Streamlit 1.67's AppTest scans every installed distribution's metadata for components-v2 manifests on the
+    first run of each AppTest (0.16 CPU-s with 145 distributions, about a third of a short page test's time); the
+    installed packages do not change during a test run, so each process scans once. (The lab's own component is
+    declared inline, not by a manifest, and is registered as before: only the scan's result is reused.)"""
+    try:
+        from streamlit.components.v2 import manifest_scanner
+    except ImportError:
+        yield
+        return
+    scan = manifest_scanner.scan_component_manifests
+    found: list = []
+
+    def once(*args, **kwargs):
+        if not found:
+            found.append(scan(*args, **kwargs))
+        return list(found[0])
+    manifest_scanner.scan_component_manifests = once        # component_manager imports it at each call
+    try:
+        yield
+    finally:
+        manifest_scanner.scan_component_manifests = scan
 
 
 @pytest.fixture(scope="session")
@@ -107,12 +151,15 @@ def spinner_texts(monkeypatch) -> list[str]:
     return said
 
 
-# Scheduling (pytest-xdist, `--dist loadgroup --no-loadscope-reorder` in pytest.ini). Each test file is one group,
-# run whole on one worker (its module fixtures load once), as with `--dist loadfile`; workers take files in the
-# order below: test_hosts.py first (see the lock), then the longest file without a browser (it starts at once on
-# the other worker: a browser file there would wait for the lock), then the longest files first, so that the last
-# file to start is a short one. Seconds per file on 2 cores (pytest --durations summed per file, estimated after
-# the changes of 2026-12-02; files not listed take less).
+# Scheduling (pytest-xdist, `--dist loadfile --no-loadscope-reorder` in pytest.ini). Each test file is run whole on
+# one worker (its module fixtures load once); workers take files in the order below: test_hosts.py first (see the
+# lock), then the longest file without a browser (it starts at once on the other worker: a browser file there would
+# wait for the lock), then the longest files first, so that the last file to start is a short one. (Until
+# 2026-12-02 this was `--dist loadgroup` with an xdist_group mark per file, but pytest-xdist 3.8 names the groups
+# by rewriting item._nodeid, which pytest 9 no longer reads: every test was scheduled on its own, a file's tests
+# spread over both workers, and module fixtures such as test_flood.py's flood ran once per worker.) Seconds per
+# file on 2 cores (pytest --durations summed per file, measured after the changes of 2026-12-02; files not listed
+# take less).
 COST = {"test_flood.py": 150, "test_keyboard.py": 100, "test_layout.py": 118, "test_browser.py": 79, "test_lessons.py": 79, "test_deploy.py": 50,
         "test_training_queue.py": 48, "test_live_sampling.py": 42, "test_hf.py": 35, "test_bad_input.py": 27}
 
@@ -135,8 +182,6 @@ def pytest_collection_modifyitems(config, items):
         name = item.path.name
         return (name != CHANGES_NETWORK, name != second, -COST.get(name, 0))
     items.sort(key=order)                                   # stable: a file's tests keep their order
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(item.path.name))
 
 
 @pytest.fixture(scope="module", autouse=True)

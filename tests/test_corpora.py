@@ -9,6 +9,18 @@ from model.nets.tokenizer import SPECIALS, WordTokenizer, build_word_tokenizer
 
 pytestmark = pytest.mark.unit
 
+_MEMO: dict = {}
+
+
+def _once(fn, *args, **kwargs):
+    """fn(*args, **kwargs), computed once for this module: several tests read the same generated corpus (1-3 CPU-s
+    for 40,000 sentences or pairs). They only read it; determinism itself is checked by calling the generators
+    directly (test_deterministic_from_seed)."""
+    key = (fn.__name__, args, tuple(sorted(kwargs.items())))
+    if key not in _MEMO:
+        _MEMO[key] = fn(*args, **kwargs)
+    return _MEMO[key]
+
 
 def test_deterministic_from_seed():
     assert C.english_sentences(200, seed=5) == C.english_sentences(200, seed=5)
@@ -48,7 +60,7 @@ def test_example_sentences_are_in_both_vocabularies():
 
 
 def test_lesson_structures_are_in_the_english_corpus():
-    s = C.english_sentences(20000, seed=0)
+    s = _once(C.english_sentences, 20000, seed=0)
     text = "\n".join(s)
     for phrase in ("the cat sat on the mat .", "he is reading a book .", "because she was", " an old ", " a small ",
                    "they are ", "the black cat .", " that the ", "in the morning , the ", " and the ", " with the "):
@@ -62,7 +74,7 @@ def test_lesson_structures_are_in_the_english_corpus():
 def test_plural_eater_leaves_only_the_food_for_it():
     """After 'the <plural> ate the <food> because it was', the grammar only allows food words;
     after a singular eater it allows both: the number shift the sampling lesson measures."""
-    s = C.english_sentences(40000, seed=0)
+    s = _once(C.english_sentences, 40000, seed=0)
     after_sg, after_pl = set(), set()
     for x in s:
         w = x.split()
@@ -102,7 +114,7 @@ def _subject_and_verb(sentence: str) -> tuple[list[str], int]:
 
 
 def test_and_subjects_always_take_a_plural_verb():
-    s = C.english_sentences(20000, seed=0)
+    s = _once(C.english_sentences, 20000, seed=0)
     coordinated = [x for x in s if " and " in x]
     assert len(coordinated) > 800                                   # about 6% of all sentences (measured 6.3%)
     both_singular = 0
@@ -124,7 +136,7 @@ def test_and_subjects_always_take_a_plural_verb():
 
 
 def test_with_never_changes_the_verbs_number():
-    s = [x for x in C.english_sentences(20000, seed=0) if " with " in x and "with the bat" not in x]
+    s = [x for x in _once(C.english_sentences, 20000, seed=0) if " with " in x and "with the bat" not in x]
     assert len(s) > 600                                             # "with" phrases: about 5% of all sentences
     opposite = 0
     for x in s:
@@ -193,7 +205,7 @@ def test_french_tokenizer_keeps_elisions_whole():
 
 @pytest.mark.slow                                  # 2-3 s: the whole training set
 def test_heldout_pronoun_pairs_never_meet_in_training():
-    train, _ = C.translation_datasets(40000, 1000, 0)
+    train, _ = _once(C.translation_datasets, 40000, 1000, 0)
     held = C.PRONOUN_HELDOUT_PAIRS
     assert len(held) >= 20
     genders = {(e[4], f[4]) for e in C.FR_EATERS for f in C.FR_FOODS if (e[0], f[0]) in held}
@@ -218,11 +230,11 @@ def test_probes_are_never_in_training_data():
 
     prefixes = probes.agreement_probe_prefixes()
     assert len(prefixes) >= 40 and len(probes.TRANSLATION_PROBES) >= 30
-    raw = C.english_sentences(40000, 0)
-    train, _ = C.lm_datasets(40000, 2000, 0)
+    raw = _once(C.english_sentences, 40000, seed=0)
+    train, _ = _once(C.lm_datasets, 40000, 2000, 0)
     assert not [s for s in train if s.startswith(tuple(prefixes))]
     assert len(train) >= len(raw) - 200                                 # the filter drops only a handful
-    ptrain, _ = C.translation_datasets(40000, 1000, 0)
+    ptrain, _ = _once(C.translation_datasets, 40000, 1000, 0)
     assert not {e for e, _ in ptrain} & set(probes.translation_probe_sources())
 
 
@@ -231,11 +243,11 @@ def test_probe_words_are_known_and_french_is_consistent():
     from model.teaching import probes
     from model.training.train import build_french_tokenizer
 
-    tok = WordTokenizer(build_word_tokenizer(C.lm_datasets(40000, 10, 0)[0]))
+    tok = WordTokenizer(build_word_tokenizer(_once(C.lm_datasets, 40000, 10, 0)[0]))
     for p, c, w, _ in probes.AGREEMENT_PROBES:
         assert tok.encode(f"{p} {c} {w}").unknown == [], p
         assert {c, w} in ({"is", "are"}, {"was", "were"})
-    ptrain = C.translation_datasets(40000, 10, 0)[0]
+    ptrain = _once(C.translation_datasets, 40000, 10, 0)[0]
     src = WordTokenizer(build_word_tokenizer([e for e, _ in ptrain]))
     tgt = WordTokenizer(build_french_tokenizer([f for _, f in ptrain]))
     for e, f, _ in probes.TRANSLATION_PROBES:
@@ -272,8 +284,8 @@ OLD_TGT_WORDS = 'a aime aiment balle balles blanc blanche blanches blancs boîte
 def test_every_word_known_before_is_still_known():
     from model.training.train import build_french_tokenizer
 
-    lm = set(WordTokenizer(build_word_tokenizer(C.lm_datasets(40000, 10, 0)[0])).vocab)
-    pairs = C.translation_datasets(40000, 10, 0)[0]
+    lm = set(WordTokenizer(build_word_tokenizer(_once(C.lm_datasets, 40000, 10, 0)[0])).vocab)
+    pairs = _once(C.translation_datasets, 40000, 10, 0)[0]
     src = set(WordTokenizer(build_word_tokenizer([e for e, _ in pairs])).vocab)
     tgt = set(WordTokenizer(build_french_tokenizer([f for _, f in pairs])).vocab)
     assert set(OLD_LM_WORDS) <= lm and set(OLD_SRC_WORDS) <= src and set(OLD_TGT_WORDS) <= tgt
