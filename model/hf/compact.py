@@ -87,7 +87,9 @@ class HFReplay:
     ambient: HookRun | None = None               # the run active when the trace was made (an intervention): re-applied
     calls: list = field(default_factory=list)    # per layer: (args, kwargs) of the block call, before any edit
     allowed: list = field(default_factory=list)  # per layer: (B, T, T) bool (one shared object per window size)
-    layers: list = field(default_factory=list)   # per layer: CompactAttentionTrace, filled as the run goes
+    layers: list = field(default_factory=list)   # per layer: CompactAttentionTrace, filled as the run goes, emptied
+                                                 # by `finish` (each layer points here: no reference cycle, below)
+    kept: list = field(default_factory=list)     # per layer: the rows kept whole (query -> (B, H, Tk)), as its trace
     final_input: Tensor | None = None            # the final norm's input (the last hidden state)
     rotary: tuple | None = None                  # (cos, sin) as the model's rotary module returned them
     verified: bool = True                        # q.k reproduced the weights on every layer so far
@@ -95,6 +97,7 @@ class HFReplay:
     def __post_init__(self):
         self.calls = [None] * self.n_layers
         self.layers = [None] * self.n_layers
+        self.kept = [{} for _ in range(self.n_layers)]
         t = self.valid.shape[1]
         shared: dict[int | None, Tensor] = {}
         for i in range(self.n_layers):
@@ -107,7 +110,7 @@ class HFReplay:
     # ----------------------------------------------------------------- during the traced run
     def layer_weights(self, i: int, w: Tensor, cap) -> None:
         """Layer i's (B, H, T, T) weights, as eager attention returned them: pool, keep the rows, check q.k."""
-        if not 0 <= i < self.n_layers or self.layers[i] is not None:
+        if not 0 <= i < len(self.layers) or self.layers[i] is not None:     # (emptied once the run is over)
             return
         w = w.detach()
         b, h, tq, tk = w.shape
@@ -119,17 +122,24 @@ class HFReplay:
             self.verified = got is not None
         for key in [k for k in cap.proj if k[0] == i]:          # this layer's q/k are no longer needed
             del cap.proj[key]
+        self.kept[i] = rows
         self.layers[i] = CompactAttentionTrace(pooled.half().cpu(), f, (b, h, tq, tk), self.allowed[i], self, i, rows)
 
     def finish(self, cap) -> list[CompactAttentionTrace] | None:
-        """The layers, once the run is over (None if a layer's weights never came: the caller falls back)."""
-        if any(a is None for a in self.layers) or any(c is None for c in self.calls):
+        """The layers, once the run is over (None if a layer's weights never came: the caller falls back).
+
+        The replay lets go of them: each layer points to the replay (its `source`), so a replay that kept its layers
+        would make every compact run a reference cycle, which CPython frees only in a full garbage collection. A
+        server with a large heap and no collection after each script (.streamlit/config.toml) runs one rarely: in
+        issue 19's flood the runs the trace cache had evicted stayed alive as cycles (about 640 MB at 30 sessions)."""
+        layers, self.layers = self.layers, []
+        if any(a is None for a in layers) or any(c is None for c in self.calls):
             return None
         self.rotary = cap.rotary if self.model.spec.position.rotary else None
         if not cap.want_qk:
             self.verified = False
         cap.proj.clear()
-        return list(self.layers)
+        return list(layers)
 
     def block_input(self, i: int) -> Tensor:
         args, kwargs = self.calls[i]
@@ -198,9 +208,9 @@ class HFReplay:
         again only to its projections), or from the layer's recomputed weights where q.k was not reproduced."""
         out = []
         for i in layers:
-            a = self.layers[i]
-            if query in a.rows:
-                out.append(a.rows[query])
+            kept = self.kept[i]
+            if query in kept:
+                out.append(kept[query])
                 continue
             got = self._qk(i) if self.verified else None
             if got is None:
