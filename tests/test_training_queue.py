@@ -278,6 +278,7 @@ def test_train_page_says_the_queue_is_empty_when_only_the_load_is_high(monkeypat
     mgr = JobManager(max_running=1, max_queued=5)
     monkeypatch.setattr(jobs, "MANAGER", mgr)
     monkeypatch.setattr(jobs.os, "getloadavg", lambda: (99.0, 99.0, 99.0))
+    monkeypatch.setattr(jobs, "_PACE", {})             # no pace measured yet in this process (other tests train)
     try:
         at = _train_page()
         warned = [w.value for w in at.warning]
