@@ -20,6 +20,10 @@ def break_it(m: LabModel, what: str, label: str, key: str, head: tuple[str, int,
     if not offers(m, what, choice.get("stack")) or not st.toggle(label, **c.bound(key, False)):
         return
     iv = build(what, **choice)
+    if long_hf(m):
+        _long_text(m, what, key, iv, head)
+        _more(what)
+        return
     try:
         with st.spinner("Running the model with and without it…"):
             cmp = c.cached(m, "compare", (c.text(), repr(iv), None), lambda: compare(m, c.text(), iv))   # as Break it
@@ -42,5 +46,100 @@ def break_it(m: LabModel, what: str, label: str, key: str, head: tuple[str, int,
         c.plot(attention_pair(a, b, cmp.q_labels[stack], cmp.k_labels[stack],
                               title=f"Layer {layer + 1}, head {h + 1}: intact, intervened, and the difference"),
                key=f"{key}_pair")
+    _more(what)
+
+
+def _more(what: str) -> None:
     st.page_link("app_pages/experiments.py", label="More on the Break it page: every head that changed, held-out figures",
                  icon=":material/build:", query_params={"break": what})
+
+
+# ----------------------------------------------------------------------------- a long Hugging Face text
+def long_hf(m: LabModel) -> bool:
+    """A Hugging Face model (not a translator) whose run of this text is compact (model/hf/compact.py): the
+    comparison of every layer's maps (model.teaching.interventions.compare) would hold both runs' full weights, about
+    300 MB a run at 1,024 tokens of GPT-2 small, outside the trace budget."""
+    from model.serving.store import COMPACT_ABOVE
+
+    if getattr(m, "source", "") != "hf" or isinstance(m, Translates):
+        return False
+    try:
+        return len(m.tokenize(c.text()).ids) > COMPACT_ABOVE
+    except LabError:
+        return False
+
+
+def broken_run(m: LabModel, iv):
+    """The traced run of this text with `iv`'s edits at the hook points: compact, cached and admitted like every run
+    (its bytes and working memory reserved before it starts), the intervention kept by the run for what it
+    recomputes later (a head's map)."""
+    from model import hooks
+    from model.serving.store import run_estimate, run_working
+    from model.teaching.interventions import hooked_run, with_reference
+
+    text_ = c.text()
+    edits = hooked_run(m, with_reference(m, iv))
+
+    def compute():
+        with hooks.active(edits):
+            return m.run(text_)
+
+    shown: list = []
+
+    def waiting(w) -> None:
+        if not shown:
+            shown.append(st.empty())
+        shown[0].info(str(w), icon=":material/hourglass_top:")
+
+    try:
+        return c.traces().get(("run_broken", c.model_key(m), text_, repr(iv)), compute,
+                              estimate=run_estimate(m, text_), working=run_working(m, text_), heavy=True,
+                              on_wait=waiting)
+    finally:
+        if shown:
+            shown[0].empty()
+
+
+def _long_text(m: LabModel, what: str, key: str, iv, head: tuple[str, int, int] | None) -> None:
+    """Break it on a long Hugging Face text: the intact run (the page's, from the cache) and the intervened one, both
+    compact; the next-word distributions compared, and the one head asked for recomputed in both (pooled like the
+    one-head view above 512 tokens). Nothing per layer is kept beyond what the two cached runs hold."""
+    import numpy as np
+
+    from model.teaching.interventions import _dist_rows, _probs
+    from viz.attention import HEAD_POOL_ABOVE, pool_max
+    from viz.experiments import attention_pair, distribution_pair
+
+    try:
+        with st.spinner("Running the model with and without it…"):
+            r_a = c.get_run(m, c.text())
+            r_b = broken_run(m, iv)
+    except LabError as e:
+        st.warning(c.md_escape(e))
+        return
+    if r_a.next_logits is None or r_b.next_logits is None:
+        st.warning(f"{c.md_escape(m.name)} predicts nothing for this text: put [MASK] where it should fill in a word.")
+        return
+    words, pa, pb, kl, tv = _dist_rows(_probs(r_a.next_logits), _probs(r_b.next_logits), m.vocab, 8)
+    seen = c.run_key(r_a)
+    c.plot(c.cached_figure(m, f"{key}_dist", (repr(iv), *seen), lambda: distribution_pair(
+        words, pa, pb, title="Probability of the next token: intact vs intervened")), key=f"{key}_dist")
+    st.caption(f"KL(intact ‖ intervened) = {kl:.4f} nats, total variation {tv:.4f} (0: identical distributions). "
+               "Computed now, on this text.")
+    if head is None or head[0] not in r_a.trace.attention:
+        return
+    stack, layer, h = head
+
+    def pair():
+        a = r_a.trace.attention[stack][layer].head_weights(h)[0].numpy()
+        b = r_b.trace.attention[stack][layer].head_weights(h)[0].numpy()
+        q, k = list(r_a.trace.attention[stack].query_tokens), list(r_a.trace.attention[stack].key_tokens)
+        f = -(-max(a.shape) // HEAD_POOL_ABOVE)
+        if f > 1:                                   # as the one-head view: each f x f block its largest weight
+            a, b = (pool_max(x[None, None], f)[0, 0] for x in (a, b))
+            q, k = q[::f][:a.shape[0]], k[::f][:a.shape[1]]          # each block labelled by its first token
+        return attention_pair(np.asarray(a), np.asarray(b), q, k, title=f"Layer {layer + 1}, head {h + 1}: intact, "
+                              "intervened, and the difference" + (f" (blocks of {f} × {f} positions, each its largest "
+                                                                 "weight)" if f > 1 else ""))
+
+    c.plot(c.cached_figure(m, f"{key}_pair", (repr(iv), stack, layer, h, *seen), pair), key=f"{key}_pair")

@@ -8,7 +8,10 @@ Started in the server process by a `sitecustomize` on PYTHONPATH (see `install`)
   py                   tracemalloc's current and peak (only with LAB_MEMPROBE_TRACEMALLOC=1: it slows Python)
   cache                the trace cache: bytes used / reserved, items by kind (run, attention_views, grid, head …)
   sessions             the sessions the runtime holds, and the script threads running now
-  doing                for each running script thread, its innermost frame of the lab's own code (file:line func)
+  doing                for each running script thread, its innermost frame of the lab's own code (file:line func),
+                       its CPU ticks so far and its thread id
+  torch_threads        torch.get_num_threads() as the probe's thread reads it
+  malloc               what model/serving/memory.py's start-up setting did (None before it ran)
 
 On SIGUSR1 it writes a snapshot: tracemalloc's top lines (if on), gc's object counts by type, the sizes of every
 session's session_state, the trace cache's items, the traced runs alive outside the cache and what holds them, glibc's
@@ -108,9 +111,19 @@ def _sessions() -> dict:
         return {"error": str(e)[:80]}
 
 
+def _cpu_ticks(native_id: int) -> int:
+    """utime + stime of one thread of this process, in clock ticks (/proc/self/task/<tid>/stat)."""
+    try:
+        fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def _doing() -> list[str]:
     out = []
     names = {t.ident: t.name for t in threading.enumerate()}
+    natives = {t.ident: t.native_id for t in threading.enumerate()}
     for ident, frame in sys._current_frames().items():
         if not names.get(ident, "").startswith("ScriptRunner"):
             continue
@@ -123,15 +136,25 @@ def _doing() -> list[str]:
                 break
             f = f.f_back
         top = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno} {frame.f_code.co_name}"
-        out.append(f"{inner or '-'} | {top}")
+        out.append(f"{inner or '-'} | {top} | cpu {_cpu_ticks(natives.get(ident, 0))} tid {natives.get(ident, 0)}")
     return out
+
+
+def _torch_threads() -> int | None:
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
+
+
+def _malloc() -> dict | None:
+    mem = sys.modules.get("model.serving.memory")
+    return mem._applied[0] if mem is not None and mem._applied else None
 
 
 def sample() -> dict:
     import tracemalloc
 
     d = {"t": round(time.time(), 2), **status(), "heap": heap(), "cache": _cache(), "sessions": _sessions(),
-         "doing": _doing()}
+         "doing": _doing(), "torch_threads": _torch_threads(), "malloc": _malloc()}
     if tracemalloc.is_tracing():
         cur, peak = tracemalloc.get_traced_memory()
         d["py"] = {"current": cur, "peak": peak}

@@ -295,3 +295,55 @@ def test_a_compact_run_is_freed_as_soon_as_nobody_holds_it_with_no_garbage_colle
         assert replay() is None and block_input() is None, "the run's replay outlived the run (a reference cycle)"
     finally:
         gc.enable()
+
+
+def _break_it_with_a_head():
+    """A page that draws Break it with one head's pair (as the Masks page does), for a model that offers "heads"."""
+    from app_pages import common as c
+    from app_pages.breakit import break_it
+
+    m = c.load_or_stop()
+    break_it(m, "heads", "Break it: switch this head off", "brk_test", head=("self", 1, 0), stack="self", layer=1,
+             heads=[0])
+
+
+@pytest.mark.apptest
+def test_break_it_on_a_long_text_compares_two_compact_runs_and_builds_no_full_maps(tmp_path, monkeypatch):
+    """On a long Hugging Face text, Break it (the Attention and Positional pages' toggles, and one with a head's pair)
+    runs the intervened text as a compact run (cached and admitted like every run) and recomputes only the head it
+    draws; the comparison of every layer's full maps (about 300 MB a run at 1,024 tokens of GPT-2 small) is never
+    built."""
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT, charts
+    from model.teaching import interventions
+
+    def no_full_maps(*a, **kw):
+        raise AssertionError("compare() builds every layer's full maps of both runs")
+
+    monkeypatch.setattr(interventions, "compare", no_full_maps)
+    folder = str(make_tiny("gpt2", tmp_path / "gpt2", positions=1024))
+    m = model.load(folder, "cpu")
+    text = long_text(m, 400)
+    assert len(m.tokenize(text).ids) > families.COMPACT_ABOVE
+    monkeypatch.setenv("LAB_ALLOW_FOLDERS", "1")
+    for page, toggle, pair in (("attention", "brk_head", False), ("positional", "brk_pos", False),
+                               (None, "brk_test", True)):
+        if page is None:                  # a bare script has no navigation for the Break it page's link
+            monkeypatch.setattr("app_pages.breakit._more", lambda what: None)
+        at = (AppTest.from_file(str(ROOT / "lab.py"), default_timeout=240) if page else
+              AppTest.from_function(_break_it_with_a_head, default_timeout=240))
+        at.session_state["model_choice"] = "Other Hugging Face id or local folder…"
+        at.session_state["model_custom"] = folder
+        at.session_state["text"] = text
+        at.session_state[toggle] = True
+        at.run()
+        if page:
+            at.switch_page(f"app_pages/{page}.py")
+            at.run()
+        assert not at.exception, (page, [e.message for e in at.exception])
+        assert not at.error and not at.warning, (page, [e.value for e in list(at.error) + list(at.warning)])
+        specs = [e.proto.spec for e in at.get("plotly_chart")]
+        assert any("intact vs intervened" in s for s in specs), page
+        assert any("intervened, and the difference" in s for s in specs) == pair, page
+        assert charts(at), page

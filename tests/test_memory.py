@@ -72,7 +72,37 @@ def test_freed_large_blocks_go_back_to_the_system_with_the_servers_setting():
     print(f"glibc defaults: {d_after - d_base} MiB still resident after the frees; with the setting {after - base}")
 
 
-def test_app_applies_the_setting_at_start_up():
-    """app.py (what `streamlit run` and every replica import first) sets the allocator before any session runs."""
-    text = (ROOT / "app.py").read_text()
-    assert "apply_malloc_settings()" in text.split("st.App(")[0]
+@pytest.mark.slow
+def test_a_server_applies_the_setting_at_start_up_and_keeps_one_torch_thread(tmp_path):
+    """A real server (`streamlit run app.py`), probed from inside (devkit/memprobe.py): the start-up thread set the
+    mmap threshold, and the script threads still run torch with LAB_TORCH_THREADS' default of 1. (A first version
+    imported the setting at app.py's top, which imported torch in the main thread: the server then ran torch with
+    2 threads, 6x slower traces in a loaded flood.)"""
+    import asyncio
+    import json
+    import os
+    import time
+
+    from bench.load import Session, serve, server_env
+    from devkit.memprobe import install
+
+    install(tmp_path)
+    out = tmp_path / "probe.jsonl"
+    env = server_env(LAB_MEMPROBE=str(out), PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    env.pop("LAB_TORCH_THREADS", None)
+    env.pop("LAB_MALLOC_MMAP_MB", None)
+    with serve(env=env) as srv:
+        async def visit():
+            s = Session(srv.url, 120)
+            try:
+                await s.open("attention", "")
+            finally:
+                await s.close()
+
+        asyncio.run(visit())
+        time.sleep(1.5)
+    rows = [json.loads(line) for line in out.read_text().splitlines() if '"torch_threads"' in line]
+    last = rows[-1]
+    assert last["torch_threads"] == 1, last["torch_threads"]
+    if memory._glibc() is not None:
+        assert last["malloc"] == {"glibc": True, "mmap_threshold": 2**20}, last["malloc"]
