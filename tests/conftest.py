@@ -14,6 +14,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")     # tests never reach the hub
 os.environ.setdefault("LAB_DEVICE", "cpu")
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _torch_threads_per_worker() -> None:
     """Under xdist, each worker runs torch with cores // workers threads (1 on 2 cores), as deploy/ does for
     replicas, unless OMP_NUM_THREADS says otherwise. Two workers with torch's default (one thread per core) each
@@ -27,7 +31,7 @@ def _torch_threads_per_worker() -> None:
         return
     import torch
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    torch.set_num_threads(max(1, _cores() // workers))
 
 
 _torch_threads_per_worker()
@@ -152,36 +156,54 @@ def spinner_texts(monkeypatch) -> list[str]:
 
 
 # Scheduling (pytest-xdist, `--dist loadfile --no-loadscope-reorder` in pytest.ini). Each test file is run whole on
-# one worker (its module fixtures load once); workers take files in the order below: test_hosts.py first (see the
-# lock), then the longest file without a browser (it starts at once on the other worker: a browser file there would
-# wait for the lock), then the longest files first, so that the last file to start is a short one. (Until
-# 2026-12-02 this was `--dist loadgroup` with an xdist_group mark per file, but pytest-xdist 3.8 names the groups
-# by rewriting item._nodeid, which pytest 9 no longer reads: every test was scheduled on its own, a file's tests
-# spread over both workers, and module fixtures such as test_flood.py's flood ran once per worker.) Seconds per
-# file on 2 cores (pytest --durations summed per file, measured after the changes of 2026-12-02; files not listed
-# take less).
-COST = {"test_flood.py": 150, "test_keyboard.py": 100, "test_layout.py": 118, "test_browser.py": 79, "test_lessons.py": 79, "test_deploy.py": 50,
-        "test_training_queue.py": 48, "test_live_sampling.py": 42, "test_hf.py": 35, "test_bad_input.py": 27}
+# one worker (its module fixtures load once). Workers take files in the order pytest_collection_modifyitems gives:
+# test_hosts.py first (see the lock below), then, for the other workers, the longest files that drive no browser
+# until they cover its time (a browser file there would wait for the lock), then the longest files first, so that
+# the last files to start are short ones. (Until 2026-12-02 this was `--dist loadgroup` with an xdist_group mark per
+# file, but pytest-xdist 3.8 names the groups by rewriting item._nodeid, which pytest 9 no longer reads: every test
+# was scheduled on its own, a file's tests spread over both workers, and module fixtures such as test_flood.py's
+# flood ran once per worker.)
+# Seconds per file: the full suite's per-test wall times summed per file, 2 workers on 2 cores at load 3-12 (other
+# sessions' servers and browsers), 2026-12-02, after the changes of that day (test_layout.py less the 24 s it
+# waited for the lock); files not listed take under 5 s. Only the order matters.
+COST = {"test_training_queue.py": 230, "test_layout.py": 196, "test_browser.py": 146, "test_live_sampling.py": 122,
+        "test_deploy.py": 73, "test_keyboard.py": 65, "test_hf.py": 63, "test_flood.py": 60, "test_hosts.py": 52,
+        "test_corpora.py": 37, "test_jobs.py": 36, "test_bad_input.py": 34, "test_builtin.py": 34,
+        "test_composition.py": 29, "test_lessons.py": 28, "test_console.py": 26, "test_forgetting.py": 23,
+        "test_interventions.py": 21, "test_load.py": 21, "test_breakit_defaults.py": 17, "test_compact.py": 16,
+        "test_pages.py": 16, "test_no_links.py": 7}
 
 # Chromium aborts its requests in flight when the machine's network interfaces change (net::ERR_NETWORK_CHANGED),
 # and tests/test_hosts.py adds and removes interfaces (a bridge and veths for its namespaced hosts) and cuts links.
 # So test_hosts.py holds an exclusive lock while it runs, and each file below that drives Chromium holds a shared
-# one: Chromium files run side by side on the two workers, never while test_hosts.py's network exists. test_hosts.py
-# is scheduled first and the files after it in the queue are long ones without a browser (test_lessons.py,
-# test_deploy.py...), so nobody waits for the lock in a full run. (Until 2026-12 every Chromium file and
-# test_hosts.py ran one after another on one worker: about 90% of the full suite's wall time on 2 cores.)
+# one: Chromium files run side by side, never while test_hosts.py's network exists. test_hosts.py is scheduled
+# first and the files the other workers take meanwhile drive no browser, so nobody waits long for the lock in a
+# full run. (Until 2026-12 every Chromium file and test_hosts.py ran one after another on one worker: about 90% of
+# the full suite's wall time on 2 cores.)
 CHANGES_NETWORK = "test_hosts.py"
 DRIVES_CHROMIUM = {"test_browser.py", "test_console.py", "test_flood.py", "test_keyboard.py", "test_layout.py",
                    "test_live_sampling.py", "test_no_links.py"}
 
 
-def pytest_collection_modifyitems(config, items):
-    second = max((n for n in COST if n not in DRIVES_CHROMIUM), key=COST.get)
+def file_order(names, workers: int) -> list[str]:
+    """The files in the order the workers should take them (see above)."""
+    names = sorted(names, key=lambda n: (-COST.get(n, 0), n))
+    order = []
+    if CHANGES_NETWORK in names:
+        order.append(CHANGES_NETWORK)
+        busy = [0.0] * (workers - 1)                    # the other workers' seconds of work, while test_hosts.py runs
+        others = [n for n in names if n != CHANGES_NETWORK and n not in DRIVES_CHROMIUM]
+        while busy and others and min(busy) < COST.get(CHANGES_NETWORK, 0):
+            n = others.pop(0)
+            busy[busy.index(min(busy))] += COST.get(n, 0) or 1
+            order.append(n)
+    return order + [n for n in names if n not in order]
 
-    def order(item):
-        name = item.path.name
-        return (name != CHANGES_NETWORK, name != second, -COST.get(name, 0))
-    items.sort(key=order)                                   # stable: a file's tests keep their order
+
+def pytest_collection_modifyitems(config, items):
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    rank = {n: i for i, n in enumerate(file_order({item.path.name for item in items}, workers))}
+    items.sort(key=lambda item: rank[item.path.name])    # stable: a file's tests keep their order
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -184,15 +184,25 @@ def test_bad_input_raises_clear_errors(lm, tr):
 
 @pytest.mark.slow
 def test_inspect_cli_list_and_json():
-    out = subprocess.run([sys.executable, "-m", "model.inspect", "--list"], cwd=ROOT, capture_output=True, text=True)
+    def start(args, **kw):                          # the three runs side by side: each starts Python and torch
+        return subprocess.Popen([sys.executable, "-m", "model.inspect", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, **kw)
+
+    def finish(p):
+        stdout, stderr = p.communicate(timeout=300)
+        return subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
+
+    runs = [start(["--list"]),
+            start(["--model", "translator-en-fr", "--text", "the black cat ate the mouse", "--json"]),
+            start(["--model", "no-such-model-here", "--text", "x"], env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})]
+    listed, traced, unknown = [finish(p) for p in runs]
+    out = listed
     assert out.returncode == 0 and out.stdout.split() == model.builtin_names()
-    out = subprocess.run([sys.executable, "-m", "model.inspect", "--model", "translator-en-fr", "--text",
-                          "the black cat ate the mouse", "--json"], cwd=ROOT, capture_output=True, text=True)
+    out = traced
     data = json.loads(out.stdout)
     assert set(data["attention"]) == {"encoder", "decoder", "cross"}
     assert len(data["attention"]["cross"][0]) == 4                  # heads
     assert len(data["attention"]["cross"][0][0]) == len(data["target_tokens"])
     assert data["tokens"][-1] == "[EOS]" and data["layernorm"] and data["next_token"]
-    out = subprocess.run([sys.executable, "-m", "model.inspect", "--model", "no-such-model-here", "--text", "x"],
-                         cwd=ROOT, capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    out = unknown
     assert out.returncode == 2 and "error:" in out.stderr and "Traceback" not in out.stderr

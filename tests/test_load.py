@@ -19,8 +19,8 @@ pytestmark = pytest.mark.slow                                           # each m
 
 @pytest.fixture(scope="module")
 def srv():
-    """One fresh server for the first two tests (the first one sees it fresh)."""
-    with serve() as s:
+    """One server for the module, fresh for the first test; one training at a time (the last test starts one)."""
+    with serve(env=server_env(LAB_MAX_TRAININGS="1")) as s:
         yield s
 
 
@@ -132,30 +132,29 @@ def test_nginx_front_sets_replica_cookie_and_routes_session_to_that_replica():
         asyncio.run(one())
 
 
-def test_full_rerun_stays_on_the_opened_page_and_a_button_click_starts_a_training():
+def test_full_rerun_stays_on_the_opened_page_and_a_button_click_starts_a_training(srv):
     """A widget outside any fragment reruns the whole app: the client must name the page that ran (the
     navigation message's hash, not app.py's), or the rerun lands on the home page. A button press is a trigger
     for one rerun: pressing Start on the Train page starts a training (its Stop button becomes enabled)."""
-    with serve(env=server_env(LAB_MAX_TRAININGS="1")) as srv:
-        async def go():
-            s = Session(srv.url, timeout=60)
-            try:
-                await s.open("sampling", "text=the%20bear%20ate%20the")
-                page = s.page_hash
-                assert s.widget("Device").fragment_id == ""                 # a full rerun, not a fragment's
-                await s.change("Device", "cpu")
-                assert s.page_hash == page
-                device = s.widget("Device")
-                s.widgets = {device.id: device}                              # forget what was drawn
-                await s.change("Device", "auto")
-                assert s.widget("Number of draws")                           # drawn again: still the Sampling page
-                await s.open("train")
-                assert s.disabled("Stop")
-                await s.click("Start a new training")
-                assert not s.disabled("Stop"), "the click did not start a training"
-                await s.click("Stop")
-                assert not s.errors
-            finally:
-                await s.close()
+    async def go():
+        s = Session(srv.url, timeout=60)
+        try:
+            await s.open("sampling", "text=the%20bear%20ate%20the")
+            page = s.page_hash
+            assert s.widget("Device").fragment_id == ""                 # a full rerun, not a fragment's
+            await s.change("Device", "cpu")
+            assert s.page_hash == page
+            device = s.widget("Device")
+            s.widgets = {device.id: device}                              # forget what was drawn
+            await s.change("Device", "auto")
+            assert s.widget("Number of draws")                           # drawn again: still the Sampling page
+            await s.open("train")
+            assert s.disabled("Stop")
+            await s.click("Start a new training")
+            assert not s.disabled("Stop"), "the click did not start a training"
+            await s.click("Stop")
+            assert not s.errors
+        finally:
+            await s.close()
 
-        asyncio.run(go())
+    asyncio.run(go())
