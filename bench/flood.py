@@ -40,6 +40,7 @@ from bench.load import Session, SessionError, pct, serve, server_env
 GIB = 2**30
 MIB = 2**20
 QUEUE_WORDS = ("Waiting for the server", "Another session is computing")
+GRID_KEY = "grid_"                  # the attention grid's element key (st-key-grid_… in the browser)
 OTHER_PAGE, OTHER_QUERY, OTHER_WIDGET = "sampling", "text=" + quote("the bear ate the"), "Number of draws"
 
 # The page has drawn: the script is idle, nothing is stale or still loading its code, and every plotly chart on
@@ -161,6 +162,7 @@ class Visit:
     drawn_s: float | None = None            # seconds from navigation to drawn; None: never drawn
     queued: bool = False                    # showed the queue message before drawing
     said: str = ""                          # the last alert or exception the page showed (when not drawn)
+    browser: bool = False                   # a Chromium tab (else Streamlit's protocol, bench/load.py's client)
 
 
 @dataclass
@@ -192,7 +194,8 @@ class FloodResult:
     def summary(self) -> str:
         times = [v.drawn_s for v in self.visits if v.drawn_s is not None]
         failed = [f"#{v.index}: {v.said[:120]}" for v in self.visits if v.drawn_s is None]
-        return (f"N={self.sessions} x {self.tokens} tokens: drawn {self.drawn}/{self.sessions} "
+        return (f"N={self.sessions} x {self.tokens} tokens ({sum(v.browser for v in self.visits)} in Chromium): "
+                f"drawn {self.drawn}/{self.sessions} "
                 f"({self.queued_then_drawn} after the queue message; time to drawn p50 {pct(times, .5):.1f} s, "
                 f"max {max(times, default=float('nan')):.1f} s); RSS {self.rss_before / MIB:,.0f} -> peak "
                 f"{self.rss_peak / MIB:,.0f} MiB (bound {self.bound / MIB:,.0f} = models {self.models / MIB:,.0f} + "
@@ -227,7 +230,8 @@ def _browser_pid(browser) -> int | None:
 
 
 async def _flood_async(url: str, folder: str, texts: list[str], others: int, deadline: float,
-                       log: Callable[[str], None]) -> tuple[list[Visit], list[float], list[str], int]:
+                       log: Callable[[str], None], browsers: int | None = None
+                       ) -> tuple[list[Visit], list[float], list[str], int]:
     from playwright.async_api import async_playwright
 
     from devkit.browser import CHROME_ARGS, CHROMIUM
@@ -252,7 +256,26 @@ async def _flood_async(url: str, folder: str, texts: list[str], others: int, dea
         finally:
             await s.close()
 
+    async def visit_protocol(v: Visit, text: str) -> None:
+        """A student's tab as the server sees it (bench/load.py's client: Streamlit's websocket protocol, no
+        browser): drawn when the script finished and the attention grid's figure arrived."""
+        s = Session(url, timeout=deadline)
+        t0 = time.perf_counter()
+        try:
+            await s.open("attention", f"model={quote(folder)}&text={quote(text)}")
+            v.queued = any(w in body for _, body in s.alerts for w in QUEUE_WORDS)
+            if any(GRID_KEY in cid for cid in s.charts):
+                v.drawn_s = time.perf_counter() - t0
+            else:
+                v.said = " | ".join(s.errors + [body for fmt, body in s.alerts if fmt in ("ERROR", "WARNING")]
+                                    ) or f"finished without the attention grid ({len(s.charts)} charts)"
+        except Exception as e:
+            v.said = f"{type(e).__name__}: {e}"[:300]
+        finally:
+            await s.close()
+
     async def visit(browser, v: Visit, text: str) -> None:
+        v.browser = True
         ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
         try:
             page = await ctx.new_page()
@@ -276,9 +299,11 @@ async def _flood_async(url: str, folder: str, texts: list[str], others: int, dea
         finally:
             await ctx.close()
 
+    n_browsers = len(texts) if browsers is None else max(0, min(browsers, len(texts)))
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROME_ARGS)
-        bpid = _browser_pid(browser)
+        browser = (await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROME_ARGS)
+                   if n_browsers else None)
+        bpid = _browser_pid(browser) if browser else None
 
         async def watch_client() -> None:
             while not done.is_set():
@@ -290,13 +315,18 @@ async def _flood_async(url: str, folder: str, texts: list[str], others: int, dea
             side = [asyncio.create_task(other(i)) for i in range(others)] + [asyncio.create_task(watch_client())]
             await asyncio.sleep(2.0 if others else 0)                         # the others are moving first
             t0 = time.perf_counter()
-            await asyncio.gather(*(visit(browser, v, t) for v, t in zip(visits, texts)))
+            # the browser tabs first, spread over the class (every k-th student), the others by protocol
+            every = len(texts) / n_browsers if n_browsers else 0
+            in_browser = {int(k * every) for k in range(n_browsers)}
+            await asyncio.gather(*(visit(browser, v, t) if v.index in in_browser else visit_protocol(v, t)
+                                   for v, t in zip(visits, texts)))
             log(f"    flood done in {time.perf_counter() - t0:.0f} s")
             done.set()
             await asyncio.gather(*side)
         finally:
             done.set()
-            await browser.close()
+            if browser:
+                await browser.close()
     return visits, reruns, other_errors, client_peak[0]
 
 
@@ -318,12 +348,14 @@ def warm(url: str, folder: str, timeout: float) -> None:
 
 def run_flood(sessions: int = 30, tokens: int = 1024, folder: str | Path | None = None, others: int = 3,
               deadline: float = 900.0, env: dict[str, str] | None = None, texts: list[str] | None = None,
-              linger: float = 1.0, log: Callable[[str], None] = print) -> FloodResult:
+              linger: float = 1.0, log: Callable[[str], None] = print, browsers: int | None = None) -> FloodResult:
     """One flood on a fresh server (one replica). `folder`: the model (default: GPT-2 small, random weights, made
     in a temporary folder); `env`: extra server settings (e.g. LAB_TRACE_BUDGET_MB); `texts`: the flooding texts
     (default: `sessions` distinct texts of `tokens` words); `linger`: seconds the sampling goes on after the last
     tab closed (Streamlit keeps a disconnected session, and what it holds, for server.disconnectedSessionTTL, 120 s
-    by default)."""
+    by default); `browsers`: how many of the sessions are Chromium tabs (default: all), spread over the class, the
+    others Streamlit's websocket protocol (bench/load.py's client: what the server does for a student, without a
+    browser on the server's own cores)."""
     if sessions < 1 or tokens < 1 or others < 0:
         raise ValueError(f"sessions and tokens must be at least 1 and others at least 0 (got {sessions}, {tokens}, "
                          f"{others})")
@@ -351,7 +383,7 @@ def run_flood(sessions: int = 30, tokens: int = 1024, folder: str | Path | None 
             t0 = time.perf_counter()
             with RssSampler(pid) as sampler:
                 visits, reruns, errors, client_peak = asyncio.run(
-                    _flood_async(srv.url, folder, texts, others, deadline, log))
+                    _flood_async(srv.url, folder, texts, others, deadline, log, browsers))
                 time.sleep(linger)               # samples after the tabs closed
             wall = time.perf_counter() - t0
             r = FloodResult(len(texts), tokens, visits, reruns, errors, before, max(sampler.peak, before),
@@ -369,17 +401,20 @@ def _med(xs: list[float], fmt: Callable[[float], str]) -> str:
 
 
 def flood_rows(sessions: int = 30, tokens: int = 1024, runs: int = 3, others: int = 3,
-               log: Callable[[str], None] = print) -> list[tuple[str, str, str]]:
+               log: Callable[[str], None] = print, browsers: int = 3) -> list[tuple[str, str, str]]:
     """The flood `runs` times (a fresh server each time): medians with their range over the runs."""
     results = []
     with tempfile.TemporaryDirectory(prefix="lab-flood-") as d:
         make_folder_model(d, tokens)
         for i in range(runs):
             log(f"  run {i + 1} of {runs}")
-            results.append(run_flood(sessions, tokens, d, others, log=log))
+            results.append(run_flood(sessions, tokens, d, others, log=log, browsers=browsers))
     r0 = results[0]
     loads = f"load average {min(r.load[0] for r in results):.1f}–{max(max(r.load) for r in results):.1f}"
-    where = (f"{sessions} Chromium sessions, each a distinct {tokens:,}-token text, Attention page, GPT-2-small-sized "
+    nb = min(browsers, sessions)
+    clients = (f"{sessions} Chromium sessions" if nb >= sessions else
+               f"{sessions} sessions ({nb} Chromium tabs, {sessions - nb} by Streamlit's websocket protocol)")
+    where = (f"{clients}, each a distinct {tokens:,}-token text, Attention page, GPT-2-small-sized "
              f"folder model (random weights), 1 replica, {runs} run{'s' if runs > 1 else ''}, {os.cpu_count()} cores, "
              f"{loads}")
     mib = lambda b: f"{b / MIB:,.0f} MiB"                                              # noqa: E731
@@ -389,8 +424,8 @@ def flood_rows(sessions: int = 30, tokens: int = 1024, runs: int = 3, others: in
          f"{_med([r.rss_after for r in results], mib)}",
          f"<= models + trace budget + 0.5 GiB = {r0.bound / MIB:,.0f} MiB ({r0.models / MIB:,.0f} + "
          f"{r0.budget / MIB:,.0f} + 512)" + ("" if all(r.rss_peak <= r.bound for r in results) else " (missed)")),
-        (f"same: pages drawn (the attention figure on screen) / of them after the queue message; time to drawn, "
-         "median session, and the slowest",
+        (f"same: pages drawn (the attention grid on screen in Chromium, or received by the protocol client) / of "
+         "them after the queue message; time to drawn, median session, and the slowest",
          "; ".join(f"{r.drawn}/{r.sessions} / {r.queued_then_drawn}, "
                    f"{pct([v.drawn_s for v in r.visits if v.drawn_s is not None], .5):.0f} s, "
                    f"{max((v.drawn_s for v in r.visits if v.drawn_s is not None), default=float('nan')):.0f} s"
@@ -448,12 +483,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tokens", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--others", type=int, default=3)
+    ap.add_argument("--browsers", type=int, default=3, help="how many of the sessions are Chromium tabs")
     a = ap.parse_args(argv)
     for flag, v, lo in (("--sessions", a.sessions, 1), ("--tokens", a.tokens, 1), ("--runs", a.runs, 1),
-                        ("--others", a.others, 0)):
+                        ("--others", a.others, 0), ("--browsers", a.browsers, 0)):
         if v < lo:
             ap.error(f"{flag} must be a whole number of at least {lo} (got {v})")
-    for what, fig, tgt in flood_rows(a.sessions, a.tokens, a.runs, a.others):
+    for what, fig, tgt in flood_rows(a.sessions, a.tokens, a.runs, a.others, browsers=a.browsers):
         print(f"| {what} | {fig} | {tgt} |")
 
 

@@ -125,6 +125,7 @@ class Session:
         self.client_notes: list[str] = []       # widgets whose state this client could not read
         self.metrics: dict[str, str] = {}       # st.metric label -> value, latest drawn
         self.charts: dict[str, str] = {}        # plotly chart id -> spec, latest drawn
+        self.alerts: list[tuple[str, str]] = []  # (ERROR / WARNING / INFO / SUCCESS, text) of every alert drawn
         self.bytes_in = 0
         self.messages_in = 0
 
@@ -177,6 +178,10 @@ class Session:
             self.metrics[el.metric.label] = el.metric.body
         if kind == "plotly_chart":              # likewise for figures: chart id -> its latest spec
             self.charts[el.plotly_chart.id] = el.plotly_chart.spec
+        if kind == "alert":
+            from streamlit.proto.Alert_pb2 import Alert
+
+            self.alerts.append((Alert.Format.Name(el.alert.format), el.alert.body[:300]))
         if kind == "exception":
             self.errors.append(f"{el.exception.type}: {el.exception.message}"[:300])
         if kind not in WIDGET_KINDS:

@@ -1,5 +1,7 @@
 """A class-sized flood, small enough for CI (bench/flood.py; `python -m bench --only flood` is the full size):
-six headless Chromium sessions open the Attention page at once, each with a DISTINCT 512-token text, on a random
+six sessions open the Attention page at once (two in headless Chromium, four by Streamlit's websocket protocol,
+bench/load.py's client: what the server does for a student, without six browsers on the server's own two cores),
+each with a DISTINCT 512-token text, on a random
 folder model whose traces are large next to a deliberately small trace budget (LAB_TRACE_BUDGET_MB=50: about the
 smallest that admits every length up to 512 tokens, since a full 256-token trace of this model is 48.8 MiB by the
 admission's estimate; five compact 512-token traces of 9.2 MiB fit, not six), on one server, while one more session moves a slider on a built-in model.
@@ -16,7 +18,7 @@ from bench.flood import GIB, MIB, distinct_texts, make_folder_model, run_flood
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-SESSIONS, TOKENS, BUDGET_MB = 6, 512, 50
+SESSIONS, TOKENS, BUDGET_MB, BROWSERS = 6, 512, 50, 2
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +28,14 @@ def flood(tmp_path_factory):
     # and this test is about memory and drawing, not about LAB_TRACE_WAIT_S (300 s by default)
     return run_flood(SESSIONS, TOKENS, folder, others=1, deadline=900,
                      env={"LAB_TRACE_BUDGET_MB": str(BUDGET_MB), "LAB_TRACE_WAIT_S": "900"},
-                     texts=distinct_texts(SESSIONS, TOKENS, 2000))
+                     texts=distinct_texts(SESSIONS, TOKENS, 2000), browsers=BROWSERS)
 
 
-def test_flood_fixture_uses_distinct_texts_and_the_small_budget(flood):
+def test_flood_fixture_uses_distinct_texts_the_small_budget_and_two_browser_tabs(flood):
     assert len(set(distinct_texts(SESSIONS, TOKENS, 2000))) == SESSIONS
     assert flood.budget == BUDGET_MB * MIB
     assert len(flood.samples) >= 4, "the sampler took too few RSS samples to mean anything"
+    assert sum(v.browser for v in flood.visits) == BROWSERS, "not the planned number of Chromium tabs"
 
 
 def test_server_rss_stays_within_idle_server_plus_trace_budget_plus_half_a_gib(flood):
