@@ -1,23 +1,21 @@
-"""The real app in a real browser: every page renders with no exception and no console error.
+"""The real app in a real browser: links, export, drag, projector type. (Every page opening by its link with no
+exception and no console error, in normal and projector mode, is tests/test_layout.py's, on the views it measures;
+the README's pictures: python -m devkit.screenshots.)
 
 Starts `streamlit run app.py` on a free local port and drives Debian's headless Chromium with
 Playwright: one server and one Chromium for the module, each test's pages in a new browser context (their own
-cookies, storage and cache, as in a new browser). Screenshots go to test-artifacts/screenshots/ (and to
-docs/screenshots/ with LAB_UPDATE_SCREENSHOTS=1).
+cookies, storage and cache, as in a new browser).
 """
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from devkit.browser import CHROMIUM, PAGES, chromium, fresh_page, open_page, open_url, serve_app, wait_idle
-from conftest import ROOT
+from devkit.browser import CHROMIUM, chromium, fresh_page, open_url, serve_app, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
                                  reason=f"no Chromium at {CHROMIUM} (run tests/install_system.sh, or set CHROMIUM)")]
-SHOTS = ROOT / "test-artifacts" / "screenshots"
 
 
 @pytest.fixture(scope="module")
@@ -30,41 +28,6 @@ def app_url():
 def browser():
     with chromium() as b:
         yield b
-
-
-def test_every_page_in_chromium(app_url, browser):
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    problems = []
-    with fresh_page(browser) as page:
-        console = []
-        page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)   # deep links: app.py
-        page.on("response", lambda r: console.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
-        page.on("pageerror", lambda e: console.append(f"page error: {e}"))
-        page.on("requestfailed", lambda r: console.append(f"request failed: {r.url} ({r.failure})"))
-        for name in PAGES:                            # each a new document opened by its own address: a deep link
-            console.clear()
-            seconds = open_page(page, app_url, name)
-            page.wait_for_timeout(500)                # late requests (components, fonts) still counted
-            exceptions = page.locator("[data-testid='stException']").count()
-            charts = page.locator("[data-testid='stPlotlyChart']").count()
-            shot(page, name)
-            if exceptions:
-                problems.append(f"{name}: {exceptions} exception element(s)")
-            if console:
-                problems.append(f"{name}: console errors {console}")
-            if charts == 0:
-                problems.append(f"{name}: no chart drawn")
-            print(f"{name}: {charts} charts, {seconds:.2f} s")
-    assert not problems, "\n".join(problems)
-
-
-def shot(page, name: str, full_page: bool = True) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
-    if os.environ.get("LAB_UPDATE_SCREENSHOTS"):
-        dest = ROOT / "docs" / "screenshots"
-        dest.mkdir(parents=True, exist_ok=True)
-        shutil.copy(SHOTS / f"{name}.png", dest / f"{name}.png")
 
 
 def test_shareable_link_sets_model_and_text(browser):
@@ -80,7 +43,6 @@ def test_shareable_link_sets_model_and_text(browser):
         assert "lstm-lm" in shown, shown
         assert page.get_by_role("heading", name="Sampling").count() >= 1
         assert page.get_by_text("almost certain").count() == 0      # a choice point: no hint to move elsewhere
-        shot(page, "sampling-choice")
 
 
 FIGURE_DATA_JS = """(title) => {
@@ -156,7 +118,7 @@ def test_export_downloads_exactly_the_numbers_drawn(app_url, browser):
 
 
 def test_projector_mode_has_large_type_and_a_closed_sidebar(app_url, browser):
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    """(Every page in projector mode opening with no exception is tests/test_layout.py's, on the views it measures.)"""
     with fresh_page(browser, 1280, 720) as page:
         sizes = {}
         for present in ("0", "1"):
@@ -166,10 +128,6 @@ def test_projector_mode_has_large_type_and_a_closed_sidebar(app_url, browser):
             collapsed = page.locator("[data-testid='stSidebar']").get_attribute("data-collapsed")
         assert collapsed == "true", "the sidebar should start collapsed in projector mode"
         assert sizes["1"] > sizes["0"]
-        for name in PAGES:
-            open_url(page, f"{app_url}/{PAGES[name]}?present=1")
-            assert page.locator("[data-testid='stException']").count() == 0, name
-            shot(page, f"projector-{name}", full_page=False)
 
 
 def test_sampling_chart_follows_a_dragged_slider_on_the_real_page(app_url, browser):

@@ -243,11 +243,12 @@ def test_probe_words_are_known_and_french_is_consistent():
     from model.teaching import probes
     from model.training.train import build_french_tokenizer
 
-    tok = WordTokenizer(build_word_tokenizer(_once(C.lm_datasets, 40000, 10, 0)[0]))
+    # the same 40,000-sentence corpora as the test above (generated once per module)
+    tok = WordTokenizer(build_word_tokenizer(_once(C.lm_datasets, 40000, 2000, 0)[0]))
     for p, c, w, _ in probes.AGREEMENT_PROBES:
         assert tok.encode(f"{p} {c} {w}").unknown == [], p
         assert {c, w} in ({"is", "are"}, {"was", "were"})
-    ptrain = _once(C.translation_datasets, 40000, 10, 0)[0]
+    ptrain = _once(C.translation_datasets, 40000, 1000, 0)[0]
     src = WordTokenizer(build_word_tokenizer([e for e, _ in ptrain]))
     tgt = WordTokenizer(build_french_tokenizer([f for _, f in ptrain]))
     for e, f, _ in probes.TRANSLATION_PROBES:
