@@ -752,7 +752,7 @@ class JobManager:
             method = start_method()
             self._ctx = mp.get_context(method)
             if method == "forkserver":
-                self._ctx.set_forkserver_preload(["model.training.jobs"])
+                self._ctx.set_forkserver_preload(["model.training.jobs", "model.training.warm"])
         return self._ctx
 
     def _root(self) -> Path:
