@@ -84,20 +84,8 @@ def broken_run(m: LabModel, iv):
         with hooks.active(edits):
             return m.run(text_)
 
-    shown: list = []
-
-    def waiting(w) -> None:
-        if not shown:
-            shown.append(st.empty())
-        shown[0].info(str(w), icon=":material/hourglass_top:")
-
-    try:
-        return c.traces().get(("run_broken", c.model_key(m), text_, repr(iv)), compute,
-                              estimate=run_estimate(m, text_), working=run_working(m, text_), heavy=True,
-                              on_wait=waiting)
-    finally:
-        if shown:
-            shown[0].empty()
+    return c.queued(("run_broken", c.model_key(m), text_, repr(iv)), compute,
+                    estimate=run_estimate(m, text_), working=run_working(m, text_))
 
 
 def _long_text(m: LabModel, what: str, key: str, iv, head: tuple[str, int, int] | None) -> None:

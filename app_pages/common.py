@@ -2,12 +2,13 @@
 server's model store and trace cache, the sidebar's choices, projector mode, figures with export, and messages
 that never interpret a user's string as markdown. Pages stay thin: widgets, layout, words.
 The address (settings in the URL, its widget helpers) is address.py, Break it's toggles breakit.py, the lesson path
-and the pages' hints lesson.py, figures figures.py.
+and the pages' hints lesson.py, figures figures.py, what a page says while a model opens (a hub download's
+progress) opening.py, the server-wide model store and trace cache and a page's runs through them runs.py.
 """
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import streamlit as st
 
@@ -15,8 +16,8 @@ from app_pages.address import (bound, labelled, link_version, number, sampling_c
                                 setting)                     # pages: c.bound, c.number …
 from app_pages.figures import cached_figure, export, plot  # noqa: F401 (pages: c.plot …)
 from app_pages.lesson import example_for, hints  # noqa: F401 (pages: c.example_for …)
+from app_pages.runs import cached, get_run, model_key, policy, queued, run_key, store, traces  # noqa: F401 (c.get_run …)
 from model import LabError, LabModel, Run, TracedRun
-from model.serving.store import LinkPolicy, ModelStore, TraceCache
 
 DEFAULT_TEXT = "the bear ate the honey because it was hungry"
 OTHER = "Other Hugging Face id or local folder…"
@@ -74,25 +75,6 @@ def use_text(t: str) -> None:
     st.session_state["_text_touched"] = True
 
 
-# ----------------------------------------------------------------------------- server-wide caches
-@st.cache_resource
-def store() -> ModelStore:
-    return ModelStore()
-
-
-@st.cache_resource
-def traces() -> TraceCache:
-    return TraceCache()
-
-
-def policy() -> LinkPolicy:
-    return LinkPolicy.from_env()
-
-
-def model_key(m: LabModel) -> str:
-    return f"{m.name}|{m.device}|{id(m)}"
-
-
 # ----------------------------------------------------------------------------- sidebar choices
 def model_name() -> str:
     choice = st.session_state.get("model_choice", "transformer-lm")
@@ -126,6 +108,8 @@ def load_or_stop(name: str | None = None) -> LabModel:
         folder = " or a model folder" if policy().allow_folders else ""
         st.info(f"Type a Hugging Face model id (like `gpt2`){folder} in the sidebar.")
         st.stop()
+    from app_pages.opening import from_hub, opening_words, with_download_progress
+
     try:
         path = resolve(name)
         with st.spinner(opening_words(name, path)):
@@ -141,116 +125,12 @@ def load_or_stop(name: str | None = None) -> LabModel:
         st.stop()
 
 
-def from_hub(name: str, path: str) -> bool:
-    """Whether opening `name` may download from the Hugging Face hub (not a built-in, a trained model, a folder)."""
-    import os
-
-    from model import builtin_names
-
-    return not (path in builtin_names() or name in trained() or os.path.isdir(path))
-
-
-def download_words(name: str, p) -> str:
-    """The line under the download's progress bar (p: model.hf.loading.DownloadProgress)."""
-    if not p.total:
-        return f"Asking the Hugging Face hub for the files of {md_escape(name[:80])}…"
-    return (f"Downloading {md_escape(name[:80])} from the Hugging Face hub: {p.done / 1e6:,.1f} MB of the "
-            f"{p.total / 1e6:,.1f} MB started so far; {p.files_done} of {p.files} files done.")
-
-
-def with_download_progress(name: str, work: Callable[[], Any], slot=None, every: float = 0.2) -> Any:
-    """work() (a model load that may download from the hub) in a helper thread, while this script thread shows the
-    hub's own progress (bytes and files) in `slot` (a new st.empty() by default), cleared at the end. Errors in
-    work() are raised here. Only this thread draws: the hub reports from its download threads to a plain list."""
-    import threading
-    from concurrent.futures import Future
-
-    from model.hf.loading import download_progress
-
-    latest: list = []
-    done: Future = Future()
-
-    def run() -> None:
-        try:
-            with download_progress(latest.append):
-                done.set_result(work())
-        except BaseException as e:            # noqa: BLE001 - handed to the script thread
-            done.set_exception(e)
-
-    threading.Thread(target=run, name="lab-hub-download", daemon=True).start()
-    slot = st.empty() if slot is None else slot
-    shown = None
-    try:
-        while True:
-            try:
-                return done.result(timeout=every)
-            except TimeoutError:
-                pass
-            finally:
-                if latest and latest[-1] is not shown:      # drawn when it changed, and once more at the end
-                    shown = latest[-1]
-                    slot.progress(shown.fraction, text=download_words(name, shown))
-    finally:
-        slot.empty()
-
-
-def opening_words(name: str, path: str) -> str:
-    """What the spinner says while a model opens: a hub id may be downloaded first, which can take minutes."""
-    import os
-
-    from model import builtin_names
-    from model.hf.loading import offline
-
-    shown = md_escape(name[:80])
-    if path in builtin_names() or name in trained() or os.path.isdir(path):
-        return f"Opening {shown}…"
-    if offline():
-        return f"Opening {shown} from this server's Hugging Face cache (offline mode: the hub is not asked)…"
-    return (f"Opening {shown}: from this server's Hugging Face cache, or downloading it from the Hugging Face hub "
-            "if it is not there yet (a first download can take minutes)…")
-
-
 def try_load(name: str) -> LabModel | None:
     """A model for a side panel: None (no message) when it cannot be opened."""
     try:
         return store().get(resolve(name), device_name())
     except Exception:
         return None
-
-
-def get_run(m: LabModel, text_: str, target: str | tuple[int, ...] | None = None) -> Run:
-    """The traced forward pass of `text`, cached per (model, text, target) under the server's byte budget: computed
-    once however many sessions ask (the others wait for it), at most LAB_MAX_TRACES at once, its estimated bytes and
-    its forward pass's working memory reserved while it runs. While it waits its place in the queue is shown; a session that goes away stops waiting
-    (the callback's Streamlit call raises), and work nobody waits for is dropped."""
-    from model.serving.store import run_estimate, run_working
-
-    shown: list = []
-
-    def waiting(w) -> None:
-        if not shown:
-            shown.append(st.empty())
-        shown[0].info(str(w), icon=":material/hourglass_top:")
-
-    try:
-        return traces().get(("run", model_key(m), text_, target),
-                            lambda: m.run(text_) if target is None else m.run(text_, target),
-                            estimate=run_estimate(m, text_, target), working=run_working(m, text_, target),
-                            heavy=True, on_wait=waiting)
-    finally:
-        if shown:
-            shown[0].empty()
-
-
-def cached(m: LabModel, what: str, args: tuple, compute: Callable) -> Any:
-    """Any view computed from a model, cached like runs (e.g. a translation, a padded batch)."""
-    return traces().get((what, model_key(m), *args), compute)
-
-
-def run_key(r: Run) -> tuple:
-    """What a traced run was computed from, besides the model: its tokens (and a translator's target so far).
-    With the model, the key of every figure drawn from the run (`cached_figure`)."""
-    return tuple(r.tokens), tuple(getattr(r, "target_tokens", None) or ())
 
 
 def unknown_warning(m: LabModel, unknown: Sequence[str], example: str | None = None) -> None:

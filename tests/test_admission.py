@@ -389,15 +389,15 @@ def test_max_tokens_for_is_the_longest_input_whose_estimate_fits_and_no_more_tha
 
 
 def test_a_page_waiting_for_its_run_shows_its_place_and_clears_it(monkeypatch):
-    """common.get_run (the page side): while another trace holds the only slot, the page shows where it waits,
+    """runs.get_run (the page side): while another trace holds the only slot, the page shows where it waits,
     and the note is cleared once its run is there. Streamlit is replaced by a recorder (no runtime)."""
     from types import SimpleNamespace
 
-    from app_pages import common
+    from app_pages import runs
     from model.api import Architecture
 
     cache = TraceCache(budget_bytes=10**9, max_running=1, poll=0.01)
-    monkeypatch.setattr(common, "traces", lambda: cache)
+    monkeypatch.setattr(runs, "traces", lambda: cache)
     shown: list[str] = []
 
     class Placeholder:
@@ -407,14 +407,14 @@ def test_a_page_waiting_for_its_run_shows_its_place_and_clears_it(monkeypatch):
         def empty(self):
             shown.append("<cleared>")
 
-    monkeypatch.setattr(common, "st", SimpleNamespace(empty=Placeholder))
+    monkeypatch.setattr(runs, "st", SimpleNamespace(empty=Placeholder))
     m = SimpleNamespace(name="fake", device="cpu", source="builtin", max_len=64,
                         arch=Architecture("decoder-only Transformer", n_layers=2, n_heads=2, d_model=8),
                         tokenize=lambda text: SimpleNamespace(ids=text.split()), run=lambda text: ("run of", text))
     release = threading.Event()
     t0, _ = _thread(cache.get, "other session's trace", lambda: release.wait(DEADLINE), estimate=10)
     _wait_until(lambda: cache.reserved_bytes() == 10, "the other trace running")
-    t1, o1 = _thread(common.get_run, m, "the bear ate")
+    t1, o1 = _thread(runs.get_run, m, "the bear ate")
     _wait_until(lambda: any("0 ahead of you" in s for s in shown), "the page told its place")
     release.set()
     _join(t0, t1)

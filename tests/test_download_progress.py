@@ -1,5 +1,5 @@
 """The hub's own download progress, forwarded by model/hf/loading.py (a tqdm class for snapshot_download) and drawn
-by the page (app_pages/common.py: with_download_progress). No network: a fake snapshot_download drives the
+by the page (app_pages/opening.py: with_download_progress). No network: a fake snapshot_download drives the
 tqdm class the way huggingface_hub's does (its own hf_thread_map and progress-bar factory, files in threads)."""
 import inspect
 import time
@@ -117,7 +117,7 @@ def test_a_hub_load_downloads_through_the_progress_before_from_pretrained(monkey
 
 @pytest.mark.unit
 def test_download_words_say_the_bytes_and_files():
-    from app_pages.common import download_words
+    from app_pages.opening import download_words
     from model.hf.loading import DownloadProgress
 
     assert download_words("gpt2", DownloadProgress(0, 0, 0, 0)) == "Asking the Hugging Face hub for the files of gpt2…"
