@@ -25,6 +25,27 @@ from starlette.middleware import Middleware
 from app_pages.registry import KEYS
 
 
+def _allocator_first() -> dict:
+    """glibc's allocator settings (model/serving/memory.py: the mmap threshold, at most 2 arenas) in the main thread,
+    before any other thread allocates: arenas that threads created earlier stay. The module is loaded by its path and
+    registered under its name: importing the `model` package here would import torch in this thread, whose thread
+    count the script threads would then inherit (the start-up thread below sets LAB_TORCH_THREADS first)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = "model.serving.memory"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "model" / "serving" / "memory.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name].apply_malloc_settings()
+
+
+_allocator_first()
+
+
 def _import_ahead() -> None:
     import os
     import sys
@@ -37,9 +58,9 @@ def _import_ahead() -> None:
     if raw and raw.lower() not in ("0", "auto") and not (raw.isdigit() and int(raw) >= 1):
         print(f"LAB_TORCH_THREADS={raw!r} is not a whole number of at least 1, 0 or 'auto' (torch's own default): "
               f"ignored; torch uses {n} thread{'s' if n != 1 else ''}.", file=sys.stderr, flush=True)
-    malloc = apply_malloc_settings()   # LAB_MALLOC_MMAP_MB (default 1): freed large blocks go back to the system
-    if "error" in malloc:
-        print(f"{malloc['error']}: the default (1 MiB) is used.", file=sys.stderr, flush=True)
+    malloc = apply_malloc_settings()   # LAB_MALLOC_MMAP_MB (default 1): freed large blocks go back to the system;
+    if "error" in malloc:              # LAB_MALLOC_ARENAS (default 2): few arenas keeping freed small blocks
+        print(f"{malloc['error']}: the default is used (1 MiB, 2 arenas).", file=sys.stderr, flush=True)
     import app_pages.common  # noqa: F401  (imports model, hence torch)
     import viz.attention  # noqa: F401
 

@@ -63,6 +63,23 @@ def test_the_threshold_comes_from_lab_malloc_mmap_mb(monkeypatch):
     assert memory.mmap_threshold_bytes() is None
 
 
+def test_the_arena_cap_comes_from_lab_malloc_arenas(monkeypatch):
+    for var in ("LAB_MALLOC_ARENAS", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(var, raising=False)
+    assert memory.arena_max() == 2                                  # the default
+    monkeypatch.setenv("LAB_MALLOC_ARENAS", "4")
+    assert memory.arena_max() == 4
+    monkeypatch.setenv("LAB_MALLOC_ARENAS", "0")                    # glibc's own (8 per core)
+    assert memory.arena_max() is None
+    for bad in ("many", "-1", "1.5", "65"):
+        monkeypatch.setenv("LAB_MALLOC_ARENAS", bad)
+        with pytest.raises(ValueError, match="LAB_MALLOC_ARENAS"):
+            memory.arena_max()
+    monkeypatch.setenv("LAB_MALLOC_ARENAS", "2")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")                     # glibc's own setting wins
+    assert memory.arena_max() is None
+
+
 @pytest.mark.skipif(memory._glibc() is None, reason="glibc's malloc only (this system's C library is another)")
 def test_freed_large_blocks_go_back_to_the_system_with_the_servers_setting():
     base, peak, after = _child(True, LAB_MALLOC_MMAP_MB="1")
@@ -74,10 +91,11 @@ def test_freed_large_blocks_go_back_to_the_system_with_the_servers_setting():
 
 @pytest.mark.slow
 def test_a_server_applies_the_setting_at_start_up_and_keeps_one_torch_thread(tmp_path):
-    """A real server (`streamlit run app.py`), probed from inside (devkit/memprobe.py): the start-up thread set the
-    mmap threshold, and the script threads still run torch with LAB_TORCH_THREADS' default of 1. (A first version
-    imported the setting at app.py's top, which imported torch in the main thread: the server then ran torch with
-    2 threads, 6x slower traces in a loaded flood.)"""
+    """A real server (`streamlit run app.py`), probed from inside (devkit/memprobe.py): app.py set the mmap threshold
+    and the arena cap, and the script threads still run torch with LAB_TORCH_THREADS' default of 1. (A first version
+    imported the setting from the `model` package at app.py's top, which imported torch in the main thread: the
+    server then ran torch with 2 threads, 6x slower traces in a loaded flood. app.py now loads the allocator's module
+    by its path.)"""
     import asyncio
     import json
     import os
@@ -91,6 +109,7 @@ def test_a_server_applies_the_setting_at_start_up_and_keeps_one_torch_thread(tmp
     env = server_env(LAB_MEMPROBE=str(out), PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     env.pop("LAB_TORCH_THREADS", None)
     env.pop("LAB_MALLOC_MMAP_MB", None)
+    env.pop("LAB_MALLOC_ARENAS", None)
     with serve(env=env) as srv:
         async def visit():
             s = Session(srv.url, 120)
@@ -105,4 +124,4 @@ def test_a_server_applies_the_setting_at_start_up_and_keeps_one_torch_thread(tmp
     last = rows[-1]
     assert last["torch_threads"] == 1, last["torch_threads"]
     if memory._glibc() is not None:
-        assert last["malloc"] == {"glibc": True, "mmap_threshold": 2**20}, last["malloc"]
+        assert last["malloc"] == {"glibc": True, "mmap_threshold": 2**20, "arena_max": 2}, last["malloc"]
