@@ -46,38 +46,34 @@ def _child(apply: bool, **env) -> tuple[int, int, int]:
     return base, peak, after
 
 
-def test_the_threshold_comes_from_lab_malloc_mmap_mb(monkeypatch):
-    for var in ("LAB_MALLOC_MMAP_MB", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES"):
-        monkeypatch.delenv(var, raising=False)
-    assert memory.mmap_threshold_bytes() == 2**20                  # the default: 1 MiB
-    monkeypatch.setenv("LAB_MALLOC_MMAP_MB", "4")
-    assert memory.mmap_threshold_bytes() == 4 * 2**20
-    monkeypatch.setenv("LAB_MALLOC_MMAP_MB", "0")                  # glibc's own dynamic threshold
-    assert memory.mmap_threshold_bytes() is None
-    for bad in ("lots", "64", "-1"):
-        monkeypatch.setenv("LAB_MALLOC_MMAP_MB", bad)
-        with pytest.raises(ValueError, match="LAB_MALLOC_MMAP_MB"):
-            memory.mmap_threshold_bytes()
-    monkeypatch.setenv("LAB_MALLOC_MMAP_MB", "1")
-    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")          # glibc's own setting wins
-    assert memory.mmap_threshold_bytes() is None
+# each setting: its variable, the reader, its default, a value and what it reads as, the glibc setting that wins
+# over it, and values it refuses (0 always means glibc's own: None)
+SETTINGS = {
+    "mmap threshold": ("LAB_MALLOC_MMAP_MB", "mmap_threshold_bytes", 2**20, ("4", 4 * 2**20),
+                       ("MALLOC_MMAP_THRESHOLD_", "65536"), ("lots", "64", "-1")),
+    "arena cap": ("LAB_MALLOC_ARENAS", "arena_max", 2, ("4", 4), ("MALLOC_ARENA_MAX", "8"),
+                  ("many", "-1", "1.5", "65")),
+}
 
 
-def test_the_arena_cap_comes_from_lab_malloc_arenas(monkeypatch):
-    for var in ("LAB_MALLOC_ARENAS", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES"):
-        monkeypatch.delenv(var, raising=False)
-    assert memory.arena_max() == 2                                  # the default
-    monkeypatch.setenv("LAB_MALLOC_ARENAS", "4")
-    assert memory.arena_max() == 4
-    monkeypatch.setenv("LAB_MALLOC_ARENAS", "0")                    # glibc's own (8 per core)
-    assert memory.arena_max() is None
-    for bad in ("many", "-1", "1.5", "65"):
-        monkeypatch.setenv("LAB_MALLOC_ARENAS", bad)
-        with pytest.raises(ValueError, match="LAB_MALLOC_ARENAS"):
-            memory.arena_max()
-    monkeypatch.setenv("LAB_MALLOC_ARENAS", "2")
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")                     # glibc's own setting wins
-    assert memory.arena_max() is None
+@pytest.mark.parametrize("what", list(SETTINGS))
+def test_each_allocator_setting_comes_from_its_variable_and_glibcs_own_wins(monkeypatch, what):
+    var, reader, default, (value, read), (glibc_var, glibc_value), bad_values = SETTINGS[what]
+    read_setting = getattr(memory, reader)
+    for v in (var, glibc_var, "GLIBC_TUNABLES"):
+        monkeypatch.delenv(v, raising=False)
+    assert read_setting() == default
+    monkeypatch.setenv(var, value)
+    assert read_setting() == read
+    monkeypatch.setenv(var, "0")                                     # glibc's own
+    assert read_setting() is None
+    for bad in bad_values:
+        monkeypatch.setenv(var, bad)
+        with pytest.raises(ValueError, match=var):
+            read_setting()
+    monkeypatch.setenv(var, value)
+    monkeypatch.setenv(glibc_var, glibc_value)                       # glibc's own setting wins
+    assert read_setting() is None
 
 
 @pytest.mark.skipif(memory._glibc() is None, reason="glibc's malloc only (this system's C library is another)")
