@@ -43,14 +43,17 @@ def _allocator_first() -> dict:
     return sys.modules[name].apply_malloc_settings()
 
 
-_allocator_first()
+_MALLOC = _allocator_first()    # LAB_MALLOC_MMAP_MB (default 1), LAB_MALLOC_ARENAS (default 2)
+if "error" in _MALLOC:
+    import sys
+
+    print(f"{_MALLOC['error']}: the default is used (1 MiB, 2 arenas).", file=sys.stderr, flush=True)
 
 
 def _import_ahead() -> None:
     import os
     import sys
 
-    from model.serving.memory import apply_malloc_settings
     from model.serving.store import apply_torch_threads
 
     n = apply_torch_threads()     # LAB_TORCH_THREADS (default 1): script threads started after this use it
@@ -58,9 +61,6 @@ def _import_ahead() -> None:
     if raw and raw.lower() not in ("0", "auto") and not (raw.isdigit() and int(raw) >= 1):
         print(f"LAB_TORCH_THREADS={raw!r} is not a whole number of at least 1, 0 or 'auto' (torch's own default): "
               f"ignored; torch uses {n} thread{'s' if n != 1 else ''}.", file=sys.stderr, flush=True)
-    malloc = apply_malloc_settings()   # LAB_MALLOC_MMAP_MB (default 1): freed large blocks go back to the system;
-    if "error" in malloc:              # LAB_MALLOC_ARENAS (default 2): few arenas keeping freed small blocks
-        print(f"{malloc['error']}: the default is used (1 MiB, 2 arenas).", file=sys.stderr, flush=True)
     import app_pages.common  # noqa: F401  (imports model, hence torch)
     import viz.attention  # noqa: F401
 

@@ -92,10 +92,8 @@ def _long_text(m: LabModel, what: str, key: str, iv, head: tuple[str, int, int] 
     """Break it on a long Hugging Face text: the intact run (the page's, from the cache) and the intervened one, both
     compact; the next-word distributions compared, and the one head asked for recomputed in both (pooled like the
     one-head view above 512 tokens). Nothing per layer is kept beyond what the two cached runs hold."""
-    import numpy as np
-
-    from model.teaching.interventions import _dist_rows, _probs
-    from viz.attention import HEAD_POOL_ABOVE, pool_max
+    from model.teaching.interventions import next_word_comparison
+    from model.views import head_pair
     from viz.experiments import attention_pair, distribution_pair
 
     try:
@@ -108,7 +106,7 @@ def _long_text(m: LabModel, what: str, key: str, iv, head: tuple[str, int, int] 
     if r_a.next_logits is None or r_b.next_logits is None:
         st.warning(f"{c.md_escape(m.name)} predicts nothing for this text: put [MASK] where it should fill in a word.")
         return
-    words, pa, pb, kl, tv = _dist_rows(_probs(r_a.next_logits), _probs(r_b.next_logits), m.vocab, 8)
+    words, pa, pb, kl, tv = next_word_comparison(r_a.next_logits, r_b.next_logits, m.vocab)
     seen = c.run_key(r_a)
     c.plot(c.cached_figure(m, f"{key}_dist", (repr(iv), *seen), lambda: distribution_pair(
         words, pa, pb, title="Probability of the next token: intact vs intervened")), key=f"{key}_dist")
@@ -117,17 +115,6 @@ def _long_text(m: LabModel, what: str, key: str, iv, head: tuple[str, int, int] 
     if head is None or head[0] not in r_a.trace.attention:
         return
     stack, layer, h = head
-
-    def pair():
-        a = r_a.trace.attention[stack][layer].head_weights(h)[0].numpy()
-        b = r_b.trace.attention[stack][layer].head_weights(h)[0].numpy()
-        q, k = list(r_a.trace.attention[stack].query_tokens), list(r_a.trace.attention[stack].key_tokens)
-        f = -(-max(a.shape) // HEAD_POOL_ABOVE)
-        if f > 1:                                   # as the one-head view: each f x f block its largest weight
-            a, b = (pool_max(x[None, None], f)[0, 0] for x in (a, b))
-            q, k = q[::f][:a.shape[0]], k[::f][:a.shape[1]]          # each block labelled by its first token
-        return attention_pair(np.asarray(a), np.asarray(b), q, k, title=f"Layer {layer + 1}, head {h + 1}: intact, "
-                              "intervened, and the difference" + (f" (blocks of {f} × {f} positions, each its largest "
-                                                                 "weight)" if f > 1 else ""))
-
-    c.plot(c.cached_figure(m, f"{key}_pair", (repr(iv), stack, layer, h, *seen), pair), key=f"{key}_pair")
+    c.plot(c.cached_figure(m, f"{key}_pair", (repr(iv), stack, layer, h, *seen), lambda: attention_pair(
+        *head_pair(r_a, r_b, stack, layer, h), title=f"Layer {layer + 1}, head {h + 1}: intact, intervened, and the "
+        "difference")), key=f"{key}_pair")

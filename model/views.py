@@ -140,6 +140,15 @@ class MaskingView:
     weights: np.ndarray                # after softmax
 
 
+def head_pair(run_a: Run, run_b: Run, stack: str, layer: int, head: int
+              ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """One head of two runs of the same tokens (intact, intervened): their (Tq, Tk) float32 weights, held or
+    recomputed (a compact run recomputes only this head), and the query and key tokens."""
+    sa, sb = run_a.trace.attention[stack], run_b.trace.attention[stack]
+    return (_np(head_weights(sa[layer], 0, head)), _np(head_weights(sb[layer], 0, head)),
+            list(sa.query_tokens), list(sa.key_tokens))
+
+
 def masked_role(run: Run) -> str:
     """The stack where a causal mask applies (the decoder, or a causal self stack); else the first stack."""
     causal = [r for r, s in run.trace.attention.items() if s.causal and r != "cross"]

@@ -10,6 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .attention import HEAD_POOL_ABOVE, pool_max
 from .common import (DIVERGING, MAGNITUDE, OKABE_ITO, SEQUENTIAL, apply_theme, as_array, check_labels, esc,
                      position_labels, token_axis)
 
@@ -61,13 +62,19 @@ def head_change_grid(change, title: str = "") -> go.Figure:
 
 
 def attention_pair(a, b, q_labels: Sequence[str], k_labels: Sequence[str], title: str = "") -> go.Figure:
-    """One head: intact, intervened, and their difference (intervened − intact)."""
+    """One head: intact, intervened, and their difference (intervened − intact). Over HEAD_POOL_ABOVE positions,
+    as the one-head view: each f x f block drawn as its largest weight, labelled by its first token."""
     a = as_array(a, 2, "intact weights", "(queries, keys)").astype(np.float32)
     b = as_array(b, 2, "intervened weights", "(queries, keys)").astype(np.float32)
     if a.shape != b.shape:
         raise ValueError(f"the two maps differ in shape: {a.shape} vs {b.shape}")
     q = check_labels(q_labels, a.shape[0], "query")
     k = check_labels(k_labels, a.shape[1], "key")
+    f = -(-max(a.shape) // HEAD_POOL_ABOVE)
+    if f > 1:
+        a, b = (pool_max(x[None, None], f)[0, 0] for x in (a, b))
+        q, k = list(q)[::f][:a.shape[0]], list(k)[::f][:a.shape[1]]
+        title += f" (blocks of {f} × {f} positions, each its largest weight)"
     fig = make_subplots(1, 3, subplot_titles=("intact", "intervened", "difference (intervened − intact)"),
                         horizontal_spacing=0.06)
     xs, ys = position_labels(k), position_labels(q)

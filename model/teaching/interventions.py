@@ -319,6 +319,13 @@ def _dist_rows(lp_a: torch.Tensor, lp_b: torch.Tensor, vocab: list[str], k: int)
     return [vocab[i] for i in top], pa[top].numpy(), pb[top].numpy(), kl, tv
 
 
+def next_word_comparison(logits_a: torch.Tensor, logits_b: torch.Tensor, vocab: list[str], k: int = 8
+                         ) -> tuple[list[str], np.ndarray, np.ndarray, float, float]:
+    """Two runs' next-token distributions from their logits: the words of either's top k (by the first's
+    probability), both probabilities, KL(a ‖ b) and the total variation."""
+    return _dist_rows(_probs(logits_a), _probs(logits_b), vocab, k)
+
+
 def _stack_maps(trace) -> dict[str, np.ndarray]:
     """stack -> (L, H, Tq, Tk) weights; a compact trace's (a long Hugging Face text) recomputed layer by layer and
     kept as float16, as long traces held them before they were compact."""
