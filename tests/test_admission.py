@@ -197,14 +197,18 @@ def test_a_running_computation_also_reserves_its_working_memory_and_gives_it_bac
     assert c.reserved_bytes() == 0 and c.used_bytes() == 6_000   # what the result holds, beside the one kept
 
 
-def test_working_memory_over_what_the_budget_leaves_empties_the_cache_but_is_not_refused():
-    """Only what a result holds must fit the budget; working memory past it is reserved up to the budget (the cache
-    empty meanwhile), so a long text still runs, alone."""
+def test_a_result_and_working_memory_that_pass_the_budget_together_are_refused_before_compute_is_called():
+    """What a computation holds and what it needs while it runs must fit the budget together: otherwise it is refused
+    before it starts (the message names both), and the cache keeps what it held."""
     c = TraceCache(budget_bytes=10_000)
     c.get("old", lambda: {"w": torch.zeros(1000)})
-    seen = []
-    assert c.get("long", lambda: seen.append((c.used_bytes(), c.reserved_bytes())) or "x", estimate=4_000,
-                 working=50_000) == "x"
+    called = []
+    with pytest.raises(InputError, match=r"need .* more while it is computed.*shorter text"):
+        c.get("long", lambda: called.append(1), estimate=4_000, working=6_001)
+    assert called == [] and c.used_bytes() == 4_000 and c.reserved_bytes() == 0
+    seen = []                                                  # exactly the budget: runs, the cache emptied first
+    assert c.get("fits", lambda: seen.append((c.used_bytes(), c.reserved_bytes())) or "x", estimate=4_000,
+                 working=6_000) == "x"
     assert seen == [(0, 10_000)]
 
 
@@ -367,23 +371,26 @@ def test_the_gpt2_small_estimate_matches_the_measured_trace_sizes():
     assert trace_estimate(a, 4096) / 2**20 <= 500
 
 
-def test_max_tokens_for_is_the_longest_input_whose_estimate_fits_and_no_more_than_the_positions():
+def test_max_tokens_for_is_the_longest_input_whose_run_fits_while_it_runs_and_no_more_than_the_positions():
     from types import SimpleNamespace
 
     from model.api import Architecture
-    from model.serving.store import COMPACT_ABOVE, max_tokens_for
+    from model.serving.store import COMPACT_ABOVE, max_tokens_for, run_need
 
     arch = Architecture("decoder-only Transformer", n_layers=12, n_heads=12, d_model=768)
     m = SimpleNamespace(arch=arch, source="hf", max_len=1024,
                         hf=SimpleNamespace(config=SimpleNamespace(max_position_embeddings=4096)))
-    assert max_tokens_for(m, 1024 * 2**20) == 4096         # compact: 4,096 tokens fit the default 1 GB budget
-    budget = 160 * 2**20
+    n = max_tokens_for(m, 1024 * 2**20)                     # the default 1 GiB: what the run keeps and its working
+    assert run_need(arch, n) <= 1024 * 2**20 < run_need(arch, n + 1)         # memory (eager attention's T x T) fit
+    assert 2048 < n < 4096 and trace_estimate(arch, n, None, COMPACT_ABOVE) < 250 * 2**20
+    assert max_tokens_for(m, 2048 * 2**20) == 4096         # a 2 GiB budget: the positions decide
+    budget = 400 * 2**20
     n = max_tokens_for(m, budget)
-    assert trace_estimate(arch, n, None, COMPACT_ABOVE) <= budget < trace_estimate(arch, n + 1, None, COMPACT_ABOVE)
-    assert 1024 < n < 4096                                  # beyond the old 1,024 cap, short of the positions
+    assert run_need(arch, n) <= budget < run_need(arch, n + 1)
+    assert 1024 < n < 2048                                  # beyond the old 1,024 cap, short of the positions
     small = max_tokens_for(m, 60 * 2**20)                   # a budget a full 256-token trace (120 MB) does not fit:
     assert small < COMPACT_ABOVE                            # every shorter text must fit too, so the limit stays short
-    assert all(trace_estimate(arch, k, None, COMPACT_ABOVE) <= 60 * 2**20 for k in range(1, small + 1))
+    assert all(run_need(arch, k) <= 60 * 2**20 for k in range(1, small + 1))
     assert max_tokens_for(m, 10**15) == 4096                # a generous budget: the model's positions decide
     assert max_tokens_for(m, budget, positions=512) == 512
 

@@ -538,7 +538,7 @@ def test_break_it_ablates_heads_of_a_grouped_query_llama(tiny, monkeypatch):
 def test_token_limit_comes_from_positions_and_the_trace_budget(tmp_path, monkeypatch):
     """No constant: a model with 4,096 positions is traced as far as the server's trace budget allows, and the
     message for a longer text names that limit."""
-    from model.serving.store import max_tokens_for, trace_estimate
+    from model.serving.store import max_tokens_for, run_need
 
     big = model.load(str(make_tiny("gpt2", tmp_path / "big", positions=4096)), "cpu")
     assert big.max_len == 4096                                        # a tiny model fits its positions
@@ -546,8 +546,8 @@ def test_token_limit_comes_from_positions_and_the_trace_budget(tmp_path, monkeyp
     small = model.load(str(make_tiny("gpt2", tmp_path / "small", positions=4096)), "cpu")
     budget = 2 * 2**20
     assert 1 < small.max_len < 4096
-    assert trace_estimate(small.arch, small.max_len, None, COMPACT_ABOVE) <= budget
-    assert trace_estimate(small.arch, small.max_len + 1, None, COMPACT_ABOVE) > budget
+    assert run_need(small.arch, small.max_len, None, COMPACT_ABOVE) <= budget      # what it keeps and its working
+    assert run_need(small.arch, small.max_len + 1, None, COMPACT_ABOVE) > budget   # memory, together
     assert small.max_len == max_tokens_for(small, budget, 4096)
     with pytest.raises(model.LabError, match=str(small.max_len)):
         small.tokenize("the bear ate the honey " * 200)

@@ -12,8 +12,8 @@ kept only when softmax(scores + mask) reproduces those weights: on every layer, 
 stacks carry weights only (scores None).
 
 The longest input is the model's own limit (its positions, its tokenizer's model_max_length) or the longest
-whose trace fits the server's trace budget (model.serving.store.max_tokens_for, from the compact estimate),
-whichever is shorter; no constant.
+whose traced run fits the server's trace budget while it runs (model.serving.store.max_tokens_for: the compact
+trace's estimate and the forward pass's working memory), whichever is shorter; no constant.
 Long inputs: a self-attention run of more than COMPACT_ABOVE (model.serving.store) tokens is traced compactly
 (compact.py): no `output_attentions`; each layer's weights are pooled for the grid as eager attention computes them,
 a query row is kept, norms keep their statistics, and one layer's or one head's weights, raw scores or a norm's

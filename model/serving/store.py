@@ -400,8 +400,10 @@ def working_estimate(arch, n_tokens: int, n_target: int | None = None) -> int:
     memory, from the model's shape alone. Attention (eager, one layer at a time) holds a layer's scores and weights,
     (B, H, Tq, Tk) float32 each, while the next block's inputs, q/k/v and the feed-forward's 4 x d_model activations
     are alive: 2 x H x Tq x Tk x 4 + 8 x T x d_model x 4 bytes per stack, the largest stack counting. Measured on
-    GPT-2 small at 1,024 tokens: the heap peaked 111-128 MB above what the run kept (estimate 126 MB); at 4,096 tokens
-    the same formula gives 1.7 GB (eager attention's 805 MB a layer, twice), more than the default budget."""
+    GPT-2 small at 1,024 tokens: the heap peaked 111-128 MB above what the run kept (estimate 126 MB); on its
+    4,096-position variant (1 torch thread) the anonymous memory peaked 90 / 392 / 1,672 MB above what the run kept
+    at 1,024 / 2,048 / 4,096 tokens (estimates 126 / 453 / 1,711 MB). At 4,096 tokens eager attention's 805 MB a
+    layer, twice, passes the default budget: such a text is read where traces have a larger budget (max_tokens_for)."""
     T = max(int(n_tokens), 1)
     S = max(int(n_target or T), 1)
     H, d = max(arch.n_heads, 1), max(arch.d_model, 1)
@@ -441,8 +443,14 @@ def trace_budget_bytes() -> int:
     return int(float(os.environ.get("LAB_TRACE_BUDGET_MB", "1024")) * 2**20)
 
 
+def run_need(arch, n_tokens: int, n_target: int | None = None, compact_above: int | None = COMPACT_ABOVE) -> int:
+    """Bytes admission reserves for a traced run while it runs: what it will hold and its working memory."""
+    return trace_estimate(arch, n_tokens, n_target, compact_above) + working_estimate(arch, n_tokens, n_target)
+
+
 def max_tokens_for(m, budget_bytes: int, positions: int | None = None) -> int:
-    """The longest input whose trace fits `budget_bytes`, and no longer than the model's positions.
+    """The longest input whose traced run fits `budget_bytes` while it runs (the trace it keeps and its forward pass's
+    working memory, `run_need`: admission refuses more), and no longer than the model's positions.
 
     `positions`: the model's own limit (its position table / max_position_embeddings), read from the model when
     not given (`m.positions_limit`, a Hugging Face config's max_position_embeddings or n_positions, else
@@ -453,9 +461,9 @@ def max_tokens_for(m, budget_bytes: int, positions: int | None = None) -> int:
                      or getattr(cfg, "n_positions", None) or getattr(m, "max_len", 0))
     compact = COMPACT_ABOVE if getattr(m, "source", "") == "hf" else None
     seq2seq = bool(getattr(m.arch, "n_encoder_layers", 0))
-    fits = lambda n: trace_estimate(m.arch, n, n if seq2seq else None, compact) <= budget_bytes
+    fits = lambda n: run_need(m.arch, n, n if seq2seq else None, compact) <= budget_bytes
     lo, hi = 0, int(positions)
-    if compact is not None and hi > compact:      # the estimate grows with T up to COMPACT_ABOVE and again after it
+    if compact is not None and hi > compact:      # the need grows with T up to COMPACT_ABOVE and again after it
         if fits(compact):                         # (it drops where traces turn compact): bisect the part that decides
             lo = compact
         else:
@@ -514,9 +522,9 @@ class TraceCache:
       both cores of a small server), the others queued in order, their place told through `on_wait`;
     - a heavy computation's estimated bytes (from its shape, `trace_estimate`) and its working memory while it
       runs (`working_estimate`) are reserved against the budget while it runs; the cache evicts least recently used
-      results to make room, and an estimate over the whole budget is refused before anything is computed (working
-      memory over what the budget leaves empties the cache: one running computation may then pass the budget by
-      the difference, and at most `max_running` run at once);
+      results to make room, and a computation whose estimate and working memory together pass the whole budget is
+      refused before anything is computed (a model's longest input is the longest that fits: max_tokens_for), so
+      what the cache holds and what runs never pass the budget together;
     - a queued computation whose every waiter has gone (its `on_wait` raised, e.g. the session stopped or
       reran) keeps its place for `orphan_grace` seconds (the same page rerun comes back for it), is never started
       meanwhile, and is then dropped.
@@ -549,21 +557,22 @@ class TraceCache:
         (outside any lock) when the caller's place changes and every `poll` seconds while it waits; if it raises,
         the caller stops waiting, and its queued computation, if no other caller waits for it, keeps its place for
         `orphan_grace` seconds without starting, then is dropped.
-        Raises InputError when the estimate cannot fit the budget, or when no result came within `timeout`."""
+        Raises InputError when the estimate and working memory together cannot fit the budget, or when no result came
+        within `timeout`."""
         heavy = estimate is not None if heavy is None else heavy
         deadline = time.monotonic() + (self.wait_timeout if timeout is None else timeout)
         with self._cond:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key][0]
-            if estimate is not None and estimate > self.budget_bytes:
-                raise InputError(f"This would hold about {estimate / 2**20:,.0f} MB, more than this server keeps for "
-                                 f"all traced runs together ({self.budget_bytes / 2**20:,.0f} MB, LAB_TRACE_BUDGET_MB). "
-                                 "Use a shorter text.")
+            if estimate is not None and estimate + int(working or 0) > self.budget_bytes:
+                held = f"hold about {estimate / 2**20:,.0f} MB" + (
+                    f" and need {int(working) / 2**20:,.0f} MB more while it is computed" if working else "")
+                raise InputError(f"This would {held}, more than this server keeps for all traced runs together "
+                                 f"({self.budget_bytes / 2**20:,.0f} MB, LAB_TRACE_BUDGET_MB). Use a shorter text.")
             f = self._flights.get(key)
             if f is None:
-                est = int(estimate or 0)
-                f = self._flights[key] = _Flight(key, heavy, est, min(int(working or 0), self.budget_bytes - est),
+                f = self._flights[key] = _Flight(key, heavy, int(estimate or 0), int(working or 0),
                                                  state="queued" if heavy else "admitted")
                 if heavy:
                     self._queue.append(f)
