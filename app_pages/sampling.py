@@ -69,7 +69,9 @@ def live() -> None:
     draws = [10, 100, 1000, 10000]
     n = c1.select_slider("Number of draws", draws, **c.bound("n", 1000, options=draws, arg="value"))
     seed = c.number("Seed", "seed", 0, 0, 2**31 - 1, container=c2)
-    c.plot(sample_histogram(views.draw_counts(d, n, seed), d.probs, vocab, top_n=20), key="samp_hist")
+    c.plot(c.cached_figure(m, "samp_hist", (*c.run_key(r), tuple(s.items()), n, seed),     # one build for every
+                           lambda: sample_histogram(views.draw_counts(d, n, seed), d.probs, vocab, top_n=20)),  # session
+           key="samp_hist")
     st.caption("Bars: how often each word was drawn with the released settings; markers: the final probability. "
                "More draws, closer match. The same seed always gives the same draws.")
 
@@ -109,8 +111,10 @@ def step_through() -> None:
     seed = len(chosen) + int(st.session_state.get("seed", 0))
     drawn = views.draw_one(d, seed)
     st.markdown("Text so far: " + c.tokens_line([vocab[i] for i in ids]))
-    c.plot(final_distribution(d.probs, vocab, top_n=15,
-                              title=f"Step {len(chosen) + 1}: the sampler drew “{vocab[drawn]}”"), key="gen_dist")
+    c.plot(c.cached_figure(m, "gen_dist", (tuple(ids), tuple(s.items()), len(chosen), drawn),
+                           lambda: final_distribution(d.probs, vocab, top_n=15,
+                                                      title=f"Step {len(chosen) + 1}: the sampler drew “{vocab[drawn]}”")),
+           key="gen_dist")
     top = d.top(20)
     b1, b2, b3, b4 = st.columns([1.3, 2, 1, 1])
 

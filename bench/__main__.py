@@ -450,13 +450,13 @@ def bench_load(repeat: int) -> None:
         row(*r)
 
 
-def bench_flood(repeat: int, sessions: int = 30, tokens: int = 1024, runs: int = 3) -> None:
+def bench_flood(repeat: int, sessions: int = 30, tokens: int = 1024, runs: int = 3, budget_mb: int | None = None) -> None:
     """N Chromium sessions, each a distinct long text on the Attention page of a GPT-2-small-sized folder model, on
     one replica: server RSS peak against models + trace budget + 0.5 GiB, every page drawn, the others' slider p95
-    (bench/flood.py)."""
+    (bench/flood.py). budget_mb: the server's LAB_TRACE_BUDGET_MB (default: its own, 1 GiB)."""
     from bench.flood import flood_rows
 
-    for r in flood_rows(sessions, tokens, runs, log=lambda m: print(m, flush=True)):
+    for r in flood_rows(sessions, tokens, runs, log=lambda m: print(m, flush=True), budget_mb=budget_mb):
         row(*r)
 
 
@@ -646,13 +646,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sessions", type=int, default=30, help="flood, pages: browser / headless sessions at once")
     ap.add_argument("--tokens", type=int, default=1024, help="flood: words (tokens) in each session's distinct text")
     ap.add_argument("--runs", type=int, default=3, help="flood, pages: fresh-server runs (median and range reported)")
+    ap.add_argument("--budget-mb", type=int, default=None,
+                    help="flood: the server's trace budget, LAB_TRACE_BUDGET_MB (default: its own, 1,024); a 4,096-token "
+                         "text on a GPT-2-small-sized model needs 2,048")
     a = ap.parse_args(argv)
     names = [s for s in a.only.split(",") if s] or [s for s in SECTIONS if s not in SLOW or (a.browser and s == "browser")]
     unknown = [s for s in names if s not in SECTIONS]
     if unknown:
         ap.error(f"no section {', '.join(map(repr, unknown))}; the sections are {', '.join(SECTIONS)}")
     for flag, v, lo in (("--sessions", a.sessions, 1), ("--tokens", a.tokens, 1), ("--runs", a.runs, 1),
-                        ("--repeat", a.repeat, 1)):
+                        ("--repeat", a.repeat, 1), ("--budget-mb", 1 if a.budget_mb is None else a.budget_mb, 1)):
         if v < lo:
             ap.error(f"{flag} must be a whole number of at least {lo} (got {v})")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
@@ -660,7 +663,8 @@ def main(argv: list[str] | None = None) -> None:
     for s in names:
         print(f"[{s}]", flush=True)
         if s in SIZED:
-            SECTIONS[s](a.repeat, sessions=a.sessions, tokens=a.tokens, runs=a.runs)
+            extra = {"budget_mb": a.budget_mb} if s == "flood" else {}
+            SECTIONS[s](a.repeat, sessions=a.sessions, tokens=a.tokens, runs=a.runs, **extra)
         else:
             SECTIONS[s](a.repeat)
     print(f"\n| what | measured ({machine}) | target |\n|---|---|---|")

@@ -401,21 +401,25 @@ def _med(xs: list[float], fmt: Callable[[float], str]) -> str:
 
 
 def flood_rows(sessions: int = 30, tokens: int = 1024, runs: int = 3, others: int = 3,
-               log: Callable[[str], None] = print, browsers: int = 3) -> list[tuple[str, str, str]]:
-    """The flood `runs` times (a fresh server each time): medians with their range over the runs."""
+               log: Callable[[str], None] = print, browsers: int = 3,
+               budget_mb: int | None = None) -> list[tuple[str, str, str]]:
+    """The flood `runs` times (a fresh server each time): medians with their range over the runs. budget_mb: the
+    server's LAB_TRACE_BUDGET_MB (default: its own)."""
     results = []
+    env = {"LAB_TRACE_BUDGET_MB": str(budget_mb)} if budget_mb else None
     with tempfile.TemporaryDirectory(prefix="lab-flood-") as d:
         make_folder_model(d, tokens)
         for i in range(runs):
             log(f"  run {i + 1} of {runs}")
-            results.append(run_flood(sessions, tokens, d, others, log=log, browsers=browsers))
+            results.append(run_flood(sessions, tokens, d, others, log=log, browsers=browsers, env=env))
     r0 = results[0]
     loads = f"load average {min(r.load[0] for r in results):.1f}–{max(max(r.load) for r in results):.1f}"
     nb = min(browsers, sessions)
     clients = (f"{sessions} Chromium sessions" if nb >= sessions else
                f"{sessions} sessions ({nb} Chromium tabs, {sessions - nb} by Streamlit's websocket protocol)")
     where = (f"{clients}, each a distinct {tokens:,}-token text, Attention page, GPT-2-small-sized "
-             f"folder model (random weights), 1 replica, {runs} run{'s' if runs > 1 else ''}, {os.cpu_count()} cores, "
+             f"folder model (random weights, {max(1024, tokens):,} positions), trace budget {r0.budget / MIB:,.0f} MiB, "
+             f"1 replica, {runs} run{'s' if runs > 1 else ''}, {os.cpu_count()} cores, "
              f"{loads}")
     mib = lambda b: f"{b / MIB:,.0f} MiB"                                              # noqa: E731
     rows = [
@@ -484,12 +488,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--others", type=int, default=3)
     ap.add_argument("--browsers", type=int, default=3, help="how many of the sessions are Chromium tabs")
+    ap.add_argument("--budget-mb", type=int, default=None, help="the server's LAB_TRACE_BUDGET_MB (default: its own)")
     a = ap.parse_args(argv)
     for flag, v, lo in (("--sessions", a.sessions, 1), ("--tokens", a.tokens, 1), ("--runs", a.runs, 1),
-                        ("--others", a.others, 0), ("--browsers", a.browsers, 0)):
+                        ("--others", a.others, 0), ("--browsers", a.browsers, 0), ("--budget-mb", 1 if a.budget_mb is None else a.budget_mb, 1)):
         if v < lo:
             ap.error(f"{flag} must be a whole number of at least {lo} (got {v})")
-    for what, fig, tgt in flood_rows(a.sessions, a.tokens, a.runs, a.others, browsers=a.browsers):
+    for what, fig, tgt in flood_rows(a.sessions, a.tokens, a.runs, a.others, browsers=a.browsers, budget_mb=a.budget_mb):
         print(f"| {what} | {fig} | {tgt} |")
 
 
