@@ -229,7 +229,11 @@ if trained:
         st.session_state.forget_grad_res = live
         profiles = {**live[1], **profiles}
 if profiles:
-    c.plot(gradient_figure(profiles, title="‖∂ loss at the last word / ∂ hidden state k words back‖"), key="forget_g")
+    grad_title = "‖∂ loss at the last word / ∂ hidden state k words back‖"
+    only_builtin = not (trained and live and live[0] == job.job_id)        # the built-ins' figure: one for every session
+    c.plot(c.cached_figure(None, "forget_g", (c.device_name(), tuple(builtin)),
+                           lambda: gradient_figure(profiles, title=grad_title)) if only_builtin
+           else gradient_figure(profiles, title=grad_title), key="forget_g")
     st.caption("Mean over the same 8 held-out texts of 48 tokens (sentences run together). RNN and LSTM: the "
                "first layer's hidden state h; Transformer: the residual stream right after the embeddings. Log "
                "scale: a straight falling line is a geometric decay.")
@@ -254,9 +258,9 @@ sb = _seed_bands()
 n_seeds, far, near = len(sb.seeds), 20, 5
 (r_lo, r_mid, r_hi), (l_lo, l_mid, l_hi) = sb.fall_range("rnn"), sb.fall_range("lstm")
 s_lo, s_mid, s_hi = sb.separation_range()
-c.plot(gradient_seed_bands(sb.distance, {"RNN (tanh)": sb.band("rnn"), "LSTM": sb.band("lstm")},
-                           separation=(s_lo, s_mid, s_hi),
-                           title=f"Gradient left k words back: RNN and LSTM, {n_seeds} training seeds"), key="forget_seeds")
+c.plot(c.cached_figure(None, "forget_seeds", (), lambda: gradient_seed_bands(     # the same for every session
+    sb.distance, {"RNN (tanh)": sb.band("rnn"), "LSTM": sb.band("lstm")}, separation=(s_lo, s_mid, s_hi),
+    title=f"Gradient left k words back: RNN and LSTM, {n_seeds} training seeds")), key="forget_seeds")
 st.caption(f"The quick preset's RNN and LSTM trained by this app's training code once per seed (seeds "
            f"{sb.seeds[0]} to {sb.seeds[-1]}), then measured on the same held-out texts as above; each curve is divided "
            "by its value 0 words back, so the two start at 1. Lines: the median over seeds; shaded: from the lowest "
