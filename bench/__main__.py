@@ -212,12 +212,19 @@ def bench_compact(repeat: int) -> None:
     shorter, since the run's working memory must fit too): the trace's tensors' bytes, the admission's estimate, the
     working memory (the process's anonymous memory sampled every 2 ms: its peak above what it was before the run and
     what the run kept) against its estimate, the traced run's time, and what one head, its raw scores, one query's
-    rows and one norm's vectors cost on demand."""
+    rows and one norm's vectors cost on demand. As in a server: its allocator settings (model/serving/memory.py;
+    glibc's own keep freed blocks in the heap, and the same 1,024-token run then peaks 150-230 MiB above what it
+    keeps instead of 85-110) and its torch threads (LAB_TORCH_THREADS, default 1)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     import model
     from devkit.hf_fixtures import save_word_tokenizer
-    from model.serving.store import run_estimate, run_working, trace_bytes
+    from model.serving.memory import apply_malloc_settings
+    from model.serving.store import run_estimate, run_working, torch_threads, trace_bytes
+
+    apply_malloc_settings()
+    threads, torch_default = torch_threads() or torch.get_num_threads(), torch.get_num_threads()
+    torch.set_num_threads(threads)
 
     def anon() -> int:
         with open("/proc/self/status") as f:
@@ -262,7 +269,8 @@ def bench_compact(repeat: int) -> None:
             t3 = time.perf_counter()
             r.trace.layernorms[22].features(0, 5)
             t4 = time.perf_counter()
-            row(f"GPT-2 small config (random weights, {n} positions), {n} tokens, trace budget {budget} MiB, compact "
+            row(f"GPT-2 small config (random weights, {n} positions), {n} tokens, trace budget {budget} MiB, "
+                f"{threads} torch thread{'s' if threads > 1 else ''}, the server's allocator settings, compact "
                 f"trace: held (the trace's tensors) / admission estimate; working memory measured / estimated; traced "
                 f"run (load average {os.getloadavg()[0]:.1f})",
                 f"{held / 2**20:,.1f} MiB / {run_estimate(m, text) / 2**20:,.1f} MiB; "
@@ -271,6 +279,7 @@ def bench_compact(repeat: int) -> None:
             row(f"same, {n} tokens, on demand: layer 12 head 4 weights / its raw scores / one query in all 144 heads / "
                 f"one norm's vectors", f"{t1 - t0:.2f} / {t2 - t1:.2f} / {t3 - t2:.2f} / {t4 - t3:.2f} s")
             del r, m
+    torch.set_num_threads(torch_default)
 
 
 def bench_sampling(repeat: int) -> None:
