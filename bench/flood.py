@@ -199,9 +199,11 @@ class FloodResult:
                 f"({self.queued_then_drawn} after the queue message; time to drawn p50 {pct(times, .5):.1f} s, "
                 f"max {max(times, default=float('nan')):.1f} s); RSS {self.rss_before / MIB:,.0f} -> peak "
                 f"{self.rss_peak / MIB:,.0f} MiB (bound {self.bound / MIB:,.0f} = models {self.models / MIB:,.0f} + "
-                f"budget {self.budget / MIB:,.0f} + 512), after {self.rss_after / MIB:,.0f} MiB; other sessions' "
-                f"rerun p50 / p95 {pct(self.other_reruns, .5) * 1000:,.0f} / {pct(self.other_reruns, .95) * 1000:,.0f}"
-                f" ms (n={len(self.other_reruns)}, {len(self.other_errors)} errors); Chromium peak "
+                f"budget {self.budget / MIB:,.0f} + 512), after {self.rss_after / MIB:,.0f} MiB; "
+                + (f"other sessions' rerun p50 / p95 {pct(self.other_reruns, .5) * 1000:,.0f} / "
+                   f"{pct(self.other_reruns, .95) * 1000:,.0f} ms (n={len(self.other_reruns)}, "
+                   f"{len(self.other_errors)} errors); " if self.other_reruns or self.other_errors else "no other sessions; ")
+                + f"Chromium peak "
                 f"{self.client_peak / MIB:,.0f} MiB; {self.wall_s:.0f} s; load average {self.load[0]:.1f} -> "
                 f"{self.load[1]:.1f}" + (f"; not drawn: {'; '.join(failed[:5])}" if failed else ""))
 
