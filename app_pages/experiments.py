@@ -43,18 +43,19 @@ with controls:
     kw: dict = {}
     seed = None
     if what == "heads":
-        cols = st.columns([1, 0.7, 1.6, 1.4])            # the heads field wide enough for four chips at 1280 px
-        stack = cols[0].selectbox("Attention", list(parts), format_func=STACKS.get,
-                                  **c.labelled("stack", first_stack, options=list(parts))) if len(parts) > 1 else "self"
+        multi = len(parts) > 1                           # a stack to choose: its own column, else none left empty
+        cols = st.columns([1, 0.7, 1.6, 1.4] if multi else [0.7, 1.6, 1.4])    # heads wide enough for four chips
+        stack = cols.pop(0).selectbox("Attention", list(parts), format_func=STACKS.get,
+                                      **c.labelled("stack", first_stack, options=list(parts))) if multi else "self"
         n_layers, n_heads = parts[stack]["layers"], parts[stack]["heads"]
         layer_opts, head_opts = [*range(1, n_layers + 1), "every"], list(range(1, n_heads + 1))
         ours = stack == first_stack and first.layer < n_layers and all(h < n_heads for h in first.heads or ())
         first_layer = first.layer + 1 if ours else 1
         first_heads = [h + 1 for h in first.heads] if ours and first.heads is not None else head_opts
-        layer = cols[1].selectbox("Layer", layer_opts, **c.bound("layer", first_layer, options=layer_opts))
-        heads = cols[2].multiselect("Heads", head_opts, **c.bound("heads", first_heads, options=head_opts))
+        layer = cols[0].selectbox("Layer", layer_opts, **c.bound("layer", first_layer, options=layer_opts))
+        heads = cols[1].multiselect("Heads", head_opts, **c.bound("heads", first_heads, options=head_opts))
         modes = ["reference", "mean", "zero"]
-        mode = cols[3].radio("Replace the output by", modes,
+        mode = cols[2].radio("Replace the output by", modes,
                              format_func={"reference": "its mean (reference set)", "mean": "its mean (this text)",
                                           "zero": "zeros"}.get,
                              captions=["over held-out or example sentences: the head says nothing particular",
@@ -64,13 +65,13 @@ with controls:
         kw = dict(stack=stack, layer=layers, heads=[h - 1 for h in heads], head_mode=mode)
     elif what in ("layernorm", "residual"):
         with_subs = [s for s in parts if parts[s]["sublayers"]]
-        cols = st.columns(3)
-        stack = cols[0].selectbox("Stack", with_subs, format_func=lambda s: s if s != "self" else "decoder",
-                                  key="exp_ln_stack") if len(with_subs) > 1 else with_subs[0]
+        cols = st.columns(3)                             # stack (where there are two), sub-layer, layer: left to right
+        stack = cols.pop(0).selectbox("Stack", with_subs, format_func=lambda s: s if s != "self" else "decoder",
+                                      key="exp_ln_stack") if len(with_subs) > 1 else with_subs[0]
         subs = list(parts[stack]["sublayers"])
         if what == "layernorm" and parts[stack]["final_ln"]:
             subs.append("final")
-        sub = cols[2].selectbox("Sub-layer", subs, format_func=SUBLAYER_NAMES.get, key=f"exp_{what}_sub")
+        sub = cols[0].selectbox("Sub-layer", subs, format_func=SUBLAYER_NAMES.get, key=f"exp_{what}_sub")
         layer = 0
         if sub != "final":
             layer = cols[1].selectbox("Layer", range(1, parts[stack]["layers"] + 1), key=f"exp_{what}_layer") - 1
