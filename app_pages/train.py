@@ -218,7 +218,8 @@ def _builtin_gradients(device: str, names: tuple):
 
 
 st.subheader("Gradient through time")
-profiles = dict(_builtin_gradients(c.device_name(), tuple(builtin)))
+builtin_profiles = dict(_builtin_gradients(c.device_name(), tuple(builtin)))
+profiles = builtin_profiles
 if trained:
     live = st.session_state.get("forget_grad_res")
     if live and live[0] == job.job_id:
@@ -230,9 +231,8 @@ if trained:
         profiles = {**live[1], **profiles}
 if profiles:
     grad_title = "‖∂ loss at the last word / ∂ hidden state k words back‖"
-    only_builtin = not (trained and live and live[0] == job.job_id)        # the built-ins' figure: one for every session
-    c.plot(c.cached_figure(None, "forget_g", (c.device_name(), tuple(builtin)),
-                           lambda: gradient_figure(profiles, title=grad_title)) if only_builtin
+    c.plot(c.cached_figure(None, "forget_g", (c.device_name(), tuple(builtin)),      # the built-ins' figure: one
+                           lambda: gradient_figure(profiles, title=grad_title)) if profiles is builtin_profiles  # for all
            else gradient_figure(profiles, title=grad_title), key="forget_g")
     st.caption("Mean over the same 8 held-out texts of 48 tokens (sentences run together). RNN and LSTM: the "
                "first layer's hidden state h; Transformer: the residual stream right after the embeddings. Log "
